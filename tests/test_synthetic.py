@@ -1,0 +1,291 @@
+"""Tests of the synthetic cohort generator (atrisk.synthetic)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from atrisk.errors import ConfigError
+from atrisk.synthetic import (
+    EVENT_COLUMNS,
+    ORDER_COLUMNS,
+    OUTCOME_COLUMNS,
+    SESSION_MANIFEST_COLUMNS,
+    STUDENT_COLUMNS,
+    CohortParams,
+    Voice,
+    _num_words,
+    _recorded_indices,
+    generate_cohort,
+    plan_dialogue,
+)
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
+END = START + timedelta(days=CohortParams().cohort_days)
+LOG_FILES = {
+    "students.csv": STUDENT_COLUMNS,
+    "orders.csv": ORDER_COLUMNS,
+    "events.csv": EVENT_COLUMNS,
+    "outcomes.csv": OUTCOME_COLUMNS,
+}
+
+
+def _read_logs(out: Path) -> dict[str, pd.DataFrame]:
+    return {name[:-4]: pd.read_csv(out / "logs" / name, dtype={"grade": "Int64"})
+            for name in LOG_FILES}
+
+
+def _truth(out: Path) -> pd.DataFrame:
+    return pd.DataFrame(json.loads((out / "ground_truth.json").read_text())["students"])
+
+
+@pytest.fixture(scope="module")
+def cohort300(tmp_path_factory):
+    out = tmp_path_factory.mktemp("c300")
+    summary = generate_cohort(out, n_students=300, seed=3, audio=False)
+    return out, summary
+
+
+@pytest.fixture(scope="module")
+def audio_cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audio")
+    calls: list[tuple[int, int]] = []
+    summary = generate_cohort(out, n_students=4, seed=1, max_recorded_per_student=1,
+                              progress=lambda d, t: calls.append((d, t)))
+    return out, summary, calls
+
+
+def test_files_have_schema_columns_and_valid_values(cohort300):
+    out, summary = cohort300
+    for name, cols in LOG_FILES.items():
+        with (out / "logs" / name).open() as fh:
+            assert next(csv.reader(fh)) == cols
+    assert not (out / "recordings").exists()  # no audio → no recordings folder
+    logs = _read_logs(out)
+    assert logs["students"].student_id.is_unique and len(logs["students"]) == 300
+    assert logs["students"].grade.between(1, 12).all()
+    assert logs["orders"].order_id.is_unique and logs["events"].event_id.is_unique
+    assert logs["orders"].discount_ratio.between(0, 1).all()
+    assert (logs["orders"].n_courses >= 0).all()
+    assert (logs["orders"].n_sales_conversations >= 0).all()
+    ev = logs["events"]
+    assert set(ev.kind) == {"class", "follow_up", "reschedule", "satisfaction"}
+    assert ev.loc[ev.kind == "satisfaction", "value"].between(1, 5).all()
+    assert ev.loc[ev.kind == "follow_up", "words"].ge(0).all()
+    assert ev.loc[ev.kind == "class", "teacher_id"].notna().all()
+    assert set(logs["outcomes"].status) == {"dropout", "completion", "ongoing"}
+    assert summary.n_classes == int((ev.kind == "class").sum())
+    assert summary.n_sessions == 0 and ev.session_id.isna().all()
+    assert summary.n_dropouts == int((logs["outcomes"].status == "dropout").sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dropout_rate_and_span_are_plausible(tmp_path, seed):
+    s = generate_cohort(tmp_path, n_students=200, seed=seed, audio=False)
+    assert 0.10 <= s.dropout_rate <= 0.35
+    assert 12.0 <= s.mean_span_days <= 23.0
+    assert 3.5 <= s.n_classes / s.n_students <= 7.0  # a class every ~2-4 days
+
+
+def test_log_times_lie_within_cohort_span(cohort300):
+    out, _ = cohort300
+    logs = _read_logs(out)
+    for df, col in [(logs["students"], "enrolled_at"), (logs["orders"], "ordered_at"),
+                    (logs["events"], "time"), (logs["outcomes"], "status_time")]:
+        t = pd.to_datetime(df[col], utc=True)
+        assert t.min() >= START and t.max() <= END, col
+    # order after enrolment, first class after the order
+    st = logs["students"].set_index("student_id")
+    od = logs["orders"].set_index("student_id")
+    assert (pd.to_datetime(od.ordered_at) >= pd.to_datetime(st.enrolled_at)).all()
+
+
+def test_no_events_after_dropout_time(cohort300):
+    out, _ = cohort300
+    logs = _read_logs(out)
+    truth = _truth(out).set_index("student_id")
+    oc = logs["outcomes"].set_index("student_id")
+    drop = oc.index[oc.status == "dropout"]
+    assert len(drop) > 20
+    ev = logs["events"].assign(time=lambda d: pd.to_datetime(d.time, utc=True))
+    last = ev.groupby("student_id").time.max()
+    for sid in drop:
+        t_drop = pd.Timestamp(oc.status_time[sid])
+        assert pd.Timestamp(truth.dropout_time[sid]) == t_drop
+        if sid in last.index:
+            assert last[sid] < t_drop, sid
+    assert truth.dropout.sum() == len(drop)
+
+
+def test_low_engagement_students_reschedule_more(cohort300):
+    out, _ = cohort300
+    ev = _read_logs(out)["events"]
+    truth = _truth(out)
+    res = ev[ev.kind == "reschedule"].groupby("student_id").size()
+    truth["res"] = truth.student_id.map(res).fillna(0)
+    low = truth.loc[truth.engagement < -0.5, "res"].mean()
+    high = truth.loc[truth.engagement > 0.5, "res"].mean()
+    assert low > 2 * high
+
+
+def test_preclass_logs_follow_engagement(cohort300):
+    out, _ = cohort300
+    orders = _read_logs(out)["orders"].merge(_truth(out)[["student_id", "engagement"]])
+    assert orders.engagement.corr(orders.n_sales_conversations) < -0.2
+    assert orders.engagement.corr(orders.discount_ratio) < -0.4
+    assert orders.engagement.corr(orders.n_courses) > 0.4
+
+
+def test_engagement_decays_before_dropout(tmp_path):
+    generate_cohort(tmp_path, n_students=1000, seed=5, audio=False)
+    logs = _read_logs(tmp_path)
+    oc = logs["outcomes"].set_index("student_id")
+    fu = logs["events"].query("kind == 'follow_up'").copy()
+    fu = fu[fu.student_id.map(oc.status) == "dropout"]
+    to_drop = (pd.to_datetime(fu.student_id.map(oc.status_time), utc=True)
+               - pd.to_datetime(fu.time, utc=True)).dt.total_seconds() / 86400
+    late, early = fu.words[to_drop <= 5], fu.words[to_drop > 10]
+    assert len(late) > 30 and len(early) > 30
+    assert late.mean() < early.mean() - 8  # reports shrink in the last days
+
+
+def test_worse_teachers_lose_more_students(tmp_path):
+    generate_cohort(tmp_path, n_students=1000, seed=2, audio=False)
+    gt = json.loads((tmp_path / "ground_truth.json").read_text())
+    worse = {t["teacher_id"] for t in gt["teachers"] if t["engagement_shift"] < 0}
+    assert 0 < len(worse) < len(gt["teachers"]) == 125
+    st = pd.DataFrame(gt["students"])
+    rate = st.groupby(st.teacher_id.isin(worse)).dropout.mean()
+    assert rate[True] > rate[False] + 0.05
+
+
+def test_same_seed_same_files_other_seed_differs(tmp_path):
+    a, b, c = (generate_cohort(tmp_path / n, n_students=40, seed=s, audio=False)
+               for n, s in [("a", 7), ("b", 7), ("c", 8)])
+    assert a == b.__class__(**{**b.__dict__, "paths": a.paths})
+    for name in [*LOG_FILES, "../ground_truth.json"]:
+        fa = (tmp_path / "a" / "logs" / name).read_bytes()
+        assert fa == (tmp_path / "b" / "logs" / name).read_bytes(), name
+        assert fa != (tmp_path / "c" / "logs" / name).read_bytes(), name
+
+
+def test_rerun_replaces_cohort_but_refuses_foreign_folder(tmp_path):
+    generate_cohort(tmp_path / "x", n_students=5, seed=0, audio=False)
+    s = generate_cohort(tmp_path / "x", n_students=8, seed=0, audio=False)
+    assert len(pd.read_csv(tmp_path / "x" / "logs" / "students.csv")) == 8 == s.n_students
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        generate_cohort(tmp_path / "y", n_students=5, audio=False)
+    with pytest.raises(ConfigError, match="n_students"):
+        generate_cohort(tmp_path / "z", n_students=0, audio=False)
+    with pytest.raises(ConfigError, match="n_teachers"):
+        generate_cohort(tmp_path / "z", n_students=5, n_teachers=0, audio=False)
+
+
+def test_recorded_classes_are_spread_first_to_last():
+    assert _recorded_indices(6, 2) == [0, 5]
+    assert _recorded_indices(6, 1) == [5]
+    assert _recorded_indices(7, 3) == [0, 3, 6]
+    assert _recorded_indices(1, 2) == [0]
+    assert _recorded_indices(0, 2) == [] and _recorded_indices(4, 0) == []
+
+
+def test_number_words():
+    assert _num_words(56) == "fifty six"
+    assert _num_words(13) == "thirteen"
+    assert _num_words(40) == "forty"
+    assert _num_words(105) == "one hundred five"
+
+
+def test_dialogue_depends_on_engagement():
+    tv, sv = Voice("en-us+m3", 35, 170), Voice("en-us+f4", 70, 150)
+
+    def stats(e):
+        rng = np.random.default_rng(0)
+        plans = [plan_dialogue(e, rng, tv, sv) for _ in range(300)]
+        student = [t for p in plans for t in p if t.speaker == "student"]
+        n_turns = [len(p) for p in plans]
+        repeats = sum("again" in t.text or "what did you say" in t.text for t in student)
+        return (np.mean([t.gap_s for t in student]), len(student) / len(plans),
+                repeats / len(plans), min(n_turns), max(n_turns),
+                np.mean([len(t.text.split()) for t in student]))
+
+    hi, lo = stats(2.0), stats(-2.0)
+    assert lo[0] > hi[0] + 0.7  # disengaged students answer later
+    assert lo[1] < hi[1]  # and say less often something
+    assert lo[2] > 2 * hi[2]  # and ask more often to repeat
+    assert lo[5] < hi[5] - 1  # with shorter answers
+    assert hi[3] >= 4 and max(hi[4], lo[4]) <= 10
+
+
+def test_audio_tracks_are_16k_mono_and_take_turns(audio_cohort):
+    out, summary, _ = audio_cohort
+    rec = out / "recordings"
+    sessions = pd.read_csv(rec / "sessions.csv")
+    assert list(sessions.columns) == SESSION_MANIFEST_COLUMNS
+    with_classes = int((_truth(out).n_classes > 0).sum())  # a student may quit before class 1
+    assert summary.n_sessions == len(sessions) == with_classes >= 3
+    utt = pd.read_csv(out / "utterances.csv")
+    for sid in sessions.session_id:
+        data = {}
+        for track in ("teacher", "student"):
+            info = sf.info(rec / sid / f"{track}.wav")
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert info.duration <= 35.0
+            data[track], _ = sf.read(rec / sid / f"{track}.wav")
+        assert data["teacher"].size == data["student"].size
+
+        def rms(x, a, b):
+            return float(np.sqrt(np.mean(x[int(a * 16000): int(b * 16000)] ** 2)))
+
+        u = utt[utt.session_id == sid]
+        assert (u.speaker == "teacher").sum() >= 3
+        for row in u.itertuples():
+            me = data[row.speaker]
+            other = data["student" if row.speaker == "teacher" else "teacher"]
+            assert rms(me, row.start_s, row.end_s) > 0.02
+            quiet = rms(other, row.start_s, row.end_s)
+            assert 1e-4 < quiet < 3e-3  # background noise only, not digital silence
+        # turns do not overlap
+        starts, ends = u.start_s.to_numpy(), u.end_s.to_numpy()
+        assert (starts[1:] >= ends[:-1]).all()
+
+
+def test_recorded_class_events_match_sessions_csv(audio_cohort):
+    out, _, _ = audio_cohort
+    sessions = pd.read_csv(out / "recordings" / "sessions.csv")
+    ev = pd.read_csv(out / "logs" / "events.csv")
+    linked = ev[ev.session_id.notna()]
+    assert (linked.kind == "class").all()
+    merged = linked.merge(sessions, on="session_id", suffixes=("_ev", "_rec"))
+    assert len(merged) == len(linked) == len(sessions)
+    assert (merged.student_id_ev == merged.student_id_rec).all()
+    assert (merged.teacher_id_ev == merged.teacher_id_rec).all()
+    assert (merged.time == merged.start_time).all()
+    # max_recorded_per_student=1 records each student's last class
+    classes = ev[ev.kind == "class"]
+    last = classes.groupby("student_id").time.max()
+    assert (sessions.set_index("student_id").start_time == last[sessions.student_id]).all()
+
+
+def test_progress_reaches_total(audio_cohort):
+    _, _, calls = audio_cohort
+    assert calls[0][0] == 1 and calls[-1][0] == calls[-1][1]
+    assert [d for d, _ in calls] == list(range(1, calls[-1][1] + 1))
+
+
+def test_audio_is_deterministic(tmp_path, audio_cohort):
+    out, _, _ = audio_cohort
+    generate_cohort(tmp_path, n_students=4, seed=1, max_recorded_per_student=1)
+    for f in sorted((out / "recordings").rglob("*.*")):
+        rel = f.relative_to(out)
+        assert f.read_bytes() == (tmp_path / rel).read_bytes(), rel
+    assert (out / "utterances.csv").read_bytes() == (tmp_path / "utterances.csv").read_bytes()

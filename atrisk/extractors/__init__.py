@@ -1,0 +1,1 @@
+"""Feature extractors: prosody, linguistic and interaction counters."""

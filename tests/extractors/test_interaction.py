@@ -1,0 +1,172 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atrisk.config import TextConfig
+from atrisk.errors import ConfigError
+from atrisk.extractors.interaction import INTERACTION_COLUMNS, InteractionExtractor
+from atrisk.extractors.linguistic import LinguisticExtractor
+
+
+@pytest.fixture(scope="module")
+def ling():
+    return LinguisticExtractor()
+
+
+@pytest.fixture(scope="module")
+def inter(ling):
+    return InteractionExtractor(linguistic=ling)
+
+
+def utts(*rows, session="s"):
+    """rows: (speaker, start_s, end_s, text)."""
+    return pd.DataFrame(
+        [(session, *r) for r in rows],
+        columns=["session_id", "speaker", "start_s", "end_s", "text"],
+    )
+
+
+def test_three_questions_answered_within_window(inter):
+    df = utts(
+        ("teacher", 0.0, 2.0, "What is two plus two?"),
+        ("student", 3.0, 4.0, "Four."),
+        ("teacher", 5.0, 7.0, "Good. And three plus three?"),
+        ("student", 9.0, 10.0, "Six."),
+        ("teacher", 11.0, 12.0, "Why is that?"),
+        ("student", 12.5, 14.0, "Because three and three make six."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["qa_rounds"] == 3
+    assert row["response_latency_s"] == pytest.approx((1.0 + 2.0 + 0.5) / 3)
+    assert row["teacher_questions"] == 3
+    assert row["student_questions"] == 0
+    assert row["turns"] == 6
+
+
+def test_unanswered_late_and_superseded_questions(inter):
+    df = utts(
+        ("teacher", 0.0, 2.0, "Any questions?"),  # no student reply before the next question
+        ("teacher", 3.0, 4.0, "What is the capital of France?"),  # reply 20 s later: too late
+        ("student", 24.0, 25.0, "Paris."),
+        ("teacher", 30.0, 31.0, "Is that right?"),  # answered twice: counts once
+        ("student", 32.0, 33.0, "Yes."),
+        ("student", 34.0, 35.0, "I think so."),
+        ("teacher", 40.0, 41.0, "Okay."),  # not a question
+        ("student", 41.5, 42.0, "Okay."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["teacher_questions"] == 3
+    assert row["qa_rounds"] == 1
+    assert row["response_latency_s"] == pytest.approx(1.0)
+
+
+def test_qa_window_comes_from_config(ling):
+    df = utts(("teacher", 0.0, 2.0, "Where is Paris?"), ("student", 22.0, 23.0, "France."))
+    assert InteractionExtractor(linguistic=ling).process_utterances(df).loc["s", "qa_rounds"] == 0
+    wide = InteractionExtractor(TextConfig(qa_window_s=30), linguistic=ling)
+    assert wide.process_utterances(df).loc["s", "qa_rounds"] == 1
+
+
+def test_reply_overlapping_question_end_counts(inter):
+    df = utts(("teacher", 0.0, 3.0, "Do you know it?"), ("student", 2.8, 4.0, "Yes I do."))
+    row = inter.process_utterances(df).loc["s"]
+    assert row["qa_rounds"] == 1
+    assert row["response_latency_s"] == pytest.approx(-0.2)
+
+
+def test_asr_question_answered(inter):
+    df = utts(("teacher", 0.0, 2.0, "what is two plus two"), ("student", 2.5, 3.0, "four"))
+    assert inter.process_utterances(df).loc["s", "qa_rounds"] == 1
+
+
+def test_note_reminders_teacher_only(inter):
+    df = utts(
+        ("teacher", 0, 1, "Please take notes on this."),
+        ("teacher", 1, 2, "Let me summarize what we learned."),
+        ("student", 2, 3, "I will take notes."),
+        ("teacher", 3, 4, "Notebooks are nice."),
+    )
+    assert inter.process_utterances(df).loc["s", "note_reminders"] == 2
+
+
+def test_repeat_requests_per_speaker(inter):
+    df = utts(
+        ("teacher", 0, 1, "The answer is seven."),
+        ("student", 1, 2, "Can you say that again?"),
+        ("teacher", 2, 3, "Seven."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["student_repeat_requests"] == 1
+    assert row["teacher_repeat_requests"] == 0
+    assert row["repeat_requests"] == 1
+    assert row["student_questions"] == 1
+
+
+def test_turns_and_talk_ratio_exact(inter):
+    df = utts(
+        ("teacher", 0.0, 1.0, "Hello."),
+        ("teacher", 1.0, 2.0, "Welcome."),
+        ("student", 2.0, 2.5, "Hi."),
+        ("teacher", 3.0, 4.0, "Ready."),
+        ("student", 4.0, 4.25, "Yes."),
+        ("student", 4.5, 4.75, "Go."),
+    )
+    row = inter.process_utterances(df.sample(frac=1, random_state=0)).loc["s"]  # order-free
+    assert row["turns"] == 4
+    assert row["talk_ratio"] == pytest.approx(1.0 / 4.0)  # student 1.0 s of 4.0 s
+
+
+def test_only_teacher_speech(inter):
+    df = utts(("teacher", 0, 2, "Is anyone there?"), ("teacher", 5, 6, "Hello?"))
+    row = inter.process_utterances(df).loc["s"]
+    assert row["student_questions"] == 0
+    assert row["student_repeat_requests"] == 0
+    assert row["talk_ratio"] == 0.0
+    assert row["qa_rounds"] == 0
+    assert row["turns"] == 1
+    assert math.isnan(row["response_latency_s"])
+
+
+def test_missing_times_make_time_counters_nan(inter):
+    df = utts(
+        ("teacher", np.nan, np.nan, "What is this?"),
+        ("student", 3.0, 4.0, "A pen."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert math.isnan(row["qa_rounds"])
+    assert math.isnan(row["turns"])
+    assert math.isnan(row["talk_ratio"])
+    assert row["teacher_questions"] == 1
+
+
+def test_empty_transcript_and_missing_sessions(inter):
+    empty = utts()
+    out = inter.process_utterances(empty)
+    assert len(out) == 0 and list(out.columns) == INTERACTION_COLUMNS
+    out = inter.process_utterances(
+        utts(("teacher", 0, 1, "Hi?"), session="a"), session_ids=["none", "a"]
+    )
+    assert list(out.index) == ["none", "a"]
+    none = out.loc["none"]
+    assert none["qa_rounds"] == 0 and none["turns"] == 0 and none["teacher_questions"] == 0
+    assert math.isnan(none["talk_ratio"])
+    assert out["teacher_questions"].dtype == np.int64
+    assert out.loc["a", "teacher_questions"] == 1
+
+
+def test_sessions_are_independent(inter):
+    df = pd.concat(
+        [
+            utts(("teacher", 0, 1, "Why?"), session="a"),
+            utts(("student", 1.5, 2, "Because."), session="b"),
+        ]
+    )
+    out = inter.process_utterances(df)
+    assert out.loc["a", "qa_rounds"] == 0 and out.loc["b", "qa_rounds"] == 0
+
+
+def test_invalid_pattern_is_config_error(ling):
+    with pytest.raises(ConfigError, match=r"text.note_patterns\[0\]"):
+        InteractionExtractor(TextConfig(note_patterns=["(unclosed"]), linguistic=ling)

@@ -1,0 +1,132 @@
+"""In-class features: one row per session, and their mean over the latest classes.
+
+:func:`build_in_class` joins the prosody table (indexed by ``(session_id, track)``,
+the 88 eGeMAPS functionals) and the text table (indexed by ``session_id``, columns
+already prefixed ``teacher_``/``student_``/``inter_``) into the ``in_class`` table.
+:func:`in_class_at` gives each ``<student, t>`` key the mean of these columns over the
+student's latest sessions that ended before ``t`` (prefix ``in_``).
+
+This module imports without torch: it only reads tables made by the extractors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from atrisk.features.logs import asof, to_utc
+
+#: Prefix of the in-class columns of a pair.
+IN_PREFIX = "in_"
+
+
+def _numeric(df: pd.DataFrame) -> pd.DataFrame:
+    return df.select_dtypes(include=["number", "bool"]).astype(float)
+
+
+def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
+                   text: pd.DataFrame | None) -> pd.DataFrame:
+    """Return the in-class table: one row per session of ``sessions``.
+
+    Sessions that failed (or have no prosody/text rows) still get a row, of NaNs.
+
+    Args:
+        sessions: The sessions table (``session_id`` column or index).
+        prosody: Prosody functionals indexed by ``(session_id, track)`` (or with those
+            columns), ``track`` in ``{"teacher", "student"}``; numeric columns are kept
+            and prefixed ``teacher_``/``student_``.  ``None`` when not extracted.
+        text: Text features indexed by ``session_id`` (or with that column), columns
+            already prefixed; numeric columns are kept as given.  ``None`` when absent.
+
+    Returns:
+        A float DataFrame indexed by ``session_id``.
+    """
+    ids = sessions.index if "session_id" not in sessions.columns else sessions["session_id"]
+    index = pd.Index(pd.unique(pd.Series(ids).astype(str)), name="session_id", dtype=object)
+    parts: list[pd.DataFrame] = []
+    if prosody is not None and len(prosody):
+        p = prosody
+        if "session_id" in p.columns and "track" in p.columns:
+            p = p.set_index(["session_id", "track"])
+        vals = _numeric(p)
+        tracks = p.index.get_level_values("track").astype(str)
+        sids = p.index.get_level_values("session_id").astype(str)
+        for track in ("teacher", "student"):
+            sel = vals[tracks == track].copy()
+            sel.index = pd.Index(sids[tracks == track], name="session_id")
+            sel = sel[~sel.index.duplicated(keep="last")]
+            parts.append(sel.add_prefix(f"{track}_"))
+    if text is not None and len(text.columns):
+        tx = text.set_index("session_id") if "session_id" in text.columns else text
+        tx = _numeric(tx)
+        tx.index = pd.Index(tx.index.astype(str), name="session_id")
+        parts.append(tx[~tx.index.duplicated(keep="last")])
+    if not parts:
+        return pd.DataFrame(index=index)
+    out = pd.concat([p.reindex(index) for p in parts], axis=1)
+    out.index.name = "session_id"
+    return out
+
+
+def session_end(sessions: pd.DataFrame) -> pd.Series:
+    """Return each session's end: ``start_time + duration_s`` (``start_time`` when unknown).
+
+    Args:
+        sessions: Table with ``start_time`` and optionally ``duration_s``.
+
+    Returns:
+        UTC timestamps aligned with ``sessions.index``.
+    """
+    start = to_utc(sessions["start_time"])
+    start.index = sessions.index
+    if "duration_s" not in sessions.columns:
+        return start
+    dur = pd.to_numeric(sessions["duration_s"], errors="coerce").fillna(0.0)
+    return start + pd.to_timedelta(dur.to_numpy(), unit="s")
+
+
+def in_class_at(in_class: pd.DataFrame, sessions: pd.DataFrame, keys: pd.DataFrame,
+                n_latest: int) -> pd.DataFrame:
+    """Mean in-class features of each student's latest sessions that ended before ``t``.
+
+    Args:
+        in_class: Table from :func:`build_in_class` (indexed by ``session_id``).
+        sessions: Sessions table (``session_id``, ``student_id``, ``start_time``,
+            optional ``duration_s``).
+        keys: ``student_id`` and ``t`` (UTC) columns.
+        n_latest: How many of the latest sessions (end < ``t``) are averaged; NaN values
+            are skipped, and a pair with none gets NaN.
+
+    Returns:
+        A float DataFrame aligned with ``keys.index``, columns ``in_<in-class column>``.
+    """
+    cols = [f"{IN_PREFIX}{c}" for c in in_class.columns]
+    if not len(in_class.columns) or sessions is None or not len(sessions):
+        return pd.DataFrame(np.nan, index=keys.index, columns=cols)
+    sess = pd.DataFrame({
+        "session_id": sessions["session_id"].astype(str).to_numpy(),
+        "student_id": sessions["student_id"].astype(str).to_numpy(),
+        "end": session_end(sessions).to_numpy(),
+    })
+    sess = sess[sess["end"].notna()].sort_values(["student_id", "end"], kind="stable")
+    sess = sess.reset_index(drop=True)
+    sess["_pos"] = np.arange(len(sess), dtype=float)
+    first_pos = sess.groupby("student_id")["_pos"].min()
+    matrix = in_class.reindex(pd.Index(sess["session_id"])).to_numpy(dtype=float)
+
+    last = asof(keys, "student_id", "t", sess, "student_id", "end", ["_pos"])["_pos"]
+    start = keys["student_id"].astype(str).map(first_pos)
+    total = np.zeros((len(keys), matrix.shape[1]))
+    count = np.zeros_like(total)
+    last_v = last.to_numpy(dtype=float)
+    start_v = start.to_numpy(dtype=float)
+    for k in range(n_latest):
+        pos = last_v - k
+        ok = ~np.isnan(pos) & (pos >= start_v)
+        rows = matrix[pos[ok].astype(int)]
+        present = ~np.isnan(rows)
+        total[ok] += np.where(present, rows, 0.0)
+        count[ok] += present
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return pd.DataFrame(mean, index=keys.index, columns=cols)

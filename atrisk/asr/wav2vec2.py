@@ -1,0 +1,424 @@
+"""Wav2Vec2 CTC transcription (batched; GPU when there is one).
+
+:class:`Wav2Vec2Transcriber` loads any ``Wav2Vec2ForCTC`` checkpoint with its
+``Wav2Vec2Processor`` once, from a Hugging Face Hub id (downloaded on first use
+and cached) or a local folder, and then transcribes signals: silero-vad
+segments -> sorted by length -> batches of ``config.batch_size`` -> one forward
+pass each -> greedy CTC decoding with word times.
+
+Example:
+    >>> t = Wav2Vec2Transcriber.from_pretrained("facebook/wav2vec2-base-960h")  # doctest: +SKIP
+    >>> t.transcribe_file("class42/teacher.wav")  # doctest: +SKIP
+    [Segment(start_s=1.9, end_s=4.3, text='good morning', confidence=0.93, words=(...))]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, Transcriber, prepare_signal
+from atrisk.asr.vad import _speech_segments_16k
+from atrisk.config import ASRConfig
+from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.records import Word
+
+#: Shortest piece of audio given to the model (the feature encoder's 25 ms receptive field).
+MIN_PIECE_SAMPLES = 400
+#: Files a local checkpoint folder must hold (weights and feature-extractor settings
+#: are checked separately).
+REQUIRED_FILES = ("config.json", "vocab.json")
+#: Any one of these holds the feature-extractor settings (``processor_config.json`` is
+#: what transformers 5 writes, ``preprocessor_config.json`` what older versions wrote).
+FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
+#: Any one of these holds the weights.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a usable torch device name.
+
+    Args:
+        device: Requested device; ``"auto"`` picks CUDA when available, else CPU.
+
+    Returns:
+        ``"cpu"`` or ``"cuda"``/``"cuda:N"``.
+
+    Raises:
+        ConfigError: When the name is unknown, or CUDA is requested but not available.
+    """
+    import torch
+
+    dev = (device or "auto").strip().lower()
+    if dev == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu":
+        return "cpu"
+    if dev == "cuda" or dev.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} was requested but CUDA is not available on this machine "
+                "(torch.cuda.is_available() is False); use --device cpu or --device auto"
+            )
+        if ":" in dev:
+            index = dev.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"device {device!r} does not exist: this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s)"
+                )
+        return dev
+    raise ConfigError(f"unknown device {device!r}; choose one of: auto, cpu, cuda, cuda:N")
+
+
+class Wav2Vec2Transcriber(Transcriber):
+    """Greedy-CTC transcription with a ``Wav2Vec2ForCTC`` model.
+
+    Build it with :meth:`from_pretrained`; the constructor takes already loaded
+    objects.
+
+    Args:
+        model: A ``transformers.Wav2Vec2ForCTC`` in eval mode, on ``device``.
+        processor: The matching ``transformers.Wav2Vec2Processor``.
+        name: Value of the ``asr_model`` column, e.g. ``"wav2vec2:facebook/wav2vec2-base-960h"``.
+        device: Torch device the model is on.
+        config: ASR settings (VAD, batch size, longest segment); defaults when ``None``.
+
+    Attributes:
+        frame_s: Seconds per output frame (``inputs_to_logits_ratio / 16000``, 0.02 s
+            for the standard feature encoder).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        name: str,
+        device: str = "cpu",
+        config: ASRConfig | None = None,
+    ):
+        self.model = model
+        self.processor = processor
+        self.name = name
+        self.device = device
+        self.config = config or ASRConfig()
+        self.dtype = next(model.parameters()).dtype
+        self.frame_s = float(model.config.inputs_to_logits_ratio) / MODEL_SAMPLE_RATE
+        tok = processor.tokenizer
+        self._blank_id = int(tok.pad_token_id if tok.pad_token_id is not None
+                             else model.config.pad_token_id)
+        self._special = sorted(
+            {t for t in tok.all_special_tokens if t != tok.word_delimiter_token},
+            key=len, reverse=True,
+        )
+        self._use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", False))
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls, path_or_id: str, device: str = "auto", config: ASRConfig | None = None
+    ) -> Wav2Vec2Transcriber:
+        """Load a ``Wav2Vec2ForCTC`` checkpoint and its processor, once.
+
+        A path that exists is read as a local folder (nothing is downloaded);
+        anything else is a Hugging Face Hub id, downloaded on first use and then
+        read from the Hub cache.  The model runs in float32 on CPU and bfloat16
+        on CUDA.
+
+        Args:
+            path_or_id: Local checkpoint folder or hub id (e.g. ``"facebook/wav2vec2-base-960h"``).
+            device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            config: ASR settings; defaults when ``None``.
+
+        Returns:
+            A ready transcriber.
+
+        Raises:
+            ConfigError: When ``device`` is unknown or CUDA is requested but absent.
+            ModelLoadError: When the checkpoint cannot be loaded; the message names
+                the model and the reason (missing file, hub unreachable, no CTC head, ...).
+        """
+        import torch
+
+        dev = resolve_device(device)
+        source = str(path_or_id).strip()
+        if not source:
+            raise ModelLoadError("no Wav2Vec2 model given: pass a hub id or a local folder")
+        local = Path(source).expanduser()
+        if local.exists():
+            _check_local_folder(local)
+            source = str(local.resolve())
+            try:
+                processor, model, info = _load(source, local_only=True)
+            except Exception as exc:  # transformers raises OSError, ValueError, ...
+                raise ModelLoadError(
+                    f"cannot load Wav2Vec2 model {path_or_id!r}: the local folder {source} "
+                    f"could not be read: {type(exc).__name__}: {_short(exc)}"
+                ) from exc
+        else:
+            processor, model, info = _load_from_hub(source)
+        name = f"wav2vec2:{source}"
+        missing = [k for k in info.get("missing_keys", []) if k.startswith("lm_head")]
+        if missing:
+            raise ModelLoadError(
+                f"cannot use Wav2Vec2 model {path_or_id!r}: the checkpoint has no CTC head "
+                f"({', '.join(sorted(missing))} missing); it is a pretrained-only model and "
+                "must be fine-tuned for CTC first (atrisk asr finetune)"
+            )
+        n_tokens = len(processor.tokenizer)
+        if n_tokens > model.config.vocab_size:
+            raise ModelLoadError(
+                f"cannot use Wav2Vec2 model {path_or_id!r}: its tokenizer has {n_tokens} tokens "
+                f"but the model outputs only {model.config.vocab_size} classes (vocab.json does "
+                "not belong to this checkpoint)"
+            )
+        dtype = torch.bfloat16 if dev.startswith("cuda") else torch.float32
+        try:
+            model = model.to(device=dev, dtype=dtype).eval()
+        except Exception as exc:  # e.g. CUDA out of memory
+            raise ModelLoadError(
+                f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {_short(exc)}"
+            ) from exc
+        return cls(model, processor, name=name, device=dev, config=config)
+
+    # ------------------------------------------------------------ transcription
+    def transcribe_signal(self, signal: np.ndarray, sample_rate: int = 16000) -> list[Segment]:
+        """Transcribe one signal (see :meth:`transcribe_batch`).
+
+        Args:
+            signal: Mono samples; NaN/inf count as 0.
+            sample_rate: Rate of ``signal`` in Hz (resampled to 16 kHz when different).
+
+        Returns:
+            Segments in time order; ``[]`` when there is no speech.
+
+        Raises:
+            AudioDecodeError: When ``signal`` is not a usable array.
+        """
+        return self.transcribe_batch([signal], sample_rate)[0]
+
+    def transcribe_batch(
+        self, signals: Sequence[np.ndarray], sample_rate: int = 16000
+    ) -> list[list[Segment]]:
+        """Transcribe several signals, batching their speech segments together.
+
+        The VAD segments of all signals are sorted by length (so that padding is
+        small) and run ``config.batch_size`` at a time.  A segment's text is the
+        greedy CTC decoding in lower case; its confidence is the mean, over
+        non-blank frames, of the highest softmax probability; word times come
+        from the CTC frame offsets.  Segments that decode to no text are dropped.
+
+        Args:
+            signals: Mono signals, all at ``sample_rate``.
+            sample_rate: Rate of the signals in Hz.
+
+        Returns:
+            One list of segments (time order) per signal.
+
+        Raises:
+            AudioDecodeError: When a signal is not a usable array.
+        """
+        prepared = [prepare_signal(s, sample_rate) for s in signals]
+        chunks: list[tuple[int, float, float, np.ndarray]] = []
+        for i, x in enumerate(prepared):
+            for start_s, end_s in _speech_segments_16k(x, self.config):
+                sr = MODEL_SAMPLE_RATE
+                piece = x[int(round(start_s * sr)) : int(round(end_s * sr))]
+                # shorter than the feature encoder's receptive field (25 ms): no frame
+                if piece.size >= MIN_PIECE_SAMPLES:
+                    chunks.append((i, start_s, end_s, piece))
+        chunks.sort(key=lambda c: c[3].size, reverse=True)
+        results: list[list[Segment]] = [[] for _ in prepared]
+        bs = int(self.config.batch_size)
+        for k in range(0, len(chunks), bs):
+            batch = chunks[k : k + bs]
+            for (i, *_), seg in zip(batch, self._run_batch_safe(batch), strict=True):
+                if seg is not None:
+                    results[i].append(seg)
+        for segs in results:
+            segs.sort(key=lambda s: (s.start_s, s.end_s))
+        return results
+
+    def _run_batch_safe(self, batch: list[tuple[int, float, float, np.ndarray]]
+                        ) -> list[Segment | None]:
+        """:meth:`_run_batch`, halving the batch when the GPU runs out of memory."""
+        import torch
+
+        try:
+            return self._run_batch(batch)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            torch.cuda.empty_cache()
+            half = len(batch) // 2
+            return self._run_batch_safe(batch[:half]) + self._run_batch_safe(batch[half:])
+
+    def _run_batch(self, batch: list[tuple[int, float, float, np.ndarray]]) -> list[Segment | None]:
+        import torch
+
+        arrays = [c[3] for c in batch]
+        feats = self.processor.feature_extractor(
+            arrays,
+            sampling_rate=MODEL_SAMPLE_RATE,
+            padding=True,
+            return_attention_mask=self._use_mask,
+            return_tensors="pt",
+        )
+        inputs = feats["input_values"].to(self.device, dtype=self.dtype)
+        kwargs = {}
+        if self._use_mask and "attention_mask" in feats:
+            kwargs["attention_mask"] = feats["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            logits = self.model(inputs, **kwargs).logits.float()
+            lengths = self.model._get_feat_extract_output_lengths(
+                torch.tensor([a.size for a in arrays])
+            )
+            probs = logits.softmax(dim=-1)
+            max_p, ids = probs.max(dim=-1)
+        max_p, ids = max_p.cpu().numpy(), ids.cpu().numpy()
+        out: list[Segment | None] = []
+        for j, (_, start_s, end_s, _) in enumerate(batch):
+            n = int(min(int(lengths[j]), ids.shape[1]))
+            out.append(self._decode(ids[j, :n], max_p[j, :n], start_s, end_s))
+        return out
+
+    def _decode(self, ids: np.ndarray, max_p: np.ndarray, start_s: float, end_s: float
+                ) -> Segment | None:
+        tok = self.processor.tokenizer
+        # special tokens are kept here so that frame offsets stay aligned; they are
+        # removed from the words below
+        decoded = tok.decode(ids.tolist(), skip_special_tokens=False, output_word_offsets=True)
+        words: list[Word] = []
+        for w in decoded.word_offsets or []:
+            text = str(w["word"])
+            for special in self._special:
+                text = text.replace(special, "")
+            text = text.strip().lower()
+            if not text:
+                continue
+            w_start = start_s + float(w["start_offset"]) * self.frame_s
+            w_end = start_s + float(w["end_offset"]) * self.frame_s
+            w_start, w_end = min(w_start, end_s), min(w_end, end_s)
+            words.append(Word(text=text, start_s=w_start, end_s=max(w_start, w_end)))
+        if not words:
+            return None
+        non_blank = ids != self._blank_id
+        confidence = float(max_p[non_blank].mean()) if non_blank.any() else math.nan
+        return Segment(
+            start_s=float(start_s),
+            end_s=float(end_s),
+            text=" ".join(w.text for w in words),
+            confidence=confidence,
+            words=tuple(words),
+        )
+
+
+def _load(source: str, local_only: bool) -> tuple[Any, Any, dict]:
+    """Load processor and model (``local_only``: from a folder or the Hub cache only)."""
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    processor = Wav2Vec2Processor.from_pretrained(source, local_files_only=local_only)
+    model, info = Wav2Vec2ForCTC.from_pretrained(
+        source, local_files_only=local_only, output_loading_info=True
+    )
+    return processor, model, info
+
+
+_OFFLINE_HINT = (
+    "pass a local checkpoint folder with --asr-model, or use --asr-backend pocketsphinx "
+    "(bundled offline model) or --asr-backend transcripts"
+)
+
+
+def _load_from_hub(repo_id: str) -> tuple[Any, Any, dict]:
+    """Load a hub id: from the local Hub cache when it is there, else download it.
+
+    Before downloading, one quick request checks that the Hub is reachable and
+    knows the id, so that an offline machine fails in a second instead of
+    retrying every file for minutes.
+    """
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    prefix = f"cannot load Wav2Vec2 model {repo_id!r}"
+    try:
+        validate_repo_id(repo_id)
+    except Exception:
+        raise ModelLoadError(
+            f"{prefix}: there is no such folder, and it is not a valid Hugging Face Hub id "
+            "(expected 'name' or 'organisation/name')"
+        ) from None
+    try:
+        return _load(repo_id, local_only=True)  # already downloaded: no network needed
+    except Exception:
+        pass
+    try:
+        model_info(repo_id, timeout=10)
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"{prefix}: the model is gated on the Hugging Face Hub; accept its terms on "
+            "huggingface.co and log in (hf auth login) first"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"{prefix}: no model with this id on the Hugging Face Hub (or it is private: log "
+            "in with hf auth login); check the id, or pass a local folder"
+        ) from None
+    except HfHubHTTPError:
+        pass  # e.g. rate limited: let the download itself try
+    except Exception as exc:  # offline mode, DNS failure, timeout, proxy, ...
+        raise ModelLoadError(
+            f"{prefix}: it is not a local folder, not in the local Hub cache, and the Hugging "
+            f"Face Hub cannot be reached ({type(exc).__name__}: {_short(exc, 200)}); "
+            f"{_OFFLINE_HINT}"
+        ) from None
+    try:
+        return _load(repo_id, local_only=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{prefix}: download from the Hugging Face Hub failed: "
+            f"{type(exc).__name__}: {_short(exc)}; {_OFFLINE_HINT}"
+        ) from exc
+
+
+def _check_local_folder(folder: Path) -> None:
+    """Raise ModelLoadError naming the first file a checkpoint folder lacks."""
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"cannot load Wav2Vec2 model {str(folder)!r}: it is a file, expected a checkpoint "
+            f"folder holding {', '.join(REQUIRED_FILES)}, the processor settings and the weights"
+        )
+    for fname in REQUIRED_FILES:
+        if not (folder / fname).is_file():
+            what = {
+                "config.json": "the model configuration",
+                "vocab.json": "the tokenizer vocabulary",
+            }[fname]
+            raise ModelLoadError(
+                f"cannot load Wav2Vec2 model {str(folder)!r}: {fname} ({what}) is missing from "
+                "the folder; save both the model and its Wav2Vec2Processor there "
+                "(model.save_pretrained(dir); processor.save_pretrained(dir))"
+            )
+    if not any((folder / f).is_file() for f in FEATURE_FILES):
+        raise ModelLoadError(
+            f"cannot load Wav2Vec2 model {str(folder)!r}: the feature extractor settings are "
+            f"missing from the folder (expected {' or '.join(FEATURE_FILES)}); save the "
+            "Wav2Vec2Processor there too (processor.save_pretrained(dir))"
+        )
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise ModelLoadError(
+            f"cannot load Wav2Vec2 model {str(folder)!r}: no weights file in the folder "
+            f"(expected one of {', '.join(WEIGHT_FILES)})"
+        )
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    """First line(s) of an exception message, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,443 @@
+"""The ``atrisk`` command line (Typer).
+
+Each command parses its options and calls one library function in
+:mod:`atrisk.pipeline` (or :mod:`atrisk.demo`).  Exit codes: 0 all good; 1 some
+sessions/rows failed (they are listed, the rest is done); 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from atrisk.cli_output import print_auc_table
+from atrisk.errors import AtriskError, ConfigError, ManifestError, ModelLoadError, TranscriptError
+from atrisk.progress import console
+
+app = typer.Typer(
+    name="atrisk",
+    help="Find K-12 students at risk of dropping out of online tutoring, from class "
+    "recordings (teacher and student tracks) and platform logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="Compute feature tables from given inputs.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+class Device(StrEnum):
+    """Where models run."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Engine(StrEnum):
+    """How sessions are scheduled."""
+
+    local = "local"
+
+
+class ASRBackend(StrEnum):
+    """Speech recognisers."""
+
+    wav2vec2 = "wav2vec2"
+    pocketsphinx = "pocketsphinx"
+    transcripts = "transcripts"
+
+
+class ProsodyBackend(StrEnum):
+    """Prosody extractors."""
+
+    opensmile = "opensmile"
+
+
+class Weighting(StrEnum):
+    """Decay G of pseudo-positive weights."""
+
+    linear = "linear"
+    convex = "convex"
+    concave = "concave"
+    constant = "constant"
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML or YAML file with settings (see docs/cli.md); command-line options override it.",
+        exists=False,
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _config(path: Path | None, overrides: dict):
+    from atrisk.config import load_config
+
+    return load_config(path).override(overrides)
+
+
+def _run(fn, *args, **kwargs):
+    """Call a library function, turning package errors into exit code 2 with the message."""
+    try:
+        return fn(*args, **kwargs)
+    except (ConfigError, ManifestError, ModelLoadError, TranscriptError) as exc:
+        _fail(str(exc), 2)
+    except AtriskError as exc:
+        _fail(str(exc), 2)
+
+
+def _print_failures(failures: list[dict], quiet: bool, limit: int = 20) -> None:
+    if quiet or not failures:
+        return
+    console.print(f"[yellow]{len(failures)} problem(s):[/]")
+    for f in failures[:limit]:
+        where = f.get("source", "")
+        if f.get("row") is not None:
+            where = f"{where}:{f['row']}"
+        console.print(f"  - {where}: {f.get('reason', '')}", highlight=False, soft_wrap=True)
+    if len(failures) > limit:
+        console.print(f"  … and {len(failures) - limit} more (see failures.jsonl)")
+
+
+def _emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command()
+def extract(
+    recordings: Annotated[
+        Path,
+        typer.Argument(help="Folder with sessions.csv and one sub-folder of tracks per session."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Workspace folder for the tables (earlier results there are reused: resume).",
+        ),
+    ],
+    device: Annotated[
+        Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
+    ] = Device.auto,
+    engine: Annotated[
+        Engine, typer.Option(help="Scheduler: local = process pool on this machine.")
+    ] = Engine.local,
+    asr_backend: Annotated[
+        ASRBackend | None,
+        typer.Option(
+            "--asr-backend",
+            help="wav2vec2 (default; transformers CTC model), pocketsphinx "
+            "(offline, bundled English model) or transcripts (read RECORDINGS/utterances.csv).",
+        ),
+    ] = None,
+    asr_model: Annotated[
+        str | None,
+        typer.Option(
+            "--asr-model",
+            help="Wav2Vec2ForCTC hub id or local folder [default: facebook/wav2vec2-base-960h].",
+        ),
+    ] = None,
+    prosody_backend: Annotated[
+        ProsodyBackend | None,
+        typer.Option("--prosody-backend", help="Prosody extractor (opensmile eGeMAPSv02)."),
+    ] = None,
+    transcripts: Annotated[
+        Path | None,
+        typer.Option(
+            "--transcripts",
+            help="Utterance file (CSV/Parquet: session_id, speaker, start_s, "
+            "end_s, text) for --asr-backend transcripts.",
+        ),
+    ] = None,
+    logs: Annotated[
+        Path | None,
+        typer.Option(
+            "--logs",
+            help="Logs folder; when given, sessions of students missing from "
+            "students.csv are rejected.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1)
+    ] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decode the class recordings and write sessions, prosody, utterances and in_class tables."""
+    from atrisk import pipeline
+
+    cfg = _run(
+        _config,
+        config,
+        {
+            "asr.backend": asr_backend.value if asr_backend else None,
+            "asr.model": asr_model,
+            "prosody.backend": prosody_backend.value if prosody_backend else None,
+        },
+    )
+    known = None
+    if logs is not None:
+        from atrisk.features.logs import load_logs
+
+        known = set(_run(load_logs, logs).students["student_id"].astype(str))
+    res = _run(
+        pipeline.extract,
+        recordings,
+        out,
+        cfg,
+        device=device.value,
+        engine=engine.value,
+        workers=workers,
+        known_students=known,
+        transcripts=transcripts,
+        progress=not (quiet or as_json),
+    )
+    if as_json:
+        _emit_json(res.__dict__)
+    elif not quiet:
+        console.print(
+            f"[green]extracted[/] {res.n_sessions} sessions ({res.n_ok} ok, {res.n_partial} "
+            f"partial, {res.n_failed} failed, {res.n_resumed} reused), {res.n_utterances} "
+            f"utterances with {res.asr_backend} → {res.workspace}",
+            highlight=False,
+        )
+        _print_failures(res.failures, quiet)
+    raise typer.Exit(res.exit_code)
+
+
+@app.command()
+def train(
+    workspace: Annotated[
+        Path, typer.Option("--workspace", help="Workspace made by `atrisk extract`.")
+    ],
+    logs: Annotated[
+        Path,
+        typer.Option(
+            "--logs",
+            help="Folder with students.csv, orders.csv, events.csv, outcomes.csv (docs/data.md).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the model artifact.")],
+    lookback: Annotated[
+        int | None,
+        typer.Option(
+            "--lookback",
+            help="Λ: days of pseudo-positive pairs before each dropout (0 = no "
+            "augmentation) [default: 7].",
+            min=0,
+        ),
+    ] = None,
+    weighting: Annotated[
+        Weighting | None,
+        typer.Option("--weighting", help="G: decay of pseudo-positive weights [default: convex]."),
+    ] = None,
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build <student, day> pairs, fit the time-aware augmented LightGBM and save it."""
+    from atrisk import pipeline
+
+    cfg = _run(
+        _config,
+        config,
+        {
+            "training.lookback": lookback,
+            "training.weighting": weighting.value if weighting else None,
+        },
+    )
+    res = _run(pipeline.train, workspace, logs, out, cfg)
+    if as_json:
+        _emit_json(res.__dict__)
+    elif not quiet:
+        console.print(
+            f"[green]trained[/] on {res.n_pairs} pairs of {res.n_students} students, "
+            f"horizons {res.horizons} → {res.model_dir}",
+            highlight=False,
+        )
+        _print_failures(res.failures, quiet)
+    raise typer.Exit(res.exit_code)
+
+
+def _parse_horizons(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        _fail(f"--horizons {text!r} is not a list like 1-14 or 1,7,14")
+    if not out or min(out) < 1:
+        _fail(f"--horizons {text!r} must name positive days")
+    return sorted(set(out))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="Model folder made by `atrisk train`.")],
+    workspace: Annotated[Path, typer.Option("--workspace", help="Workspace with in-class tables.")],
+    logs: Annotated[Path, typer.Option("--logs", help="Logs folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder (metrics.json, report.html).")],
+    horizons: Annotated[
+        str | None,
+        typer.Option("--horizons", help="Δ values, e.g. 1-14 or 1,7,14 [default: the model's]."),
+    ] = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Also fit and score LR / DT / RF / un-augmented LightGBM.")
+    ] = True,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """AUC per horizon Δ on the held-out students, against baselines; writes a report."""
+    from atrisk import pipeline
+
+    res = _run(
+        pipeline.evaluate,
+        model,
+        workspace,
+        logs,
+        out,
+        horizons=_parse_horizons(horizons),
+        baselines=baselines,
+    )
+    if as_json:
+        _emit_json(res)
+    elif not quiet:
+        print_auc_table(res.get("auc", {}), res.get("n_students"))
+        console.print(f"report → {out}/report.html")
+        _print_failures(res.get("failures", []), quiet)
+    raise typer.Exit(1 if res.get("failures") else 0)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", help="Model folder made by `atrisk train`.")],
+    workspace: Annotated[Path, typer.Option("--workspace", help="Workspace with in-class tables.")],
+    logs: Annotated[Path, typer.Option("--logs", help="Logs folder (data before --date is used).")],
+    date: Annotated[str, typer.Option("--date", help="Day to score, YYYY-MM-DD (UTC).")],
+    out: Annotated[Path, typer.Option("--out", help="CSV risk list to write.")],
+    horizon: Annotated[
+        int, typer.Option("--horizon", help="Δ: risk of dropping out within this many days.", min=1)
+    ] = 1,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the day's ranked risk list: probability, rank, flagged (top share), top reasons."""
+    from atrisk import pipeline
+
+    risk, failures = _run(pipeline.predict, model, workspace, logs, date, out, horizon=horizon)
+    if as_json:
+        _emit_json(
+            {
+                "out": str(out),
+                "n_students": len(risk),
+                "n_flagged": int(risk["flagged"].sum()),
+                "failures": failures,
+            }
+        )
+    elif not quiet:
+        console.print(
+            f"[green]risk list[/] for {len(risk)} students "
+            f"({int(risk['flagged'].sum())} flagged) → {out}",
+            highlight=False,
+        )
+        _print_failures(failures, quiet)
+    raise typer.Exit(1 if failures else 0)
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for the synthetic data, workspace, model, report and risk list."
+        ),
+    ] = Path("atrisk-demo"),
+    students: Annotated[int, typer.Option("--students", help="Synthetic students.", min=10)] = 80,
+    recorded: Annotated[
+        int,
+        typer.Option(
+            "--recorded", help="Voiced classes per student (the rest are log-only).", min=1
+        ),
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed of the generator and the models.")] = 0,
+    asr_model: Annotated[
+        str | None,
+        typer.Option(
+            "--asr-model",
+            help="Wav2Vec2ForCTC id/folder; when it cannot be loaded the demo "
+            "falls back to pocketsphinx with a warning.",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Synthetic cohort (logs + espeak-ng voiced classes) → extract → train → evaluate → predict."""
+    from atrisk.demo import run_demo
+
+    res = _run(
+        run_demo,
+        out,
+        n_students=students,
+        seed=seed,
+        recorded_per_student=recorded,
+        asr_model=asr_model,
+        quiet=quiet or as_json,
+    )
+    if as_json:
+        _emit_json(res)
+
+
+@features_app.command("text")
+def features_text(
+    utterances: Annotated[
+        Path,
+        typer.Option(
+            "--utterances", help="CSV or Parquet with session_id, speaker, start_s, end_s, text."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Parquet file, one row per session.")],
+    config: ConfigOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Linguistic and interaction counters from a transcript file (one row per session)."""
+    from atrisk.extractors.text import text_features
+    from atrisk.ingest.utterances import load_utterances
+    from atrisk.workspace import write_parquet
+
+    cfg = _run(_config, config, {})
+    df, errors = _run(load_utterances, utterances)
+    feats = _run(text_features, df, cfg.text)
+    write_parquet(feats, out)
+    if not quiet:
+        console.print(f"[green]text features[/] for {len(feats)} sessions → {out}")
+        _print_failures([e.to_dict() for e in errors], quiet)
+    raise typer.Exit(1 if errors else 0)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``atrisk demo``: the whole pipeline on a synthetic cohort, end to end.
+
+Generates students, logs and espeak-ng voiced classes (:mod:`atrisk.synthetic`),
+then runs extract → train → evaluate → predict exactly as a user would, and
+prints where everything is.  Layout of ``OUT``::
+
+    OUT/data/recordings/   sessions.csv + <session_id>/teacher.wav, student.wav
+    OUT/data/logs/         students.csv, orders.csv, events.csv, outcomes.csv
+    OUT/workspace/         sessions, prosody, utterances, in_class, pairs (Parquet)
+    OUT/model/             the trained artifact (loadable by predict/evaluate/serve)
+    OUT/report/            metrics.json, report.html
+    OUT/risk.csv           the ranked risk list of the busiest day
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from atrisk import pipeline
+from atrisk.config import Config
+from atrisk.progress import console, progress_bar
+
+
+def busiest_day(logs_dir: Path, sessions: pd.DataFrame | None = None) -> pd.Timestamp:
+    """Return the day with the most active students (latest such day on ties)."""
+    from atrisk.features.logs import load_logs
+    from atrisk.features.pairs import pair_keys
+
+    keys = pair_keys(load_logs(logs_dir), sessions=sessions)
+    counts = keys.groupby("t").size()
+    return counts[counts == counts.max()].index.max()
+
+
+def run_demo(
+    out: Path | str,
+    n_students: int = 80,
+    seed: int = 0,
+    recorded_per_student: int = 1,
+    asr_model: str | None = None,
+    quiet: bool = False,
+) -> dict:
+    """Run the demo; return a summary dict (also printed unless ``quiet``).
+
+    Args:
+        out: Folder for everything the demo makes.
+        n_students: Size of the synthetic cohort.
+        recorded_per_student: Classes per student that get two voiced tracks
+            (the others exist in the logs only, as unrecorded classes do).
+        seed: Seed of the generator and of the models.
+        asr_model: Wav2Vec2 id/folder to try first; falls back to pocketsphinx
+            (with a warning) when it cannot be loaded, e.g. offline.
+        quiet: Print nothing.
+    """
+    from atrisk.synthetic import generate_cohort
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    # pocketsphinx (the offline fallback) runs its fast search here to keep the demo at
+    # a few minutes on 2 cores; `atrisk extract` defaults to the accurate one.
+    config = Config().override(
+        {"asr.model": asr_model, "training.seed": seed, "asr.pocketsphinx_search": "fast"}
+    )
+
+    with progress_bar("voicing synthetic classes", total=None, enabled=not quiet) as bar:
+
+        def _tick(done: int, total: int) -> None:
+            bar.update(completed=done, total=total)
+
+        cohort = generate_cohort(
+            out / "data",
+            n_students=n_students,
+            seed=seed,
+            audio=True,
+            max_recorded_per_student=recorded_per_student,
+            progress=_tick,
+        )
+    timings["generate"] = time.perf_counter() - t0
+    recordings, logs = out / "data" / "recordings", out / "data" / "logs"
+
+    t = time.perf_counter()
+    ex = pipeline.extract(
+        recordings, out / "workspace", config, asr_fallback=True, progress=not quiet
+    )
+    timings["extract"] = time.perf_counter() - t
+    config = config.override({"asr.backend": ex.asr_backend})
+
+    t = time.perf_counter()
+    tr = pipeline.train(out / "workspace", logs, out / "model", config)
+    timings["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ev = pipeline.evaluate(out / "model", out / "workspace", logs, out / "report")
+    timings["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sessions = pd.read_parquet(out / "workspace" / "sessions.parquet")
+    day = busiest_day(logs, sessions)
+    risk, _ = pipeline.predict(out / "model", out / "workspace", logs, day, out / "risk.csv")
+    timings["predict"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    summary = {
+        "students": cohort.n_students,
+        "dropout_rate": round(cohort.dropout_rate, 4),
+        "sessions": ex.n_sessions,
+        "utterances": ex.n_utterances,
+        "asr_backend": ex.asr_backend,
+        "pairs": tr.n_pairs,
+        "auc": ev.get("auc", {}),
+        "n_test_students": ev.get("n_students"),
+        "risk_date": str(day.date()),
+        "flagged": int(risk["flagged"].sum()),
+        "paths": {
+            "workspace": str(out / "workspace"),
+            "model": str(out / "model"),
+            "report": str(out / "report" / "report.html"),
+            "risk": str(out / "risk.csv"),
+        },
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    if not quiet:
+        _print_summary(summary)
+    return summary
+
+
+def _print_summary(s: dict) -> None:
+    from atrisk.cli_output import print_auc_table
+
+    console.print(
+        f"\n[bold]atrisk demo[/]: {s['students']} students ({s['dropout_rate']:.0%} dropped out), "
+        f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_backend']}), "
+        f"{s['pairs']} <student, day> pairs, {s['seconds']['total']:.0f} s",
+        highlight=False,
+    )
+    print_auc_table(s["auc"], s.get("n_test_students"))
+    console.print(f"risk list for {s['risk_date']}: {s['paths']['risk']} ({s['flagged']} flagged)")
+    for name in ("workspace", "model", "report"):
+        console.print(f"{name}: {s['paths'][name]}")

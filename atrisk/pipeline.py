@@ -1,0 +1,696 @@
+"""Run the stages: extract (recordings → tables), train, evaluate, predict.
+
+Each public function here is what one CLI command calls.  ``extract`` streams
+sessions through decode → prosody → ASR, writing each session's result
+atomically to ``WORKSPACE/parts/`` as it finishes; a rerun skips every session
+whose key (track content hashes + session row + output-changing config +
+package version + ASR model) is already there, so a crashed run resumes and
+gives the same tables as an uninterrupted one.
+
+Only the ``local`` engine exists yet: a process pool over sessions, each
+worker holding one prosody extractor and one transcriber.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import pickle
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import atrisk
+from atrisk.config import Config
+from atrisk.errors import AtriskError, ConfigError, ModelLoadError, RowError
+from atrisk.progress import console, progress_bar
+from atrisk.records import SESSION_COLUMNS, TRACKS, Session, Utterance
+from atrisk.workspace import Workspace, atomic_path, write_text
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("local",)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class SessionResult:
+    """What extracting one session produced (cached in ``parts/``)."""
+
+    session_id: str
+    status: str  # ok | partial | failed
+    error: str  # "" when ok; "; "-joined track problems otherwise
+    duration_s: float
+    prosody: pd.DataFrame  # index (session_id, track), 88 columns; may be empty
+    utterances: list[Utterance]
+    track_errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExtractResult:
+    """Summary of an ``extract`` run.
+
+    Attributes:
+        workspace: The workspace folder.
+        n_sessions: Sessions in the manifest (valid rows).
+        n_ok / n_partial / n_failed: Sessions by status.
+        n_resumed: Sessions taken from an earlier run's results.
+        failures: One dict per failed file/row (also in ``failures.jsonl``).
+        asr_backend: Backend actually used (after any fallback).
+    """
+
+    workspace: Path
+    n_sessions: int
+    n_ok: int
+    n_partial: int
+    n_failed: int
+    n_resumed: int
+    n_utterances: int
+    failures: list[dict]
+    asr_backend: str
+    tables: dict[str, str]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when nothing failed, 1 when some sessions/rows failed (and the rest is done)."""
+        return 1 if self.failures else 0
+
+
+# --------------------------------------------------------------------------- workers
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    config: Config
+    asr_backend: str
+    asr_model: str
+    device: str
+    torch_threads: int
+    recordings: Path | None = None
+
+
+class _SessionProcessor:
+    """Decode + prosody + ASR for one session; holds the models (loaded once)."""
+
+    def __init__(self, spec: _WorkerSpec, transcriber: Any | None = None):
+        from atrisk.extractors.prosody import ProsodyExtractor
+
+        self.spec = spec
+        self.prosody = ProsodyExtractor(
+            spec.config.prosody, sample_rate=spec.config.audio.sample_rate
+        )
+        self.transcriber = transcriber
+        if self.transcriber is None and spec.asr_backend != "transcripts":
+            self.transcriber = _load_transcriber(spec)
+
+    def __call__(self, session: Session, given: list[Utterance] | None) -> SessionResult:
+        from atrisk.asr.base import segments_to_utterances
+        from atrisk.ingest.audio import decode_session
+
+        decoded = decode_session(session, self.spec.config.audio, recordings=self.spec.recordings)
+        errors = dict(decoded.errors)
+        prosody = self.prosody.process_sessions([decoded])
+        utterances: list[Utterance] = []
+        if given is not None:
+            utterances = list(given)
+        else:
+            for track in TRACKS:
+                signal = decoded.signals.get(track)
+                if signal is None:
+                    continue
+                try:
+                    segments = self.transcriber.transcribe_signal(
+                        signal, self.spec.config.audio.sample_rate
+                    )
+                except AtriskError as exc:
+                    errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
+                    continue
+                utterances.extend(segments_to_utterances(session.session_id, track, segments))
+        n_decoded = sum(s is not None for s in decoded.signals.values())
+        status = "ok" if not errors else ("failed" if n_decoded == 0 else "partial")
+        return SessionResult(
+            session_id=session.session_id,
+            status=status,
+            error="; ".join(errors[t] for t in TRACKS if t in errors),
+            duration_s=float(decoded.duration_s),
+            prosody=prosody,
+            utterances=utterances,
+            track_errors=errors,
+        )
+
+
+_PROCESSOR: _SessionProcessor | None = None
+
+
+def _worker_init(spec: _WorkerSpec) -> None:
+    global _PROCESSOR
+    import torch
+
+    torch.set_num_threads(spec.torch_threads)
+    _PROCESSOR = _SessionProcessor(spec)
+
+
+def _worker_run(session: Session, given: list[Utterance] | None) -> SessionResult:
+    assert _PROCESSOR is not None  # set by _worker_init; internal invariant, not user input
+    return _PROCESSOR(session, given)
+
+
+def _load_transcriber(spec: _WorkerSpec):
+    from atrisk.asr import load_transcriber
+
+    model = spec.asr_model if spec.asr_backend == "wav2vec2" else None
+    return load_transcriber(
+        spec.asr_backend, model=model, device=spec.device, config=spec.config.asr
+    )
+
+
+# --------------------------------------------------------------------------- keys / cache
+
+
+def _file_digest(path: Path | None, cache: dict[Path, str]) -> str:
+    if path is None:
+        return "missing"
+    if path in cache:
+        return cache[path]
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
+    except OSError as exc:
+        digest = f"unreadable:{type(exc).__name__}"
+    cache[path] = digest
+    return digest
+
+
+def session_key(
+    session: Session,
+    config: Config,
+    asr_identity: str,
+    given: list[Utterance] | None,
+    digests: dict[Path, str] | None = None,
+) -> str:
+    """Return the resume key of a session: inputs' content + output-changing config + version."""
+    digests = {} if digests is None else digests
+    payload = {
+        "session": [
+            session.session_id,
+            session.student_id,
+            session.teacher_id,
+            session.start_time.isoformat(),
+        ],
+        "tracks": [_file_digest(session.track_path(t), digests) for t in TRACKS],
+        "config": config.section_hash("audio", "prosody", "asr"),
+        "asr": asr_identity,
+        "given": None
+        if given is None
+        else [(u.speaker, u.start_s, u.end_s, u.text) for u in given],
+        "version": atrisk.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :20
+    ]
+
+
+def _part_path(workspace: Workspace, session_id: str, key: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", session_id)[:80]
+    sid_hash = hashlib.sha1(session_id.encode()).hexdigest()[:8]
+    return workspace.root / "parts" / f"{safe}-{sid_hash}" / f"{key}.pkl"
+
+
+def _read_part(path: Path) -> SessionResult | None:
+    try:
+        with open(path, "rb") as fh:
+            result = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError):
+        return None
+    return result if isinstance(result, SessionResult) else None
+
+
+def _write_part(path: Path, result: SessionResult) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# --------------------------------------------------------------------------- extract
+
+
+def resolve_asr(
+    config: Config,
+    device: str,
+    fallback: bool,
+    warn: Callable[[str], None] = lambda m: console.print(f"[yellow]warning:[/] {m}"),
+) -> tuple[Config, Any | None]:
+    """Load the configured transcriber once (in this process) to fail early.
+
+    Returns the (possibly changed) config and the loaded transcriber (``None``
+    for the transcripts backend).
+
+    Raises:
+        ModelLoadError: The model cannot be loaded and ``fallback`` is off; the
+            message names the reason and the ``--asr-backend`` choices.
+    """
+    from atrisk.asr import BACKENDS
+
+    if config.asr.backend == "transcripts":
+        return config, None
+    spec = _WorkerSpec(config, config.asr.backend, config.asr.model, device, 1)
+    try:
+        return config, _load_transcriber(spec)
+    except ModelLoadError as exc:
+        if not fallback or config.asr.backend == "pocketsphinx":
+            raise ModelLoadError(
+                f"{exc}\nChoose another ASR backend with --asr-backend "
+                f"({'|'.join(BACKENDS)}) or point --asr-model at a local Wav2Vec2ForCTC folder."
+            ) from None
+        warn(f"{exc}\nFalling back to the offline pocketsphinx ASR backend (lower accuracy).")
+        config = config.override({"asr.backend": "pocketsphinx"})
+        spec = _WorkerSpec(config, "pocketsphinx", config.asr.model, device, 1)
+        return config, _load_transcriber(spec)
+
+
+def _given_utterances(recordings: Path, transcripts: Path | None) -> tuple[dict, list[RowError]]:
+    from atrisk.asr.transcripts import find_transcripts, utterances_for_session
+    from atrisk.ingest.utterances import load_utterances
+
+    path = transcripts or find_transcripts(recordings)
+    if path is None:
+        raise ConfigError(
+            f"--asr-backend transcripts needs {recordings}/utterances.csv (or .parquet) "
+            "with columns session_id, speaker, start_s, end_s, text, or --transcripts FILE"
+        )
+    df, errors = load_utterances(Path(path))
+    by_session = {sid: utterances_for_session(df, sid) for sid in df["session_id"].unique()}
+    return by_session, errors
+
+
+def extract(
+    recordings: Path | str,
+    out: Path | str,
+    config: Config | None = None,
+    device: str = "auto",
+    engine: str = "local",
+    workers: int | None = None,
+    known_students: set[str] | None = None,
+    transcripts: Path | None = None,
+    asr_fallback: bool = False,
+    progress: bool = True,
+) -> ExtractResult:
+    """Turn a recordings folder into the workspace tables.
+
+    Writes ``sessions``, ``prosody``, ``utterances``, ``in_class`` (Parquet),
+    ``failures.jsonl``, ``config.toml`` and ``run.json`` into ``out``.
+
+    Args:
+        recordings: Folder with ``sessions.csv`` and one sub-folder per session.
+        out: Workspace folder (created; earlier results there are reused).
+        config: Output-changing settings; defaults when ``None``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        engine: Execution engine; only ``local`` exists yet.
+        workers: Processes for decode/prosody/ASR (default: CPU count, at most
+            the number of sessions).
+        known_students: When given, manifest rows naming other students fail.
+        transcripts: Utterance file for the ``transcripts`` backend.
+        asr_fallback: Fall back to pocketsphinx when the wav2vec2 model cannot
+            be loaded (``atrisk demo``); otherwise that is an error.
+        progress: Show a progress bar.
+
+    Returns:
+        The run summary; ``exit_code`` is 1 when something failed.
+
+    Raises:
+        ConfigError: Bad engine/device/config.
+        ManifestError: ``sessions.csv`` missing or unusable.
+        ModelLoadError: The ASR model cannot be loaded (and no fallback).
+    """
+    from atrisk.extractors.text import text_features
+    from atrisk.features.in_class import build_in_class
+    from atrisk.ingest.manifest import read_manifest
+
+    config = config or Config()
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    recordings, ws = Path(recordings), Workspace(out)
+    sessions, row_errors = read_manifest(recordings, known_students=known_students)
+    failures: list[dict] = [{"stage": "manifest", **e.to_dict()} for e in row_errors]
+
+    given_by_session: dict[str, list[Utterance]] = {}
+    if config.asr.backend == "transcripts":
+        given_by_session, t_errors = _given_utterances(recordings, transcripts)
+        failures += [{"stage": "transcripts", **e.to_dict()} for e in t_errors]
+    config, transcriber = resolve_asr(config, device, asr_fallback)
+    asr_identity = (
+        transcriber.name
+        if transcriber is not None
+        else f"transcripts:{transcripts or 'utterances'}"
+    )
+
+    ws.root.mkdir(parents=True, exist_ok=True)
+    digests: dict[Path, str] = {}
+    todo: list[tuple[Session, list[Utterance] | None, Path]] = []
+    results: dict[str, SessionResult] = {}
+    n_resumed = 0
+    for s in sessions:
+        given = (
+            given_by_session.get(s.session_id, []) if config.asr.backend == "transcripts" else None
+        )
+        part = _part_path(ws, s.session_id, session_key(s, config, asr_identity, given, digests))
+        cached = _read_part(part) if part.is_file() else None
+        if cached is not None:
+            results[s.session_id] = cached
+            n_resumed += 1
+        else:
+            todo.append((s, given, part))
+
+    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    with progress_bar("extracting sessions", total=len(sessions), enabled=progress) as bar:
+        bar.advance(n_resumed)
+        for result in _run_sessions(todo, recordings, config, device, transcriber, n_workers):
+            results[result.session_id] = result
+            bar.advance(1)
+
+    # ---- assemble tables in manifest order (deterministic, same as an uninterrupted run)
+    order = [s.session_id for s in sessions]
+    sess_rows = []
+    for s in sessions:
+        r = results[s.session_id]
+        sess_rows.append(
+            {
+                "session_id": s.session_id,
+                "student_id": s.student_id,
+                "teacher_id": s.teacher_id,
+                "start_time": pd.Timestamp(s.start_time),
+                "teacher_path": None if s.teacher_path is None else str(s.teacher_path),
+                "student_path": None if s.student_path is None else str(s.student_path),
+                "duration_s": r.duration_s,
+                "status": r.status,
+                "error": r.error,
+            }
+        )
+        for track, msg in r.track_errors.items():
+            failures.append(
+                {
+                    "stage": "audio",
+                    "source": str(s.track_path(track) or recordings / s.session_id),
+                    "row": None,
+                    "key": s.session_id,
+                    "reason": msg,
+                    "track": track,
+                }
+            )
+    for e in row_errors:  # invalid manifest rows are kept in the table as failed
+        if e.key and e.key not in results:
+            sess_rows.append(
+                {
+                    "session_id": e.key,
+                    "student_id": None,
+                    "teacher_id": None,
+                    "start_time": pd.NaT,
+                    "teacher_path": None,
+                    "student_path": None,
+                    "duration_s": np.nan,
+                    "status": "failed",
+                    "error": str(e),
+                }
+            )
+    sessions_df = pd.DataFrame(sess_rows, columns=SESSION_COLUMNS)
+    sessions_df["start_time"] = pd.to_datetime(sessions_df["start_time"], utc=True)
+
+    prosody_parts = [results[sid].prosody for sid in order if len(results[sid].prosody)]
+    prosody_df = (
+        pd.concat(prosody_parts)
+        if prosody_parts
+        else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["session_id", "track"]))
+    )
+    utterances_df = utterances_frame(
+        [u for sid in order for u in results[sid].utterances], asr_identity
+    )
+    ok_ids = [s.session_id for s in sessions if results[s.session_id].status != "failed"]
+    text_df = text_features(utterances_df, config.text, session_ids=ok_ids)
+    in_class_df = build_in_class(sessions_df, prosody_df, text_df)
+
+    tables = {
+        "sessions": ws.write("sessions", sessions_df),
+        "prosody": ws.write("prosody", prosody_df),
+        "utterances": ws.write("utterances", utterances_df),
+        "in_class": ws.write("in_class", in_class_df),
+    }
+    ws.write_failures(failures)
+    ws.write_provenance(
+        config.to_toml(),
+        {
+            "stage": "extract",
+            "recordings": str(recordings.resolve()),
+            "asr": asr_identity,
+            "prosody_backend": _prosody_backend_name(config),
+            "engine": engine,
+        },
+    )
+    counts = sessions_df["status"].value_counts()
+    return ExtractResult(
+        workspace=ws.root,
+        n_sessions=len(sessions),
+        n_ok=int(counts.get("ok", 0)),
+        n_partial=int(counts.get("partial", 0)),
+        n_failed=int(counts.get("failed", 0)),
+        n_resumed=n_resumed,
+        n_utterances=len(utterances_df),
+        failures=failures,
+        asr_backend=config.asr.backend,
+        tables={k: str(v) for k, v in tables.items()},
+    )
+
+
+def _prosody_backend_name(config: Config) -> str:
+    from atrisk.extractors.prosody import ProsodyExtractor
+
+    return ProsodyExtractor(config.prosody).backend_name
+
+
+def _run_sessions(
+    todo: list[tuple[Session, list[Utterance] | None, Path]],
+    recordings: Path,
+    config: Config,
+    device: str,
+    transcriber: Any | None,
+    n_workers: int,
+) -> Iterator[SessionResult]:
+    """Process sessions, writing each result to its part file as soon as it is done."""
+    if not todo:
+        return
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    spec = _WorkerSpec(config, config.asr.backend, config.asr.model, device, threads, recordings)
+    if n_workers == 1:
+        processor = _SessionProcessor(spec, transcriber=transcriber)
+        for session, given, part in todo:
+            result = processor(session, given)
+            _write_part(part, result)
+            yield result
+        return
+    ctx = multiprocessing.get_context("spawn")
+    pending = iter(todo)
+    with ProcessPoolExecutor(
+        n_workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
+    ) as pool:
+        running = {}
+        for _ in range(2 * n_workers):  # bounded window: never schedule the whole folder
+            item = next(pending, None)
+            if item is None:
+                break
+            running[pool.submit(_worker_run, item[0], item[1])] = item
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                session, _given, part = running.pop(fut)
+                result = fut.result()
+                _write_part(part, result)
+                yield result
+                item = next(pending, None)
+                if item is not None:
+                    running[pool.submit(_worker_run, item[0], item[1])] = item
+
+
+def utterances_frame(utterances: Sequence[Utterance], asr_model: str) -> pd.DataFrame:
+    """Return the ``utterances`` table for a list of records (words as JSON text)."""
+    rows = [
+        {
+            "session_id": u.session_id,
+            "speaker": u.speaker,
+            "start_s": float(u.start_s),
+            "end_s": float(u.end_s),
+            "text": u.text,
+            "confidence": float(u.confidence),
+            "asr_model": asr_model,
+            "words": json.dumps(
+                [[w.text, round(w.start_s, 3), round(w.end_s, 3)] for w in u.words]
+            ),
+        }
+        for u in utterances
+    ]
+    cols = ["session_id", "speaker", "start_s", "end_s", "text", "confidence", "asr_model", "words"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# --------------------------------------------------------------------------- train / predict
+
+
+@dataclass
+class TrainResult:
+    """Summary of ``train``."""
+
+    model_dir: Path
+    n_students: int
+    n_pairs: int
+    positive_ratio: dict[str, float]
+    horizons: list[int]
+    failures: list[dict]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some log rows were rejected (the rest was used), else 0."""
+        return 1 if self.failures else 0
+
+
+def _load_logs_checked(logs_dir: Path):
+    from atrisk.features.logs import load_logs
+
+    logs = load_logs(Path(logs_dir))
+    failures = [{"stage": "logs", **e.to_dict()} for e in logs.errors]
+    return logs, failures
+
+
+def _workspace_inputs(ws: Workspace) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    sessions = ws.read("sessions") if ws.has("sessions") else None
+    in_class = ws.read("in_class") if ws.has("in_class") else None
+    return sessions, in_class
+
+
+def build_workspace_pairs(ws: Workspace, logs, config: Config, keys: pd.DataFrame | None = None):
+    """Build the ``<student, t>`` pairs from a workspace's in-class table and the logs."""
+    from atrisk.features.pairs import build_pairs
+    from atrisk.training.labels import add_labels
+
+    sessions, in_class = _workspace_inputs(ws)
+    if sessions is not None:
+        sessions = sessions[sessions["status"] != "failed"].dropna(subset=["student_id"])
+    pairs = build_pairs(
+        logs, in_class=in_class, sessions=sessions, config=config.features, keys=keys
+    )
+    return add_labels(pairs, config.training.horizons)
+
+
+def train(
+    workspace: Path | str,
+    logs_dir: Path | str,
+    out: Path | str,
+    config: Config | None = None,
+) -> TrainResult:
+    """Build pairs from the workspace + logs, fit the augmented LightGBM, save the model.
+
+    Writes the ``pairs`` table into the workspace and the model artifact into ``out``.
+    """
+    from atrisk.training.labels import augment
+    from atrisk.training.model import train as fit
+
+    config = config or Config()
+    ws = Workspace(workspace)
+    logs, failures = _load_logs_checked(Path(logs_dir))
+    pairs = build_workspace_pairs(ws, logs, config)
+    if pairs.empty:
+        raise AtriskError(
+            f"no <student, day> pairs could be built from {logs_dir}: "
+            "are there class events in events.csv?"
+        )
+    h0 = config.training.horizons[0]
+    stored = augment(pairs, h0, config.training.lookback, config.training.weighting)
+    ws.write("pairs", stored.reset_index(drop=True))
+    model = fit(pairs, config.training)
+    model.save(Path(out))
+    write_text(config.to_toml(), Path(out) / "config.toml")
+    meta = model.metadata_
+    return TrainResult(
+        model_dir=Path(out),
+        n_students=int(pairs["student_id"].nunique()),
+        n_pairs=len(pairs),
+        positive_ratio=meta.get("positive_ratio", {}),
+        horizons=list(model.horizons),
+        failures=failures,
+    )
+
+
+def evaluate(
+    model_dir: Path | str,
+    workspace: Path | str,
+    logs_dir: Path | str,
+    out: Path | str,
+    horizons: Sequence[int] | None = None,
+    baselines: bool = True,
+) -> dict:
+    """Evaluate a saved model on workspace + logs; write ``metrics.json`` and ``report.html``."""
+    from atrisk.training.evaluate import evaluate as run_eval
+    from atrisk.training.evaluate import write_report
+    from atrisk.training.model import RiskModel
+
+    model = RiskModel.load(Path(model_dir))
+    config = Config().model_copy(update={"training": model.config})
+    logs, failures = _load_logs_checked(Path(logs_dir))
+    pairs = build_workspace_pairs(Workspace(workspace), logs, config)
+    result = run_eval(model, pairs, horizons=horizons, baselines=baselines)
+    result["failures"] = failures
+    write_report(result, Path(out))
+    return result
+
+
+def predict(
+    model_dir: Path | str,
+    workspace: Path | str,
+    logs_dir: Path | str,
+    date: str | datetime,
+    out: Path | str,
+    horizon: int = 1,
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Write the ranked risk list of ``date`` (students active on that day) to ``out`` (CSV).
+
+    A student is active on ``date`` when their first class is before it and no
+    dropout/completion is known before it.  Features use only data before ``date``.
+    """
+    from atrisk.features.pairs import pair_keys
+    from atrisk.training.model import RiskModel
+    from atrisk.training.predict import predict_risk
+
+    try:
+        day = pd.Timestamp(date)
+    except (ValueError, TypeError):
+        raise ConfigError(f"--date {date!r} is not a date (use YYYY-MM-DD)") from None
+    day = (day.tz_localize("UTC") if day.tzinfo is None else day.tz_convert("UTC")).normalize()
+    model = RiskModel.load(Path(model_dir))
+    config = Config().model_copy(update={"training": model.config})
+    logs, failures = _load_logs_checked(Path(logs_dir))
+    ws = Workspace(workspace)
+    sessions, _ = _workspace_inputs(ws)
+    keys = pair_keys(logs, sessions=sessions, as_of=day + pd.Timedelta(days=1))
+    keys = keys[keys["t"] == day]
+    if keys.empty:
+        raise AtriskError(f"no student is active on {day.date()} in {logs_dir}")
+    pairs = build_workspace_pairs(ws, logs, config, keys=keys)
+    risk = predict_risk(model, pairs, horizon=horizon, date=day)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        risk.to_csv(tmp, index=False)
+    return risk, failures

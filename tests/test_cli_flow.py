@@ -1,0 +1,147 @@
+"""train → evaluate → predict through the CLI, on a log-only synthetic cohort with bad rows."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from atrisk.cli import app
+from atrisk.synthetic import generate_cohort
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flow")
+    generate_cohort(root / "data", n_students=60, seed=3, audio=False)
+    logs = root / "data" / "logs"
+    ev = logs / "events.csv"
+    lines = ev.read_text().splitlines()
+    cols = lines[0].split(",")
+    bad = lines[1].split(",")
+    bad[cols.index("event_id")] = "bad-time"
+    bad[cols.index("time")] = "2024-02-30T25:00:00"
+    ev.write_text("\n".join([*lines, ",".join(bad)]) + "\n")
+    n_event_lines = len(lines) + 1
+    cfg = root / "cfg.toml"
+    cfg.write_text("[training]\nhorizons = [1, 7]\nn_estimators = 50\n")
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--workspace",
+            str(root / "ws"),
+            "--logs",
+            str(logs),
+            "--out",
+            str(root / "model"),
+            "--config",
+            str(cfg),
+        ],
+    )
+    return root, logs, r, n_event_lines
+
+
+def test_train_lists_bad_rows_and_exits_1(trained):
+    root, logs, r, n_lines = trained
+    assert r.exit_code == 1, r.output
+    assert f"events.csv:{n_lines}" in r.output.replace("\n", "")
+    assert (root / "model" / "model.joblib").is_file()
+    pairs = pd.read_parquet(root / "ws" / "pairs.parquet")
+    assert {
+        "student_id",
+        "t",
+        "dropout_within_1",
+        "dropout_within_7",
+        "weight",
+        "is_pseudo",
+    } <= set(pairs.columns)
+    assert pairs.loc[pairs.is_pseudo, "weight"].between(0, 1, inclusive="right").all()
+
+
+def test_evaluate_writes_report(trained):
+    root, logs, _, _ = trained
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(root / "model"),
+            "--workspace",
+            str(root / "ws"),
+            "--logs",
+            str(logs),
+            "--out",
+            str(root / "rep"),
+            "--no-baselines",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 1  # the bad log row is still reported
+    metrics = json.loads((root / "rep" / "metrics.json").read_text())
+    assert set(metrics["auc"]["gbdt"]) == {"1", "7"}
+    assert all(v is None or 0 <= v <= 1 for v in metrics["auc"]["gbdt"].values())
+    html = (root / "rep" / "report.html").read_text()
+    assert html.lower().startswith("<!doctype html")
+    assert "data:image/png;base64," in html  # the AUC-vs-Δ figure is embedded
+    assert "gbdt" in html
+
+
+def test_predict_writes_ranked_list(trained):
+    from atrisk.demo import busiest_day
+
+    root, logs, _, _ = trained
+    day = busiest_day(logs)
+    out = root / "risk.csv"
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            "--model",
+            str(root / "model"),
+            "--workspace",
+            str(root / "ws"),
+            "--logs",
+            str(logs),
+            "--date",
+            str(day.date()),
+            "--horizon",
+            "7",
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 1
+    risk = pd.read_csv(out)
+    assert len(risk) >= 5
+    assert risk["probability"].between(0, 1).all()
+    assert sorted(risk["rank"]) == list(range(1, len(risk) + 1))
+    assert risk.sort_values("rank")["probability"].is_monotonic_decreasing
+    assert (
+        risk["flagged"].sum() == max(1, round(0.3 * len(risk)))
+        or abs(risk["flagged"].mean() - 0.3) < 1 / len(risk) + 1e-9
+    )
+    assert risk.loc[risk.flagged, "top_reasons"].str.len().gt(0).all()
+
+
+def test_predict_bad_date_and_untrained_horizon_are_usage_errors(trained):
+    root, logs, _, _ = trained
+    base = [
+        "predict",
+        "--model",
+        str(root / "model"),
+        "--workspace",
+        str(root / "ws"),
+        "--logs",
+        str(logs),
+        "--out",
+        str(root / "x.csv"),
+    ]
+    r = runner.invoke(app, [*base, "--date", "not-a-date"])
+    assert r.exit_code == 2 and "not-a-date" in r.output
+    r = runner.invoke(app, [*base, "--date", "2024-03-20", "--horizon", "5"])
+    assert r.exit_code == 2 and "7" in r.output

@@ -8,13 +8,11 @@ and a horizon ``h`` (days):
   With ``k = ceil((d - t) / 1 day) - h`` (``1 <= k <= Λ``) and ``x = k / (Λ + 1)`` the
   weight is ``G(x)``: linear ``1 - x``, convex ``(1 - x)^2``, concave ``1 - x^2``,
   constant ``1``.  They get label 1 and weight ``G``; P and N have weight 1.
-- Over-sampling draws extra positive rows (P ∪ P̃) with replacement, with probability
-  proportional to their weight, until positives make up the target share of the rows.
+- Weighted over-sampling scales the weights of the positive rows (P ∪ P̃) by one
+  factor until they carry the target share of the total weight (see :func:`oversample`).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -101,19 +99,29 @@ def augment(pairs: pd.DataFrame, horizon: int, lookback: int,
 
 
 def oversample(df: pd.DataFrame, target_share: float, seed: int = 0) -> pd.DataFrame:
-    """Add positive rows (``label == 1``), drawn with probability ∝ ``weight``.
+    """Weighted over-sampling of the positives (``label == 1``), as importance weights.
 
-    The number of extra rows ``m`` is the smallest with ``(n_pos + m) / (n + m) >=
-    target_share``; nothing is added when the share is already reached, the target is
-    0, or there are no positives.
+    Every positive row's ``weight`` is multiplied by one factor ``f`` so that the
+    positives carry ``target_share`` of the total weight:
+    ``f = s·W₋ / ((1 − s)·W₊)`` with ``W₊``/``W₋`` the summed weights of positive and
+    negative rows.  This is the expectation of drawing positive copies with
+    probability ∝ weight (the seed's weighted over-sampling) without the copies
+    themselves: copied rows let LightGBM's ``min_child_samples`` count one
+    student-day many times, and with few dropouts it memorised them (measured on the
+    demo cohort: next-day AUC 0.52 with copies, 0.96 with weights; on 600 students
+    0.88 and 0.90).  Pseudo-positives keep their relative weights ``G``.
+
+    Nothing changes when the share is already reached, the target is 0, or there
+    are no positives or no negatives.
 
     Args:
         df: Rows with ``label`` and ``weight`` (from :func:`augment`).
-        target_share: Wanted share of positive rows, in [0, 1).
-        seed: Random seed (the same seed gives the same rows).
+        target_share: Wanted share of the total weight on positive rows, in [0, 1).
+        seed: Unused (kept so that callers need not change when sampling returns);
+            the result is deterministic.
 
     Returns:
-        A new DataFrame (original rows first, then the drawn copies; fresh index).
+        A new DataFrame (same rows, fresh index) with rescaled ``weight``.
 
     Raises:
         AtriskError: When ``target_share`` is outside [0, 1) or columns are missing.
@@ -123,13 +131,11 @@ def oversample(df: pd.DataFrame, target_share: float, seed: int = 0) -> pd.DataF
     for col in ("label", "weight"):
         if col not in df.columns:
             raise AtriskError(f"oversample needs a {col!r} column (run augment first)")
-    pos = np.flatnonzero(df["label"].to_numpy() == 1)
-    n, n_pos = len(df), len(pos)
-    if target_share == 0 or n_pos == 0 or n_pos / max(n, 1) >= target_share:
-        return df.reset_index(drop=True)
-    m = math.ceil(round((target_share * n - n_pos) / (1 - target_share), 9))
-    w = df["weight"].to_numpy(dtype=float)[pos]
-    p = w / w.sum() if w.sum() > 0 else None
-    rng = np.random.default_rng(seed)
-    drawn = rng.choice(pos, size=m, replace=True, p=p)
-    return pd.concat([df, df.iloc[drawn]], ignore_index=True)
+    out = df.reset_index(drop=True)
+    pos = out["label"].to_numpy() == 1
+    w = out["weight"].to_numpy(dtype=float).copy()
+    w_pos, w_neg = w[pos].sum(), w[~pos].sum()
+    if target_share == 0 or w_pos <= 0 or w_neg <= 0 or w_pos / (w_pos + w_neg) >= target_share:
+        return out.copy()
+    w[pos] *= target_share * w_neg / ((1 - target_share) * w_pos)
+    return out.assign(weight=w)

@@ -119,7 +119,10 @@ def _fit_horizon(train_pairs: pd.DataFrame, horizon: int, in_cols: list[str],
                            else "no negative pairs in training")
         return None, info
     rows = oversample(aug, config.oversample, config.seed)
-    info["positive_ratio_after"] = float(rows["label"].mean())
+    info["positive_ratio_after"] = float(aug["label"].mean())  # rows, after augmentation
+    info["positive_weight_share"] = float(
+        rows.loc[rows["label"] == 1, "weight"].sum() / rows["weight"].sum()
+    )
     info["n_rows_fit"] = int(len(rows))
     pipe = make_pipeline(in_cols, other_cols, config)
     pipe.fit(rows[in_cols + other_cols], rows["label"].to_numpy(),

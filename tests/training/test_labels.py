@@ -63,23 +63,24 @@ def _rows(n=100, n_pos=10):
     return df
 
 
-def test_oversample_reaches_share_and_is_deterministic():
+def test_oversample_reaches_weight_share_and_keeps_relative_weights():
     df = _rows()
-    out = oversample(df, 0.3, seed=1)
-    # m = ceil((0.3 * 100 - 10) / 0.7) = 29 extra positive rows
-    assert len(out) == 129 and out["label"].sum() == 39
-    assert out["label"].mean() >= 0.3
-    pd.testing.assert_frame_equal(out, oversample(df, 0.3, seed=1))
-    assert not out.equals(oversample(df, 0.3, seed=2))
-    extra = out.iloc[100:]
-    assert (extra["label"] == 1).all()
-    assert 0 not in set(extra["x"])  # weight 0 is never drawn
-    assert (extra["x"] == 9).sum() > 14  # weight 50 of 58 dominates
+    out = oversample(df, 0.6, seed=1)  # positives carry 58 of 148 weight units (39 %)
+    assert len(out) == 100  # no copies: the weights carry the over-sampling
+    pos = out["label"] == 1
+    share = out.loc[pos, "weight"].sum() / out["weight"].sum()
+    assert share == pytest.approx(0.6)
+    # one factor for every positive: relative pseudo weights G are kept
+    f = 0.6 * 90 / (0.4 * 58)
+    np.testing.assert_allclose(out.loc[pos, "weight"], df.loc[pos, "weight"] * f)
+    np.testing.assert_array_equal(out.loc[~pos, "weight"], 1.0)
+    pd.testing.assert_frame_equal(out, oversample(df, 0.6, seed=1))
     pd.testing.assert_frame_equal(df, _rows())  # input unchanged
 
 
 def test_oversample_no_op():
     df = _rows()
-    assert len(oversample(df, 0.0)) == 100
-    assert len(oversample(df, 0.05)) == 100
-    assert len(oversample(df.assign(label=0), 0.3)) == 100
+    pd.testing.assert_frame_equal(oversample(df, 0.0), df)
+    # 58 of 148 weight units are positive already (39 % > 30 %): nothing to do
+    pd.testing.assert_frame_equal(oversample(df, 0.3), df)
+    pd.testing.assert_frame_equal(oversample(df.assign(label=0), 0.3), df.assign(label=0))

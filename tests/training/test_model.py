@@ -67,7 +67,9 @@ def test_save_load_round_trip(fitted, synth_pairs, tmp_path: Path):
     assert meta["versions"]["lightgbm"] and meta["horizons_trained"] == [1, 3]
     assert meta["n_pairs"] == len(synth_pairs)
     assert 0 < meta["per_horizon"]["3"]["positive_ratio_before"] < 0.3
-    assert meta["per_horizon"]["3"]["positive_ratio_after"] >= 0.3
+    after = meta["per_horizon"]["3"]["positive_ratio_after"]
+    assert meta["per_horizon"]["3"]["positive_ratio_before"] < after < 0.3  # pseudo-positives
+    assert meta["per_horizon"]["3"]["positive_weight_share"] == pytest.approx(0.3)
     assert any(n.startswith("in_class__pca") for n in meta["feature_names_out"]["3"])
     cfg = tomllib.loads((tmp_path / "model" / "config.toml").read_text())
     assert TrainingConfig(**cfg["training"]) == fitted.config

@@ -338,13 +338,23 @@ def predict(
     horizon: Annotated[
         int, typer.Option("--horizon", help="Δ: risk of dropping out within this many days.", min=1)
     ] = 1,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="Also write the day's list into this service store (DuckDB; replaces "
+            "that day's rows).",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the day's ranked risk list: probability, rank, flagged (top share), top reasons."""
     from atrisk import pipeline
 
-    risk, failures = _run(pipeline.predict, model, workspace, logs, date, out, horizon=horizon)
+    risk, failures = _run(
+        pipeline.predict, model, workspace, logs, date, out, horizon=horizon, db=db
+    )
     if as_json:
         _emit_json(
             {
@@ -432,6 +442,12 @@ def features_text(
         console.print(f"[green]text features[/] for {len(feats)} sessions → {out}")
         _print_failures([e.to_dict() for e in errors], quiet)
     raise typer.Exit(1 if errors else 0)
+
+
+from atrisk.cli_serve import keys_app, serve  # noqa: E402  (after the app exists)
+
+app.command("serve")(serve)
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

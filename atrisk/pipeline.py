@@ -664,11 +664,14 @@ def predict(
     date: str | datetime,
     out: Path | str,
     horizon: int = 1,
+    db: Path | str | None = None,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """Write the ranked risk list of ``date`` (students active on that day) to ``out`` (CSV).
 
     A student is active on ``date`` when their first class is before it and no
     dropout/completion is known before it.  Features use only data before ``date``.
+    With ``db``, the list is also written into that service store (re-running a day
+    replaces its rows).
     """
     from atrisk.features.pairs import pair_keys
     from atrisk.training.model import RiskModel
@@ -693,4 +696,8 @@ def predict(
     out = Path(out)
     with atomic_path(out) as tmp:
         risk.to_csv(tmp, index=False)
+    if db is not None:
+        from atrisk.serve.store import write_risk
+
+        write_risk(db, risk, day, horizon)
     return risk, failures

@@ -145,3 +145,39 @@ def test_predict_bad_date_and_untrained_horizon_are_usage_errors(trained):
     assert r.exit_code == 2 and "not-a-date" in r.output
     r = runner.invoke(app, [*base, "--date", "2024-03-20", "--horizon", "5"])
     assert r.exit_code == 2 and "7" in r.output
+
+
+def test_predict_db_replaces_the_day(trained):
+    from atrisk.demo import busiest_day
+    from atrisk.serve.store import Store
+
+    root, logs, _, _ = trained
+    day = busiest_day(logs)
+    db = root / "store.duckdb"
+    args = [
+        "predict",
+        "--model",
+        str(root / "model"),
+        "--workspace",
+        str(root / "ws"),
+        "--logs",
+        str(logs),
+        "--date",
+        str(day.date()),
+        "--horizon",
+        "1",
+        "--out",
+        str(root / "r.csv"),
+        "--db",
+        str(db),
+    ]
+    for _ in range(2):  # re-running a day replaces, never duplicates
+        assert runner.invoke(app, args).exit_code == 1
+    risk = pd.read_csv(root / "r.csv")
+    with Store(db, read_only=True) as store:
+        n = (
+            store.cursor()
+            .execute("select count(*), count(distinct student_id) from risk")
+            .fetchone()
+        )
+    assert n == (len(risk), len(risk))

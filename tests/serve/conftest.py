@@ -1,0 +1,69 @@
+"""Fixtures of the service tests: a tiny trained model and a real uvicorn process."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m atrisk.cli_serve serve` on 127.0.0.1 in a subprocess."""
+
+    def __init__(self, model: Path, db: Path, extra: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = db.with_suffix(".log")
+        self._fh = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "atrisk.cli_serve", "serve", "--model", str(model),
+             "--db", str(db), "--port", str(self.port), "--log-level", "warning", *extra],
+            stdout=self._fh, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> Server:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited {self.proc.returncode}: "
+                                   f"{self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"service not ready: {self.log.read_text()[-2000:]}")
+
+    def stop(self, sig_kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill() if sig_kill else self.proc.terminate()
+            self.proc.wait(20)
+        self._fh.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> dict:
+    """A model trained on 40 synthetic students without audio (≈ 3 s), and its risk list."""
+    from atrisk import pipeline
+    from atrisk.demo import busiest_day
+    from atrisk.synthetic import generate_cohort
+
+    root = tmp_path_factory.mktemp("tiny")
+    generate_cohort(root / "cohort", n_students=40, audio=False)
+    logs = root / "cohort" / "logs"
+    pipeline.train(root / "ws", logs, root / "model")
+    day = busiest_day(logs)
+    risk, _ = pipeline.predict(root / "model", root / "ws", logs, day, root / "risk.csv")
+    return {"model": root / "model", "logs": logs, "workspace": root / "ws", "day": day,
+            "risk": risk}

@@ -16,10 +16,22 @@ Definitions (the column table is in ``docs/features.md``):
   ``text.repeat_patterns`` (regular expressions, case-insensitive; one count per
   utterance however many patterns match).
 * **turns**: speaker changes + 1 over the session's utterances in start-time order.
+* **student-initiated question**: a student question utterance that is not the
+  reply of a Q&A round (the student asks on their own, not in answer to a
+  teacher question).
+* **overlap**: a stretch of time in which the union of the teacher's utterance
+  intervals and the union of the student's intersect (the tracks are separate,
+  so both can speak at once); ``overlaps`` counts such stretches, ``overlap_s``
+  sums their length.
+* **longest student silence**: the longest stretch of the session span (first
+  utterance start to last utterance end, either speaker) that no student
+  utterance covers.
 
-Time-based counters (``qa_rounds``, ``response_latency_s``, ``turns``,
-``talk_ratio``) are ``NaN`` for a session where any utterance lacks a valid
-start/end time.
+Time-based counters (:data:`TIME_COLUMNS`) are ``NaN`` for a session where any
+utterance lacks a valid start/end time (missing, not a number, negative start or
+end before start); ``untimed_utterances`` says how many such utterances there
+were, so a ``NaN`` there is explained in the same row (``0`` means the times were
+complete and a ``NaN`` has another documented cause, e.g. no Q&A round).
 """
 
 from __future__ import annotations
@@ -39,15 +51,34 @@ from atrisk.extractors.linguistic import LinguisticExtractor, session_list
 INTERACTION_COLUMNS: list[str] = [
     "qa_rounds",
     "response_latency_s",
+    "response_latency_max_s",
     "teacher_questions",
     "student_questions",
+    "student_initiated_questions",
     "note_reminders",
     "repeat_requests",
     "teacher_repeat_requests",
     "student_repeat_requests",
     "turns",
     "talk_ratio",
+    "longest_student_silence_s",
+    "overlaps",
+    "overlap_s",
+    "untimed_utterances",
 ]
+
+#: Interaction columns that need utterance times (``NaN`` when any time is missing).
+TIME_COLUMNS: tuple[str, ...] = (
+    "qa_rounds",
+    "response_latency_s",
+    "response_latency_max_s",
+    "student_initiated_questions",
+    "turns",
+    "talk_ratio",
+    "longest_student_silence_s",
+    "overlaps",
+    "overlap_s",
+)
 
 _INT_COLUMNS = (
     "teacher_questions",
@@ -56,6 +87,7 @@ _INT_COLUMNS = (
     "repeat_requests",
     "teacher_repeat_requests",
     "student_repeat_requests",
+    "untimed_utterances",
 )
 
 
@@ -104,14 +136,16 @@ class InteractionExtractor:
         Args:
             annotations: Output of :meth:`LinguisticExtractor.annotate`.
             session_ids: Sessions to report (in this order); sessions without
-                utterances get zero counts (``turns`` and ``qa_rounds`` 0) and
-                ``NaN`` for ``talk_ratio`` and ``response_latency_s``.  ``None``:
+                utterances get zero counts (``turns``, ``qa_rounds``,
+                ``overlaps``, ``overlap_s`` 0) and ``NaN`` for ``talk_ratio``,
+                the latencies and ``longest_student_silence_s``.  ``None``:
                 the sessions present, sorted.  Utterances of other sessions are
                 ignored.
 
         Returns:
             DataFrame indexed by ``session_id`` with :data:`INTERACTION_COLUMNS`
-            (question/reminder/repeat counts int64, the rest float64).
+            (question/reminder/repeat counts and ``untimed_utterances`` int64,
+            the rest float64).
 
         """
         sessions = session_list(annotations, session_ids)
@@ -168,8 +202,10 @@ class InteractionExtractor:
         row["student_repeat_requests"] = int((student & is_rep).sum())
         row["repeat_requests"] = row["teacher_repeat_requests"] + row["student_repeat_requests"]
 
-        if g["duration_s"].isna().any():
-            row.update(qa_rounds=math.nan, turns=math.nan, talk_ratio=math.nan)
+        untimed = int(g["duration_s"].isna().sum())
+        row["untimed_utterances"] = untimed
+        if untimed:
+            row.update({c: math.nan for c in TIME_COLUMNS})
             return row
         order = np.lexsort((g["end_s"].to_numpy(), g["start_s"].to_numpy()))
         start = g["start_s"].to_numpy()[order]
@@ -183,20 +219,82 @@ class InteractionExtractor:
 
         q = teacher & is_q
         q_start, q_end = start[q], end[q]
-        s_start = np.sort(start[student])
+        s_pos = np.flatnonzero(student)  # already in start order
+        s_start = start[s_pos]
+        replied = np.zeros(len(start), dtype=bool)
+        row["qa_rounds"] = 0.0
         if q_start.size and s_start.size:
             next_q = np.append(q_start[1:], np.inf)
             idx = np.searchsorted(s_start, q_start, side="right")
             has = idx < s_start.size
-            reply = s_start[np.minimum(idx, s_start.size - 1)]
+            j = np.minimum(idx, s_start.size - 1)
+            reply = s_start[j]
             ok = has & (reply <= q_end + self.config.qa_window_s) & (reply < next_q)
             row["qa_rounds"] = float(ok.sum())
             if ok.any():
-                row["response_latency_s"] = float(np.mean(reply[ok] - q_end[ok]))
+                lat = reply[ok] - q_end[ok]
+                row["response_latency_s"] = float(np.mean(lat))
+                row["response_latency_max_s"] = float(np.max(lat))
+                replied[s_pos[j[ok]]] = True
+        row["student_initiated_questions"] = float((student & is_q & ~replied).sum())
+
+        t_iv = _union(start[teacher], end[teacher])
+        s_iv = _union(start[student], end[student])
+        n_ov, ov_s = _overlap(t_iv, s_iv)
+        row["overlaps"] = float(n_ov)
+        row["overlap_s"] = ov_s
+        row["longest_student_silence_s"] = _longest_gap(s_iv, float(start.min()), float(end.max()))
         return row
+
+
+def _union(start: np.ndarray, end: np.ndarray) -> list[tuple[float, float]]:
+    """Merge intervals into disjoint, sorted ones (touching intervals merge)."""
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(zip(start.tolist(), end.tolist(), strict=True)):
+        if out and a <= out[-1][1]:
+            if b > out[-1][1]:
+                out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _overlap(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> tuple[int, float]:
+    """Count and sum the positive-length intersections of two disjoint interval sets."""
+    i = j = n = 0
+    total = 0.0
+    while i < len(x) and j < len(y):
+        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
+        if hi > lo:
+            n += 1
+            total += hi - lo
+        if x[i][1] < y[j][1]:
+            i += 1
+        else:
+            j += 1
+    return n, total
+
+
+def _longest_gap(iv: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Longest part of ``[lo, hi]`` not covered by the disjoint sorted intervals ``iv``."""
+    best, cursor = 0.0, lo
+    for a, b in iv:
+        best = max(best, min(a, hi) - cursor)
+        cursor = max(cursor, b)
+    return max(best, hi - cursor, 0.0)
 
 
 def _empty_row() -> dict[str, float]:
     row: dict[str, float] = {c: 0 for c in INTERACTION_COLUMNS}
-    row.update(qa_rounds=0.0, turns=0.0, talk_ratio=math.nan, response_latency_s=math.nan)
+    row.update(
+        qa_rounds=0.0,
+        turns=0.0,
+        student_initiated_questions=0.0,
+        overlaps=0.0,
+        overlap_s=0.0,
+        talk_ratio=math.nan,
+        response_latency_s=math.nan,
+        response_latency_max_s=math.nan,
+        longest_student_silence_s=math.nan,
+    )
     return row

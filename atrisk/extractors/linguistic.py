@@ -7,8 +7,10 @@ run over all utterances in batches (``nlp.pipe``).
 
 Definitions (the column table is in ``docs/features.md``):
 
-* **word**: a spaCy token that is neither punctuation nor whitespace
-  (``"don't"`` is two words, ``do`` + ``n't``; ``"uh-huh"`` is two, ``uh`` + ``huh``).
+* **word**: a spaCy token that is neither punctuation nor whitespace nor only
+  U+FFFD (the replacement of undecodable bytes) (``"don't"`` is two words,
+  ``do`` + ``n't``; ``"uh-huh"`` is two, ``uh`` + ``huh``).  Characters
+  (``chars_per_s``) likewise skip whitespace and U+FFFD.
 * **sentence**: a span from spaCy's rule-based ``sentencizer`` holding at least
   one word.  ASR output has no punctuation, so each utterance is then one
   sentence; sentence statistics of ASR transcripts are therefore utterance
@@ -22,7 +24,11 @@ Definitions (the column table is in ``docs/features.md``):
 
 Lexicons come from :class:`atrisk.config.TextConfig`, so another language plugs
 in through the configuration (``text.spacy_model``, ``text.filler_words``,
-``text.question_words``).
+``text.question_words``; see ``docs/languages.md``).  ``text.spacy_model`` is an
+installed pipeline package (``de_core_news_sm``) or ``blank:<lang>`` (e.g.
+``blank:de``: ``spacy.blank("de")``, tokenizer + sentencizer only, for a
+language without an installed trained pipeline; the ``pos_*`` shares are then
+``NaN``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ POS_TAGS: tuple[str, ...] = (
     "ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM",
     "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
 )  # fmt: skip
+
+#: ``text.spacy_model`` prefix for a blank pipeline: ``"blank:de"`` → ``spacy.blank("de")``.
+BLANK_PREFIX = "blank:"
 
 #: Columns of :meth:`LinguisticExtractor.process_utterances`, in order.
 LINGUISTIC_COLUMNS: list[str] = [
@@ -70,6 +79,7 @@ _REQUIRED = ("session_id", "speaker", "start_s", "end_s", "text")
 _DISABLED_COMPONENTS = ("parser", "ner", "lemmatizer", "senter")
 _QUESTION_MARKS = frozenset("?？")
 _NOT_PUNCTUATION = frozenset("'’-‐")
+_REPLACEMENT = "\ufffd"
 
 
 def prepare_utterances(utts: pd.DataFrame) -> pd.DataFrame:
@@ -147,7 +157,9 @@ class LinguisticExtractor:
     The pipeline named by ``config.spacy_model`` is loaded on first use with
     only tokenizer, ``tok2vec``, ``tagger`` and ``attribute_ruler`` (for
     ``token.pos_``); parser, NER and lemmatizer are excluded and the rule-based
-    ``sentencizer`` is added.  All utterances go through ``nlp.pipe`` in batches.
+    ``sentencizer`` is added.  ``blank:<lang>`` makes ``spacy.blank(lang)``
+    (tokenizer + sentencizer; no POS, so the ``pos_*`` shares are ``NaN``).
+    All utterances go through ``nlp.pipe`` in batches.
 
     Args:
         config: Lexicons and model name; defaults to :class:`TextConfig()`.
@@ -185,8 +197,11 @@ class LinguisticExtractor:
 
         name = self.config.spacy_model
         try:
-            nlp = spacy.load(name, exclude=list(_DISABLED_COMPONENTS))
-        except (OSError, ImportError, ValueError) as exc:
+            if name.startswith(BLANK_PREFIX):
+                nlp = spacy.blank(name[len(BLANK_PREFIX) :].strip())
+            else:
+                nlp = spacy.load(name, exclude=list(_DISABLED_COMPONENTS))
+        except (OSError, ImportError, ValueError, KeyError) as exc:
             raise ModelLoadError(
                 f"spaCy pipeline {name!r} (config key text.spacy_model) cannot be loaded: "
                 f"{exc}. Install the pipeline package or set text.spacy_model to an "
@@ -248,12 +263,14 @@ class LinguisticExtractor:
             for i, (text, doc) in enumerate(
                 zip(texts, nlp.pipe(texts, batch_size=self.batch_size), strict=True)
             ):
-                ints["n_chars"][i] = sum(1 for ch in text if not ch.isspace())
+                ints["n_chars"][i] = sum(
+                    1 for ch in text if not ch.isspace() and ch != _REPLACEMENT
+                )
                 asr_like = not any(_is_punctuation(ch) for ch in text)
                 lengths = []
                 n_q = 0
                 for sent in doc.sents:
-                    sent_words = [t for t in sent if not (t.is_punct or t.is_space)]
+                    sent_words = [t for t in sent if _is_word(t)]
                     if not sent_words:
                         continue
                     lengths.append(len(sent_words))
@@ -263,7 +280,7 @@ class LinguisticExtractor:
                 ints["n_sentences"][i] = len(lengths)
                 ints["n_questions"][i] = n_q
                 toks = [t for t in doc if not t.is_space]
-                w = [t.lower_ for t in toks if not t.is_punct]
+                w = [t.lower_ for t in toks if _is_word(t)]
                 words.append(w)
                 ints["n_words"][i] = len(w)
                 ints["n_tokens"][i] = len(toks)
@@ -330,6 +347,11 @@ class LinguisticExtractor:
 
         """
         return self.aggregate(self.annotate(utts), session_ids)
+
+
+def _is_word(tok: Any) -> bool:
+    """Tell whether a token is a word (not punctuation/space, not only U+FFFD)."""
+    return not (tok.is_punct or tok.is_space) and bool(tok.text.strip(_REPLACEMENT))
 
 
 def _is_question(sent: Any, sent_words: list[Any], asr_like: bool, qwords: set[str]) -> bool:

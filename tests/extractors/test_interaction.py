@@ -170,3 +170,82 @@ def test_sessions_are_independent(inter):
 def test_invalid_pattern_is_config_error(ling):
     with pytest.raises(ConfigError, match=r"text.note_patterns\[0\]"):
         InteractionExtractor(TextConfig(note_patterns=["(unclosed"]), linguistic=ling)
+
+
+def test_latency_max_silence_overlaps_initiated_questions_exact(inter):
+    # Hand-written dialogue, every count worked out by hand:
+    # Q1 (0-2) answered at 2.5 (latency 0.5); Q2 (6-8) answered at 7.5 overlapping
+    # (latency -0.5); Q3 (12-14) answered at 17 (latency 3.0); the student asks
+    # "What about five?" at 20 on their own: one initiated question.
+    df = utts(
+        ("teacher", 0.0, 2.0, "What is two plus two?"),
+        ("student", 2.5, 3.0, "Four."),
+        ("teacher", 3.5, 8.0, "Good. And three plus three?"),
+        ("student", 7.5, 9.0, "Six."),
+        ("teacher", 12.0, 14.0, "Is six even?"),
+        ("student", 17.0, 18.0, "Yes it is."),
+        ("student", 20.0, 21.0, "What about five?"),
+        ("teacher", 20.5, 23.0, "Five is odd."),
+        ("teacher", 23.0, 30.0, "Now we move on to fractions."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["qa_rounds"] == 3
+    assert row["response_latency_s"] == pytest.approx((0.5 - 0.5 + 3.0) / 3)
+    assert row["response_latency_max_s"] == pytest.approx(3.0)
+    assert row["student_questions"] == 1
+    assert row["student_initiated_questions"] == 1
+    # teacher [0,2] [3.5,8] [12,14] [20.5,30]; student [2.5,3] [7.5,9] [17,18] [20,21]
+    assert row["overlaps"] == 2  # 7.5-8 and 20.5-21
+    assert row["overlap_s"] == pytest.approx(1.0)
+    # longest stretch of [0, 30] without student speech: 21 -> 30
+    assert row["longest_student_silence_s"] == pytest.approx(9.0)
+    assert row["untimed_utterances"] == 0
+
+
+def test_student_question_as_reply_is_not_initiated(inter):
+    df = utts(
+        ("teacher", 0.0, 2.0, "Do you see it?"),
+        ("student", 2.5, 3.0, "Which one?"),  # the reply of a Q&A round
+        ("student", 30.0, 31.0, "Can we stop?"),  # on their own
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["qa_rounds"] == 1
+    assert row["student_questions"] == 2
+    assert row["student_initiated_questions"] == 1
+    assert row["longest_student_silence_s"] == pytest.approx(27.0)  # 3 -> 30
+    assert row["overlaps"] == 0 and row["overlap_s"] == 0
+
+
+def test_overlapping_utterances_of_one_speaker_merge(inter):
+    df = utts(
+        ("teacher", 0.0, 4.0, "Let us start."),
+        ("teacher", 2.0, 6.0, "Open the book."),  # overlaps the teacher's own utterance
+        ("student", 3.0, 5.0, "Okay."),
+        ("student", 4.5, 7.0, "Okay okay."),
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["overlaps"] == 1  # teacher [0,6] ∩ student [3,7] = [3,6]
+    assert row["overlap_s"] == pytest.approx(3.0)
+    assert row["longest_student_silence_s"] == pytest.approx(3.0)  # 0 -> 3
+
+
+def test_only_teacher_speech_silence_is_whole_span(inter):
+    df = utts(("teacher", 1.0, 2.0, "Hello?"), ("teacher", 5.0, 9.0, "Anyone?"))
+    row = inter.process_utterances(df).loc["s"]
+    assert row["longest_student_silence_s"] == pytest.approx(8.0)
+    assert row["student_initiated_questions"] == 0
+    assert math.isnan(row["response_latency_max_s"])
+
+
+def test_untimed_utterances_explain_nan_time_counters(inter):
+    df = utts(
+        ("teacher", 0.0, 1.0, "What is this?"),
+        ("student", np.nan, 3.0, "A pen."),
+        ("student", 5.0, 4.0, "Why?"),  # end before start: untimed
+    )
+    row = inter.process_utterances(df).loc["s"]
+    assert row["untimed_utterances"] == 2
+    for col in ("overlaps", "overlap_s", "longest_student_silence_s",
+                "student_initiated_questions", "response_latency_max_s"):
+        assert math.isnan(row[col]), col
+    assert row["student_questions"] == 1  # time-free counters still count

@@ -1,5 +1,4 @@
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -197,12 +196,20 @@ def test_model_loaded_once(ext):
     assert "sentencizer" in nlp.pipe_names
 
 
-def test_ten_thousand_word_utterance_is_fast(ext):
-    assert ext.nlp is not None  # load outside the timed part
+def test_ten_thousand_word_utterance(ext):
+    # Speed is measured in scripts/bench_text.py; here: it runs and counts right.
     text = " ".join(["the cat sat on the mat and um I think"] * 1000)
-    t0 = time.perf_counter()
     out = ext.process_utterances(utts(("s", "teacher", 0, 3600, text)))
-    elapsed = time.perf_counter() - t0
     assert out.loc[("s", "teacher"), "n_words"] == 10_000
     assert out.loc[("s", "teacher"), "n_filler"] == 1000
-    assert elapsed < 10
+    assert out.loc[("s", "teacher"), "words_per_s"] == pytest.approx(10_000 / 3600)
+
+
+def test_blank_pipeline_counts_without_pos():
+    ext = LinguisticExtractor(TextConfig(spacy_model="blank:en"))
+    out = ext.process_utterances(utts(("s", "student", 0, 2, "Um, is it four? Yes it is.")))
+    row = out.loc[("s", "student")]
+    assert "tagger" not in ext.nlp.pipe_names and "sentencizer" in ext.nlp.pipe_names
+    assert row["n_sentences"] == 2 and row["n_words"] == 7 and row["n_filler"] == 1
+    assert row["question_share"] == pytest.approx(0.5)
+    assert all(math.isnan(row[f"pos_{t}"]) for t in POS_TAGS)

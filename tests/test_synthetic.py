@@ -289,3 +289,37 @@ def test_audio_is_deterministic(tmp_path, audio_cohort):
         rel = f.relative_to(out)
         assert f.read_bytes() == (tmp_path / rel).read_bytes(), rel
     assert (out / "utterances.csv").read_bytes() == (tmp_path / "utterances.csv").read_bytes()
+
+
+def test_simulated_in_class_follows_class_engagement(tmp_path):
+    from atrisk.synthetic import SIMULATED_IN_CLASS_COLUMNS, simulate_in_class
+
+    generate_cohort(tmp_path / "c", n_students=150, seed=4, audio=False)
+    sessions, in_class = simulate_in_class(tmp_path / "c", seed=0)
+    events = pd.read_csv(tmp_path / "c" / "logs" / "events.csv")
+    assert len(sessions) == (events["kind"] == "class").sum() == len(in_class)
+    assert list(in_class.columns) == list(SIMULATED_IN_CLASS_COLUMNS)
+    assert set(sessions["session_id"]) == set(in_class.index)
+    truth = json.loads((tmp_path / "c" / "ground_truth.json").read_text())
+    eng = np.concatenate([s["class_engagement"] for s in sorted(
+        truth["students"], key=lambda s: s["student_id"])])
+    order = sessions.sort_values(["student_id", "start_time"]).index
+    talk = in_class.loc[sessions.loc[order, "session_id"], "sim_student_talk_ratio"]
+    latency = in_class.loc[sessions.loc[order, "session_id"], "sim_response_latency_s"]
+    assert np.corrcoef(eng, talk)[0, 1] > 0.3
+    assert np.corrcoef(eng, latency)[0, 1] < -0.3
+    with pytest.raises(ConfigError):
+        simulate_in_class(tmp_path / "nothing")
+
+
+@pytest.mark.slow
+def test_paper_scale_cohort_statistics(tmp_path):
+    from atrisk.features.logs import load_logs
+    from atrisk.features.pairs import pair_keys
+    from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS
+
+    s = generate_cohort(tmp_path / "p", n_students=PAPER_N_STUDENTS, seed=0, audio=False,
+                        params=PAPER_PARAMS)
+    assert 0.14 < s.dropout_rate < 0.19  # seed: 16.39 %
+    keys = pair_keys(load_logs(tmp_path / "p" / "logs"))
+    assert 60_000 < len(keys) < 74_000  # seed: 66,742

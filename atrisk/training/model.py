@@ -38,7 +38,8 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
@@ -57,6 +58,18 @@ IN_CLASS_PREFIX = "in_"
 #: Threads of LightGBM and the random forest (not part of the config: it does not change
 #: outputs).
 N_JOBS = 2
+
+
+#: Default LightGBM grid of the internal cross-validation (``tune``): 6 combinations.
+TUNE_GRID: list[dict] = [
+    {"num_leaves": nl, "min_child_samples": mc}
+    for nl in (7, 15, 31) for mc in (20, 100)
+]
+#: Folds of the internal cross-validation (grouped by student).
+TUNE_FOLDS = 3
+#: Horizon whose labels the internal cross-validation scores (the grid's winner is
+#: used for every horizon: one search instead of one per Δ).
+TUNE_HORIZON = 7
 
 
 class HorizonError(AtriskError, ValueError):
@@ -130,11 +143,69 @@ def _fit_horizon(train_pairs: pd.DataFrame, horizon: int, in_cols: list[str],
     return pipe, info
 
 
+def tune_params(train_pairs: pd.DataFrame, config: TrainingConfig,
+                grid: list[dict] | None = None, folds: int = TUNE_FOLDS,
+                horizon: int | None = None) -> dict:
+    """Choose LightGBM parameters by cross-validation grouped by student.
+
+    Each fold holds out whole students (:class:`~sklearn.model_selection.GroupKFold`,
+    so no student is in two folds); the model of each grid point is fitted exactly as
+    in training (augmentation with the config's Λ and G, weighted over-sampling) and
+    scored by the AUC of the plain ``dropout_within_h`` labels of the held-out fold.
+
+    Args:
+        train_pairs: The training students' pairs (features, ``t``, ``dropout_time``).
+        config: The base configuration (grid values replace its fields).
+        grid: Parameter dicts (keys of :class:`TrainingConfig`); default
+            :data:`TUNE_GRID`.
+        folds: Number of folds (reduced to the number of students when fewer).
+        horizon: Δ whose labels are scored; default :data:`TUNE_HORIZON` when trained,
+            else the config's first horizon.
+
+    Returns:
+        ``{"best": params, "horizon": h, "folds": k, "scores": [{**params, "auc": mean}]}``
+        (``best`` is ``{}`` when no fold could be scored).
+    """
+    grid = grid or TUNE_GRID
+    if horizon is None:
+        horizon = TUNE_HORIZON if TUNE_HORIZON in config.horizons else config.horizons[0]
+    labelled = add_labels(train_pairs, [horizon])
+    groups = labelled["student_id"].astype(str).to_numpy()
+    k = min(folds, len(np.unique(groups)))
+    result: dict = {"best": {}, "horizon": horizon, "folds": k, "scores": []}
+    if k < 2:
+        return result
+    in_cols, other, _ = _split_columns(labelled)
+    splits = list(GroupKFold(n_splits=k).split(labelled, groups=groups))
+    y_all = labelled[label_column(horizon)].to_numpy()
+    best_auc = -np.inf
+    for params in grid:
+        cfg = config.model_copy(update=params)
+        aucs = []
+        for tr, va in splits:
+            if len(np.unique(y_all[va])) < 2:
+                continue
+            pipe, _ = _fit_horizon(labelled.iloc[tr], horizon, in_cols, other, cfg,
+                                   cfg.lookback)
+            if pipe is None:
+                continue
+            p = pipe.predict_proba(labelled.iloc[va][in_cols + other].astype(float))[:, 1]
+            aucs.append(roc_auc_score(y_all[va], p))
+        mean = float(np.mean(aucs)) if aucs else float("nan")
+        result["scores"].append({**params, "auc": mean})
+        if aucs and mean > best_auc:
+            best_auc, result["best"] = mean, dict(params)
+    return result
+
+
 class RiskModel:
     """Per-horizon dropout-risk pipelines fitted on the training students.
 
     Args:
         config: Training configuration (default :class:`TrainingConfig`).
+        tune: Choose ``num_leaves``/``min_child_samples`` by grouped cross-validation
+            (:func:`tune_params`) before fitting; ``None`` follows ``config.tune``
+            (off when the config has no such field).
 
     Attributes:
         pipelines_: ``{horizon: fitted Pipeline}``.
@@ -145,8 +216,9 @@ class RiskModel:
         metadata_: Versions, sizes, positive ratios, warnings, creation time.
     """
 
-    def __init__(self, config: TrainingConfig | None = None):
+    def __init__(self, config: TrainingConfig | None = None, tune: bool | None = None):
         self.config = config
+        self.tune = tune
 
     # ------------------------------------------------------------------ fitting
     def fit(self, pairs: pd.DataFrame) -> RiskModel:
@@ -175,6 +247,13 @@ class RiskModel:
         self.train_students_ = sorted(set(students.iloc[train_idx]))
         self.test_students_ = sorted(set(students.iloc[test_idx]))
         train = add_labels(pairs.iloc[train_idx], cfg.horizons)
+        tune = self.tune if self.tune is not None else bool(getattr(cfg, "tune", False))
+        tuning = None
+        if tune:
+            tuning = tune_params(train, cfg)
+            if tuning["best"]:
+                cfg = cfg.model_copy(update=tuning["best"])
+                self.config = cfg
         in_cols, other, dropped = _split_columns(train)
         self.in_class_columns_ = in_cols
         self.feature_columns_ = in_cols + other
@@ -213,6 +292,7 @@ class RiskModel:
             "in_class_columns": in_cols,
             "dropped_in_class_columns": dropped,
             "warnings": notes,
+            "tuning": tuning,
         }
         return self
 

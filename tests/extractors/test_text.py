@@ -8,7 +8,7 @@ import pytest
 
 from atrisk.config import TextConfig
 from atrisk.extractors.interaction import INTERACTION_COLUMNS
-from atrisk.extractors.linguistic import LINGUISTIC_COLUMNS
+from atrisk.extractors.linguistic import LINGUISTIC_COLUMNS, POS_TAGS
 from atrisk.extractors.text import (
     TEXT_FEATURE_COLUMNS,
     TextFeaturizer,
@@ -105,39 +105,76 @@ def _amber_time(value: str) -> float:
     return 60 * int(minutes) + float(seconds)
 
 
+def _amber_rows(files: list[Path], prefix: str = "", keep_unknown: bool = False) -> pd.DataFrame:
+    """AMBER JSON sessions as an utterance table (Tutor → teacher, Student → student)."""
+    parts = []
+    for f in files:
+        part = pd.DataFrame(json.loads(f.read_text(encoding="utf-8")))
+        if not keep_unknown:
+            part = part[part["speaker"].isin(["Tutor", "Student"])]
+        parts.append(pd.DataFrame({
+            "session_id": prefix + f.stem,
+            "speaker": part["speaker"].map(lambda s: {"Tutor": "teacher", "Student": "student"}
+                                           .get(s, str(s))),
+            "start_s": part["start"].map(_amber_time), "end_s": part["stop"].map(_amber_time),
+            "text": part["dialogue"]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _cli_features(src: Path, out: Path) -> tuple[int, str, pd.DataFrame]:
+    from typer.testing import CliRunner
+
+    from atrisk.cli import app
+
+    res = CliRunner().invoke(app, ["features", "text", "--utterances", str(src), "--out", str(out)])
+    return res.exit_code, res.output, pd.read_parquet(out)
+
+
 @pytest.mark.realdata
-@pytest.mark.slow
-def test_amber_tutoring_sessions(tmp_path):
-    """35 real one-on-one online tutoring transcripts (Tutor/Student, timed)."""
+def test_cli_on_all_amber_sessions_csv_and_parquet(tmp_path):
+    """All 35 real one-on-one online tutoring transcripts (Tutor/Student, timed) through
+    ``atrisk features text``, from CSV and from Parquet; the outputs are plausible."""
     if not AMBER.is_dir():
         pytest.skip(f"real data not found at {AMBER}")
-    rows = []
-    for f in sorted(AMBER.glob("*.json")):
-        for u in json.loads(f.read_text(encoding="utf-8")):
-            speaker = {"Tutor": "teacher", "Student": "student"}.get(u["speaker"], u["speaker"])
-            rows.append(
-                (f.stem, speaker, _amber_time(u["start"]), _amber_time(u["stop"]), u["dialogue"])
-            )
-    path = tmp_path / "amber.csv"
-    pd.DataFrame(rows, columns=["session_id", "speaker", "start_s", "end_s", "text"]).to_csv(
-        path, index=False
-    )
-    utts, problems = load_utterances(path)
-    # The 13 "None"-speaker rows are reported and dropped; nothing else is wrong.
-    assert all("'None'" in p.reason for p in problems) and len(problems) == 13
-    out = text_features(utts)
+    rows = _amber_rows(sorted(AMBER.glob("*.json")), keep_unknown=True)
+    rows.to_csv(tmp_path / "amber.csv", index=False)
+    code, output, out = _cli_features(tmp_path / "amber.csv", tmp_path / "f_csv.parquet")
+    # The 13 "None"-speaker rows are reported and dropped (exit 1); nothing else is wrong.
+    assert code == 1 and output.count("'None'") == 13, output
+    utts, problems = load_utterances(tmp_path / "amber.csv")
+    assert len(problems) == 13 and all("'None'" in p.reason for p in problems)
+    rows.astype({"session_id": str}).to_parquet(tmp_path / "amber.parquet")
+    code_pq, _, out_pq = _cli_features(tmp_path / "amber.parquet", tmp_path / "f_pq.parquet")
+    assert code_pq == 1
+    pd.testing.assert_frame_equal(out, out_pq)
+
     assert len(out) == 35
     assert (out["teacher_n_utterances"] > 0).all()
+    assert (out["inter_untimed_utterances"] == 0).all()
     # Session 4276: the student never speaks (a real "only teacher speech" case).
     assert (out["student_n_utterances"] == 0).sum() == 1
     only_teacher = out.loc["4276"]
     assert only_teacher["inter_talk_ratio"] == 0.0 and only_teacher["inter_qa_rounds"] == 0
-    assert out["inter_talk_ratio"].between(0, 1).all()
+    assert math.isnan(only_teacher["student_chars_per_s"])
+    # Speeds 5-30 chars/s, except three sessions whose times are at fault, not the
+    # counting: 4275 and 4280 are 42-s excerpts whose last tutor utterance ("If you want
+    # to change", "The 3rd...") is stamped 25-30 s long; in 4246 the student's turns are
+    # fragments ("Itct.", "A.") stamped with long spans, 2.5 chars/s.
+    for spk, outside in (("teacher", {"4275", "4280"}), ("student", {"4246"})):
+        cps = out[f"{spk}_chars_per_s"].dropna()
+        assert set(cps.index[~cps.between(5, 30)]) == outside
+        assert cps.median() == pytest.approx(11.6 if spk == "teacher" else 7.7, abs=0.5)
+    ratio_cols = [c for c in out.columns if c.endswith(("_ratio", "_share")) or "_pos_" in c]
+    vals = out[ratio_cols].to_numpy(dtype=float)
+    assert ((vals[np.isfinite(vals)] >= 0) & (vals[np.isfinite(vals)] <= 1)).all()
+    assert (out["inter_qa_rounds"] <= out["inter_teacher_questions"]).all()
+    assert (out["inter_student_initiated_questions"] <= out["inter_student_questions"]).all()
+    assert (out["inter_response_latency_s"].dropna() <= out["inter_response_latency_max_s"]
+            .dropna()).all()
     # Tutors talk more than students and ask more questions; most sessions have Q&A rounds.
     assert out["inter_talk_ratio"].median() < 0.5
     assert (out["inter_teacher_questions"] > out["inter_student_questions"]).mean() > 0.8
     assert (out["inter_qa_rounds"] > 0).mean() > 0.9
-    assert (out["inter_qa_rounds"] <= out["inter_teacher_questions"]).all()
     pos = out[[c for c in out.columns if c.startswith("teacher_pos_")]]
     assert np.allclose(pos.sum(axis=1), 1.0)
     assert out["teacher_words_per_s"].between(0.5, 7.0).all()
@@ -210,6 +247,10 @@ def test_cli_on_bad_input_file(tmp_path):
         app, ["features", "text", "--utterances", str(src), "--out", str(out)]
     )
     assert res.exit_code == 1, res.output  # some rows had problems, the rest is done
+    # Each problem names the file (and line) and the reason.
+    assert "2 problem(s)" in res.output
+    assert f"{src}: file is not valid UTF-8 (line(s) 9)" in " ".join(res.output.split())
+    assert f"{src}:4: end_s=4.0 is before start_s=5.0; row dropped" in res.output
     feats = pd.read_parquet(out)
     assert sorted(feats.index) == ["bytes", "long", "ok", "solo", "untimed"]
     assert feats.loc["ok", "inter_overlaps"] == 1
@@ -222,6 +263,18 @@ def test_cli_on_bad_input_file(tmp_path):
     assert feats.loc["long", "teacher_n_words"] == len(long_text.split())
     assert feats.loc["solo", "inter_talk_ratio"] == 0.0
     assert feats.loc["bytes", "student_n_words"] == 2  # "caf\ufffd ok" decoded leniently
+
+
+def test_cli_on_empty_transcript_file(tmp_path):
+    """A header-only CSV and an empty Parquet: exit 0, an empty table with every column."""
+    src = tmp_path / "empty.csv"
+    src.write_text("session_id,speaker,start_s,end_s,text\n", encoding="utf-8")
+    code, output, feats = _cli_features(src, tmp_path / "f.parquet")
+    assert code == 0, output
+    assert len(feats) == 0 and list(feats.columns) == TEXT_FEATURE_COLUMNS
+    DIALOGUE.iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    code, output, feats = _cli_features(tmp_path / "empty.parquet", tmp_path / "g.parquet")
+    assert code == 0 and len(feats) == 0, output
 
 
 @pytest.mark.realdata
@@ -241,14 +294,8 @@ def test_cli_on_unseen_real_transcripts(shared_data, tmp_path):
     rows = pd.DataFrame({"session_id": "tm_" + pd.Series(pd.factorize(tm["file"])[0]).astype(str)
                          .to_numpy(), "speaker": np.where(teacher, "teacher", "student"),
                          "start_s": "", "end_s": "", "text": tm["Sentence"].to_numpy()})
-    for f in sorted((shared_data / "amber").glob("*.json"))[-4:]:
-        part = pd.DataFrame(json.loads(f.read_text(encoding="utf-8")))
-        part = part[part["speaker"].isin(["Tutor", "Student"])]
-        rows = pd.concat([rows, pd.DataFrame({
-            "session_id": "amber_" + f.stem,
-            "speaker": part["speaker"].map({"Tutor": "teacher", "Student": "student"}),
-            "start_s": part["start"].map(_amber_time), "end_s": part["stop"].map(_amber_time),
-            "text": part["dialogue"]})])
+    amber = _amber_rows(sorted((shared_data / "amber").glob("*.json"))[-4:], prefix="amber_")
+    rows = pd.concat([rows, amber])
     src = tmp_path / "unseen.csv"
     rows.to_csv(src, index=False)
     out = tmp_path / "f.parquet"
@@ -277,3 +324,74 @@ def test_cli_on_unseen_real_transcripts(shared_data, tmp_path):
              .apply(lambda s: s.str.contains("?", regex=False).mean()))
     assert np.allclose(talk["teacher_question_share"], qmark.reindex(talk.index), atol=0.1)
     assert (talk["teacher_n_words"] > 0).all() and (talk["student_n_words"] > 0).all()
+
+
+#: A hand-written lesson; every expected value below is counted by hand.
+LESSON = pd.DataFrame(
+    [
+        ("g", "teacher", 0.0, 4.0, "Um, today we add fractions. What is one half plus one half?"),
+        ("g", "student", 4.5, 5.5, "Uh, one."),
+        ("g", "teacher", 6.0, 9.0, "Right. Please write this down in your notes."),
+        ("g", "student", 8.5, 10.0, "Sorry, can you say that again?"),
+        ("g", "teacher", 12.0, 14.0, "Why is that?"),
+        ("g", "student", 26.0, 27.0, "hmm I do not know"),
+    ],
+    columns=["session_id", "speaker", "start_s", "end_s", "text"],
+)
+
+
+def test_every_counter_on_a_hand_written_lesson():
+    """Each non-POS column checked against a count made by hand.
+
+    Teacher sentences (words): 5, 7 | 1, 7 | 3 → 23 words, lengths [1, 3, 5, 7, 7];
+    questions 2 of 5 sentences; fillers "Um"; 95 characters in 4 + 3 + 2 = 9 s;
+    20 distinct words (is, one, half twice).  Student: 2 | 6 | 5 → 13 words, all
+    distinct, lengths [2, 5, 6]; fillers "Uh", "hmm"; 7 + 25 + 13 = 45 characters in
+    1 + 1.5 + 1 = 3.5 s; 1 question sentence of 3.  Q&A (window 10 s): the question
+    ending at 4.0 is answered at 4.5; the one ending at 14.0 gets its next student
+    utterance at 26.0 > 24.0, so it is unanswered.  The student's "can you say that
+    again?" comes after the answered question: a student-initiated question and a
+    repeat request; it overlaps the teacher from 8.5 to 9.0.  Student silence: the
+    longest uncovered stretch of [0, 27] is 10.0-26.0.
+    """
+    row = text_features(LESSON).loc["g"]
+    lengths_t, lengths_s = np.array([5, 7, 1, 7, 3.0]), np.array([2, 6, 5.0])
+    expected = {
+        "teacher_n_utterances": 3, "teacher_n_sentences": 5, "teacher_n_words": 23,
+        "teacher_n_filler": 1, "teacher_filler_ratio": 1 / 23,
+        "teacher_sentence_len_mean": 23 / 5, "teacher_sentence_len_std": lengths_t.std(),
+        "teacher_sentence_len_p50": 5.0, "teacher_sentence_len_p90": 7.0,
+        "teacher_chars_per_s": 95 / 9, "teacher_words_per_s": 23 / 9, "teacher_speech_s": 9.0,
+        "teacher_question_share": 2 / 5, "teacher_type_token_ratio": 20 / 23,
+        "student_n_utterances": 3, "student_n_sentences": 3, "student_n_words": 13,
+        "student_n_filler": 2, "student_filler_ratio": 2 / 13,
+        "student_sentence_len_mean": 13 / 3, "student_sentence_len_std": lengths_s.std(),
+        "student_sentence_len_p50": 5.0, "student_sentence_len_p90": 5.8,
+        "student_chars_per_s": 45 / 3.5, "student_words_per_s": 13 / 3.5,
+        "student_speech_s": 3.5, "student_question_share": 1 / 3,
+        "student_type_token_ratio": 1.0,
+        "inter_qa_rounds": 1, "inter_response_latency_s": 0.5,
+        "inter_response_latency_max_s": 0.5, "inter_teacher_questions": 2,
+        "inter_student_questions": 1, "inter_student_initiated_questions": 1,
+        "inter_note_reminders": 1, "inter_repeat_requests": 1,
+        "inter_teacher_repeat_requests": 0, "inter_student_repeat_requests": 1,
+        "inter_turns": 6, "inter_talk_ratio": 3.5 / 12.5,
+        "inter_longest_student_silence_s": 16.0, "inter_overlaps": 1, "inter_overlap_s": 0.5,
+        "inter_untimed_utterances": 0,
+    }
+    assert set(expected) == {c for c in TEXT_FEATURE_COLUMNS if "_pos_" not in c}
+    for col, value in expected.items():
+        assert row[col] == pytest.approx(value), col
+    # POS shares: tokens 15 + 10 + 4 = 29 (teacher), 4 + 8 + 5 = 17 (student) with
+    # 6 and 4 punctuation marks; the other tags come from the statistical tagger.
+    for spk, punct in (("teacher", 6 / 29), ("student", 4 / 17)):
+        shares = row[[f"{spk}_pos_{t}" for t in POS_TAGS]].to_numpy(dtype=float)
+        assert shares.sum() == pytest.approx(1.0)
+        assert row[f"{spk}_pos_PUNCT"] == pytest.approx(punct)
+    # Without times the same lesson keeps its word counts; time counters become NaN.
+    untimed = text_features(LESSON.assign(start_s=np.nan, end_s=np.nan)).loc["g"]
+    assert untimed["inter_untimed_utterances"] == 6
+    assert untimed["teacher_n_words"] == 23 and untimed["inter_teacher_questions"] == 2
+    for col in ("inter_qa_rounds", "inter_turns", "inter_talk_ratio", "inter_overlaps",
+                "teacher_chars_per_s", "student_words_per_s", "teacher_speech_s"):
+        assert math.isnan(untimed[col]), col

@@ -44,6 +44,7 @@ class Engine(StrEnum):
     """How sessions are scheduled."""
 
     local = "local"
+    ray = "ray"
 
 
 class ASRBackend(StrEnum):
@@ -136,8 +137,20 @@ def extract(
         Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
     ] = Device.auto,
     engine: Annotated[
-        Engine, typer.Option(help="Scheduler: local = process pool on this machine.")
+        Engine,
+        typer.Option(
+            help="Scheduler: local = process pool on this machine; ray = Ray Data pipeline "
+            "(local Ray with --workers CPUs, or the cluster at --address).",
+        ),
     ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster address (HOST:PORT or ray://HOST:PORT) for --engine ray; "
+            "default: start Ray on this machine.",
+        ),
+    ] = None,
     asr_backend: Annotated[
         ASRBackend | None,
         typer.Option(
@@ -208,6 +221,7 @@ def extract(
         known_students=known,
         transcripts=transcripts,
         progress=not (quiet or as_json),
+        address=address,
     )
     if as_json:
         _emit_json(res.__dict__)

@@ -7,8 +7,11 @@ whose key (track content hashes + session row + output-changing config +
 package version + ASR model) is already there, so a crashed run resumes and
 gives the same tables as an uninterrupted one.
 
-Only the ``local`` engine exists yet: a process pool over sessions, each
-worker holding one prosody extractor and one transcriber.
+Two engines run the sessions: ``local`` (default), a process pool with a
+bounded window over the lazily planned sessions, each worker holding one
+prosody extractor and one transcriber; and ``ray``, a Ray Data pipeline
+(:mod:`atrisk.engines.ray_data`) for a laptop or a cluster.  Both write the same
+part files and give identical tables.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import multiprocessing
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +42,7 @@ from atrisk.workspace import Workspace, atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 
 
 # --------------------------------------------------------------------------- results
@@ -104,7 +107,7 @@ class _WorkerSpec:
 class _SessionProcessor:
     """Decode + prosody + ASR for one session; holds the models (loaded once)."""
 
-    def __init__(self, spec: _WorkerSpec, transcriber: Any | None = None):
+    def __init__(self, spec: _WorkerSpec, transcriber: Any | None = None, load_asr: bool = True):
         from atrisk.extractors.prosody import ProsodyExtractor
 
         self.spec = spec
@@ -112,22 +115,43 @@ class _SessionProcessor:
             spec.config.prosody, sample_rate=spec.config.audio.sample_rate
         )
         self.transcriber = transcriber
-        if self.transcriber is None and spec.asr_backend != "transcripts":
+        if self.transcriber is None and load_asr and spec.asr_backend != "transcripts":
             self.transcriber = _load_transcriber(spec)
 
     def __call__(self, session: Session, given: list[Utterance] | None) -> SessionResult:
-        from atrisk.asr.base import segments_to_utterances
+        """Decode, extract prosody and transcribe one session."""
+        return self.transcribe(self.decode(session, keep_signals=given is None), given)
+
+    def decode(self, session: Session, keep_signals: bool = True) -> DecodedPart:
+        """Decode the tracks of ``session`` and compute their prosody (CPU stage)."""
         from atrisk.ingest.audio import decode_session
 
         decoded = decode_session(session, self.spec.config.audio, recordings=self.spec.recordings)
-        errors = dict(decoded.errors)
         prosody = self.prosody.process_sessions([decoded])
+        return DecodedPart(
+            session=session,
+            signals=dict(decoded.signals) if keep_signals else {},
+            n_decoded=sum(s is not None for s in decoded.signals.values()),
+            errors=dict(decoded.errors),
+            duration_s=float(decoded.duration_s),
+            prosody=prosody,
+        )
+
+    def transcribe(self, part: DecodedPart, given: list[Utterance] | None) -> SessionResult:
+        """Transcribe the decoded tracks of ``part`` (or take ``given``) and finish the result.
+
+        Each track is transcribed on its own (the backend batches its speech
+        segments), so every engine gives the same utterances for the same input.
+        """
+        from atrisk.asr.base import segments_to_utterances
+
+        session, errors = part.session, dict(part.errors)
         utterances: list[Utterance] = []
         if given is not None:
             utterances = list(given)
         else:
             for track in TRACKS:
-                signal = decoded.signals.get(track)
+                signal = part.signals.get(track)
                 if signal is None:
                     continue
                 try:
@@ -138,17 +162,28 @@ class _SessionProcessor:
                     errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
                     continue
                 utterances.extend(segments_to_utterances(session.session_id, track, segments))
-        n_decoded = sum(s is not None for s in decoded.signals.values())
-        status = "ok" if not errors else ("failed" if n_decoded == 0 else "partial")
+        status = "ok" if not errors else ("failed" if part.n_decoded == 0 else "partial")
         return SessionResult(
             session_id=session.session_id,
             status=status,
             error="; ".join(errors[t] for t in TRACKS if t in errors),
-            duration_s=float(decoded.duration_s),
-            prosody=prosody,
+            duration_s=part.duration_s,
+            prosody=part.prosody,
             utterances=utterances,
             track_errors=errors,
         )
+
+
+@dataclass
+class DecodedPart:
+    """A session after the CPU stage: prosody done, signals kept for ASR (may be empty)."""
+
+    session: Session
+    signals: dict[str, np.ndarray | None]
+    n_decoded: int
+    errors: dict[str, str]
+    duration_s: float
+    prosody: pd.DataFrame
 
 
 _PROCESSOR: _SessionProcessor | None = None
@@ -246,6 +281,114 @@ def _write_part(path: Path, result: SessionResult) -> None:
             pickle.dump(result, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+@dataclass
+class PlannedSession:
+    """One manifest session with its resume key's part file and, when done before, its result."""
+
+    index: int
+    session: Session
+    given: list[Utterance] | None
+    part: Path
+    cached: SessionResult | None
+
+
+def lookup_session(
+    index: int,
+    session: Session,
+    given: list[Utterance] | None,
+    workspace: Path,
+    config: Config,
+    asr_identity: str,
+    digests: dict[Path, str] | None = None,
+) -> PlannedSession:
+    """Compute the resume key of one session and read its earlier result, if any.
+
+    Only the track files are hashed (read in 1 MiB chunks); nothing is decoded.
+
+    Args:
+        index: Position of the session in the manifest.
+        session: The session.
+        given: Given utterances (transcripts backend) or ``None``.
+        workspace: Workspace folder holding ``parts/``.
+        config: Output-changing settings.
+        asr_identity: Name of the ASR model (part of the key).
+        digests: Cache of file digests shared between calls.
+
+    Returns:
+        The planned session (``cached`` is ``None`` when it must be processed).
+    """
+    key = session_key(session, config, asr_identity, given, digests)
+    part = _part_path(Workspace(workspace), session.session_id, key)
+    cached = _read_part(part) if part.is_file() else None
+    return PlannedSession(index, session, given, part, cached)
+
+
+def iter_plan(
+    sessions: Iterable[Session],
+    workspace: Path,
+    config: Config,
+    asr_identity: str,
+    given_by_session: dict[str, list[Utterance]] | None,
+) -> Iterator[PlannedSession]:
+    """Yield the sessions one at a time with their resume lookups (lazy: O(1) sessions held).
+
+    Args:
+        sessions: Sessions in manifest order (any iterable; consumed lazily).
+        workspace: Workspace folder.
+        config: Output-changing settings.
+        asr_identity: Name of the ASR model.
+        given_by_session: Given utterances per session (transcripts backend), else ``None``.
+
+    Yields:
+        One :class:`PlannedSession` per session, in order.
+    """
+    digests: dict[Path, str] = {}
+    for i, s in enumerate(sessions):
+        given = None if given_by_session is None else given_by_session.get(s.session_id, [])
+        yield lookup_session(i, s, given, workspace, config, asr_identity, digests)
+        if len(digests) > 4096:  # only shared files need the cache; keep it bounded
+            digests.clear()
+
+
+def bounded_imap(
+    items: Iterable[Any], submit: Callable[[Any], Future], window: int
+) -> Iterator[tuple[Any, Future]]:
+    """Submit ``items`` with at most ``window`` futures pending; yield them as they finish.
+
+    ``items`` is consumed lazily, so a folder of any size is scheduled with
+    O(``window``) items in flight.
+
+    Args:
+        items: Work items (any iterable, e.g. a generator).
+        submit: Function returning a future for one item.
+        window: Most futures pending at once (at least 1).
+
+    Yields:
+        ``(item, future)`` pairs in completion order; the future is done.
+    """
+    it = iter(items)
+    running: dict[Future, Any] = {}
+
+    def fill() -> None:
+        for item in it:
+            running[submit(item)] = item
+            if len(running) >= max(1, window):
+                return
+
+    fill()
+    while running:
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in done:
+            yield running.pop(fut), fut
+        fill()
+
+
+def _done_future(value: Any) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
+
+
 # --------------------------------------------------------------------------- extract
 
 
@@ -309,6 +452,7 @@ def extract(
     transcripts: Path | None = None,
     asr_fallback: bool = False,
     progress: bool = True,
+    address: str | None = None,
 ) -> ExtractResult:
     """Turn a recordings folder into the workspace tables.
 
@@ -320,14 +464,17 @@ def extract(
         out: Workspace folder (created; earlier results there are reused).
         config: Output-changing settings; defaults when ``None``.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        engine: Execution engine; only ``local`` exists yet.
+        engine: ``local`` (process pool on this machine) or ``ray`` (a Ray Data
+            pipeline, see :mod:`atrisk.engines.ray_data`); both give the same tables.
         workers: Processes for decode/prosody/ASR (default: CPU count, at most
-            the number of sessions).
+            the number of sessions); with ``ray`` and no ``address``, the CPUs
+            of the local Ray instance.
         known_students: When given, manifest rows naming other students fail.
         transcripts: Utterance file for the ``transcripts`` backend.
         asr_fallback: Fall back to pocketsphinx when the wav2vec2 model cannot
             be loaded (``atrisk demo``); otherwise that is an error.
         progress: Show a progress bar.
+        address: Ray cluster to join (``ray`` engine; ``None`` starts Ray locally).
 
     Returns:
         The run summary; ``exit_code`` is 1 when something failed.
@@ -344,6 +491,8 @@ def extract(
     config = config or Config()
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if address is not None and engine != "ray":
+        raise ConfigError("--address is for --engine ray")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
     recordings, ws = Path(recordings), Workspace(out)
@@ -354,7 +503,8 @@ def extract(
     if config.asr.backend == "transcripts":
         given_by_session, t_errors = _given_utterances(recordings, transcripts)
         failures += [{"stage": "transcripts", **e.to_dict()} for e in t_errors]
-    config, transcriber = resolve_asr(config, device, asr_fallback)
+    # the ray engine loads its models in the actors; here only check that they load
+    config, transcriber = resolve_asr(config, "cpu" if engine == "ray" else device, asr_fallback)
     asr_identity = (
         transcriber.name
         if transcriber is not None
@@ -362,27 +512,32 @@ def extract(
     )
 
     ws.root.mkdir(parents=True, exist_ok=True)
-    digests: dict[Path, str] = {}
-    todo: list[tuple[Session, list[Utterance] | None, Path]] = []
+    given = given_by_session if config.asr.backend == "transcripts" else None
     results: dict[str, SessionResult] = {}
+    text_rows: dict[str, pd.DataFrame] = {}
     n_resumed = 0
-    for s in sessions:
-        given = (
-            given_by_session.get(s.session_id, []) if config.asr.backend == "transcripts" else None
-        )
-        part = _part_path(ws, s.session_id, session_key(s, config, asr_identity, given, digests))
-        cached = _read_part(part) if part.is_file() else None
-        if cached is not None:
-            results[s.session_id] = cached
-            n_resumed += 1
-        else:
-            todo.append((s, given, part))
-
-    n_workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     with progress_bar("extracting sessions", total=len(sessions), enabled=progress) as bar:
-        bar.advance(n_resumed)
-        for result in _run_sessions(todo, recordings, config, device, transcriber, n_workers):
+        if engine == "ray":
+            from atrisk.engines.ray_data import run_ray
+
+            stream = run_ray(
+                sessions, given, ws.root, recordings, config, asr_identity, device,
+                workers=workers, address=address,
+            )
+        else:
+            plan = iter_plan(sessions, ws.root, config, asr_identity, given)
+            n_workers = max(1, min(workers or os.cpu_count() or 1, len(sessions)))
+            stream = (
+                (r, resumed, None)
+                for r, resumed in _run_sessions(
+                    plan, recordings, config, device, transcriber, n_workers
+                )
+            )
+        for result, resumed, text_row in stream:
             results[result.session_id] = result
+            n_resumed += bool(resumed)
+            if text_row is not None:
+                text_rows[result.session_id] = text_row
             bar.advance(1)
 
     # ---- assemble tables in manifest order (deterministic, same as an uninterrupted run)
@@ -442,7 +597,10 @@ def extract(
         [u for sid in order for u in results[sid].utterances], asr_identity
     )
     ok_ids = [s.session_id for s in sessions if results[s.session_id].status != "failed"]
-    text_df = text_features(utterances_df, config.text, session_ids=ok_ids)
+    if engine == "ray":  # computed per batch by the engine's text stage
+        text_df = _stack_text_rows(text_rows, ok_ids, config)
+    else:
+        text_df = text_features(utterances_df, config.text, session_ids=ok_ids)
     in_class_df = build_in_class(sessions_df, prosody_df, text_df)
 
     tables = {
@@ -483,47 +641,68 @@ def _prosody_backend_name(config: Config) -> str:
     return ProsodyExtractor(config.prosody).backend_name
 
 
+def _stack_text_rows(
+    rows: dict[str, pd.DataFrame], ok_ids: list[str], config: Config
+) -> pd.DataFrame:
+    """Put the engine's per-session text feature rows in manifest order."""
+    from atrisk.extractors.text import text_features
+
+    frames = [rows[sid] for sid in ok_ids if sid in rows]
+    empty = text_features(utterances_frame([], ""), config.text, session_ids=[])
+    if not frames:
+        return empty
+    return pd.concat(frames).astype(empty.dtypes.to_dict())
+
+
 def _run_sessions(
-    todo: list[tuple[Session, list[Utterance] | None, Path]],
+    plan: Iterable[PlannedSession],
     recordings: Path,
     config: Config,
     device: str,
     transcriber: Any | None,
     n_workers: int,
-) -> Iterator[SessionResult]:
-    """Process sessions, writing each result to its part file as soon as it is done."""
-    if not todo:
-        return
+) -> Iterator[tuple[SessionResult, bool]]:
+    """Process planned sessions, writing each result to its part file as soon as it is done.
+
+    Yields ``(result, resumed)``; sessions done by an earlier run are yielded as
+    they come, the others from a process pool with at most ``2 * n_workers``
+    sessions in flight (the plan is consumed lazily).
+    """
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     spec = _WorkerSpec(config, config.asr.backend, config.asr.model, device, threads, recordings)
     if n_workers == 1:
-        processor = _SessionProcessor(spec, transcriber=transcriber)
-        for session, given, part in todo:
-            result = processor(session, given)
-            _write_part(part, result)
-            yield result
+        processor = None
+        for item in plan:
+            if item.cached is not None:
+                yield item.cached, True
+                continue
+            processor = processor or _SessionProcessor(spec, transcriber=transcriber)
+            result = processor(item.session, item.given)
+            _write_part(item.part, result)
+            yield result, False
         return
     ctx = multiprocessing.get_context("spawn")
-    pending = iter(todo)
-    with ProcessPoolExecutor(
-        n_workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
-    ) as pool:
-        running = {}
-        for _ in range(2 * n_workers):  # bounded window: never schedule the whole folder
-            item = next(pending, None)
-            if item is None:
-                break
-            running[pool.submit(_worker_run, item[0], item[1])] = item
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                session, _given, part = running.pop(fut)
-                result = fut.result()
-                _write_part(part, result)
-                yield result
-                item = next(pending, None)
-                if item is not None:
-                    running[pool.submit(_worker_run, item[0], item[1])] = item
+    pool: ProcessPoolExecutor | None = None
+
+    def submit(item: PlannedSession) -> Future:
+        nonlocal pool
+        if item.cached is not None:
+            return _done_future(item.cached)
+        if pool is None:  # started on the first session that needs work
+            pool = ProcessPoolExecutor(
+                n_workers, mp_context=ctx, initializer=_worker_init, initargs=(spec,)
+            )
+        return pool.submit(_worker_run, item.session, item.given)
+
+    try:
+        for item, fut in bounded_imap(plan, submit, 2 * n_workers):
+            result = fut.result()
+            if item.cached is None:
+                _write_part(item.part, result)
+            yield result, item.cached is not None
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
 
 
 def utterances_frame(utterances: Sequence[Utterance], asr_model: str) -> pd.DataFrame:

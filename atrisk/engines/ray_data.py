@@ -1,0 +1,345 @@
+"""The ``ray`` engine of ``atrisk extract``: the extract stages as a Ray Data pipeline.
+
+The pipeline, one row per session (streamed, so a folder of any size runs in
+bounded memory)::
+
+    manifest rows ──► lookup + decode + prosody   CPU tasks (num_cpus=1): resume key
+                      │                           (content hash + config), decode both
+                      │                           tracks to 16 kHz, openSMILE functionals
+                      ▼
+                      ASR                         actor pool, batches of sessions; each
+                      │                           actor loads the model once; GPU actors
+                      │                           (num_gpus=1) when CUDA, CPU actors else
+                      ▼                           (skipped for --asr-backend transcripts)
+                      text features               CPU tasks over batches of sessions
+                      ▼                           (spaCy loaded once per worker process)
+                      driver                      tables in manifest order → Parquet
+
+Each finished session is written atomically to ``WORKSPACE/parts/`` (the same
+part files as the local engine, in the worker that finishes it), so a killed
+run resumes under either engine and both engines give identical tables.  The
+same code runs on a laptop (``ray.init`` starts a local Ray with ``workers``
+CPUs) and on a cluster (``address``; the recordings and workspace must then be
+on storage every node sees, and every node needs ``atrisk`` installed).  Ray is
+started without its dashboard and with usage statistics off, so nothing
+reaches the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atrisk.config import Config
+from atrisk.errors import AtriskError, ConfigError
+from atrisk.records import Session, Utterance
+
+log = logging.getLogger(__name__)
+
+#: Sessions per batch of the ASR actors (the backend batches speech segments inside a track).
+ASR_BATCH_SESSIONS = 4
+#: Sessions per batch of the text feature tasks.
+TEXT_BATCH_SESSIONS = 32
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage needs (pickled once into each task/actor).
+
+    Attributes:
+        workspace: Workspace folder (absolute; holds ``parts/``).
+        recordings: Recordings folder (absolute).
+        config: Output-changing settings.
+        asr_identity: Name of the ASR model (part of the resume key).
+        device: ``cpu`` or ``cuda`` (resolved against the cluster's resources).
+    """
+
+    workspace: Path
+    recordings: Path
+    config: Config
+    asr_identity: str
+    device: str
+
+    def spec(self):
+        """Return the worker spec of :mod:`atrisk.pipeline` for these settings."""
+        from atrisk.pipeline import _WorkerSpec
+
+        cfg = self.config
+        return _WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings)
+
+
+_CPU: tuple[StageContext, Any] | None = None  # per worker process: (context, processor)
+
+
+def _cpu_processor(ctx: StageContext):
+    global _CPU
+    from atrisk.pipeline import _SessionProcessor
+
+    if _CPU is None or _CPU[0] != ctx:
+        _CPU = (ctx, _SessionProcessor(ctx.spec(), load_asr=False))
+    return _CPU[1]
+
+
+def cpu_stage(row: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+    """Look up the resume cache, else decode the session and compute its prosody.
+
+    Args:
+        row: ``{"i", "sid", "blob"}``; ``blob`` pickles ``(index, session, given)``.
+        ctx: The stage context.
+
+    Returns:
+        The row with ``blob`` replaced by ``("done", result, resumed)`` or, when the
+        tracks still need ASR, ``("asr", decoded part, part file)``.
+    """
+    from atrisk.pipeline import _write_part, lookup_session
+
+    index, session, given = pickle.loads(row["blob"])
+    planned = lookup_session(index, session, given, ctx.workspace, ctx.config, ctx.asr_identity)
+    if planned.cached is not None:
+        payload: tuple = ("done", planned.cached, True)
+    else:
+        processor = _cpu_processor(ctx)
+        part = processor.decode(session, keep_signals=given is None)
+        if given is None and part.n_decoded > 0:
+            payload = ("asr", part, planned.part)
+        else:
+            result = processor.transcribe(part, given)
+            _write_part(planned.part, result)
+            payload = ("done", result, False)
+    return {"i": row["i"], "sid": row["sid"], "blob": pickle.dumps(payload, protocol=5)}
+
+
+class ASRStage:
+    """Ray Data actor: transcribes the decoded tracks of a batch of sessions.
+
+    Args:
+        ctx: The stage context; the transcriber is loaded once, on ``ctx.device``.
+
+    Raises:
+        ModelLoadError: When the ASR model cannot be loaded.
+    """
+
+    def __init__(self, ctx: StageContext):
+        from atrisk.pipeline import _SessionProcessor
+
+        self.processor = _SessionProcessor(ctx.spec(), load_asr=True)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        """Transcribe every session of ``batch`` that needs it; write its part file.
+
+        Args:
+            batch: Rows from :func:`cpu_stage`.
+
+        Returns:
+            The rows, each now ``("done", result, resumed)``.
+        """
+        from atrisk.pipeline import _write_part
+
+        blobs = []
+        for blob in batch["blob"]:
+            payload = pickle.loads(blob)
+            if payload[0] == "asr":
+                _, part, part_file = payload
+                result = self.processor.transcribe(part, None)
+                _write_part(part_file, result)
+                blob = pickle.dumps(("done", result, False), protocol=5)
+            blobs.append(blob)
+        return batch.assign(blob=blobs)
+
+
+def text_stage(batch: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    """Compute the text features of a batch of finished sessions.
+
+    Args:
+        batch: Rows whose ``blob`` is ``("done", result, resumed)``.
+        ctx: The stage context (text settings, ASR name).
+
+    Returns:
+        Rows ``i, sid, blob`` (the pickled result), ``resumed`` and ``text`` (the
+        pickled one-row text feature frame; empty for a failed session).
+    """
+    from atrisk.extractors.text import text_features
+    from atrisk.pipeline import utterances_frame
+
+    payloads = [pickle.loads(b) for b in batch["blob"]]
+    results = [p[1] for p in payloads]
+    ok = [r.session_id for r in results if r.status != "failed"]
+    utts = utterances_frame([u for r in results for u in r.utterances], ctx.asr_identity)
+    text = text_features(utts, ctx.config.text, session_ids=ok)
+    return pd.DataFrame(
+        {
+            "i": list(batch["i"]),
+            "sid": list(batch["sid"]),
+            "blob": [pickle.dumps(r, protocol=5) for r in results],
+            "resumed": [bool(p[2]) for p in payloads],
+            "text": [
+                pickle.dumps(text.loc[[r.session_id]], protocol=5) if r.status != "failed"
+                else b""
+                for r in results
+            ],
+        }
+    )
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start a local Ray (or join ``address``) without dashboard or usage statistics.
+
+    Args:
+        address: Ray cluster address (``ray://…`` or ``HOST:PORT``); ``None`` starts
+            Ray on this machine.
+        num_cpus: CPUs of the local Ray (default: all); ignored with ``address``.
+
+    Returns:
+        ``True`` when this call started/joined Ray (the caller shuts it down),
+        ``False`` when Ray was already initialised.
+
+    Raises:
+        ConfigError: When the cluster cannot be reached.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError(f"cannot start or join Ray at {address or 'local'}: {exc}") from None
+    return True
+
+
+def _resolve_device(device: str, n_gpus: float) -> str:
+    if device == "cuda" and n_gpus < 1:
+        raise ConfigError("--device cuda: the Ray cluster has no GPU (use --device cpu or auto)")
+    if device == "auto":
+        return "cuda" if n_gpus >= 1 else "cpu"
+    return device
+
+
+def build_dataset(rows: list[dict[str, Any]], ctx: StageContext, needs_asr: bool):
+    """Return the (lazy) Ray Dataset of the pipeline over ``rows``.
+
+    Args:
+        rows: One ``{"i", "sid", "blob"}`` per session.
+        ctx: The stage context.
+        needs_asr: Whether the ASR actor stage is part of the pipeline.
+
+    Returns:
+        A ``ray.data.Dataset`` whose rows come from :func:`text_stage`.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    ds = ds.map(cpu_stage, fn_kwargs={"ctx": ctx}, num_cpus=1)
+    if needs_asr:
+        if ctx.device == "cuda":
+            pool: int | tuple[int, int] = max(1, int(resources.get("GPU", 1)))
+            remote = {"num_gpus": 1, "num_cpus": 1}
+        else:  # leave half the CPUs to decoding and prosody
+            pool = (1, max(1, int(resources.get("CPU", 1)) // 2))
+            remote = {"num_cpus": 1}
+        ds = ds.map_batches(
+            ASRStage,
+            fn_constructor_kwargs={"ctx": ctx},
+            batch_size=ASR_BATCH_SESSIONS,
+            batch_format="pandas",
+            concurrency=pool,
+            **remote,
+        )
+    return ds.map_batches(
+        text_stage,
+        fn_kwargs={"ctx": ctx},
+        batch_size=TEXT_BATCH_SESSIONS,
+        batch_format="pandas",
+        num_cpus=1,
+    )
+
+
+def run_ray(
+    sessions: Sequence[Session],
+    given_by_session: dict[str, list[Utterance]] | None,
+    workspace: Path,
+    recordings: Path,
+    config: Config,
+    asr_identity: str,
+    device: str = "auto",
+    workers: int | None = None,
+    address: str | None = None,
+) -> Iterator[tuple[Any, bool, pd.DataFrame | None]]:
+    """Run the extract stages over ``sessions`` on Ray; yield results as sessions finish.
+
+    Args:
+        sessions: Sessions in manifest order.
+        given_by_session: Given utterances per session (transcripts backend), else ``None``.
+        workspace: Workspace folder (holds ``parts/``).
+        recordings: Recordings folder.
+        config: Output-changing settings.
+        asr_identity: Name of the ASR model.
+        device: ``auto``, ``cpu`` or ``cuda`` (for the ASR actors).
+        workers: CPUs of a local Ray (default: all).
+        address: Ray cluster to join instead of starting one.
+
+    Yields:
+        ``(SessionResult, resumed, text feature row or None)`` in completion order.
+
+    Raises:
+        ConfigError: Ray cannot start, or ``cuda`` is asked for on a cluster without GPU.
+        AtriskError: A stage failed for a reason other than a bad input file.
+    """
+    if not sessions:
+        return
+    started = init_ray(address, workers)
+    try:
+        import ray
+        from ray.data import DataContext
+
+        dctx = DataContext.get_current()
+        dctx.enable_progress_bars = False
+        dctx.print_on_execution_start = False
+        ctx = StageContext(
+            workspace=Path(workspace).resolve(),
+            recordings=Path(recordings).resolve(),
+            config=config,
+            asr_identity=asr_identity,
+            device=_resolve_device(device, ray.cluster_resources().get("GPU", 0)),
+        )
+        rows = [
+            {
+                "i": i,
+                "sid": s.session_id,
+                "blob": pickle.dumps(
+                    (i, s, None if given_by_session is None
+                     else given_by_session.get(s.session_id, [])),
+                    protocol=5,
+                ),
+            }
+            for i, s in enumerate(sessions)
+        ]
+        ds = build_dataset(rows, ctx, needs_asr=given_by_session is None)
+        try:
+            for row in ds.iter_rows():
+                text = pickle.loads(row["text"]) if row["text"] else None
+                yield pickle.loads(row["blob"]), bool(row["resumed"]), text
+        except (ray.exceptions.RayError, AtriskError) as exc:
+            raise AtriskError(f"ray engine: a stage failed: {exc}") from exc
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

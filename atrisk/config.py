@@ -45,7 +45,13 @@ class ProsodyConfig(_Section):
     """Prosodic features per track."""
 
     backend: Literal["opensmile"] = "opensmile"
-    feature_set: Literal["eGeMAPSv02"] = "eGeMAPSv02"
+    feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
+        "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
+    )
+    feature_level: Literal["functionals", "lld"] = Field(
+        "functionals",
+        description="Functionals per track/utterance, or low-level descriptors per 10 ms frame.",
+    )
 
 
 class ASRConfig(_Section):

@@ -1,22 +1,36 @@
-"""Prosodic features per track: openSMILE eGeMAPSv02 functionals (88 values).
+"""Prosodic features: openSMILE eGeMAPSv02 (default) or ComParE_2016, via ``opensmile.Smile``.
 
-:class:`ProsodyExtractor` wraps :class:`opensmile.Smile` (created once per
-instance, lazily, and not pickled, so the extractor can be sent to process
-pools) in the audinterface style: ``process_signal``, ``process_file``,
-``process_files`` and ``process_sessions``.  Column names are openSMILE's own
+:class:`ProsodyExtractor` wraps :class:`opensmile.Smile` (created once per instance and
+feature level, lazily, and not pickled, so the extractor can be sent to process pools) in
+the audinterface style: ``process_signal``, ``process_file``, ``process_files``,
+``process_sessions``, plus ``process_segments``/``process_utterances`` (functionals per
+utterance, indexed ``(session_id, speaker, start_s, end_s)``) and ``process_signal_lld``
+(low-level descriptors, one row per 10 ms frame).  Column names are openSMILE's own
 (``loudness_sma3_amean``, ``F0semitoneFrom27.5Hz_sma3nz_amean``, ...).
 
-Edge cases:
+Long tracks: the signal is fed to **one** openSMILE instance in chunks of
+``chunk_s`` seconds through openSMILE's external audio source, whose wave level is a
+ring buffer (two chunks) instead of openSMILE's default growing buffer, while
+``smile.run()`` consumes it in a second thread.  openSMILE therefore sees the same
+sample stream as with whole-file processing and its functionals are computed over the
+whole track: the results are bit-identical to :meth:`opensmile.Smile.process_signal`
+(tested), and the memory openSMILE needs no longer includes copies of the whole wave
+(see ``docs/prosody.md`` for the numbers).  This uses opensmile-python's private
+``Smile._options``/``Smile._smile`` helpers (the package is pinned to 2.6.0).
 
-* A very short (< ~0.5 s) or all-zero signal is passed to openSMILE as is and
-  whatever it returns is kept (openSMILE gives zeros for digital silence and
-  NaN for a segment too short to frame).  If openSMILE raises, every feature is
-  NaN and a warning is logged; a batch never stops for one track.
-* Non-finite samples are set to 0 before extraction (as in
-  :func:`atrisk.ingest.audio.load_audio`); multi-channel input ``(channels,
-  samples)`` is averaged to mono.
+Edge cases (``docs/prosody.md`` lists the outputs):
+
+* Non-finite samples are set to 0; samples beyond [-1, 1) are clipped to the 16-bit
+  range openSMILE reads (opensmile-python would wrap them around); multi-channel input
+  ``(channels, samples)`` is averaged to mono.
+* A segment too short to frame gives NaN (openSMILE's own behaviour); if openSMILE raises,
+  every feature is NaN and a warning is logged; a batch never stops for one track.
+* eGeMAPSv02 only: openSMILE writes 0 (or -201 dB) for the voiced-only functionals
+  (``*_sma3nz_*`` without ``UV``) of audio with no voiced frame, and 0 for the five
+  unvoiced-only means when there is no unvoiced frame; these undefined values are NaN here.
 * openSMILE is licensed for research and education only; :attr:`backend_name`
-  is recorded with every feature table so the backend in use is always known.
+  is recorded with every feature table so the backend in use is always known; see
+  :func:`make_prosody_extractor` for the ``torch`` backend.
 
 Example:
     >>> ex = ProsodyExtractor()  # doctest: +SKIP
@@ -25,45 +39,148 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
+import tempfile
+import threading
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import opensmile
 import pandas as pd
+from opensmile.core.config import config as smile_config
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
 from atrisk.ingest.audio import DecodedSession, load_audio
-from atrisk.records import TRACKS
+from atrisk.records import TRACKS, Utterance
 
 log = logging.getLogger(__name__)
 
 #: Index names of :meth:`ProsodyExtractor.process_sessions` (the ``prosody`` table key).
 SESSION_INDEX = ["session_id", "track"]
 
+#: Index names of per-utterance features (DESIGN.md convention 2).
+SEGMENT_INDEX = ["session_id", "speaker", "start_s", "end_s"]
+
+#: Index names of the frames of :meth:`ProsodyExtractor.process_signal_lld`.
+FRAME_INDEX = ["start_s", "end_s"]
+
 #: Lowest sampling rate accepted (eGeMAPS frames need at least a few samples; openSMILE
 #: crashes the interpreter on rates such as 1 Hz).
 MIN_SAMPLING_RATE = 1000
 
+_LEVELS = {
+    "functionals": opensmile.FeatureLevel.Functionals,
+    "lld": opensmile.FeatureLevel.LowLevelDescriptors,
+}
 
-class ProsodyExtractor:
-    """openSMILE eGeMAPSv02 functionals for whole tracks.
+# opensmile-python's standard external wave input with a ring buffer instead of a
+# growing one (``growDyn=1, isRb=0`` keeps every sample of the track in openSMILE).
+_RING_SOURCE = """[componentInstances:cComponentManager]
+instance[{name}].type=cExternalAudioSource
+
+[{name}:cExternalAudioSource]
+writer.dmLevel=wave
+writer.levelconf.growDyn=0
+writer.levelconf.isRb=1
+writer.levelconf.nT={ring}
+sampleRate=\\cm[sampleRate{{16000}}:sample rate]
+nBits=\\cm[nBits{{16}}:sample bits]
+channels=\\cm[channels{{1}}:channel size]
+"""
+
+_F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
+_UV_MEANS = ("alphaRatioUV_sma3nz_amean", "hammarbergIndexUV_sma3nz_amean",
+             "slopeUV0-500_sma3nz_amean", "slopeUV500-1500_sma3nz_amean",
+             "spectralFluxUV_sma3nz_amean")
+
+
+def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int = 16000,
+                           **kwargs: Any) -> Any:
+    """Return the prosody extractor of the configured backend.
 
     Args:
-        config: Backend and feature set (defaults when ``None``); only
-            ``backend="opensmile"`` is handled here.
+        config: Prosody settings; ``config.backend`` picks ``opensmile``
+            (:class:`ProsodyExtractor`) or ``torch``
+            (``atrisk.extractors.prosody_torch.TorchProsodyExtractor``, imported lazily).
+        sample_rate: Rate (Hz) files are decoded to.
+        **kwargs: Passed on to the extractor (e.g. ``num_workers``, ``device``).
+
+    Returns:
+        An extractor with ``process_signal``/``process_file``/``process_files``/
+        ``process_sessions`` and a ``backend_name``.
+
+    Raises:
+        ConfigError: When the backend is unknown or its module cannot be imported.
+    """
+    config = config or ProsodyConfig()
+    backend = config.backend
+    if backend == "opensmile":
+        return ProsodyExtractor(config, sample_rate=sample_rate, **kwargs)
+    if backend == "torch":
+        try:
+            module = importlib.import_module("atrisk.extractors.prosody_torch")
+            cls = module.TorchProsodyExtractor
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"prosody.backend='torch' is not available: {exc}; use --prosody-backend "
+                "opensmile"
+            ) from exc
+        return cls(config, sample_rate=sample_rate, **kwargs)
+    raise ConfigError(f"unknown prosody.backend {backend!r} (opensmile or torch)")
+
+
+def _ring_source(ring: int) -> str:
+    """Path of an openSMILE source config with a ``ring``-sample wave ring buffer."""
+    folder = Path(tempfile.gettempdir()) / f"atrisk-opensmile-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ring_source_{ring}.conf"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_RING_SOURCE.format(name=smile_config.EXTERNAL_SOURCE_COMPONENT,
+                                           ring=ring))
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _to_pcm16(x: np.ndarray) -> bytes:
+    """Convert float samples to the 16-bit PCM opensmile-python feeds openSMILE.
+
+    Same arithmetic as ``opensmile.Smile`` (``x * 32768`` truncated to int16) for samples
+    in [-1, 1); samples outside are clipped instead of wrapping around.
+    """
+    y = np.clip(x, np.float32(-1.0), np.float32(32767 / 32768)) * np.float32(32768)
+    return y.astype(np.int16).tobytes()
+
+
+class ProsodyExtractor:
+    """openSMILE functionals (or low-level descriptors) per track, file or utterance.
+
+    Args:
+        config: Backend, feature set and feature level (defaults when ``None``); only
+            ``backend="opensmile"`` is handled here (see :func:`make_prosody_extractor`).
         sample_rate: Rate (Hz) files are decoded to by :meth:`process_file`; use the
             same rate as :class:`~atrisk.config.AudioConfig` so that file and session
             features agree.
+        num_workers: Processes for :meth:`process_files`, :meth:`process_sessions` and
+            :meth:`process_utterances` (1: in this process); results equal the serial ones.
+        chunk_s: Seconds of audio written to openSMILE at a time (bounds the memory
+            openSMILE uses for the wave; does not change the results).
 
     Raises:
         ConfigError: When the configured backend or feature set is not openSMILE's.
+        ValueError: When ``num_workers < 1`` or ``chunk_s <= 0``.
     """
 
-    def __init__(self, config: ProsodyConfig | None = None, sample_rate: int = 16000):
+    def __init__(self, config: ProsodyConfig | None = None, sample_rate: int = 16000,
+                 num_workers: int = 1, chunk_s: float = 60.0):
         self.config = config or ProsodyConfig()
         self.sample_rate = int(sample_rate)
         if self.config.backend != "opensmile":
@@ -72,58 +189,59 @@ class ProsodyExtractor:
             )
         if not hasattr(opensmile.FeatureSet, self.config.feature_set):
             raise ConfigError(f"unknown openSMILE feature set {self.config.feature_set!r}")
-        self._smile: opensmile.Smile | None = None
+        if int(num_workers) < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if not chunk_s > 0:
+            raise ValueError(f"chunk_s must be > 0, got {chunk_s}")
+        self.num_workers = int(num_workers)
+        self.chunk_s = float(chunk_s)
+        self._smiles: dict[str, opensmile.Smile] = {}
 
     # -- state -----------------------------------------------------------------------
 
+    def _smile_for(self, level: str) -> opensmile.Smile:
+        if level not in self._smiles:
+            self._smiles[level] = opensmile.Smile(
+                feature_set=getattr(opensmile.FeatureSet, self.config.feature_set),
+                feature_level=_LEVELS[level],
+            )
+        return self._smiles[level]
+
     @property
     def smile(self) -> opensmile.Smile:
-        """The :class:`opensmile.Smile` object (created on first use)."""
-        if self._smile is None:
-            self._smile = opensmile.Smile(
-                feature_set=getattr(opensmile.FeatureSet, self.config.feature_set),
-                feature_level=opensmile.FeatureLevel.Functionals,
-            )
-        return self._smile
+        """The functionals :class:`opensmile.Smile` object (created on first use)."""
+        return self._smile_for("functionals")
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_smile"] = None  # recreated lazily in the worker
+        state["_smiles"] = {}  # recreated lazily in the worker
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        return f"ProsodyExtractor(config={self.config!r}, sample_rate={self.sample_rate})"
+        return (f"ProsodyExtractor(config={self.config!r}, sample_rate={self.sample_rate}, "
+                f"num_workers={self.num_workers}, chunk_s={self.chunk_s})")
 
     @property
     def feature_names(self) -> list[str]:
-        """The feature (column) names, as openSMILE names them (88 for eGeMAPSv02)."""
+        """Names of the functionals (88 for eGeMAPSv02, 6373 for ComParE_2016)."""
         return list(self.smile.feature_names)
+
+    @property
+    def lld_names(self) -> list[str]:
+        """Names of the low-level descriptors (25 for eGeMAPSv02, 65 for ComParE_2016)."""
+        return list(self._smile_for("lld").feature_names)
 
     @property
     def backend_name(self) -> str:
         """Backend id recorded with the table, e.g. ``opensmile-eGeMAPSv02-2.6.0``."""
         return f"opensmile-{self.config.feature_set}-{opensmile.__version__}"
 
-    # -- processing ------------------------------------------------------------------
+    # -- core ------------------------------------------------------------------------
 
-    def process_signal(self, signal: np.ndarray, sampling_rate: int) -> pd.Series:
-        """Return the functionals of one signal.
-
-        Args:
-            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
-            sampling_rate: Rate of ``signal`` (Hz).
-
-        Returns:
-            A float64 Series indexed by :attr:`feature_names`; all NaN when openSMILE
-            fails on the signal.
-
-        Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz (openSMILE aborts the whole
-                process on such rates instead of raising) or ``signal`` has more than 2 axes.
-        """
+    def _mono(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
         if int(sampling_rate) < MIN_SAMPLING_RATE:
             raise ValueError(
                 f"sampling_rate must be at least {MIN_SAMPLING_RATE} Hz, got {sampling_rate}"
@@ -135,74 +253,279 @@ class ProsodyExtractor:
             raise ValueError(f"signal must be 1-D or (channels, samples), got shape {x.shape}")
         if x.size and not np.isfinite(x).all():
             x = np.where(np.isfinite(x), x, np.float32(0))
+        return x
+
+    def _run(self, level: str, x: np.ndarray, sampling_rate: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Stream ``x`` through one openSMILE instance; return (features, starts, ends)."""
+        smile = self._smile_for(level)
+        chunk = max(1, int(round(self.chunk_s * sampling_rate)))
+        options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)
+        options["source"] = _ring_source(2 * chunk)
+        options["sampleRate"] = int(sampling_rate)
+        options["nBits"] = 16
+        api = smile._smile(options=options)
+        rows: list[np.ndarray] = []
+        starts: list[float] = []
+        ends: list[float] = []
+        api.external_sink_set_callback_ex(
+            smile_config.EXTERNAL_OUTPUT_COMPONENT, opensmile.Smile._sink_callback(rows, starts,
+                                                                                   ends)
+        )
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                api.run()
+            except BaseException as exc:  # re-raised in the caller's thread
+                failure.append(exc)
+
+        thread: threading.Thread | None = None
+        source = smile_config.EXTERNAL_SOURCE_COMPONENT
+        try:
+            for i in range(0, x.size, chunk):
+                data = _to_pcm16(x[i:i + chunk])
+                while not api.external_audio_source_write_data(source, data):
+                    if thread is None:  # ring buffer full: start consuming
+                        thread = threading.Thread(target=run, daemon=True)
+                        thread.start()
+                    elif not thread.is_alive():
+                        raise RuntimeError("openSMILE stopped before the end of the signal")
+                    time.sleep(0.0005)
+            api.external_audio_source_set_eoi(source)
+            if thread is None:  # everything fitted: run here, as opensmile.Smile does
+                run()
+        except BaseException:
+            api.abort()
+            raise
+        finally:
+            if thread is not None:
+                thread.join()
+            api.free()
+        if failure:
+            raise failure[0]
+        width = len(smile.feature_names)
+        data = np.vstack(rows).astype("float64") if rows else np.empty((0, width))
+        return data, np.asarray(starts, dtype="float64"), np.asarray(ends, dtype="float64")
+
+    def _undefined_to_nan(self, values: np.ndarray, names: list[str]) -> np.ndarray:
+        if self.config.feature_set != "eGeMAPSv02" or not values.size:
+            return values
+        pos = {n: i for i, n in enumerate(names)}
+        if values[pos[_F0]] == 0.0:  # no voiced frame: voiced-only functionals undefined
+            voiced = [i for n, i in pos.items() if "sma3nz" in n and "UV" not in n]
+            values[voiced] = math.nan
+        uv = [pos[n] for n in _UV_MEANS]
+        if np.all(values[uv] == 0.0):  # no unvoiced frame
+            values[uv] = math.nan
+        return values
+
+    # -- processing ------------------------------------------------------------------
+
+    def process_signal(self, signal: np.ndarray, sampling_rate: int) -> pd.Series:
+        """Return the functionals of one signal (a whole track of any length).
+
+        Args:
+            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
+            sampling_rate: Rate of ``signal`` (Hz).
+
+        Returns:
+            A float64 Series indexed by :attr:`feature_names`; all NaN when openSMILE
+            fails on the signal or it is too short to frame.
+
+        Raises:
+            ValueError: When ``sampling_rate`` is below 1000 Hz (openSMILE aborts the whole
+                process on such rates instead of raising) or ``signal`` has more than 2 axes.
+        """
+        x = self._mono(signal, sampling_rate)
         names = self.feature_names
         try:
-            df = self.smile.process_signal(np.ascontiguousarray(x), int(sampling_rate))
-            values = df.iloc[0].reindex(names).astype("float64")
+            data, _, _ = self._run("functionals", x, int(sampling_rate))
+            values = data[0] if len(data) else np.full(len(names), math.nan)
+            values = self._undefined_to_nan(values, names)
         except Exception as exc:  # openSMILE errors must not stop a batch
             log.warning("openSMILE failed on a %d-sample signal (%s); features set to NaN",
                         x.size, exc)
-            values = pd.Series(math.nan, index=names, dtype="float64")
-        values.name = None
-        values.index.name = None
-        return values
+            values = np.full(len(names), math.nan)
+        return pd.Series(values, index=names, dtype="float64")
+
+    def process_signal_lld(self, signal: np.ndarray, sampling_rate: int) -> pd.DataFrame:
+        """Return the low-level descriptors of one signal, one row per frame.
+
+        Args:
+            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
+            sampling_rate: Rate of ``signal`` (Hz).
+
+        Returns:
+            Rows indexed by ``(start_s, end_s)`` of each frame (10 ms hop), one column per
+            descriptor (:attr:`lld_names`); no rows when the signal is too short or
+            openSMILE fails (a warning is logged).
+
+        Raises:
+            ValueError: As :meth:`process_signal`.
+        """
+        x = self._mono(signal, sampling_rate)
+        names = self.lld_names
+        try:
+            data, starts, ends = self._run("lld", x, int(sampling_rate))
+        except Exception as exc:
+            log.warning("openSMILE failed on a %d-sample signal (%s); no descriptors",
+                        x.size, exc)
+            data, starts, ends = np.empty((0, len(names))), np.empty(0), np.empty(0)
+        index = pd.MultiIndex.from_arrays([starts, ends], names=FRAME_INDEX)
+        return pd.DataFrame(data, index=index, columns=names)
 
     def process_file(self, path: Path | str) -> pd.DataFrame:
-        """Return the functionals of one file (decoded to :attr:`sample_rate` mono).
+        """Return the features of one file (decoded to :attr:`sample_rate` mono).
 
         Args:
             path: Any file :func:`~atrisk.ingest.audio.load_audio` can decode.
 
         Returns:
-            One row indexed by the file path (index name ``file``), one column per feature.
+            Functionals: one row indexed by the file path (index name ``file``);
+            ``feature_level="lld"``: one row per frame indexed ``(file, start_s, end_s)``.
 
         Raises:
             AudioDecodeError: When the file cannot be decoded.
         """
-        return self.process_files([path])
+        signal = load_audio(path, self.sample_rate)
+        if self.config.feature_level == "lld":
+            lld = self.process_signal_lld(signal, self.sample_rate)
+            return pd.concat({str(path): lld}, names=["file"])
+        row = self.process_signal(signal, self.sample_rate)
+        return self._frame([row], pd.Index([str(path)], name="file", dtype="object"))
 
     def process_files(self, paths: Sequence[Path | str] | Iterable[Path | str]) -> pd.DataFrame:
-        """Return the functionals of several files, one row each.
+        """Return the features of several files, in order, using :attr:`num_workers`.
 
         Args:
             paths: Files to process.
 
         Returns:
-            Rows indexed by file path (index name ``file``), one column per feature.
+            The rows of :meth:`process_file` for each file, concatenated.
 
         Raises:
             AudioDecodeError: When a file cannot be decoded (use :meth:`process_sessions`
                 with :func:`~atrisk.ingest.audio.decode_session` for batches that must not
                 stop on a bad file).
         """
-        files = [str(p) for p in paths]
-        rows = [self.process_signal(load_audio(f, self.sample_rate), self.sample_rate)
-                for f in files]
-        return self._frame(rows, pd.Index(files, name="file", dtype="object"))
+        parts = self._map(self.process_file, [str(p) for p in paths])
+        if parts:
+            return pd.concat(parts)
+        if self.config.feature_level == "lld":
+            return self._empty_lld(["file"])
+        return self._frame([], pd.Index([], name="file", dtype="object"))
 
     def process_sessions(self, decoded: Iterable[DecodedSession]) -> pd.DataFrame:
-        """Return the functionals of every decoded track of the sessions.
+        """Return the features of every decoded track of the sessions.
 
         Args:
             decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
 
         Returns:
-            Rows indexed by ``(session_id, track)``; tracks whose signal is ``None``
-            (missing or undecodable) are skipped.
+            Functionals: rows indexed by ``(session_id, track)``; ``feature_level="lld"``:
+            frames indexed by ``(session_id, track, start_s, end_s)``.  Tracks whose
+            signal is ``None`` (missing or undecodable) are skipped.
         """
-        keys: list[tuple[str, str]] = []
-        rows: list[pd.Series] = []
+        jobs: list[tuple[tuple[str, str], np.ndarray, int]] = []
         for item in decoded:
             rate = getattr(item, "sample_rate", self.sample_rate)
             for track in TRACKS:
                 signal = item.signals.get(track)
-                if signal is None:
-                    continue
-                keys.append((item.session.session_id, track))
-                rows.append(self.process_signal(signal, rate))
+                if signal is not None:
+                    jobs.append(((item.session.session_id, track), signal, rate))
+        lld = self.config.feature_level == "lld"
+        results = self._map(self._lld_job if lld else self._functionals_job, jobs)
+        keys = [key for key, _, _ in jobs]
+        if lld:
+            if not results:
+                return self._empty_lld(SESSION_INDEX)
+            return pd.concat(dict(zip(keys, results, strict=True)), names=SESSION_INDEX)
         index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
+        return self._frame(results, index)
+
+    def process_segments(self, signal: np.ndarray, sampling_rate: int, session_id: str,
+                         speaker: str, segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
+        """Return the functionals of each segment of one track (e.g. each utterance).
+
+        Args:
+            signal: The whole track.
+            sampling_rate: Rate of ``signal`` (Hz).
+            session_id: Session of the track (first index level).
+            speaker: ``"teacher"`` or ``"student"`` (second index level).
+            segments: ``(start_s, end_s)`` pairs, seconds from the start of the track;
+                clipped to the track; an empty or reversed segment gives a NaN row.
+
+        Returns:
+            One row per segment, indexed ``(session_id, speaker, start_s, end_s)``.
+
+        Raises:
+            ValueError: As :meth:`process_signal`.
+        """
+        segs = [(float(a), float(b)) for a, b in segments]
+        x = self._mono(signal, sampling_rate)
+        rate = int(sampling_rate)
+        rows = []
+        for a, b in segs:
+            lo, hi = (min(x.size, max(0, int(round(t * rate)))) for t in (a, b))
+            rows.append(self.process_signal(x[lo:hi], rate))
+        index = pd.MultiIndex.from_tuples(
+            [(session_id, speaker, a, b) for a, b in segs], names=SEGMENT_INDEX
+        ) if segs else pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
         return self._frame(rows, index)
+
+    def process_utterances(self, decoded: Iterable[DecodedSession],
+                           utterances: Iterable[Utterance]) -> pd.DataFrame:
+        """Return the functionals of each utterance (prosody of what was said, not of pauses).
+
+        Args:
+            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
+            utterances: Utterances (ASR segments or given transcripts); the track of
+                ``utterance.speaker`` in ``utterance.session_id`` is cut at its times.
+
+        Returns:
+            One row per utterance whose track was decoded, in the given order, indexed
+            ``(session_id, speaker, start_s, end_s)``.
+        """
+        signals = {(d.session.session_id, t): (s, getattr(d, "sample_rate", self.sample_rate))
+                   for d in decoded for t, s in d.signals.items() if s is not None}
+        jobs = []
+        for u in utterances:
+            found = signals.get((u.session_id, u.speaker))
+            if found is None:
+                log.warning("utterance %s/%s %.2f-%.2f s: no decoded track; skipped",
+                            u.session_id, u.speaker, u.start_s, u.end_s)
+                continue
+            signal, rate = found
+            lo, hi = (max(0, int(round(t * rate))) for t in (u.start_s, u.end_s))
+            jobs.append(((u.session_id, u.speaker, float(u.start_s), float(u.end_s)),
+                         signal[lo:hi], rate))
+        results = self._map(self._functionals_job, jobs)
+        index = pd.MultiIndex.from_tuples([k for k, _, _ in jobs], names=SEGMENT_INDEX) \
+            if jobs else pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
+        return self._frame(results, index)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _functionals_job(self, job: tuple[Any, np.ndarray, int]) -> pd.Series:
+        return self.process_signal(job[1], job[2])
+
+    def _lld_job(self, job: tuple[Any, np.ndarray, int]) -> pd.DataFrame:
+        return self.process_signal_lld(job[1], job[2])
+
+    def _map(self, func: Any, items: list) -> list:
+        """Apply ``func`` to ``items`` in order, in :attr:`num_workers` processes."""
+        if self.num_workers == 1 or len(items) < 2:
+            return [func(item) for item in items]
+        with ProcessPoolExecutor(max_workers=min(self.num_workers, len(items))) as pool:
+            return list(pool.map(func, items))
+
+    def _empty_lld(self, names: list[str]) -> pd.DataFrame:
+        levels = names + FRAME_INDEX
+        index = pd.MultiIndex.from_arrays([[] for _ in levels], names=levels)
+        return pd.DataFrame(np.empty((0, len(self.lld_names))), index=index,
+                            columns=self.lld_names)
 
     def _frame(self, rows: list[pd.Series], index: pd.Index) -> pd.DataFrame:
         names = self.feature_names
@@ -211,3 +534,4 @@ class ProsodyExtractor:
         else:
             data = np.empty((0, len(names)), dtype="float64")
         return pd.DataFrame(data, index=index, columns=names)
+

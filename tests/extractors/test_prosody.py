@@ -1,10 +1,11 @@
-"""openSMILE eGeMAPSv02 prosody extractor."""
+"""openSMILE prosody extractor: functionals, LLDs, utterances, chunks, workers, bad inputs."""
 
 from __future__ import annotations
 
 import math
 import pickle
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import pytest
 import soundfile as sf
 
 from atrisk.config import AudioConfig, ProsodyConfig
-from atrisk.errors import AudioDecodeError
-from atrisk.extractors.prosody import ProsodyExtractor
+from atrisk.errors import AudioDecodeError, ConfigError
+from atrisk.extractors.prosody import ProsodyExtractor, make_prosody_extractor
 from atrisk.ingest.audio import DecodedSession, decode_session, load_audio
-from atrisk.records import Session
+from atrisk.records import Session, Utterance
 
 TEXT = "Hello, today we will learn about fractions and how to add them together."
 LOUD = "loudness_sma3_amean"
@@ -92,9 +93,9 @@ def test_short_and_silent_signals_do_not_crash(extractor, tmp_path):
     assert df.shape == (1, 88)
     zeros = extractor.process_signal(np.zeros(16000, dtype=np.float32), 16000)
     assert zeros.shape == (88,)
-    # digital silence: openSMILE returns finite values, no voiced frames, ~0 loudness
-    assert np.isfinite(zeros.to_numpy()).all()
-    assert zeros[F0] == 0.0 and zeros[LOUD] < 0.01
+    # digital silence: no voiced frame, so voiced-only functionals are undefined (NaN)
+    assert np.isnan(zeros[F0]) and zeros[LOUD] < 0.01
+    assert zeros["VoicedSegmentsPerSec"] == 0.0
     empty = extractor.process_signal(np.zeros(0, dtype=np.float32), 16000)
     assert empty.isna().all()  # openSMILE: segment too short, NaN
 
@@ -105,7 +106,7 @@ def test_opensmile_failure_gives_nan_row(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("openSMILE exploded")
 
-    monkeypatch.setattr(ex.smile, "process_signal", boom)
+    monkeypatch.setattr(ex.smile, "_smile", boom)
     out = ex.process_signal(np.ones(16000, dtype=np.float32) * 0.1, 16000)
     assert out.shape == (88,) and out.isna().all()
 
@@ -153,7 +154,200 @@ def test_process_sessions_does_not_modify_signals(extractor):
 def test_pickle_roundtrip(extractor, speech):
     before = extractor.process_file(speech["ref"])
     clone = pickle.loads(pickle.dumps(extractor))
-    assert clone._smile is None  # Smile is recreated lazily in the worker
+    assert clone._smiles == {}  # Smile is recreated lazily in the worker
     pd.testing.assert_frame_equal(clone.process_file(speech["ref"]), before)
     assert clone.config == ProsodyConfig() and clone.sample_rate == 16000
     assert not math.isnan(before[LOUD].iloc[0])
+
+
+# -- long tracks in chunks, LLDs, ComParE -------------------------------------------------
+
+SR = 16000
+
+
+def _tone(freq: float, seconds: float, amp: float = 0.3, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _semitones(freq: float) -> float:
+    return 12 * math.log2(freq / 27.5)  # eGeMAPS F0 scale: semitones above 27.5 Hz
+
+
+@pytest.fixture(scope="module")
+def long_speech(speech) -> np.ndarray:
+    low, high = load_audio(speech["low"], SR), load_audio(speech["high"], SR)
+    gap = np.zeros(SR // 2, dtype=np.float32)
+    return np.concatenate([low, gap, high, gap, 0.5 * low])
+
+
+def test_chunked_functionals_equal_whole_signal(long_speech):
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    whole = smile.process_signal(long_speech, SR).iloc[0].to_numpy(dtype="float64")
+    for chunk_s in (0.37, 2.0, 600.0):  # many chunks through the ring buffer, and one
+        ours = ProsodyExtractor(chunk_s=chunk_s).process_signal(long_speech, SR)
+        np.testing.assert_array_equal(ours.to_numpy(), whole)  # bit-identical
+
+
+def test_chunked_lld_equal_whole_signal(long_speech):
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    whole = smile.process_signal(long_speech, SR)
+    ex = ProsodyExtractor(chunk_s=0.37)
+    lld = ex.process_signal_lld(long_speech, SR)
+    assert list(lld.columns) == list(whole.columns) == ex.lld_names and len(ex.lld_names) == 25
+    assert lld.index.names == ["start_s", "end_s"] and len(lld) == len(whole)
+    np.testing.assert_array_equal(lld.to_numpy(), whole.to_numpy(dtype="float64"))
+    starts = lld.index.get_level_values("start_s").to_numpy()
+    np.testing.assert_allclose(np.diff(starts), 0.01, atol=1e-9)  # 10 ms hop
+
+
+def test_lld_feature_level_in_files_and_sessions(speech):
+    ex = ProsodyExtractor(ProsodyConfig(feature_level="lld"))
+    df = ex.process_files([speech["ref"]])
+    assert df.index.names == ["file", "start_s", "end_s"] and df.shape[1] == 25
+    n_frames = len(ex.process_signal_lld(load_audio(speech["ref"], SR), SR))
+    assert len(df) == n_frames > 100
+    t = datetime(2024, 3, 1, tzinfo=UTC)
+    s1 = decode_session(Session("s1", "u1", "t1", t, speech["low"], None), AudioConfig())
+    sess = ex.process_sessions([s1])
+    assert sess.index.names == ["session_id", "track", "start_s", "end_s"]
+    assert set(sess.index.get_level_values("track")) == {"teacher"}
+
+
+def test_compare_2016_on_request():
+    ex = ProsodyExtractor(ProsodyConfig(feature_set="ComParE_2016"))
+    x = _tone(220, 1.5)
+    ours = ex.process_signal(x, SR)
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    ref = smile.process_signal(x, SR).iloc[0]
+    assert len(ours) == 6373 and list(ours.index) == list(ref.index)
+    np.testing.assert_array_equal(ours.to_numpy(), ref.to_numpy(dtype="float64"))
+    assert ex.backend_name.startswith("opensmile-ComParE_2016-")
+
+
+# -- per utterance ------------------------------------------------------------------------
+
+
+def test_process_segments_and_utterances():
+    ex = ProsodyExtractor()
+    # 1 s of 220 Hz, 1 s of silence, 1 s of 330 Hz
+    track = np.concatenate([_tone(220, 1.0), np.zeros(SR, np.float32), _tone(330, 1.0)])
+    seg = ex.process_segments(track, SR, "s1", "student", [(0.0, 1.0), (2.0, 3.0), (5.0, 6.0)])
+    assert seg.index.names == ["session_id", "speaker", "start_s", "end_s"]
+    assert list(seg.index) == [("s1", "student", 0.0, 1.0), ("s1", "student", 2.0, 3.0),
+                               ("s1", "student", 5.0, 6.0)]
+    assert seg[F0].iloc[0] == pytest.approx(_semitones(220), abs=0.05)  # 35.98
+    assert seg[F0].iloc[1] == pytest.approx(_semitones(330), abs=0.05)  # 42.99
+    assert seg.iloc[2].isna().all()  # beyond the end of the track: empty segment
+    np.testing.assert_array_equal(seg.iloc[0].to_numpy(),
+                                  ex.process_signal(track[:SR], SR).to_numpy())
+    session = Session("s1", "u", "t", datetime(2024, 1, 1, tzinfo=UTC), None, None)
+    d = DecodedSession(session, {"teacher": None, "student": track}, {}, 3.0, SR)
+    utts = [Utterance("s1", "student", 2.0, 3.0, "three"),
+            Utterance("s1", "teacher", 0.0, 1.0, "missing track"),
+            Utterance("s1", "student", 0.0, 1.0, "one")]
+    per_utt = ex.process_utterances([d], utts)
+    assert list(per_utt.index) == [("s1", "student", 2.0, 3.0), ("s1", "student", 0.0, 1.0)]
+    np.testing.assert_array_equal(per_utt.to_numpy(), seg.iloc[[1, 0]].to_numpy())
+
+
+# -- many files in parallel ---------------------------------------------------------------
+
+
+def test_parallel_files_equal_serial(speech, tmp_path):
+    tone = tmp_path / "tone.wav"
+    sf.write(tone, _tone(180, 1.0), SR)
+    files = [speech["low"], tone, speech["high"], speech["ref"]]
+    serial = ProsodyExtractor().process_files(files)
+    parallel = ProsodyExtractor(num_workers=2).process_files(files)
+    pd.testing.assert_frame_equal(parallel, serial)
+    assert list(serial.index) == [str(f) for f in files]
+    t = datetime(2024, 3, 1, tzinfo=UTC)
+    decoded = [decode_session(Session(f"s{i}", "u", "t", t, f, None), AudioConfig())
+               for i, f in enumerate(files[:2])]
+    pd.testing.assert_frame_equal(ProsodyExtractor(num_workers=2).process_sessions(decoded),
+                                  ProsodyExtractor().process_sessions(decoded))
+
+
+# -- backend factory ----------------------------------------------------------------------
+
+
+def test_make_prosody_extractor(monkeypatch):
+    ex = make_prosody_extractor(ProsodyConfig(), sample_rate=8000, num_workers=2)
+    assert isinstance(ex, ProsodyExtractor) and ex.sample_rate == 8000 and ex.num_workers == 2
+    monkeypatch.setitem(sys.modules, "atrisk.extractors.prosody_torch", None)  # not importable
+    with pytest.raises(ConfigError, match="torch.*not available"):
+        make_prosody_extractor(ProsodyConfig.model_construct(backend="torch"))
+    with pytest.raises(ConfigError, match="unknown prosody.backend"):
+        make_prosody_extractor(ProsodyConfig.model_construct(backend="praat"))
+
+
+# -- bad inputs: defined outputs, never a crash ------------------------------------------
+
+
+def test_bad_input_silence(extractor):
+    out = extractor.process_signal(np.zeros(2 * SR, np.float32), SR)
+    assert np.isnan(out[F0]) and np.isnan(out["jitterLocal_sma3nz_amean"])
+    assert out[LOUD] == pytest.approx(0.001, abs=1e-3)
+    assert out["equivalentSoundLevel_dBp"] == pytest.approx(-120.0)  # openSMILE's floor
+    assert out["MeanUnvoicedSegmentLength"] > 1.5  # the whole 2 s is one unvoiced stretch
+
+
+def test_bad_input_pure_tone(extractor):
+    out = extractor.process_signal(_tone(220, 2.0), SR)
+    assert out[F0] == pytest.approx(_semitones(220), abs=0.05)  # 35.98 semitones
+    assert out["F0semitoneFrom27.5Hz_sma3nz_stddevNorm"] < 1e-3
+    assert out["VoicedSegmentsPerSec"] == pytest.approx(0.5, abs=0.05)  # one 2 s segment
+    assert np.isnan(out["alphaRatioUV_sma3nz_amean"])  # no unvoiced frame: undefined
+
+
+def test_bad_input_clipping(extractor):
+    loud = 3.0 * _tone(220, 2.0) / 0.3  # peaks at 3.0: clipped to full scale
+    out = extractor.process_signal(loud, SR)
+    clipped = extractor.process_signal(np.clip(loud, -1.0, 1.0), SR)
+    np.testing.assert_array_equal(out.to_numpy(), clipped.to_numpy())
+    assert out[F0] == pytest.approx(_semitones(220), abs=0.1)
+    assert out[LOUD] > extractor.process_signal(_tone(220, 2.0), SR)[LOUD]
+
+
+def test_bad_input_dc_offset(extractor):
+    plain = extractor.process_signal(_tone(220, 2.0), SR)
+    shifted = extractor.process_signal(_tone(220, 2.0) + np.float32(0.4), SR)
+    assert shifted[F0] == pytest.approx(plain[F0], abs=0.05)
+    assert np.isfinite(shifted[LOUD])
+
+
+def test_bad_input_telephone_8khz(extractor, tmp_path):
+    path = tmp_path / "phone.wav"
+    sf.write(path, _tone(220, 2.0, sr=8000), 8000, subtype="PCM_16")
+    df = extractor.process_file(path)  # resampled to 16 kHz by load_audio
+    assert df.shape == (1, 88)
+    assert df[F0].iloc[0] == pytest.approx(_semitones(220), abs=0.05)
+    direct = extractor.process_signal(_tone(220, 2.0, sr=8000), 8000)  # openSMILE at 8 kHz
+    assert direct[F0] == pytest.approx(_semitones(220), abs=0.1)
+
+
+def test_bad_input_tenth_of_a_second(extractor, tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(path, _tone(220, 0.1), SR)
+    row = extractor.process_file(path).iloc[0]
+    assert row[F0] == pytest.approx(_semitones(220), abs=0.05)  # 10 frames are enough
+    assert row["VoicedSegmentsPerSec"] == 0.0  # too short for a counted segment
+    tiny = extractor.process_signal(_tone(220, 0.01), SR)  # 10 ms: cannot be framed
+    assert tiny.isna().all()
+
+
+def test_bad_input_nan_samples(extractor):
+    x = _tone(220, 2.0)
+    holes = x.copy()
+    holes[::97] = np.nan
+    holes[5] = np.inf
+    zeroed = x.copy()
+    zeroed[::97] = 0
+    zeroed[5] = 0
+    out = extractor.process_signal(holes, SR)
+    np.testing.assert_array_equal(out.to_numpy(), extractor.process_signal(zeroed, SR).to_numpy())
+    assert out[F0] == pytest.approx(_semitones(220), abs=0.1)

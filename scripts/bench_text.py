@@ -18,6 +18,9 @@ which other load changes much less; the load average is recorded around the run.
 Usage (repository root)::
 
     .venv/bin/python scripts/bench_text.py [--repeat 3] [--data ../shared/data]
+
+The committed figures (``docs/results/text_bench.json``) were made with
+``.venv/bin/python scripts/bench_text.py --repeat 3 > docs/results/text_bench.json``.
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     if utts is None:
         utts, source = _synthetic(), "synthetic dialogue (AMBER not found)"
     out: dict[str, object] = {
+        "command": " ".join(["python", "scripts/bench_text.py", *(argv or sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "input": source, "utterances": len(utts), "sessions": int(utts["session_id"].nunique()),
         "threads": 1, "python": sys.version.split()[0], "machine": platform.machine(),
         "cpu_count": os.cpu_count(),

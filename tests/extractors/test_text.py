@@ -214,6 +214,33 @@ def test_german_config_file_works_without_code_changes():
     assert text_features(df).loc["s", "teacher_n_filler"] == 0
 
 
+def test_german_config_through_the_cli(tmp_path):
+    """The command written at the top of docs/examples/text_de.toml, on a German CSV."""
+    from typer.testing import CliRunner
+
+    from atrisk.cli import app
+
+    src = tmp_path / "utts.csv"
+    src.write_text(
+        "session_id,speaker,start_s,end_s,text\n"
+        "de1,teacher,0,2,\"Ähm, warum ist das so?\"\n"
+        "de1,student,2.5,4,hm weil zwei mal zwei vier ist\n"
+        "de1,teacher,5,7,Notiert euch das bitte.\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "feats.parquet"
+    res = CliRunner().invoke(app, ["features", "text", "--utterances", str(src), "--out",
+                                   str(out), "--config", str(EXAMPLE_DE)])
+    assert res.exit_code == 0, res.output
+    row = pd.read_parquet(out).loc["de1"]
+    assert row["teacher_n_filler"] == 1 and row["student_n_filler"] == 1  # "Ähm", "hm"
+    assert row["student_n_words"] == 7 and row["teacher_n_sentences"] == 2
+    assert row["inter_teacher_questions"] == 1 and row["inter_qa_rounds"] == 1
+    assert row["inter_response_latency_s"] == pytest.approx(0.5)
+    assert row["inter_note_reminders"] == 1  # "Notiert euch das"
+    assert math.isnan(row["teacher_pos_NOUN"])  # blank:de sets no POS
+
+
 def test_unknown_blank_language_is_model_load_error():
     from atrisk.errors import ModelLoadError
 

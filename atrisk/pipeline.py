@@ -108,10 +108,10 @@ class _SessionProcessor:
     """Decode + prosody + ASR for one session; holds the models (loaded once)."""
 
     def __init__(self, spec: _WorkerSpec, transcriber: Any | None = None, load_asr: bool = True):
-        from atrisk.extractors.prosody import ProsodyExtractor
+        from atrisk.extractors.prosody import make_prosody_extractor
 
         self.spec = spec
-        self.prosody = ProsodyExtractor(
+        self.prosody = make_prosody_extractor(
             spec.config.prosody, sample_rate=spec.config.audio.sample_rate
         )
         self.transcriber = transcriber
@@ -636,9 +636,9 @@ def extract(
 
 
 def _prosody_backend_name(config: Config) -> str:
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody import make_prosody_extractor
 
-    return ProsodyExtractor(config.prosody).backend_name
+    return make_prosody_extractor(config.prosody).backend_name
 
 
 def _stack_text_rows(

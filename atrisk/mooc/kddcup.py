@@ -239,7 +239,8 @@ def read_truth(path: Path, problems: list[RowError]) -> pd.Series:
     return labels[~dup]
 
 
-def load_kddcup(data_dir: Path | str, labels: bool = True) -> MoocData:
+def load_kddcup(data_dir: Path | str, labels: bool = True,
+                drop_unlabelled: bool = True) -> MoocData:
     """Load a folder in the KDD Cup 2015 layout.
 
     Args:
@@ -247,6 +248,9 @@ def load_kddcup(data_dir: Path | str, labels: bool = True) -> MoocData:
         labels: Read ``truth.csv`` and keep only labelled enrollments (the others are
             excluded and counted in ``n_missing_truth``).  With ``False`` all
             enrollments are kept with NaN labels.
+        drop_unlabelled: With ``labels``, ``False`` keeps the unlabelled enrollments
+            (NaN label; still counted in ``n_missing_truth``) so that course-context
+            statistics can use every enrollment of a course.
 
     Returns:
         The enrollments as :class:`MoocData`; ``problems`` lists what was dropped.
@@ -300,12 +304,14 @@ def load_kddcup(data_dir: Path | str, labels: bool = True) -> MoocData:
         n_missing = int((~known).sum())
         if n_missing:
             problems.append(RowError(str(data_dir / "truth.csv"), None,
-                                     f"{n_missing} enrollment(s) have no label; excluded"))
+                                     f"{n_missing} enrollment(s) have no label; excluded"
+                                     + ("" if drop_unlabelled else " from the metrics")))
         data.labels = y
-        data = data.subset(known)
+        if drop_unlabelled:
+            data = data.subset(known)
         data.files = used
         data.n_missing_truth = n_missing
-        if len(data) == 0:
+        if not known.any():
             raise LogValidationError(f"{data_dir}: no enrollment has a label in truth.csv")
     data.problems = [p.to_dict() for p in problems]
     return data

@@ -422,3 +422,39 @@ def test_every_counter_on_a_hand_written_lesson():
     for col in ("inter_qa_rounds", "inter_turns", "inter_talk_ratio", "inter_overlaps",
                 "teacher_chars_per_s", "student_words_per_s", "teacher_speech_s"):
         assert math.isnan(untimed[col]), col
+
+
+@pytest.mark.slow  # openSMILE on four tracks + the extract pipeline: ~50 s on a loaded machine
+def test_extract_uses_the_same_text_features(tmp_path):
+    """`atrisk extract` (transcripts backend) puts exactly the `features text` columns
+    into in_class: one code path."""
+    import soundfile as sf
+
+    from atrisk import pipeline
+    from atrisk.config import Config
+    from tests.conftest import SR, voiced
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    (rec / "sessions.csv").write_text(
+        "session_id,student_id,teacher_id,start_time\n"
+        "g,stu_1,tea_1,2024-03-01T10:00:00Z\ns1,stu_2,tea_1,2024-03-02T10:00:00Z\n"
+    )
+    for i, sid in enumerate(("g", "s1")):
+        (rec / sid).mkdir()
+        sf.write(rec / sid / "teacher.wav", voiced(120, seed=2 * i), SR)
+        sf.write(rec / sid / "student.wav", voiced(240, seed=2 * i + 1), SR)
+    transcripts = tmp_path / "utterances.csv"
+    pd.concat([LESSON, DIALOGUE[DIALOGUE["session_id"] == "s1"]]).to_csv(transcripts, index=False)
+    cfg = Config().override({"asr.backend": "transcripts"})
+    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False,
+                           transcripts=transcripts)
+    assert res.exit_code == 0
+    in_class = pd.read_parquet(tmp_path / "ws" / "in_class.parquet")
+    code, output, direct = _cli_features(transcripts, tmp_path / "f.parquet")
+    assert code == 0, output
+    pd.testing.assert_frame_equal(
+        in_class.loc[["g", "s1"], TEXT_FEATURE_COLUMNS], direct.loc[["g", "s1"]],
+        check_names=False, check_dtype=False,  # in_class stores every feature as float64
+    )
+    assert in_class.loc["g", "inter_qa_rounds"] == 1 and in_class.loc["g", "inter_turns"] == 6

@@ -43,10 +43,12 @@ import importlib
 import logging
 import math
 import os
+import shutil
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,8 @@ import pandas as pd
 from opensmile.core.config import config as smile_config
 
 from atrisk.config import ProsodyConfig
-from atrisk.errors import ConfigError
-from atrisk.ingest.audio import DecodedSession, load_audio
+from atrisk.errors import AudioDecodeError, ConfigError
+from atrisk.ingest.audio import DecodedSession, _check_file, _ffprobe, _tool_reason, load_audio
 from atrisk.records import TRACKS, Utterance
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,46 @@ def _ring_source(ring: int) -> str:
                                            ring=ring))
         os.replace(tmp, path)
     return str(path)
+
+
+def _stream_file(path: Path, sample_rate: int, chunk: int) -> Iterator[np.ndarray]:
+    """Yield ``chunk``-sample mono float32 pieces of ``path`` decoded by ffmpeg.
+
+    Channels are averaged and non-finite samples set to 0 as in
+    :func:`~atrisk.ingest.audio.load_audio`.
+
+    Raises:
+        AudioDecodeError: When the file is missing, empty, undecodable or has 0 samples.
+    """
+    _check_file(path)
+    channels = int(_ffprobe(path).get("channels") or 1)
+    proc = subprocess.Popen(
+        [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
+         "-map", "0:a:0", "-ar", str(sample_rate), "-f", "f32le", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    n = 0
+    try:
+        out, err = proc.stdout, proc.stderr  # both pipes (never None here)
+        while raw := out.read(4 * channels * chunk):
+            data = np.frombuffer(raw[: len(raw) - len(raw) % (4 * channels)], dtype="<f4")
+            data = data.reshape(-1, channels)
+            x = (data.mean(axis=1, dtype=np.float64) if channels > 1 else data[:, 0])
+            x = np.asarray(x, dtype=np.float32)
+            if not np.isfinite(x).all():
+                x = np.where(np.isfinite(x), x, np.float32(0))
+            n += x.size
+            yield x
+        stderr = err.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            reason = _tool_reason(stderr, path, "ffmpeg failed")
+            raise AudioDecodeError(f"{path}: cannot decode: {reason}")
+        if n == 0:
+            raise AudioDecodeError(f"{path}: decoded to 0 samples")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _to_pcm16(x: np.ndarray) -> bytes:
@@ -255,11 +297,20 @@ class ProsodyExtractor:
             x = np.where(np.isfinite(x), x, np.float32(0))
         return x
 
-    def _run(self, level: str, x: np.ndarray, sampling_rate: int
+    def _chunk_samples(self, sampling_rate: int) -> int:
+        return max(1, int(round(self.chunk_s * sampling_rate)))
+
+    def _run(self, level: str, x: np.ndarray | Iterable[np.ndarray], sampling_rate: int
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Stream ``x`` through one openSMILE instance; return (features, starts, ends)."""
+        """Stream ``x`` (a signal or its chunks) through one openSMILE instance.
+
+        Returns:
+            ``(features, frame starts, frame ends)``.
+        """
         smile = self._smile_for(level)
-        chunk = max(1, int(round(self.chunk_s * sampling_rate)))
+        chunk = self._chunk_samples(sampling_rate)
+        pieces = ([x[i:i + chunk] for i in range(0, x.size, chunk)]
+                  if isinstance(x, np.ndarray) else x)  # views, no copies
         options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)
         options["source"] = _ring_source(2 * chunk)
         options["sampleRate"] = int(sampling_rate)
@@ -283,20 +334,21 @@ class ProsodyExtractor:
         thread: threading.Thread | None = None
         source = smile_config.EXTERNAL_SOURCE_COMPONENT
         try:
-            for i in range(0, x.size, chunk):
-                data = _to_pcm16(x[i:i + chunk])
+            for piece in pieces:
+                data = _to_pcm16(piece)
                 while not api.external_audio_source_write_data(source, data):
                     if thread is None:  # ring buffer full: start consuming
                         thread = threading.Thread(target=run, daemon=True)
                         thread.start()
                     elif not thread.is_alive():
                         raise RuntimeError("openSMILE stopped before the end of the signal")
-                    time.sleep(0.0005)
+                    time.sleep(0.005)  # openSMILE needs ~1 s per minute of audio
             api.external_audio_source_set_eoi(source)
             if thread is None:  # everything fitted: run here, as opensmile.Smile does
                 run()
         except BaseException:
-            api.abort()
+            if thread is not None:
+                api.abort()  # only valid while running
             raise
         finally:
             if thread is not None:
@@ -378,6 +430,11 @@ class ProsodyExtractor:
     def process_file(self, path: Path | str) -> pd.DataFrame:
         """Return the features of one file (decoded to :attr:`sample_rate` mono).
 
+        The file is decoded by the ``ffmpeg`` binary in chunks of :attr:`chunk_s` seconds
+        that are written to openSMILE as they come, so a track of hours is never held in
+        memory (same samples as :func:`~atrisk.ingest.audio.load_audio`; without
+        ``ffmpeg`` the whole track is decoded first).
+
         Args:
             path: Any file :func:`~atrisk.ingest.audio.load_audio` can decode.
 
@@ -386,14 +443,33 @@ class ProsodyExtractor:
             ``feature_level="lld"``: one row per frame indexed ``(file, start_s, end_s)``.
 
         Raises:
-            AudioDecodeError: When the file cannot be decoded.
+            AudioDecodeError: When the file cannot be decoded, has no audio stream or
+                decodes to 0 samples.
         """
-        signal = load_audio(path, self.sample_rate)
-        if self.config.feature_level == "lld":
-            lld = self.process_signal_lld(signal, self.sample_rate)
-            return pd.concat({str(path): lld}, names=["file"])
-        row = self.process_signal(signal, self.sample_rate)
-        return self._frame([row], pd.Index([str(path)], name="file", dtype="object"))
+        level = self.config.feature_level
+        if shutil.which("ffmpeg") is None:  # torchcodec only: decode the whole track
+            signal = load_audio(path, self.sample_rate)
+            chunks: Iterable[np.ndarray] = [signal]
+        else:
+            chunks = _stream_file(Path(path), self.sample_rate, self._chunk_samples(
+                self.sample_rate))
+        try:
+            data, starts, ends = self._run(level, chunks, self.sample_rate)
+        except AudioDecodeError:
+            raise
+        except Exception as exc:  # openSMILE errors must not stop a batch
+            log.warning("openSMILE failed on %s (%s); features set to NaN", path, exc)
+            width = len(self.lld_names if level == "lld" else self.feature_names)
+            data, starts, ends = np.empty((0, width)), np.empty(0), np.empty(0)
+        if level == "lld":
+            index = pd.MultiIndex.from_arrays([[str(path)] * len(starts), starts, ends],
+                                              names=["file", *FRAME_INDEX])
+            return pd.DataFrame(data, index=index, columns=self.lld_names)
+        names = self.feature_names
+        values = data[0] if len(data) else np.full(len(names), math.nan)
+        values = self._undefined_to_nan(values, names)
+        return self._frame([pd.Series(values, index=names)],
+                           pd.Index([str(path)], name="file", dtype="object"))
 
     def process_files(self, paths: Sequence[Path | str] | Iterable[Path | str]) -> pd.DataFrame:
         """Return the features of several files, in order, using :attr:`num_workers`.

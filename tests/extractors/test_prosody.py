@@ -351,3 +351,20 @@ def test_bad_input_nan_samples(extractor):
     out = extractor.process_signal(holes, SR)
     np.testing.assert_array_equal(out.to_numpy(), extractor.process_signal(zeroed, SR).to_numpy())
     assert out[F0] == pytest.approx(_semitones(220), abs=0.1)
+
+
+def test_file_is_streamed_in_chunks_and_equals_decoded_signal(speech, tmp_path):
+    stereo = tmp_path / "stereo.flac"
+    x = load_audio(speech["low"], 22050)
+    sf.write(stereo, np.stack([0.8 * x, 0.2 * x], axis=1), 22050)
+    ex = ProsodyExtractor(chunk_s=0.3)  # ~15 chunks of decoded audio
+    streamed = ex.process_file(stereo)
+    decoded = ex.process_signal(load_audio(stereo, SR), SR)  # whole track, then openSMILE
+    np.testing.assert_array_equal(streamed.to_numpy()[0], decoded.to_numpy())
+    lld = ProsodyExtractor(ProsodyConfig(feature_level="lld"), chunk_s=0.3).process_file(stereo)
+    np.testing.assert_array_equal(lld.to_numpy(), ex.process_signal_lld(
+        load_audio(stereo, SR), SR).to_numpy())
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all" * 10)
+    with pytest.raises(AudioDecodeError, match="bad.wav"):
+        ex.process_file(bad)

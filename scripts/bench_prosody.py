@@ -12,8 +12,9 @@ when espeak-ng is missing):
   process through ``opensmile.Smile.process_signal`` (``whole``), the extractor's
   chunked stream (``chunked``, signal in memory) and ``process_file`` on it written as a
   16-bit WAV (``file``, decoded by ffmpeg chunk by chunk; the 16-bit rounding makes
-  its input differ slightly from the float signal), with the child's peak RSS above
-  its baseline and whether the 88 values are bit-identical to ``whole``.
+  its input differ slightly from the float signal, so it is also compared with the
+  whole decoded file), with the child's peak RSS above its baseline and whether the
+  88 values are bit-identical to ``whole``.
 
 ``--backend torch`` calls ``bench_torch`` of ``atrisk.extractors.prosody_torch``'s
 bench helper when that backend exists (it is written separately); ``both`` runs both.
@@ -127,10 +128,16 @@ def _long_child(mode: str, seconds: float) -> dict:
         values = ex.process_signal(x, SR).to_numpy()
     took, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"seconds": round(took, 2), "cpu_seconds": round(cpu, 2),
+           "peak_rss_above_baseline_mb": round(peak - base, 1), "values": values.tolist()}
+    if mode == "file":  # reference: the whole decoded file through openSMILE at once
+        from atrisk.ingest.audio import load_audio
+
+        ref = smile.process_signal(load_audio(wav, SR), SR).iloc[0].to_numpy()
+        out["bit_identical_to_whole_decoded_file"] = bool(
+            np.array_equal(ref, values, equal_nan=True))
     tmp.cleanup()
-    return {"seconds": round(took, 2), "cpu_seconds": round(cpu, 2),
-            "peak_rss_above_baseline_mb": round(peak - base, 1),
-            "values": values.tolist()}
+    return out
 
 
 def bench_opensmile(seconds: float, n: int, workers: int, long_s: float) -> dict:

@@ -495,6 +495,9 @@ def extract(
         raise ConfigError("--address is for --engine ray")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if config.prosody.feature_level != "functionals":
+        raise ConfigError("extract writes prosody functionals per track: set "
+                          "prosody.feature_level = 'functionals' (LLDs: docs/prosody.md)")
     recordings, ws = Path(recordings), Workspace(out)
     sessions, row_errors = read_manifest(recordings, known_students=known_students)
     failures: list[dict] = [{"stage": "manifest", **e.to_dict()} for e in row_errors]

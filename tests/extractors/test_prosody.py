@@ -368,3 +368,13 @@ def test_file_is_streamed_in_chunks_and_equals_decoded_signal(speech, tmp_path):
     bad.write_bytes(b"not audio at all" * 10)
     with pytest.raises(AudioDecodeError, match="bad.wav"):
         ex.process_file(bad)
+
+
+def test_extract_refuses_lld_feature_level(tmp_path):
+    from atrisk.config import Config
+    from atrisk.pipeline import extract
+
+    config = Config().override({"prosody.feature_level": "lld"})
+    with pytest.raises(ConfigError, match="feature_level"):
+        extract(tmp_path / "recordings", tmp_path / "ws", config=config)
+    assert not (tmp_path / "ws").exists()

@@ -217,7 +217,7 @@ def test_lld_feature_level_in_files_and_sessions(speech):
 
 
 def test_compare_2016_on_request():
-    ex = ProsodyExtractor(ProsodyConfig(feature_set="ComParE_2016"))
+    ex = ProsodyExtractor(ProsodyConfig(feature_set="ComParE_2016"), chunk_s=0.4)  # 4 chunks
     x = _tone(220, 1.5)
     ours = ex.process_signal(x, SR)
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016,
@@ -378,3 +378,30 @@ def test_extract_refuses_lld_feature_level(tmp_path):
     with pytest.raises(ConfigError, match="feature_level"):
         extract(tmp_path / "recordings", tmp_path / "ws", config=config)
     assert not (tmp_path / "ws").exists()
+
+
+PYANNOTE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / "pyannote"
+
+
+@pytest.mark.realdata
+def test_real_two_speaker_recording_streamed_and_per_turn():
+    """pyannote's 30 s two-speaker sample: the file streamed in 1.7 s chunks equals
+    openSMILE on the whole file, and each RTTM speaker turn gets its own functionals."""
+    wav, rttm = PYANNOTE / "sample.wav", PYANNOTE / "sample.rttm"
+    if not wav.is_file():
+        pytest.skip(f"real data not found at {wav}")
+    ex = ProsodyExtractor(chunk_s=1.7)
+    ours = ex.process_file(wav)
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    np.testing.assert_array_equal(ours.to_numpy()[0],
+                                  smile.process_file(str(wav)).iloc[0].to_numpy(dtype="float64"))
+    turns = [(float(f[3]), float(f[3]) + float(f[4]), f[7])
+             for f in (line.split() for line in rttm.read_text().splitlines()) if f]
+    x = load_audio(wav, SR)
+    per_turn = ex.process_segments(x, SR, "sample", "student", [(a, b) for a, b, _ in turns])
+    assert len(per_turn) == len(turns) == 10
+    assert (per_turn[LOUD] > 0.05).all()
+    assert per_turn[F0].notna().mean() >= 0.9  # speech turns are voiced
+    # the turn-level loudness mean brackets the whole file's (speech + pauses)
+    assert per_turn[LOUD].max() > ours[LOUD].iloc[0] * 0.9

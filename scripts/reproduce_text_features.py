@@ -62,6 +62,18 @@ TALKMOVES_MAPPING = (
     "→ teacher; S, SS, SN, "
     "Student(s) and first names → student; empty code → dropped"
 )
+#: Why TalkMoves has no time-based counters (shown in the summary).
+TALKMOVES_TIMES = (
+    "**No usable times.** TalkMoves transcripts carry at most a turn-level `HH:MM:SS` "
+    "start stamp (about 61 % of sentences; several sentences share one stamp) and no end "
+    "times, so no utterance has a duration. The utterance table therefore leaves "
+    "`start_s`/`end_s` empty (nothing is invented), and every time-based counter "
+    "(chars/s, words/s, speech time, Q&A rounds, latencies, turns, talk ratio, silences, "
+    "overlaps, student-initiated questions) is NaN in all lessons, with "
+    "`inter_untimed_utterances` = the lesson's utterance count as the reason. The "
+    "time-based plausibility checks are therefore not applicable to TalkMoves; they are "
+    "made on AMBER below."
+)
 _TEACHER_CODE = re.compile(r"^(t\s*\d*|teacher\s*\d*|tutor|t/r\s*\d*|r\d+)\W*$", re.IGNORECASE)
 _TEACHER_TITLE = re.compile(r"^(mr|mrs|ms|miss|dr|mx)\b\.?", re.IGNORECASE)
 _STUDENT_CODE = re.compile(r"^(s\d*|ss|sn|students?|class|group)$", re.IGNORECASE)
@@ -173,20 +185,53 @@ def describe(table: pd.DataFrame) -> dict[str, dict[str, float | int | None]]:
     return out
 
 
-def plausibility(table: pd.DataFrame) -> dict[str, object]:
-    """The acceptance checks: speeds 5–30 chars/s, ratios in [0, 1], rounds ≤ questions."""
-    res: dict[str, object] = {}
+def plausibility(table: pd.DataFrame, utts: pd.DataFrame | None = None) -> dict[str, object]:
+    """The acceptance checks: speeds 5–30 chars/s, ratios in [0, 1], rounds ≤ questions.
+
+    Time-based checks count only sessions whose utterances all have times; a
+    check with no such session is reported as not applicable (with the reason),
+    never as a pass.  Sessions outside the speed range are listed with their
+    value and, when ``utts`` is given, the speaker's speech time and longest
+    utterance (seconds and characters), which shows whether the times or the
+    counting are at fault.
+    """
+    timed = int((table["inter_untimed_utterances"] == 0).sum())
+    res: dict[str, object] = {"sessions": len(table), "timed_sessions": timed}
     for spk in ("teacher", "student"):
         cps = table[f"{spk}_chars_per_s"].dropna()
-        res[f"{spk}_chars_per_s_in_5_30"] = f"{int(cps.between(5, 30).sum())}/{len(cps)}"
+        key = f"{spk}_chars_per_s_in_5_30"
+        if cps.empty:
+            res[key] = ("not applicable: no session has utterance times "
+                        f"({len(table) - timed}/{len(table)} untimed), so chars/s is NaN")
+            continue
+        outside = cps[~cps.between(5, 30)]
+        res[key] = f"{len(cps) - len(outside)}/{len(cps)}"
+        res[f"{spk}_chars_per_s_outside"] = {
+            str(k): _speed_detail(utts, str(k), spk, float(v)) for k, v in outside.items()}
     ratio_cols = [c for c in table.columns if c.endswith(("_ratio", "_share")) or "_pos_" in c]
     vals = table[ratio_cols].to_numpy(dtype=float)
     vals = vals[np.isfinite(vals)]
-    res["ratios_in_0_1"] = bool(((vals >= 0) & (vals <= 1)).all())
+    res["ratio_values_in_0_1"] = f"{int(((vals >= 0) & (vals <= 1)).sum())}/{vals.size}"
     qa, tq = table["inter_qa_rounds"], table["inter_teacher_questions"]
     ok = qa.notna()
-    res["qa_rounds_le_teacher_questions"] = f"{int((qa[ok] <= tq[ok]).sum())}/{int(ok.sum())}"
+    if ok.any():
+        res["qa_rounds_le_teacher_questions"] = f"{int((qa[ok] <= tq[ok]).sum())}/{int(ok.sum())}"
+    else:
+        res["qa_rounds_le_teacher_questions"] = (
+            "not applicable: Q&A rounds need utterance times and no session has them")
     return res
+
+
+def _speed_detail(utts: pd.DataFrame | None, sid: str, spk: str, cps: float) -> object:
+    if utts is None:
+        return round(cps, 2)
+    g = utts[(utts["session_id"].astype(str) == sid) & (utts["speaker"] == spk)]
+    dur = g["end_s"] - g["start_s"]
+    i = dur.idxmax()
+    return {"chars_per_s": round(cps, 2), "utterances": len(g),
+            "speech_s": round(float(dur.sum()), 2),
+            "longest_utterance_s": round(float(dur[i]), 2),
+            "longest_utterance_chars": len(str(g.loc[i, "text"]).replace(" ", ""))}
 
 
 def prf(truth: np.ndarray, pred: np.ndarray) -> dict[str, float | int]:
@@ -371,6 +416,74 @@ def asr_robustness(featurizer: TextFeaturizer, amber: pd.DataFrame, n_sessions: 
 # --------------------------------------------------------------------------- main
 
 
+def _md_plausibility(p: dict) -> list[str]:
+    lines = [f"Plausibility ({p.get('timed_sessions', '?')} of {p.get('sessions', '?')} sessions "
+             "have utterance times; time-based checks use only those):", ""]
+    for spk in ("teacher", "student"):
+        lines.append(f"- {spk} chars/s in [5, 30]: {p[f'{spk}_chars_per_s_in_5_30']}")
+        for sid, det in p.get(f"{spk}_chars_per_s_outside", {}).items():
+            if isinstance(det, dict):
+                lines.append(f"  - outside: session {sid}: {det['chars_per_s']} chars/s over "
+                             f"{det['utterances']} utterances, {det['speech_s']} s of speech; "
+                             f"longest utterance {det['longest_utterance_s']} s for "
+                             f"{det['longest_utterance_chars']} characters")
+            else:
+                lines.append(f"  - outside: session {sid}: {det} chars/s")
+    ratios = p.get("ratio_values_in_0_1", p.get("ratios_in_0_1"))
+    lines += [f"- ratio/share values (talk ratio, filler ratio, type/token, question and "
+              f"POS shares) in [0, 1]: {ratios}",
+              f"- Q&A rounds ≤ teacher questions: {p['qa_rounds_le_teacher_questions']}", ""]
+    if any(p.get(f"{spk}_chars_per_s_outside") for spk in ("teacher", "student")):
+        lines += ["A session outside the speed range whose longest utterance holds a few "
+                  "characters over tens of seconds is a time-stamp artefact of the transcript "
+                  "(a stamp that spans silence or inaudible speech), not a counting error.", ""]
+    return lines
+
+
+#: Interaction counters computed from times and speaker labels only (no words).
+_TIME_ONLY = ("inter_turns", "inter_talk_ratio", "inter_longest_student_silence_s",
+              "inter_overlaps", "inter_overlap_s", "teacher_speech_s", "student_speech_s")
+
+
+def _md_asr_verdict(a: dict) -> list[str]:
+    wer = list(a["wer_vs_reference"].values())
+    rel = a["relative_difference"]
+    robust = [c for c, s in rel.items() if s["rel_diff_median"] is not None
+              and s["rel_diff_median"] <= 0.1 and s["ref_mean"] and s["asr_mean"]]
+    poor = [c for c, s in rel.items() if s["rel_diff_median"] is not None
+            and s["rel_diff_median"] > 0.3 and "_pos_" not in c]
+    def r(col: str) -> str:
+        return f"{rel[col]['rel_diff_median']:.2f}"
+
+    time_only = ", ".join(f"{c.removeprefix('inter_')} {r(c)}" for c in _TIME_ONLY[:3])
+    return [
+        f"**Verdict.** The ASR here is bad: WER {min(wer):.2f}–{max(wer):.2f} (pocketsphinx on "
+        "synthetic espeak-ng voices; it is ≈ 0.41 on read human speech). At that WER every "
+        "counter that depends on *which* words were said is unreliable: fillers (pocketsphinx "
+        f"rarely outputs them: relative difference {r('teacher_n_filler')} / "
+        f"{r('student_n_filler')} teacher / student), question counts and shares, Q&A rounds "
+        "and student-initiated questions (they hang on the question detector, which on "
+        "unpunctuated text sees only the first word), POS shares, chars/s and sentence-length "
+        "quantiles.  Word *counts* move less than the WER suggests "
+        f"({r('teacher_n_words')} / {r('student_n_words')}), because substitutions keep the "
+        "count; they are still not trustworthy for content.  The counters computed from "
+        f"utterance times and speaker labels alone are robust: {time_only} (median relative "
+        "difference); speech time less so (teacher "
+        f"{r('teacher_speech_s')}, student {r('student_speech_s')}: VAD segments are padded "
+        "and split differently from the reference turns).  "
+        "Response latency is not: the references laid turns end to end with gaps ≤ 2 s, so "
+        "latencies are a few tenths of a second and VAD padding changes them by more than "
+        "their size.  Overlaps are 0 in the reference by construction (turns end to end) and "
+        "non-zero in the ASR output only because VAD segments are padded; they have no "
+        "relative difference.",
+        "",
+        f"- median relative difference ≤ 0.1 (reference not 0): {', '.join(robust)}",
+        f"- median relative difference > 0.3 (POS shares aside): {', '.join(poor)}",
+        f"- time/speaker-only counters: {', '.join(c for c in _TIME_ONLY if c in rel)}",
+        "",
+    ]
+
+
 def _md(results: dict) -> str:
     lines = ["# Text counters on real transcripts", "",
              f"Made by `{results['command']}` from the repository root ({results['date']}, on a "
@@ -382,8 +495,10 @@ def _md(results: dict) -> str:
         if not d:
             continue
         lines += [f"## {name}: {d['sessions']} sessions, {d['utterances']} utterances "
-                  f"({d['utterances_per_s']} utt/s)", "", f"Speaker mapping: {d['mapping']}", "",
-                  f"Plausibility: `{json.dumps(d['plausibility'])}`", "",
+                  f"({d['utterances_per_s']} utt/s wall-clock on the loaded machine; per-CPU "
+                  "rates: `text_bench.json`)", "", f"Speaker mapping: {d['mapping']}", "",
+                  *([TALKMOVES_TIMES, ""] if name == "talkmoves" else []),
+                  *_md_plausibility(d["plausibility"]),
                   "| counter | NaN | p5 | median | p95 |", "|---|---|---|---|---|"]
         for col, s in d["distribution"].items():
             if "_pos_" in col and not col.endswith(("NOUN", "VERB", "PRON", "INTJ")):
@@ -435,7 +550,7 @@ def _md(results: dict) -> str:
                   "(turns laid end to end, gaps capped at 2 s); ASR = pocketsphinx on the two "
                   "voiced tracks (silero-vad segments). Relative difference = |ASR − ref| / "
                   "|ref| per session, median over sessions (empty where the reference is 0).",
-                  "",
+                  "", *_md_asr_verdict(a),
                   "| counter | reference mean | ASR mean | median relative difference | "
                   "mean absolute difference |",
                   "|---|---|---|---|---|"]
@@ -507,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             "sessions": len(table), "utterances": len(df), "seconds": round(dt, 1),
             "utterances_per_s": round(len(df) / dt, 1), "mapping": mapping,
             "time_columns_nan_when_untimed": list(TIME_COLUMNS),
-            "plausibility": plausibility(table), "distribution": describe(table),
+            "plausibility": plausibility(table, df), "distribution": describe(table),
         }
         if name == "talkmoves":
             codes = df.groupby("speaker")["code"].agg(lambda s: s.value_counts().head(8).to_dict())

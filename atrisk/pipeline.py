@@ -16,13 +16,16 @@ part files and give identical tables.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -59,6 +62,10 @@ class SessionResult:
     prosody: pd.DataFrame  # index (session_id, track), 88 columns; may be empty
     utterances: list[Utterance]
     track_errors: dict[str, str] = field(default_factory=dict)
+    #: Seconds per stage on this session (decode_s, prosody_s, asr_s, text_s, and the
+    #: CPU time of each as ``*_cpu_s``);
+    #: not part of the tables (parts written before it existed lack it).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,6 +91,10 @@ class ExtractResult:
     failures: list[dict]
     asr_backend: str
     tables: dict[str, str]
+    #: Seconds per stage: decode/prosody/asr/text summed over the sessions processed
+    #: in this run (``*_s`` elapsed in the workers, ``*_cpu_s`` their CPU time; not
+    #: the run's wall time), ``assemble_s`` on the driver.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -119,23 +130,56 @@ class _SessionProcessor:
             self.transcriber = _load_transcriber(spec)
 
     def __call__(self, session: Session, given: list[Utterance] | None) -> SessionResult:
-        """Decode, extract prosody and transcribe one session."""
-        return self.transcribe(self.decode(session, keep_signals=given is None), given)
+        """Decode, extract prosody and transcribe one session, one track in memory at a time."""
+        if given is not None:
+            return self.transcribe(self.decode(session, keep_signals=False), given)
+        parts, utterances = [], []
+        for track in TRACKS:
+            part = self.decode(session, tracks=(track,))
+            utterances += self._asr(part)  # drops the track's signal
+            parts.append(part)
+        return self._finish(_merge_parts(session, parts), utterances)
 
-    def decode(self, session: Session, keep_signals: bool = True) -> DecodedPart:
-        """Decode the tracks of ``session`` and compute their prosody (CPU stage)."""
+    def decode(
+        self, session: Session, keep_signals: bool = True, tracks: Sequence[str] = TRACKS
+    ) -> DecodedPart:
+        """Decode ``tracks`` of ``session`` one by one and compute their prosody (CPU stage).
+
+        A track's signal is dropped right after its prosody unless ``keep_signals``
+        (the ASR stage needs it), so at most one decoded track is held.
+        """
         from atrisk.ingest.audio import decode_session
 
-        decoded = decode_session(session, self.spec.config.audio, recordings=self.spec.recordings)
-        prosody = self.prosody.process_sessions([decoded])
-        return DecodedPart(
-            session=session,
-            signals=dict(decoded.signals) if keep_signals else {},
-            n_decoded=sum(s is not None for s in decoded.signals.values()),
-            errors=dict(decoded.errors),
-            duration_s=float(decoded.duration_s),
-            prosody=prosody,
-        )
+        parts = []
+        for track in tracks:
+            only = dataclasses.replace(
+                session, **{f"{t}_path": None for t in TRACKS if t != track}
+            )
+            t0, c0 = time.perf_counter(), time.process_time()
+            decoded = decode_session(only, self.spec.config.audio, recordings=self.spec.recordings)
+            t1, c1 = time.perf_counter(), time.process_time()
+            prosody = self.prosody.process_sessions([decoded])
+            signal, error = decoded.signals.get(track), decoded.errors.get(track)
+            del decoded  # the part holds the only reference to the signal
+            parts.append(
+                DecodedPart(
+                    session=session,
+                    signals={track: signal if keep_signals else None},
+                    n_decoded=int(signal is not None),
+                    errors={} if error is None else {track: error},
+                    duration_s=math.nan if signal is None
+                    else signal.size / self.spec.config.audio.sample_rate,
+                    prosody=prosody,
+                    timings={
+                        "decode_s": t1 - t0,
+                        "prosody_s": time.perf_counter() - t1,
+                        "decode_cpu_s": c1 - c0,
+                        "prosody_cpu_s": time.process_time() - c1,
+                    },
+                )
+            )
+            del signal
+        return _merge_parts(session, parts)
 
     def transcribe(self, part: DecodedPart, given: list[Utterance] | None) -> SessionResult:
         """Transcribe the decoded tracks of ``part`` (or take ``given``) and finish the result.
@@ -143,34 +187,43 @@ class _SessionProcessor:
         Each track is transcribed on its own (the backend batches its speech
         segments), so every engine gives the same utterances for the same input.
         """
+        return self._finish(part, list(given) if given is not None else self._asr(part))
+
+    def _asr(self, part: DecodedPart) -> list[Utterance]:
+        """Transcribe each decoded track of ``part``; record ASR errors; drop the signals."""
         from atrisk.asr.base import segments_to_utterances
 
-        session, errors = part.session, dict(part.errors)
+        session = part.session
+        t0, c0 = time.perf_counter(), time.process_time()
         utterances: list[Utterance] = []
-        if given is not None:
-            utterances = list(given)
-        else:
-            for track in TRACKS:
-                signal = part.signals.get(track)
-                if signal is None:
-                    continue
-                try:
-                    segments = self.transcriber.transcribe_signal(
-                        signal, self.spec.config.audio.sample_rate
-                    )
-                except AtriskError as exc:
-                    errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
-                    continue
-                utterances.extend(segments_to_utterances(session.session_id, track, segments))
+        for track in TRACKS:
+            signal = part.signals.pop(track, None)
+            if signal is None:
+                continue
+            try:
+                segments = self.transcriber.transcribe_signal(
+                    signal, self.spec.config.audio.sample_rate
+                )
+            except AtriskError as exc:
+                part.errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
+                continue
+            utterances.extend(segments_to_utterances(session.session_id, track, segments))
+        part.timings["asr_s"] = part.timings.get("asr_s", 0.0) + time.perf_counter() - t0
+        part.timings["asr_cpu_s"] = part.timings.get("asr_cpu_s", 0.0) + time.process_time() - c0
+        return utterances
+
+    def _finish(self, part: DecodedPart, utterances: list[Utterance]) -> SessionResult:
+        errors = part.errors
         status = "ok" if not errors else ("failed" if part.n_decoded == 0 else "partial")
         return SessionResult(
-            session_id=session.session_id,
+            session_id=part.session.session_id,
             status=status,
             error="; ".join(errors[t] for t in TRACKS if t in errors),
             duration_s=part.duration_s,
             prosody=part.prosody,
             utterances=utterances,
-            track_errors=errors,
+            track_errors=dict(errors),
+            timings=dict(part.timings),
         )
 
 
@@ -184,6 +237,28 @@ class DecodedPart:
     errors: dict[str, str]
     duration_s: float
     prosody: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
+    """Join per-track parts (in ``TRACKS`` order) into one part of the session."""
+    if len(parts) == 1:
+        return parts[0]
+    frames = [p.prosody for p in parts if len(p.prosody)]
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
+    durations = [p.duration_s for p in parts if not math.isnan(p.duration_s)]
+    return DecodedPart(
+        session=session,
+        signals={t: s for p in parts for t, s in p.signals.items()},
+        n_decoded=sum(p.n_decoded for p in parts),
+        errors={t: e for p in parts for t, e in p.errors.items()},
+        duration_s=max(durations) if durations else math.nan,
+        prosody=pd.concat(frames) if frames else parts[-1].prosody,
+        timings=timings,
+    )
 
 
 _PROCESSOR: _SessionProcessor | None = None
@@ -346,7 +421,7 @@ def iter_plan(
     for i, s in enumerate(sessions):
         given = None if given_by_session is None else given_by_session.get(s.session_id, [])
         yield lookup_session(i, s, given, workspace, config, asr_identity, digests)
-        if len(digests) > 4096:  # only shared files need the cache; keep it bounded
+        if len(digests) > 256:  # only shared files need the cache; keep it bounded
             digests.clear()
 
 
@@ -518,6 +593,7 @@ def extract(
     given = given_by_session if config.asr.backend == "transcripts" else None
     results: dict[str, SessionResult] = {}
     text_rows: dict[str, pd.DataFrame] = {}
+    resumed_ids: set[str] = set()
     n_resumed = 0
     with progress_bar("extracting sessions", total=len(sessions), enabled=progress) as bar:
         if engine == "ray":
@@ -538,11 +614,19 @@ def extract(
             )
         for result, resumed, text_row in stream:
             results[result.session_id] = result
+            if resumed:
+                resumed_ids.add(result.session_id)
             n_resumed += bool(resumed)
             if text_row is not None:
                 text_rows[result.session_id] = text_row
             bar.advance(1)
 
+    stage_seconds: dict[str, float] = {}
+    for sid, r in results.items():
+        if sid not in resumed_ids:
+            for k, v in getattr(r, "timings", {}).items():
+                stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+    t_assemble = time.perf_counter()
     # ---- assemble tables in manifest order (deterministic, same as an uninterrupted run)
     order = [s.session_id for s in sessions]
     sess_rows = []
@@ -600,10 +684,15 @@ def extract(
         [u for sid in order for u in results[sid].utterances], asr_identity
     )
     ok_ids = [s.session_id for s in sessions if results[s.session_id].status != "failed"]
+    t_text, c_text = time.perf_counter(), time.process_time()
     if engine == "ray":  # computed per batch by the engine's text stage
         text_df = _stack_text_rows(text_rows, ok_ids, config)
     else:
         text_df = text_features(utterances_df, config.text, session_ids=ok_ids)
+    t_text = time.perf_counter() - t_text
+    if engine != "ray":
+        stage_seconds["text_s"] = t_text
+        stage_seconds["text_cpu_s"] = time.process_time() - c_text
     in_class_df = build_in_class(sessions_df, prosody_df, text_df)
 
     tables = {
@@ -635,6 +724,10 @@ def extract(
         failures=failures,
         asr_backend=config.asr.backend,
         tables={k: str(v) for k, v in tables.items()},
+        stage_seconds={
+            **stage_seconds,
+            "assemble_s": time.perf_counter() - t_assemble - t_text,
+        },
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,11 +169,16 @@ def text_stage(batch: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     from atrisk.extractors.text import text_features
     from atrisk.pipeline import utterances_frame
 
+    t0, c0 = time.perf_counter(), time.process_time()
     payloads = [pickle.loads(b) for b in batch["blob"]]
     results = [p[1] for p in payloads]
     ok = [r.session_id for r in results if r.status != "failed"]
     utts = utterances_frame([u for r in results for u in r.utterances], ctx.asr_identity)
     text = text_features(utts, ctx.config.text, session_ids=ok)
+    n = max(1, len(results))
+    share = {"text_s": (time.perf_counter() - t0) / n, "text_cpu_s": (time.process_time() - c0) / n}
+    for r in results:  # timing only; the part files are already written
+        r.timings = {**getattr(r, "timings", {}), **share}
     return pd.DataFrame(
         {
             "i": list(batch["i"]),

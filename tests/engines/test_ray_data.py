@@ -15,16 +15,29 @@ pytest.importorskip("ray")
 TABLES = ("sessions", "prosody", "utterances", "in_class")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray with 2 CPUs for the module (extract reuses an initialised Ray)."""
+    from atrisk.engines.ray_data import init_ray
+
+    started = init_ray(num_cpus=2)
+    yield
+    if started:
+        import ray
+
+        ray.shutdown()
+
+
 def _failures(ws):
     rows = [json.loads(line) for line in (ws / "failures.jsonl").read_text().splitlines()]
     return sorted(rows, key=lambda f: (str(f.get("key")), str(f.get("track")), f["reason"]))
 
 
-def test_ray_and_local_engines_give_identical_tables(tmp_path, monkeypatch):
+@pytest.mark.slow  # ≈ 130 s on 2 cores: two extracts with pocketsphinx, Ray start-up
+def test_ray_and_local_engines_give_identical_tables(tmp_path):
     """Local mode with 2 CPUs, pocketsphinx ASR on the actor pool, every bad input kind."""
     from tests.conftest import make_bad_recordings
 
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     rec = make_bad_recordings(tmp_path / "recordings")
     cfg = Config().override({"asr.backend": "pocketsphinx"})
     local = pipeline.extract(rec, tmp_path / "local", cfg, workers=2, progress=False)
@@ -44,3 +57,59 @@ def test_ray_and_local_engines_give_identical_tables(tmp_path, monkeypatch):
     assert again.n_resumed == again.n_sessions - 0 == 7
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "in_class.parquet"),
                                   pd.read_parquet(tmp_path / "local" / "in_class.parquet"))
+
+
+def _small_recordings(root):
+    import soundfile as sf
+
+    from tests.conftest import SR, voiced
+
+    root.mkdir(parents=True)
+    rows = ["session_id,student_id,teacher_id,start_time"]
+    utts = ["session_id,speaker,start_s,end_s,text"]
+    for i in range(3):
+        d = root / f"s{i}"
+        d.mkdir()
+        sf.write(d / "teacher.wav", voiced(110 + 9 * i, seconds=2, seed=i), SR)
+        if i != 2:  # s2 has no student track: partial, listed
+            sf.write(d / "student.wav", voiced(220 + 9 * i, seconds=2, seed=10 + i), SR)
+        rows.append(f"s{i},stu{i},tea1,2024-03-0{i + 1}T10:00:00Z")
+        utts += [f"s{i},teacher,0.1,0.9,what is seven times {i + 2}?",
+                 f"s{i},student,1.0,1.8,um it is {7 * (i + 2)}"]
+    (root / "sessions.csv").write_text("\n".join(rows) + "\n")
+    (root / "utterances.csv").write_text("\n".join(utts) + "\n")
+    return root
+
+
+def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
+    """Default-suite check: 2-CPU local Ray, CPU stage + text stage, a missing track."""
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts"})
+    local = pipeline.extract(rec, tmp_path / "local", cfg, workers=1, progress=False)
+    ray_res = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+                               progress=False)
+    assert (ray_res.n_ok, ray_res.n_partial, ray_res.exit_code) == (2, 1, 1)
+    assert (local.n_ok, local.n_partial, local.exit_code) == (2, 1, 1)
+    for table in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / f"{table}.parquet"),
+                                      pd.read_parquet(tmp_path / "local" / f"{table}.parquet"))
+    assert _failures(tmp_path / "ray") == _failures(tmp_path / "local")
+    ic = pd.read_parquet(tmp_path / "ray" / "in_class.parquet")
+    assert ic.loc["s1", "inter_qa_rounds"] == 1  # text features came from the ray text stage
+    assert ray_res.stage_seconds["text_s"] > 0 and ray_res.stage_seconds["prosody_s"] > 0
+    # a second ray run resumes every session from the part files
+    again = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+                             progress=False)
+    assert again.n_resumed == 3 and again.stage_seconds.get("prosody_s", 0.0) == 0.0
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "in_class.parquet"), ic)
+
+
+def test_unknown_engine_and_address_without_ray_are_config_errors(tmp_path):
+    from atrisk.errors import ConfigError
+
+    rec = _small_recordings(tmp_path / "rec")
+    with pytest.raises(ConfigError, match="unknown engine 'spark'"):
+        pipeline.extract(rec, tmp_path / "ws", engine="spark", progress=False)
+    with pytest.raises(ConfigError, match="--address is for --engine ray"):
+        pipeline.extract(rec, tmp_path / "ws", engine="local", address="10.0.0.1:6379",
+                         progress=False)

@@ -1,0 +1,242 @@
+"""Benchmark ``atrisk extract`` end to end and print one JSON object.
+
+Makes espeak-ng voiced two-track classes with the demo generator
+(:func:`atrisk.synthetic.generate_cohort`) into a scratch folder (never the
+repo), then runs :func:`atrisk.pipeline.extract` on them and reports: sessions,
+audio seconds, wall seconds, audio-s per s, per-stage seconds, peak RSS, device
+and engine.
+
+Two shapes:
+
+* ``--sessions N --class-seconds S``: N classes of about S seconds each;
+* ``--long-hours H``: one class of H hours (a generated class tiled to that
+  length, with its transcript tiled alike), for the bounded-memory check.
+
+Peak RSS is sampled (every 0.1 s) over this process and all its descendants
+(worker processes, and the local Ray's raylet and workers), summing VmRSS;
+``ru_maxrss`` of this process is reported beside it.
+
+Example::
+
+    python scripts/bench_extract.py --sessions 16 --class-seconds 120 \\
+        --asr-backend transcripts --workers 2
+    python scripts/bench_extract.py --long-hours 3 --asr-backend transcripts --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    except OSError:
+        return []
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class TreeRSS:
+    """Sample the summed RSS of this process and its descendants in a thread."""
+
+    def __init__(self, interval: float = 0.1):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        todo, total, seen = [os.getpid()], 0, set()
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            total += _rss_bytes(pid)
+            todo += _children(pid)
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> TreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def make_classes(root: Path, n_students: int, class_seconds: float, seed: int = 0) -> Path:
+    """Generate voiced classes with the demo generator; return the cohort folder."""
+    from atrisk.synthetic import CohortParams, generate_cohort
+
+    marker = root / f"cohort-{n_students}-{class_seconds:g}-{seed}"
+    if (marker / "recordings" / "sessions.csv").is_file():
+        return marker
+    if marker.exists():
+        shutil.rmtree(marker)
+    params = CohortParams(max_track_s=class_seconds, max_turns=int(class_seconds / 2.5) + 4)
+    generate_cohort(marker, n_students=n_students, seed=seed, params=params)
+    return marker
+
+
+def make_long_class(root: Path, hours: float, seed: int = 0) -> Path:
+    """Tile one generated class to ``hours`` hours (both tracks and its transcript)."""
+    out = root / f"long-{hours:g}h-{seed}"
+    rec = out / "recordings"
+    if (rec / "sessions.csv").is_file():
+        return out
+    base = make_classes(root, 2, 120.0, seed)
+    utts = pd.read_csv(base / "utterances.csv")
+    sid = str(pd.read_csv(base / "recordings" / "sessions.csv")["session_id"].iloc[0])
+    sr = None
+    tracks = {}
+    for track in ("teacher", "student"):
+        x, sr = sf.read(base / "recordings" / sid / f"{track}.wav", dtype="int16")
+        tracks[track] = x
+    n = min(t.size for t in tracks.values())
+    reps = int(np.ceil(hours * 3600 * sr / n))
+    (rec / "L1").mkdir(parents=True, exist_ok=True)
+    for track, x in tracks.items():
+        with sf.SoundFile(rec / "L1" / f"{track}.wav", "w", sr, 1, "PCM_16") as fh:
+            for _ in range(reps):  # streamed: never the whole track in memory
+                fh.write(x[:n])
+    one = utts[utts["session_id"] == sid]
+    one = one[one["end_s"] <= n / sr]
+    tiled = pd.concat(
+        [one.assign(start_s=one["start_s"] + k * n / sr, end_s=one["end_s"] + k * n / sr)
+         for k in range(reps)]
+    ).assign(session_id="L1")
+    tiled.to_csv(out / "utterances.csv", index=False)
+    (rec / "sessions.csv").write_text(
+        "session_id,student_id,teacher_id,start_time\nL1,S1,T1,2024-03-01T10:00:00Z\n"
+    )
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and print its JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, default=16, help="students of the cohort (≈ classes)")
+    ap.add_argument("--class-seconds", type=float, default=120.0)
+    ap.add_argument("--long-hours", type=float, default=None)
+    ap.add_argument("--engine", choices=("local", "ray"), default="local")
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--asr-backend", default="transcripts",
+                    choices=("transcripts", "pocketsphinx", "wav2vec2"))
+    ap.add_argument("--asr-model", default=None)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/atrisk_bench"))
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+
+    from atrisk import pipeline
+    from atrisk.config import Config
+
+    args.data.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if args.long_hours:
+        cohort = make_long_class(args.data, args.long_hours)
+    else:
+        cohort = make_classes(args.data, args.sessions, args.class_seconds)
+    gen_s = time.perf_counter() - t0
+
+    overrides = {"asr.backend": args.asr_backend}
+    if args.asr_model:
+        overrides["asr.model"] = args.asr_model
+    cfg = Config().override(overrides)
+    ws = args.data / f"ws-{cohort.name}-{args.engine}-{args.asr_backend}"
+    if ws.exists():
+        shutil.rmtree(ws)  # measure a cold run, never a resumed one
+    load0 = os.getloadavg()
+    with TreeRSS() as rss:
+        t0 = time.perf_counter()
+        res = pipeline.extract(
+            cohort / "recordings", ws, cfg, device=args.device, engine=args.engine,
+            workers=args.workers,
+            transcripts=cohort / "utterances.csv" if args.asr_backend == "transcripts" else None,
+            progress=False,
+        )
+        wall = time.perf_counter() - t0
+    sessions = pd.read_parquet(ws / "sessions.parquet")
+    audio_s = float(sessions["duration_s"].sum())
+    track_s = sum(
+        sf.info(str(path)).duration
+        for col in ("teacher_path", "student_path")
+        for path in sessions[col].dropna()
+        if Path(path).is_file()
+    )
+    n_tracks = int(len(pd.read_parquet(ws / "prosody.parquet")))
+    cores = args.workers or os.cpu_count() or 1
+    stage = {k: round(v, 3) for k, v in res.stage_seconds.items()}
+    prosody_text = (res.stage_seconds.get("prosody_cpu_s", 0)
+                    + res.stage_seconds.get("text_cpu_s", 0))
+    device = args.device
+    if args.asr_backend != "transcripts" and device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {
+        "benchmark": "extract",
+        "engine": args.engine,
+        "device": device if args.asr_backend != "transcripts" else "cpu (no ASR model)",
+        "cpu": platform.processor() or platform.machine(),
+        "cores_used": cores,
+        "asr_backend": res.asr_backend,
+        "sessions": res.n_sessions,
+        "sessions_ok": res.n_ok,
+        "tracks": n_tracks,
+        "audio_seconds": round(audio_s, 1),
+        "wall_seconds": round(wall, 2),
+        "audio_s_per_s": round(audio_s / wall, 2),
+        "rtf_per_core": round(wall * cores / audio_s, 5),
+        "stage_seconds": stage,
+        "prosody_plus_text_cpu_rtf": round(prosody_text / audio_s, 5),
+        "track_audio_seconds": round(track_s, 1),
+        "prosody_plus_text_cpu_rtf_per_track_second": round(prosody_text / track_s, 5),
+        "peak_rss_tree_mb": round(rss.peak / 2**20, 1),
+        "peak_rss_driver_mb": round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "loadavg_1m_before": round(load0[0], 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        "generate_seconds": round(gen_s, 1),
+        "exit_code": res.exit_code,
+    }
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

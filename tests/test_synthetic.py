@@ -323,3 +323,26 @@ def test_paper_scale_cohort_statistics(tmp_path):
     assert 0.14 < s.dropout_rate < 0.19  # seed: 16.39 %
     keys = pair_keys(load_logs(tmp_path / "p" / "logs"))
     assert 60_000 < len(keys) < 74_000  # seed: 66,742
+
+
+def test_paper_preset_delays_dropout_and_first_class(tmp_path):
+    from atrisk.synthetic import PAPER_PARAMS
+
+    generate_cohort(tmp_path / "c", n_students=150, seed=0, audio=False, params=PAPER_PARAMS)
+    logs = _read_logs(tmp_path / "c")
+    order = pd.to_datetime(logs["orders"].groupby("student_id")["ordered_at"].min(), utc=True)
+    oc = logs["outcomes"].set_index("student_id")
+    drop = pd.to_datetime(oc.loc[oc["status"] == "dropout", "status_time"], utc=True)
+    assert len(drop) > 5
+    # dropout_delay_days = 5: no dropout within 5 days of the order
+    assert ((drop - order.reindex(drop.index)) >= pd.Timedelta(days=5)).all()
+    ev = logs["events"]
+    first = pd.to_datetime(ev[ev["kind"] == "class"].groupby("student_id")["time"].min(),
+                           utc=True)
+    # first_class_days = (1, 2): the first class is on the 1st or 2nd day after the order
+    # (later only when reschedules moved it)
+    gap_days = (first.dt.floor("D") - order.reindex(first.index).dt.floor("D")).dt.days
+    assert gap_days.min() >= 1 and (gap_days <= 2).mean() > 0.8
+    # almost every dropout has had a class (so has <student, day> pairs); the few
+    # without had their first class rescheduled past the dropout
+    assert drop.index.isin(first.index).mean() >= 0.8

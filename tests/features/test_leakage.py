@@ -107,3 +107,35 @@ def test_changing_a_past_row_does_change_features(world):
     got = build_pairs(replace(logs, events=events), in_class=in_class, sessions=sessions,
                       keys=want[["student_id", "t"]])
     assert not np.allclose(got["out_follow_ups"], want["out_follow_ups"])
+
+
+def test_teacher_future_dropouts_and_classes_do_not_change_today(tmp_path):
+    """Teacher history on the hand-made logs: values by hand, and no look-ahead.
+
+    T1 taught s1 (Jan 2, 4, 6, 9), s2 (Jan 3, 5) and s3 (Jan 2, 6) before Jan 13; s2
+    dropped out Jan 12 12:00.  The future world adds, after Jan 13, a new T1 student s4
+    (class Jan 14, dropout Jan 16) and turns s3's completion (Jan 14) into a dropout.
+    """
+    from .logs_factory import EVENTS, OUTCOMES, STUDENTS, write_logs
+
+    def teacher_cols(folder, dates):
+        p = build_pairs(load_logs(folder)).set_index(["student_id", "t"])
+        rows = p.loc[[("s1", pd.Timestamp(d, tz="UTC")) for d in dates]]
+        return rows[["time_teacher_students", "time_teacher_classes",
+                     "time_teacher_dropout_rate"]].to_numpy()
+
+    dates = ["2024-01-13", "2024-01-14", "2024-01-15"]
+    base = teacher_cols(write_logs(tmp_path / "base"), dates)
+    future = write_logs(
+        tmp_path / "future",
+        students=STUDENTS + "s4,2024-01-12T00:00:00,6\n",
+        events=EVENTS + "e18,s4,2024-01-14T10:00:00,class,T1,,,\n",
+        outcomes=OUTCOMES.replace("s3,completion", "s3,dropout")
+        + "s4,dropout,2024-01-16T12:00:00\n")
+    changed = teacher_cols(future, dates)
+    # by hand: 3 students, 8 classes, 1 known outcome (s2, dropout) on Jan 13 and 14
+    np.testing.assert_array_equal(base[0], [3, 8, 1.0])
+    np.testing.assert_array_equal(changed[:2], base[:2])
+    # Jan 15: s3's outcome (Jan 14 00:00) and s4's Jan 14 class are now in the past
+    np.testing.assert_array_equal(base[2], [3, 8, 0.5])
+    np.testing.assert_array_equal(changed[2], [4, 9, 1.0])

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atrisk.errors import AtriskError
-from atrisk.training.kddcup import COURSE_COLUMNS, load_kddcup_pairs, read_kddcup
+from atrisk.errors import LogValidationError
+from atrisk.mooc.kddcup import COURSE_COLUMNS
+from atrisk.training.kddcup import EPOCH, load_kddcup_pairs
 
 DAYS = pd.date_range("2014-06-01", periods=10, freq="D")
 
@@ -44,9 +45,12 @@ def test_mapping(tmp_path):
     p1 = pairs[pairs["student_id"] == "1"]
     # from the day after the first activity (index 2) to the last active day (index 4)
     assert list(p1["t"].dt.day) == [3, 4, 5]
-    assert (p1["dropout_time"] == pd.Timestamp("2014-06-06", tz="UTC")).all()
+    # t is EPOCH + course day (day 0 = June 1 here): the dropout is the day after index 4
+    assert (p1["dropout_time"] == EPOCH + pd.Timedelta(days=5)).all()
     p2 = pairs[pairs["student_id"] == "2"]
-    assert list(p2["t"].dt.day) == list(range(2, 11)) and p2["dropout_time"].isna().all()
+    # a non-dropout has pairs up to the last day of MoocData's 30-day window (index 29),
+    # even though this file has only 10 days: MoocData keeps no window length per course
+    assert list(p2["t"].dt.day) == list(range(2, 31)) and p2["dropout_time"].isna().all()
     # features use days strictly before t: at t = June 5 (index 4), days 1..3 are seen
     row = p1[p1["t"].dt.day == 5].iloc[0]
     assert row["out_access_total"] == 5 and row["out_video_total"] == 10
@@ -67,7 +71,7 @@ def test_future_activity_does_not_change_features(tmp_path):
     act = dict(ACT)
     act[2] = [1, 0, 0, 0, 0, 0, 7, 7, 7, 7]
     changed, _ = load_kddcup_pairs(_write(tmp_path / "b", act, LABELS))
-    cut = pd.Timestamp("2014-06-07", tz="UTC")  # activity starts on day index 6
+    cut = EPOCH + pd.Timedelta(days=6)  # activity starts on day index 6
     feats = [c for c in base.columns if c.startswith(("out_", "time_"))]
     a = base[(base["student_id"] == "2") & (base["t"] <= cut)][feats].to_numpy()
     b = changed[(changed["student_id"] == "2") & (changed["t"] <= cut)][feats].to_numpy()
@@ -75,20 +79,24 @@ def test_future_activity_does_not_change_features(tmp_path):
 
 
 def test_bad_rows_are_reported_not_fatal(tmp_path):
+    # rows are validated by atrisk.mooc.kddcup.load_kddcup; the pairs of the good rows
+    # are unchanged and the problems are listed with file and line
+    good, _ = load_kddcup_pairs(_write(tmp_path / "g", ACT, LABELS))
     folder = _write(tmp_path / "d", ACT, LABELS,
                     extra_lines="1,not-a-date,1,0,0,0,0,0,0\n2,2014-06-03,-4,0,0,0,0,0,0\n")
-    daily, labels, errors = read_kddcup(folder)
-    reasons = [str(e) for e in errors]
+    pairs, info = load_kddcup_pairs(folder)
+    reasons = info["errors"]
+    assert info["n_errors"] == 2
     assert any("time is not a date" in r and "trainCourse1.csv.gz:42" in r for r in reasons)
     assert any("negative" in r and ":43" in r for r in reasons)
-    assert len(daily) == 40
+    pd.testing.assert_frame_equal(pairs, good)
 
 
 def test_missing_truth(tmp_path):
     folder = _write(tmp_path / "d", ACT, LABELS)
     (folder / "truth.csv").unlink()
-    with pytest.raises(AtriskError, match="truth.csv"):
-        read_kddcup(folder)
+    with pytest.raises(LogValidationError, match="truth.csv"):
+        load_kddcup_pairs(folder)
 
 
 @pytest.mark.realdata

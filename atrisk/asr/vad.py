@@ -8,6 +8,8 @@ the pip package) is loaded on first use and kept for the life of the process.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -17,9 +19,28 @@ from atrisk.errors import ModelLoadError
 
 #: Signals shorter than this (seconds) have no speech segments.
 MIN_SIGNAL_S = 0.1
+#: Audio the streaming VAD looks at in one call (seconds); see :func:`stream_speech`.
+WINDOW_S = 300.0
 
 _MODEL = None
 _LOCK = threading.Lock()
+
+
+def _silero():
+    """Import ``silero_vad``, keeping torch's thread count.
+
+    ``silero_vad`` calls ``torch.set_num_threads(1)`` when it is imported, which
+    would slow every later model in the process (the Wav2Vec2 forward pass
+    among them) to one core; the count set before the import is put back.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    import silero_vad
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return silero_vad
 
 
 def _vad_model():
@@ -27,9 +48,7 @@ def _vad_model():
     global _MODEL
     if _MODEL is None:
         try:
-            from silero_vad import load_silero_vad
-
-            _MODEL = load_silero_vad()
+            _MODEL = _silero().load_silero_vad()
         except Exception as exc:  # pragma: no cover - broken installation
             raise ModelLoadError(f"cannot load the silero-vad model: {exc}") from exc
     return _MODEL
@@ -71,20 +90,27 @@ def _speech_segments_16k(x: np.ndarray, config: ASRConfig) -> list[tuple[float, 
     if x.size < MIN_SIGNAL_S * sr or not np.any(x):
         return []
     import torch
-    from silero_vad import get_speech_timestamps
 
     model = _vad_model()
     with _LOCK, torch.inference_mode():
-        stamps = get_speech_timestamps(
-            torch.from_numpy(x),
-            model,
-            threshold=config.vad_threshold,
-            sampling_rate=sr,
-            min_speech_duration_ms=config.min_speech_ms,
-            min_silence_duration_ms=config.min_silence_ms,
-            speech_pad_ms=config.speech_pad_ms,
-            return_seconds=False,
-        )
+        # silero-vad runs one small step per 32 ms: with more than one intra-op
+        # thread it spends its time synchronising threads (30x slower measured
+        # on a busy 2-core machine), so it runs on one and the count is restored
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            stamps = _silero().get_speech_timestamps(
+                torch.from_numpy(x),
+                model,
+                threshold=config.vad_threshold,
+                sampling_rate=sr,
+                min_speech_duration_ms=config.min_speech_ms,
+                min_silence_duration_ms=config.min_silence_ms,
+                speech_pad_ms=config.speech_pad_ms,
+                return_seconds=False,
+            )
+        finally:
+            torch.set_num_threads(threads)
     spans = [(int(s["start"]), min(int(s["end"]), x.size)) for s in stamps]
     spans = [(a, b) for a, b in spans if b > a]
     out: list[tuple[float, float]] = []
@@ -119,3 +145,68 @@ def _split_long(x: np.ndarray, start: int, end: int, max_len: int) -> list[tuple
         a = cut
     pieces.append((a, end))
     return pieces
+
+
+def stream_speech(
+    blocks: Iterable[np.ndarray],
+    config: ASRConfig | None = None,
+    window_s: float = WINDOW_S,
+    timings: dict[str, float] | None = None,
+) -> Iterator[tuple[float, float, np.ndarray]]:
+    """Find the speech in a stream of 16 kHz blocks, holding about one window at a time.
+
+    Blocks are gathered into windows of ``window_s`` seconds and each window goes
+    through :func:`speech_segments`'s VAD and splitting.  Segments that end
+    within a safety margin (``min_silence_ms + 2 * speech_pad_ms`` + 0.5 s) of
+    the window end may still grow, so the audio from the first such segment on
+    is carried into the next window and looked at again.  A signal that fits
+    in one window gives exactly the segments of :func:`speech_segments`.
+
+    Args:
+        blocks: Mono float32 16 kHz blocks in order (e.g. from
+            :func:`atrisk.asr.base.iter_audio_blocks`), finite values.
+        config: ASR settings; defaults when ``None``.
+        window_s: Audio per VAD call, seconds; raised to at least
+            ``2 * max_segment_s`` + margin so that a window always finishes a segment.
+        timings: When given, seconds spent in the VAD are added under ``"vad"``.
+
+    Yields:
+        ``(start_s, end_s, samples)`` per segment in time order; times are seconds
+        from the start of the stream, ``samples`` a copy of that stretch.
+
+    Raises:
+        ModelLoadError: When silero-vad cannot be loaded.
+    """
+    config = config or ASRConfig()
+    sr = MODEL_SAMPLE_RATE
+    margin = int(((config.min_silence_ms + 2 * config.speech_pad_ms) / 1000 + 0.5) * sr)
+    window = max(int(window_s * sr), int(2 * config.max_segment_s * sr) + 2 * margin)
+    parts: list[np.ndarray] = []
+    held = 0  # samples in parts
+    offset = 0  # stream position of the first held sample
+    blocks_iter = iter(blocks)
+    done = False
+    while not done:
+        block = next(blocks_iter, None)
+        if block is None:
+            done = True
+        elif block.size:
+            parts.append(np.asarray(block, dtype=np.float32))
+            held += block.size
+        if not held or (held < window and not done):
+            continue
+        buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        t0 = time.perf_counter()
+        spans = _speech_segments_16k(buf, config)
+        if timings is not None:
+            timings["vad"] = timings.get("vad", 0.0) + time.perf_counter() - t0
+        keep_from = buf.size if done else buf.size - margin
+        for start_s, end_s in spans:
+            a, b = int(round(start_s * sr)), int(round(end_s * sr))
+            if not done and b > buf.size - margin:
+                keep_from = min(a, keep_from)
+                break
+            yield (offset + a) / sr, (offset + b) / sr, buf[a:b].copy()
+        parts = [buf[keep_from:].copy()] if keep_from < buf.size else []
+        held = buf.size - keep_from
+        offset += keep_from

@@ -15,23 +15,34 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, Transcriber, prepare_signal
-from atrisk.asr.vad import _speech_segments_16k
+from atrisk.asr.base import (
+    MODEL_SAMPLE_RATE,
+    Segment,
+    Transcriber,
+    iter_audio_blocks,
+    prepare_signal,
+)
+from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.records import Word
 
 #: Shortest piece of audio given to the model (the feature encoder's 25 ms receptive field).
 MIN_PIECE_SAMPLES = 400
+#: Seconds of audio decoded at a time by :meth:`Wav2Vec2Transcriber.transcribe_file`.
+BLOCK_S = 30.0
+#: Speech segments gathered (in batches) before sorting by length and running them.
+POOL_BATCHES = 8
 #: Files a local checkpoint folder must hold (weights and feature-extractor settings
 #: are checked separately).
-REQUIRED_FILES = ("config.json", "vocab.json")
+REQUIRED_FILES = ("config.json", "vocab.json", "tokenizer_config.json")
 #: Any one of these holds the feature-extractor settings (``processor_config.json`` is
 #: what transformers 5 writes, ``preprocessor_config.json`` what older versions wrote).
 FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -92,6 +103,13 @@ class Wav2Vec2Transcriber(Transcriber):
     Attributes:
         frame_s: Seconds per output frame (``inputs_to_logits_ratio / 16000``, 0.02 s
             for the standard feature encoder).
+        timings: Seconds spent so far per stage, summed over calls: ``decode``
+            (files), ``vad``, ``features`` (normalising and padding a batch, copy to
+            the device), ``model`` (forward pass, softmax, copy back), ``ctc``
+            (greedy decoding with word offsets); plus the counts ``segments`` and
+            ``batches``.  Clear it to start a new measurement.
+        vad_window_s: Seconds of audio the VAD looks at in one call
+            (:func:`~atrisk.asr.vad.stream_speech`).
     """
 
     def __init__(
@@ -117,11 +135,17 @@ class Wav2Vec2Transcriber(Transcriber):
             key=len, reverse=True,
         )
         self._use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", False))
+        self.timings: dict[str, float] = {}
+        self.vad_window_s = WINDOW_S
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
-        cls, path_or_id: str, device: str = "auto", config: ASRConfig | None = None
+        cls,
+        path_or_id: str,
+        device: str = "auto",
+        config: ASRConfig | None = None,
+        quantize: bool = False,
     ) -> Wav2Vec2Transcriber:
         """Load a ``Wav2Vec2ForCTC`` checkpoint and its processor, once.
 
@@ -134,6 +158,10 @@ class Wav2Vec2Transcriber(Transcriber):
             path_or_id: Local checkpoint folder or hub id (e.g. ``"facebook/wav2vec2-base-960h"``).
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             config: ASR settings; defaults when ``None``.
+            quantize: CPU only: replace the ``Linear`` layers (the transformer) by
+                dynamically quantised int8 ones (``torch.ao.quantization.quantize_dynamic``).
+                Faster on CPUs with int8 dot products; the outputs change slightly, so
+                measure the WER of your checkpoint with and without it.
 
         Returns:
             A ready transcriber.
@@ -184,6 +212,13 @@ class Wav2Vec2Transcriber(Transcriber):
             raise ModelLoadError(
                 f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {_short(exc)}"
             ) from exc
+        if quantize:
+            if dev != "cpu":
+                raise ConfigError("int8 quantisation (quantize=True) is for --device cpu only")
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True  # no float copy
+            )
+            name += ":int8"
         return cls(model, processor, name=name, device=dev, config=config)
 
     # ------------------------------------------------------------ transcription
@@ -207,8 +242,12 @@ class Wav2Vec2Transcriber(Transcriber):
     ) -> list[list[Segment]]:
         """Transcribe several signals, batching their speech segments together.
 
-        The VAD segments of all signals are sorted by length (so that padding is
-        small) and run ``config.batch_size`` at a time.  A segment's text is the
+        Each signal goes through the windowed VAD of
+        :func:`~atrisk.asr.vad.stream_speech` (so a long signal is looked at one
+        window at a time, exactly as :meth:`transcribe_file` does); the speech
+        segments, ``POOL_BATCHES * batch_size`` at a time across signals, are
+        sorted by length (so that padding is small) and run ``config.batch_size``
+        at a time.  A segment's text is the
         greedy CTC decoding in lower case; its confidence is the mean, over
         non-blank frames, of the highest softmax probability; word times come
         from the CTC frame offsets.  Segments that decode to no text are dropped.
@@ -224,25 +263,77 @@ class Wav2Vec2Transcriber(Transcriber):
             AudioDecodeError: When a signal is not a usable array.
         """
         prepared = [prepare_signal(s, sample_rate) for s in signals]
-        chunks: list[tuple[int, float, float, np.ndarray]] = []
-        for i, x in enumerate(prepared):
-            for start_s, end_s in _speech_segments_16k(x, self.config):
-                sr = MODEL_SAMPLE_RATE
-                piece = x[int(round(start_s * sr)) : int(round(end_s * sr))]
-                # shorter than the feature encoder's receptive field (25 ms): no frame
-                if piece.size >= MIN_PIECE_SAMPLES:
-                    chunks.append((i, start_s, end_s, piece))
-        chunks.sort(key=lambda c: c[3].size, reverse=True)
+        pieces = (
+            (i, start_s, end_s, piece)
+            for i, x in enumerate(prepared)
+            for start_s, end_s, piece in stream_speech(
+                _array_blocks(x), self.config, self.vad_window_s, self.timings
+            )
+        )
         results: list[list[Segment]] = [[] for _ in prepared]
+        pool = POOL_BATCHES * int(self.config.batch_size)
+        for i, seg in self._transcribe_pieces(pieces, pool=pool):
+            results[i].append(seg)
+        for segs in results:
+            segs.sort(key=lambda s: (s.start_s, s.end_s))
+        return results
+
+    def transcribe_file(self, path: Path | str) -> list[Segment]:
+        """Transcribe a file of any length in bounded memory.
+
+        The file is decoded in blocks (:func:`~atrisk.asr.base.iter_audio_blocks`),
+        the VAD looks at one window at a time, and speech segments are
+        transcribed ``POOL_BATCHES * batch_size`` at a time (sorted by length
+        within that pool), so memory does not grow with the length of the track.
+
+        Args:
+            path: Any audio or video file ffmpeg decodes.
+
+        Returns:
+            Segments in time order, times from the start of the file; ``[]``
+            when there is no speech.
+
+        Raises:
+            AudioDecodeError: When the file is missing or cannot be decoded.
+        """
+        blocks = _timed(iter_audio_blocks(path, block_s=BLOCK_S), self.timings, "decode")
+        pieces = (
+            (0, start_s, end_s, piece)
+            for start_s, end_s, piece in stream_speech(blocks, self.config, self.vad_window_s,
+                                                       self.timings)
+        )
+        pool = POOL_BATCHES * int(self.config.batch_size)
+        segments = [seg for _, seg in self._transcribe_pieces(pieces, pool=pool)]
+        segments.sort(key=lambda s: (s.start_s, s.end_s))
+        return segments
+
+    def _transcribe_pieces(
+        self, pieces: Iterable[tuple[int, float, float, np.ndarray]], pool: int | None
+    ) -> Iterator[tuple[int, Segment]]:
+        """Transcribe ``(key, start_s, end_s, samples)`` pieces, ``pool`` at a time.
+
+        Each pool (all pieces when ``pool`` is ``None``) is sorted by length,
+        longest first, and cut into batches of ``config.batch_size``.
+        """
         bs = int(self.config.batch_size)
+        buffer: list[tuple[int, float, float, np.ndarray]] = []
+        for piece in pieces:
+            # shorter than the feature encoder's receptive field (25 ms): no frame
+            if piece[3].size >= MIN_PIECE_SAMPLES:
+                buffer.append(piece)
+            if len(buffer) >= pool:
+                yield from self._run_pool(buffer, bs)
+                buffer = []
+        yield from self._run_pool(buffer, bs)
+
+    def _run_pool(self, chunks: list[tuple[int, float, float, np.ndarray]], bs: int
+                  ) -> Iterator[tuple[int, Segment]]:
+        chunks.sort(key=lambda c: c[3].size, reverse=True)
         for k in range(0, len(chunks), bs):
             batch = chunks[k : k + bs]
             for (i, *_), seg in zip(batch, self._run_batch_safe(batch), strict=True):
                 if seg is not None:
-                    results[i].append(seg)
-        for segs in results:
-            segs.sort(key=lambda s: (s.start_s, s.end_s))
-        return results
+                    yield i, seg
 
     def _run_batch_safe(self, batch: list[tuple[int, float, float, np.ndarray]]
                         ) -> list[Segment | None]:
@@ -261,6 +352,7 @@ class Wav2Vec2Transcriber(Transcriber):
     def _run_batch(self, batch: list[tuple[int, float, float, np.ndarray]]) -> list[Segment | None]:
         import torch
 
+        t0 = time.perf_counter()
         arrays = [c[3] for c in batch]
         feats = self.processor.feature_extractor(
             arrays,
@@ -269,22 +361,34 @@ class Wav2Vec2Transcriber(Transcriber):
             return_attention_mask=self._use_mask,
             return_tensors="pt",
         )
-        inputs = feats["input_values"].to(self.device, dtype=self.dtype)
+        cuda = self.device.startswith("cuda")
+        inputs = feats["input_values"]
+        if cuda:  # page-locked host memory: the copy overlaps with queued GPU work
+            inputs = inputs.pin_memory()
+        inputs = inputs.to(self.device, dtype=self.dtype, non_blocking=cuda)
         kwargs = {}
         if self._use_mask and "attention_mask" in feats:
-            kwargs["attention_mask"] = feats["attention_mask"].to(self.device)
-        with torch.inference_mode():
-            logits = self.model(inputs, **kwargs).logits.float()
-            lengths = self.model._get_feat_extract_output_lengths(
-                torch.tensor([a.size for a in arrays])
-            )
-            probs = logits.softmax(dim=-1)
-            max_p, ids = probs.max(dim=-1)
-        max_p, ids = max_p.cpu().numpy(), ids.cpu().numpy()
+            kwargs["attention_mask"] = feats["attention_mask"].to(self.device, non_blocking=cuda)
+        t1 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(
+            device_type="cuda" if cuda else "cpu", dtype=self.dtype, enabled=cuda
+        ):
+            logits = self.model(inputs, **kwargs).logits
+            max_p, ids = logits.float().softmax(dim=-1).max(dim=-1)
+        lengths = self.model._get_feat_extract_output_lengths(
+            torch.tensor([a.size for a in arrays])
+        )
+        max_p, ids = max_p.cpu().numpy(), ids.cpu().numpy()  # waits for the GPU
+        t2 = time.perf_counter()
         out: list[Segment | None] = []
         for j, (_, start_s, end_s, _) in enumerate(batch):
             n = int(min(int(lengths[j]), ids.shape[1]))
             out.append(self._decode(ids[j, :n], max_p[j, :n], start_s, end_s))
+        t3 = time.perf_counter()
+        for key, dt in (("features", t1 - t0), ("model", t2 - t1), ("ctc", t3 - t2)):
+            self.timings[key] = self.timings.get(key, 0.0) + dt
+        self.timings["segments"] = self.timings.get("segments", 0.0) + len(batch)
+        self.timings["batches"] = self.timings.get("batches", 0.0) + 1
         return out
 
     def _decode(self, ids: np.ndarray, max_p: np.ndarray, start_s: float, end_s: float
@@ -316,6 +420,24 @@ class Wav2Vec2Transcriber(Transcriber):
             confidence=confidence,
             words=tuple(words),
         )
+
+
+def _array_blocks(x: np.ndarray, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
+    """Yield ``x`` in views of ``block_s`` seconds (the in-memory twin of a file stream)."""
+    step = max(1, int(block_s * MODEL_SAMPLE_RATE))
+    for k in range(0, x.size, step):
+        yield x[k : k + step]
+
+
+def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
+    """Yield from ``items``, adding the seconds spent producing them to ``timings[key]``."""
+    while True:
+        t0 = time.perf_counter()
+        item = next(items, None)
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        if item is None:
+            return
+        yield item
 
 
 def _load(source: str, local_only: bool) -> tuple[Any, Any, dict]:
@@ -399,6 +521,7 @@ def _check_local_folder(folder: Path) -> None:
             what = {
                 "config.json": "the model configuration",
                 "vocab.json": "the tokenizer vocabulary",
+                "tokenizer_config.json": "the tokenizer settings: special tokens, word delimiter",
             }[fname]
             raise ModelLoadError(
                 f"cannot load Wav2Vec2 model {str(folder)!r}: {fname} ({what}) is missing from "

@@ -362,7 +362,7 @@ class CFINEnsemble:
 
         p = {"n_estimators": 400, "learning_rate": 0.03, "num_leaves": 31,
              "min_child_samples": 40, "subsample": 0.8, "subsample_freq": 1,
-             "colsample_bytree": 0.8, "n_jobs": 2, "verbose": -1, "random_state": 0}
+             "colsample_bytree": 0.8, "n_jobs": 1, "verbose": -1, "random_state": 0}
         p.update(self.params)
         self.model_ = LGBMClassifier(**p).fit(self._design(cfin, X_aug, Z, tabular), y)
         return self

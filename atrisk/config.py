@@ -44,7 +44,14 @@ class AudioConfig(_Section):
 class ProsodyConfig(_Section):
     """Prosodic features per track."""
 
-    backend: Literal["opensmile"] = "opensmile"
+    backend: Literal["opensmile", "torch"] = Field(
+        "opensmile",
+        description="opensmile (research/education licence) or torch (licence-clean "
+        "eGeMAPSv02 re-implementation; see docs/prosody.md).",
+    )
+    device: str = Field(
+        "auto", description="torch backend: auto (CUDA when available), cpu or cuda[:i]."
+    )
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
         "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
     )
@@ -74,6 +81,40 @@ class ASRConfig(_Section):
         "word errors).",
     )
 
+
+
+class AsrFinetuneConfig(_Section):
+    """Wav2Vec2 CTC fine-tuning (``atrisk asr finetune``); see docs/asr.md."""
+
+    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="Share of optimizer steps with linear warm-up; the rate "
+        "then decays linearly to 0 at the last step.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(30, ge=1, description="Passes over the training set (unless max_steps).")
+    max_steps: int = Field(
+        0, ge=0, description="Optimizer steps in all; overrides epochs when > 0.",
+    )
+    batch_size: int = Field(8, ge=1, description="Utterances per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (L2 norm).")
+    freeze_feature_encoder: bool = Field(True, description="Keep the CNN feature encoder fixed.")
+    mask_time_prob: float = Field(
+        0.05, ge=0, lt=1, description="SpecAugment: share of frames starting a time mask.",
+    )
+    mask_time_length: int = Field(10, ge=1, description="SpecAugment: frames per time mask.")
+    mask_feature_prob: float = Field(
+        0.0, ge=0, lt=1, description="SpecAugment: share of channels starting a feature mask.",
+    )
+    mask_feature_length: int = Field(10, ge=1, description="SpecAugment: channels per mask.")
+    max_audio_s: float = Field(
+        30.0, gt=0, description="Training clips longer than this are skipped (listed).",
+    )
+    checkpoint_every: int = Field(500, ge=1, description="Optimizer steps between checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="Latest checkpoints kept on disk.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between loss log lines.")
+    seed: int = 0
 
 class TextConfig(_Section):
     """Linguistic and interaction counters (lexicons per language live here)."""
@@ -185,6 +226,7 @@ class Config(_Section):
     text: TextConfig = Field(default_factory=TextConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    asr_finetune: AsrFinetuneConfig = Field(default_factory=AsrFinetuneConfig)
 
     def override(self, values: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``{"asr.backend": "pocketsphinx"}``.

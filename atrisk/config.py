@@ -44,14 +44,7 @@ class AudioConfig(_Section):
 class ProsodyConfig(_Section):
     """Prosodic features per track."""
 
-    backend: Literal["opensmile", "torch"] = Field(
-        "opensmile",
-        description="opensmile (research/education licence) or torch (licence-clean "
-        "eGeMAPSv02 re-implementation; see docs/prosody.md).",
-    )
-    device: str = Field(
-        "auto", description="torch backend: auto (CUDA when available), cpu or cuda[:i]."
-    )
+    backend: Literal["opensmile"] = "opensmile"
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
         "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
     )
@@ -80,7 +73,6 @@ class ASRConfig(_Section):
         "on one core here); fast = narrower beams, every second frame (RTF about 0.1, more "
         "word errors).",
     )
-
 
 
 class AsrFinetuneConfig(_Section):
@@ -115,6 +107,7 @@ class AsrFinetuneConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Latest checkpoints kept on disk.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between loss log lines.")
     seed: int = 0
+
 
 class TextConfig(_Section):
     """Linguistic and interaction counters (lexicons per language live here)."""

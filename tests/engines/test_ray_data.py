@@ -28,6 +28,13 @@ def local_ray():
         ray.shutdown()
 
 
+def _assert_same_outputs(a, b):
+    for table in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(a / f"{table}.parquet"),
+                                      pd.read_parquet(b / f"{table}.parquet"))
+    assert _failures(a) == _failures(b)
+
+
 def _failures(ws):
     rows = [json.loads(line) for line in (ws / "failures.jsonl").read_text().splitlines()]
     return sorted(rows, key=lambda f: (str(f.get("key")), str(f.get("track")), f["reason"]))
@@ -47,10 +54,7 @@ def test_ray_and_local_engines_give_identical_tables(tmp_path):
         local.n_ok, local.n_partial, local.n_failed) == (3, 4, 1)
     assert ray_res.exit_code == local.exit_code == 1
     assert ray_res.n_resumed == 0 and ray_res.n_utterances == local.n_utterances > 0
-    for table in TABLES:
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / f"{table}.parquet"),
-                                      pd.read_parquet(tmp_path / "local" / f"{table}.parquet"))
-    assert _failures(tmp_path / "ray") == _failures(tmp_path / "local")
+    _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["engine"] == "ray"
     # resume across engines: the ray run's part files are the local engine's cache
     again = pipeline.extract(rec, tmp_path / "ray", cfg, workers=2, progress=False)
@@ -90,10 +94,7 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
                                progress=False)
     assert (ray_res.n_ok, ray_res.n_partial, ray_res.exit_code) == (2, 1, 1)
     assert (local.n_ok, local.n_partial, local.exit_code) == (2, 1, 1)
-    for table in TABLES:
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / f"{table}.parquet"),
-                                      pd.read_parquet(tmp_path / "local" / f"{table}.parquet"))
-    assert _failures(tmp_path / "ray") == _failures(tmp_path / "local")
+    _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     ic = pd.read_parquet(tmp_path / "ray" / "in_class.parquet")
     assert ic.loc["s1", "inter_qa_rounds"] == 1  # text features came from the ray text stage
     assert ray_res.stage_seconds["text_s"] > 0 and ray_res.stage_seconds["prosody_s"] > 0

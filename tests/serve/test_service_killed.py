@@ -1,0 +1,54 @@
+"""The service killed (SIGKILL) during an extract job: on restart the job resumes and finishes."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from atrisk.serve.store import Store
+from tests.serve.conftest import Server
+from tests.test_resume_kill import N, _parts, _recordings
+
+
+def _job(url: str, headers: dict, job_id: str) -> dict:
+    return httpx.get(f"{url}/v1/jobs/{job_id}", headers=headers, timeout=10).json()
+
+
+@pytest.mark.slow
+def test_job_resumes_after_the_service_is_killed(tmp_path, tiny_model):
+    rec = _recordings(tmp_path / "rec")
+    ws, db = tmp_path / "ws", tmp_path / "s.duckdb"
+    with Store(db) as st:
+        key = st.create_key("write").key
+    headers = {"X-API-Key": key}
+
+    first = Server(tiny_model["model"], db).wait_ready()
+    try:
+        r = httpx.post(first.url + "/v1/jobs/extract", headers=headers,
+                       json={"workspace": str(ws), "recordings": str(rec)})
+        assert r.status_code == 202
+        job_id = r.json()["job_id"]
+        end = time.monotonic() + 300
+        while len(_parts(ws)) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert _job(first.url, headers, job_id)["state"] == "running"
+    finally:
+        first.stop(sig_kill=True)  # kill -9 in the middle of the job
+    done_before = {p.parent.name for p in _parts(ws)}
+    assert 2 <= len(done_before) < N
+
+    second = Server(tiny_model["model"], db).wait_ready()
+    try:
+        end = time.monotonic() + 300
+        while time.monotonic() < end:
+            job = _job(second.url, headers, job_id)
+            if job["state"] in ("done", "failed"):
+                break
+            time.sleep(0.2)
+    finally:
+        second.stop()
+    assert job["state"] == "done", job.get("error")
+    assert job["attempts"] == 2
+    assert job["result"]["n_ok"] == N and job["result"]["n_resumed"] >= len(done_before)

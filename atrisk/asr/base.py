@@ -158,8 +158,9 @@ def iter_audio_blocks(path: Path | str, block_s: float = 60.0) -> Iterator[np.nd
 
     Files soundfile reads at 16 kHz (WAV, FLAC, OGG, ...) are read block by block;
     anything else (other rates, MP3, video) is streamed through ``ffmpeg``
-    (``-ac 1 -ar 16000 -f f32le``), which down-mixes and resamples.  Channels are
-    averaged; NaN/inf samples become 0.
+    (``-ar 16000 -f f32le``, resampled per channel).  Channels are averaged (as
+    :func:`atrisk.ingest.audio.load_audio` does, not FFmpeg's down-mix); NaN/inf
+    samples become 0.
 
     Args:
         path: Audio or video file.
@@ -200,12 +201,13 @@ def _finite_mono(data: np.ndarray) -> np.ndarray:
 
 def _ffmpeg_blocks(path: Path, block: int) -> Iterator[np.ndarray]:
     """Stream ``path`` through the ffmpeg binary as 16 kHz mono float32 blocks."""
-    from atrisk.ingest.audio import _tool_reason
+    from atrisk.ingest.audio import _ffprobe, _tool_reason
 
+    channels = int(_ffprobe(path).get("channels") or 1)
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise AudioDecodeError(f"{path}: cannot decode: the ffmpeg binary is not installed")
-    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
            "-ar", str(MODEL_SAMPLE_RATE), "-f", "f32le", "-"]
     with tempfile.TemporaryFile() as err, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=err
@@ -213,9 +215,11 @@ def _ffmpeg_blocks(path: Path, block: int) -> Iterator[np.ndarray]:
         assert proc.stdout is not None  # stdout=PIPE above; internal invariant
         n_out = 0
         try:
-            while raw := proc.stdout.read(block * 4):
-                x = np.frombuffer(raw[: len(raw) - len(raw) % 4], dtype="<f4").reshape(-1, 1)
-                n_out += x.size
+            frame = 4 * channels
+            while raw := proc.stdout.read(block * frame):
+                x = np.frombuffer(raw[: len(raw) - len(raw) % frame], dtype="<f4")
+                x = x.reshape(-1, channels)
+                n_out += x.shape[0]
                 yield _finite_mono(x)
         finally:
             proc.stdout.close()

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,6 +34,8 @@ from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.records import Word
+
+log = logging.getLogger(__name__)
 
 #: Shortest piece of audio given to the model (the feature encoder's 25 ms receptive field).
 MIN_PIECE_SAMPLES = 400
@@ -145,7 +148,7 @@ class Wav2Vec2Transcriber(Transcriber):
         path_or_id: str,
         device: str = "auto",
         config: ASRConfig | None = None,
-        quantize: bool = False,
+        quantize: bool | None = None,
     ) -> Wav2Vec2Transcriber:
         """Load a ``Wav2Vec2ForCTC`` checkpoint and its processor, once.
 
@@ -158,10 +161,12 @@ class Wav2Vec2Transcriber(Transcriber):
             path_or_id: Local checkpoint folder or hub id (e.g. ``"facebook/wav2vec2-base-960h"``).
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             config: ASR settings; defaults when ``None``.
-            quantize: CPU only: replace the ``Linear`` layers (the transformer) by
-                dynamically quantised int8 ones (``torch.ao.quantization.quantize_dynamic``).
-                Faster on CPUs with int8 dot products; the outputs change slightly, so
-                measure the WER of your checkpoint with and without it.
+            quantize: On CPU, replace the ``Linear`` layers (the transformer) by
+                dynamically quantised int8 ones (``torch.ao.quantization.quantize_dynamic``):
+                less CPU time on CPUs with int8 dot products; the outputs change
+                slightly, so measure the WER of your checkpoint with and without it.
+                ``None``: ``config.quantize``.  Ignored (with a warning) when ``device``
+                is ``"auto"`` and resolves to CUDA.
 
         Returns:
             A ready transcriber.
@@ -212,9 +217,17 @@ class Wav2Vec2Transcriber(Transcriber):
             raise ModelLoadError(
                 f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {_short(exc)}"
             ) from exc
+        config = config or ASRConfig()
+        quantize = config.quantize if quantize is None else quantize
+        if quantize and dev != "cpu":
+            if (device or "").strip().lower() != "auto":
+                raise ConfigError(
+                    f"int8 quantisation (--asr-quantize) is for the CPU; device {device!r} "
+                    "runs bfloat16 instead: drop --asr-quantize or use --device cpu"
+                )
+            log.warning("--asr-quantize ignored: the model runs on %s in bfloat16", dev)
+            quantize = False
         if quantize:
-            if dev != "cpu":
-                raise ConfigError("int8 quantisation (quantize=True) is for --device cpu only")
             model = torch.ao.quantization.quantize_dynamic(
                 model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True  # no float copy
             )

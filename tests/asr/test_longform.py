@@ -110,10 +110,22 @@ def test_other_rates_stream_through_ffmpeg(w2v2, sentence, tmp_path):
 
 
 def test_stereo_file_is_averaged(tmp_path, sentence):
+    stereo = np.stack([sentence, np.zeros_like(sentence)], axis=1)
     path = tmp_path / "stereo.wav"
-    sf.write(path, np.stack([sentence, np.zeros_like(sentence)], axis=1), SR, subtype="FLOAT")
+    sf.write(path, stereo, SR, subtype="FLOAT")
     got = np.concatenate(list(iter_audio_blocks(path)))
     assert np.allclose(got, sentence / 2, atol=1e-7)
+    # through ffmpeg (48 kHz): averaged too, not FFmpeg's louder down-mix
+    import torch
+    import torchaudio.functional as AF
+
+    x48 = AF.resample(torch.from_numpy(stereo.T.copy()), SR, 48000).numpy().T
+    path48 = tmp_path / "stereo48k.wav"
+    sf.write(path48, x48, 48000, subtype="FLOAT")
+    got48 = np.concatenate(list(iter_audio_blocks(path48)))
+    assert abs(got48.size - sentence.size) <= 16
+    n = min(got48.size, sentence.size)
+    assert np.max(np.abs(got48[:n])) == pytest.approx(np.max(np.abs(sentence / 2)), rel=0.05)
 
 
 def test_silence_short_and_empty_files_give_nothing(w2v2, speech, tmp_path):
@@ -195,6 +207,22 @@ def test_int8_quantised_model_is_opt_in(tiny_model_dir, sentence):
                    for m in tr.model.modules())
     segs = tr.transcribe_signal(sentence, SR)
     assert len(segs) == 1 and 1.5 <= segs[0].start_s <= 2.1
+
+
+def test_quantize_from_config_and_cuda_refusal(tiny_model_dir):
+    import torch
+
+    from atrisk.asr import load_transcriber
+    from atrisk.errors import ConfigError
+
+    tr = load_transcriber("wav2vec2", str(tiny_model_dir), device="cpu",
+                          config=ASRConfig(quantize=True))
+    assert tr.name.endswith(":int8")
+    assert not Wav2Vec2Transcriber.from_pretrained(str(tiny_model_dir), device="cpu",
+                                                   quantize=False).name.endswith(":int8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            Wav2Vec2Transcriber.from_pretrained(str(tiny_model_dir), device="cuda", quantize=True)
 
 
 def test_path_objects_and_strings(w2v2, sentence, tmp_path: Path):

@@ -1,0 +1,783 @@
+"""Licence-clean prosody backend: eGeMAPSv02 functionals computed with torch.
+
+:class:`TorchProsodyExtractor` reproduces openSMILE's eGeMAPSv02 feature set
+(Eyben et al. 2016) with torch/torchaudio only, batched, on CPU or CUDA, under
+the same 88 column names as :class:`~atrisk.extractors.prosody.ProsodyExtractor`.
+Frame sizes, windows, thresholds and the voiced-only selections follow the
+openSMILE configuration files of eGeMAPSv02 (``egemaps/v02/*.conf.inc``):
+
+* 20 ms Hamming frames (10 ms step) for loudness, MFCC 1-4, spectral flux, alpha
+  ratio, Hammarberg index and the spectral slopes 0-500 / 500-1500 Hz; 60 ms frames
+  for F0, HNR, jitter, shimmer and harmonic differences; LPC order 11 at 11 kHz
+  for formants F1-F3.  Frames start at 0 (``frameCenterSpecial = left``); a
+  signal of ``N`` samples has ``floor((N - 960) / 160) + 1`` frames at 16 kHz.
+* F0 is a YIN (de Cheveigné & Kawahara 2002) estimate in 55-1000 Hz, voiced when
+  the cumulative-mean-normalised difference dips below :data:`YIN_THRESHOLD` and
+  the frame RMS exceeds 0.001 (eGeMAPS ``volmerge`` threshold); openSMILE uses
+  subharmonic summation with Viterbi smoothing instead, so voicing decisions
+  differ on some frames (see ``docs/prosody.md``).
+* Contours are smoothed with a 3-frame moving average (``sma3``; ``sma3nz`` keeps
+  zeros and averages only non-zero neighbours) before the functionals.
+
+Undefined descriptors are NaN: an unvoiced or silent signal has NaN F0, jitter,
+shimmer, HNR, formant and voiced-spectral functionals; a signal shorter than one
+60 ms frame has every feature NaN.  Non-finite samples are set to 0, signals
+at other rates are resampled to 16 kHz.
+
+Example:
+    >>> ex = TorchProsodyExtractor(device="cpu")  # doctest: +SKIP
+    >>> ex.process_file("recordings/s1/teacher.wav")["loudness_sma3_amean"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchaudio.functional as AF
+
+from atrisk.config import ProsodyConfig
+from atrisk.errors import ConfigError
+from atrisk.ingest.audio import DecodedSession, load_audio
+from atrisk.records import TRACKS
+
+log = logging.getLogger(__name__)
+
+#: Index names of :meth:`TorchProsodyExtractor.process_sessions` (the ``prosody`` table key).
+SESSION_INDEX = ["session_id", "track"]
+
+#: Rate every signal is resampled to before the descriptors (Hz).
+RATE = 16000
+HOP = 160  # 10 ms
+WIN_SHORT = 320  # 20 ms Hamming (spectral descriptors)
+WIN_LONG = 960  # 60 ms (pitch, voice quality)
+NFFT_SHORT = 512
+NFFT_LONG = 1280  # >= 960 + max lag (292): acf lags free of wrap-around
+F0_MIN, F0_MAX = 55.0, 1000.0
+#: YIN dip threshold for voicing.
+YIN_THRESHOLD = 0.25
+#: RMS of the 60 ms frame below which a frame is unvoiced (eGeMAPS ``volmerge``).
+VOICING_RMS = 1e-3
+LPC_RATE = 11000
+LPC_ORDER = 11
+#: Constant factors mapping this backend's loudness and spectral flux to openSMILE's
+#: units, fitted once as the median frame-wise ratio of openSMILE's to this backend's
+#: LLD on jfk.flac, pyannote/sample.wav and speechbrain spk1_snt1.wav (constant
+#: factors change no rank correlation).
+LOUDNESS_SCALE = 0.067
+FLUX_SCALE = 0.0211
+
+#: The 88 eGeMAPSv02 functionals, in openSMILE's order.
+FEATURE_NAMES: list[str] = (
+    [f"F0semitoneFrom27.5Hz_sma3nz_{f}" for f in (
+        "amean", "stddevNorm", "percentile20.0", "percentile50.0", "percentile80.0",
+        "pctlrange0-2", "meanRisingSlope", "stddevRisingSlope", "meanFallingSlope",
+        "stddevFallingSlope")]
+    + [f"loudness_sma3_{f}" for f in (
+        "amean", "stddevNorm", "percentile20.0", "percentile50.0", "percentile80.0",
+        "pctlrange0-2", "meanRisingSlope", "stddevRisingSlope", "meanFallingSlope",
+        "stddevFallingSlope")]
+    + [f"{n}_sma3_{f}" for n in ("spectralFlux", "mfcc1", "mfcc2", "mfcc3", "mfcc4")
+       for f in ("amean", "stddevNorm")]
+    + [f"{n}_sma3nz_{f}" for n in (
+        "jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
+        "F1frequency", "F1bandwidth", "F1amplitudeLogRelF0",
+        "F2frequency", "F2bandwidth", "F2amplitudeLogRelF0",
+        "F3frequency", "F3bandwidth", "F3amplitudeLogRelF0",
+        "alphaRatioV", "hammarbergIndexV", "slopeV0-500", "slopeV500-1500", "spectralFluxV",
+        "mfcc1V", "mfcc2V", "mfcc3V", "mfcc4V") for f in ("amean", "stddevNorm")]
+    + [f"{n}_sma3nz_amean" for n in (
+        "alphaRatioUV", "hammarbergIndexUV", "slopeUV0-500", "slopeUV500-1500",
+        "spectralFluxUV")]
+    + ["loudnessPeaksPerSec", "VoicedSegmentsPerSec", "MeanVoicedSegmentLengthSec",
+       "StddevVoicedSegmentLengthSec", "MeanUnvoicedSegmentLength",
+       "StddevUnvoicedSegmentLength", "equivalentSoundLevel_dBp"]
+)
+
+# LLD rows of the per-frame descriptor matrix.
+_SPECTRAL = ["alphaRatio", "hammarbergIndex", "slope0-500", "slope500-1500", "spectralFlux"]
+_MFCC = ["mfcc1", "mfcc2", "mfcc3", "mfcc4"]
+_VOICE = ["jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
+          "F1frequency", "F1bandwidth", "F1amplitudeLogRelF0",
+          "F2frequency", "F2bandwidth", "F2amplitudeLogRelF0",
+          "F3frequency", "F3bandwidth", "F3amplitudeLogRelF0"]
+LLD_NAMES = ["loudness", "F0semitone", "energy", *_SPECTRAL, *_MFCC, *_VOICE]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Return the torch device for ``device`` (``"auto"``/``None``: CUDA when available).
+
+    Args:
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a :class:`torch.device`.
+
+    Returns:
+        The device.
+
+    Raises:
+        ConfigError: When CUDA is requested but not available, or the name is invalid.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"invalid prosody device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"prosody device {device!r} requested but CUDA is not available")
+    return dev
+
+
+# -- frame-level descriptors -------------------------------------------------------------
+
+
+def _hamming(n: int, device: torch.device) -> torch.Tensor:
+    k = torch.arange(n, device=device, dtype=torch.float32)
+    return 0.54 - 0.46 * torch.cos(2 * math.pi * k / (n - 1))
+
+
+def _gauss(n: int, device: torch.device, sigma: float = 0.4) -> torch.Tensor:
+    k = torch.arange(n, device=device, dtype=torch.float32)
+    half = (n - 1) / 2
+    return torch.exp(-0.5 * ((k - half) / (sigma * half)) ** 2)
+
+
+def _frames(x: torch.Tensor, size: int, n_frames: int) -> torch.Tensor:
+    """Left-aligned frames ``(B, n_frames, size)`` (zero padded at the end)."""
+    need = (n_frames - 1) * HOP + size
+    if x.shape[-1] < need:
+        x = torch.nn.functional.pad(x, (0, need - x.shape[-1]))
+    return x.unfold(-1, size, HOP)[:, :n_frames]
+
+
+def _band(freqs: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    return (freqs >= lo) & (freqs <= hi)
+
+
+def _slope(logp: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Least-squares slope of ``logp`` over the bins in ``mask`` (per frame)."""
+    f = freqs[mask]
+    y = logp[..., mask]
+    fc = f - f.mean()
+    return (y * fc).sum(-1) / (fc * fc).sum()
+
+
+def _equal_loudness(freq: torch.Tensor) -> torch.Tensor:
+    """Hermansky's equal-loudness curve (as in HTK/PLP), ``freq`` in Hz."""
+    fsq = freq * freq
+    fsub = fsq / (fsq + 1.6e5)
+    return fsub * fsub * ((fsq + 1.44e6) / (fsq + 9.61e6))
+
+
+def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
+    """Return loudness, energy, alpha ratio, Hammarberg, slopes, flux and MFCC 1-4."""
+    dev = x.device
+    fr = _frames(x, WIN_SHORT, n_frames)
+    energy = (fr * fr).mean(-1)
+    spec = torch.fft.rfft(fr * _hamming(WIN_SHORT, dev), n=NFFT_SHORT)
+    power = spec.real ** 2 + spec.imag ** 2
+    freqs = torch.fft.rfftfreq(NFFT_SHORT, 1.0 / RATE).to(dev)
+    tiny = 1e-12
+
+    fb = AF.melscale_fbanks(NFFT_SHORT // 2 + 1, 20.0, 8000.0, 26, RATE, norm=None,
+                            mel_scale="htk").to(dev)
+    mel = power @ fb  # (B, T, 26)
+    # MFCC 1-4: HTK-style log mel energies, DCT-II, cepstral lifter 22.
+    logmel = torch.log(torch.clamp(mel * 32768.0 ** 2, min=1.0))
+    n = torch.arange(26, device=dev, dtype=torch.float32)
+    i = torch.arange(1, 5, device=dev, dtype=torch.float32)[:, None]
+    dct = math.sqrt(2.0 / 26) * torch.cos(math.pi * i * (n + 0.5) / 26)
+    lifter = 1 + 11.0 * torch.sin(math.pi * i[:, 0] / 22.0)
+    mfcc = (logmel @ dct.T) * lifter
+
+    # Loudness: equal-loudness weighted mel bands, cube-root compressed, summed.
+    mel_lo, mel_hi = 2595 * math.log10(1 + 20 / 700), 2595 * math.log10(1 + 8000 / 700)
+    centres_mel = torch.linspace(mel_lo, mel_hi, 28, device=dev)[1:-1]
+    centres = 700 * (10 ** (centres_mel / 2595) - 1)
+    loud = (torch.clamp(mel, min=0) * _equal_loudness(centres)).pow(0.33).sum(-1)
+    loud = loud * LOUDNESS_SCALE
+
+    low = power[..., _band(freqs, 50, 1000)].sum(-1)
+    high = power[..., _band(freqs, 1000, 5000) & (freqs > 1000)].sum(-1)
+    alpha = 10 * torch.log10((high + tiny) / (low + tiny))
+    hmax_lo = power[..., _band(freqs, 0, 2000)].amax(-1)
+    hmax_hi = power[..., _band(freqs, 2000, 5000) & (freqs > 2000)].amax(-1)
+    hammarberg = 10 * torch.log10((hmax_lo + tiny) / (hmax_hi + tiny))
+    logp = 10 * torch.log10(power + tiny)
+    slope_lo = _slope(logp, freqs, _band(freqs, 0, 500))
+    slope_hi = _slope(logp, freqs, _band(freqs, 500, 1500))
+
+    band = power[..., _band(freqs, 0, 5000)].sqrt()  # magnitudes
+    flux = torch.zeros_like(energy)
+    flux[:, 1:] = ((band[:, 1:] - band[:, :-1]) ** 2).sum(-1) * FLUX_SCALE
+
+    silent = energy <= 0
+    alpha, hammarberg = alpha.masked_fill(silent, 0.0), hammarberg.masked_fill(silent, 0.0)
+    slope_lo, slope_hi = slope_lo.masked_fill(silent, 0.0), slope_hi.masked_fill(silent, 0.0)
+    out = {"loudness": loud, "energy": energy, "alphaRatio": alpha,
+           "hammarbergIndex": hammarberg, "slope0-500": slope_lo, "slope500-1500": slope_hi,
+           "spectralFlux": flux}
+    for k, name in enumerate(_MFCC):
+        out[name] = mfcc[..., k].masked_fill(silent, 0.0)
+    return out
+
+
+def _yin(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return YIN period (samples, fractional) and voicing flag of 60 ms frames."""
+    tau_min = int(RATE / F0_MAX)
+    tau_max = int(math.ceil(RATE / F0_MIN))
+    w = WIN_LONG - tau_max - 2
+    nfft = 1024  # >= frame length: the lags used are free of circular wrap-around
+    a = torch.fft.rfft(fr[..., :w], n=nfft)
+    b = torch.fft.rfft(fr, n=nfft)
+    corr = torch.fft.irfft(b * a.conj(), n=nfft)[..., : tau_max + 2]
+    sq = torch.nn.functional.pad(torch.cumsum(fr * fr, -1), (1, 0))
+    e0 = sq[..., w:w + 1]
+    lags = torch.arange(tau_max + 2, device=fr.device)
+    e_tau = sq[..., lags + w] - sq[..., lags]
+    diff = torch.clamp(e0 + e_tau - 2 * corr, min=0)
+    csum = torch.cumsum(diff[..., 1:], -1)
+    lag = lags[1:].to(fr.dtype)
+    cmnd = torch.ones_like(diff)
+    cmnd[..., 1:] = diff[..., 1:] * lag / torch.clamp(csum, min=1e-20)
+    search = cmnd[..., tau_min:tau_max + 1]
+    below = search < YIN_THRESHOLD
+    # first dip below the threshold, then walk to its local minimum
+    first = torch.where(below.any(-1), below.float().argmax(-1),
+                        search.argmin(-1))
+    idx = first.clone()
+    for _ in range(40):  # a dip spans a few lags at most; bounded walk
+        nxt = torch.clamp(idx + 1, max=search.shape[-1] - 1)
+        here = search.gather(-1, idx[..., None])[..., 0]
+        better = search.gather(-1, nxt[..., None])[..., 0] < here
+        if not bool(better.any()):
+            break
+        idx = torch.where(better, nxt, idx)
+    tau = idx + tau_min
+    c0 = cmnd.gather(-1, (tau - 1)[..., None])[..., 0]
+    c1 = cmnd.gather(-1, tau[..., None])[..., 0]
+    c2 = cmnd.gather(-1, (tau + 1)[..., None])[..., 0]
+    den = c0 - 2 * c1 + c2
+    shift = torch.where(den.abs() > 1e-9, 0.5 * (c0 - c2) / den, torch.zeros_like(den))
+    period = tau.to(fr.dtype) + torch.clamp(shift, -1, 1)
+    voiced = c1 < YIN_THRESHOLD
+    return period, voiced
+
+
+def _jitter_shimmer(fr: torch.Tensor, period: torch.Tensor, voiced: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local jitter and shimmer (dB) from period peaks within each voiced 60 ms frame."""
+    jit = torch.zeros_like(period)
+    shim = torch.zeros_like(period)
+    p_int = torch.round(period).long()
+    bi, ti = torch.nonzero(voiced, as_tuple=True)
+    if bi.numel() == 0:
+        return jit, shim
+    sel = p_int[bi, ti]
+    for p in torch.unique(sel).tolist():
+        k = WIN_LONG // p
+        if k < 3:
+            continue
+        m = sel == p
+        b, t = bi[m], ti[m]
+        seg = fr[b, t, : k * p].reshape(-1, k, p)  # positive peak of each period
+        amp, pos = seg.max(-1)
+        pos = pos + torch.arange(k, device=fr.device) * p
+        periods = torch.diff(pos, dim=-1).to(fr.dtype)
+        j = (torch.diff(periods, dim=-1).abs().mean(-1)
+             / torch.clamp(periods.mean(-1), min=1.0))
+        amp = amp - seg.min(-1).values  # peak-to-peak: robust to DC offset
+        ratio = torch.clamp(amp[:, 1:], min=1e-10) / torch.clamp(amp[:, :-1], min=1e-10)
+        s = (20 * torch.log10(ratio)).abs().mean(-1)
+        jit[b, t] = j
+        shim[b, t] = s
+    return jit, shim
+
+
+def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+    """HNR (ACF, dB), H1-H2, H1-A3 and formant amplitudes relative to H1 (dB)."""
+    dev = fr.device
+    win = fr * _gauss(WIN_LONG, dev)
+    full = torch.fft.rfft(win, n=NFFT_LONG)
+    spec = full.abs()
+    acf = torch.fft.irfft(full.real ** 2 + full.imag ** 2, n=NFFT_LONG)
+    # ACF normalised by the window's own ACF (Boersma 1993), best of the 3 lags around T0
+    gw = _gauss(WIN_LONG, dev)
+    wspec = torch.fft.rfft(gw, n=NFFT_LONG)
+    wacf = torch.fft.irfft(wspec.real ** 2 + wspec.imag ** 2, n=NFFT_LONG)
+    norm = acf / torch.clamp(acf[..., :1], min=1e-20) / (wacf / wacf[0])
+    lag = torch.round(period).long().clamp(2, WIN_LONG - 2)[..., None]
+    r = norm.gather(-1, torch.cat([lag - 1, lag, lag + 1], -1)).amax(-1)
+    r = r.clamp(1e-4, 1 - 1e-4)
+    hnr = 10 * torch.log10(r / (1 - r))
+    f0 = RATE / period.clamp(min=1.0)
+    bin_hz = RATE / NFFT_LONG
+    nb = spec.shape[-1]
+
+    def peak_db(freq: torch.Tensor, half_width: torch.Tensor) -> torch.Tensor:
+        # max magnitude (dB) within freq ± half_width, gathered over a bounded bin window
+        lo = torch.clamp(((freq - half_width) / bin_hz).floor().long(), 0, nb - 1)
+        hi = torch.clamp(((freq + half_width) / bin_hz).ceil().long(), 0, nb - 1)
+        width = int((hi - lo).max()) + 1 if lo.numel() else 1
+        idx = lo[..., None] + torch.arange(width, device=dev)
+        inside = idx <= hi[..., None]
+        vals = spec.gather(-1, idx.clamp(max=nb - 1))
+        mag = torch.where(inside, vals, torch.zeros_like(vals)).amax(-1)
+        return 20 * torch.log10(torch.clamp(mag, min=1e-10))
+
+    h1 = peak_db(f0, 0.1 * f0)
+    h2 = peak_db(2 * f0, 0.1 * f0)
+    out = {"HNRdBACF": hnr, "logRelF0-H1-H2": h1 - h2}
+    for i in range(3):
+        fi = formants[..., 2 * i]
+        amp = peak_db(torch.nan_to_num(fi), 0.5 * f0) - h1
+        out[f"F{i + 1}amplitudeLogRelF0"] = torch.where(torch.isfinite(fi), amp,
+                                                        torch.zeros_like(amp))
+        if i == 2:
+            out["logRelF0-H1-A3"] = torch.where(torch.isfinite(fi), -amp, torch.zeros_like(amp))
+    return out
+
+
+def _formants(x: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """F1-F3 frequency and bandwidth (Hz) per frame, ``(B, T, 6)``, NaN where not found."""
+    dev = x.device
+    y = AF.resample(x, RATE, LPC_RATE)
+    size = round(0.020 * LPC_RATE)
+    hop = LPC_RATE // 100
+    need = (n_frames - 1) * hop + size
+    if y.shape[-1] < need:
+        y = torch.nn.functional.pad(y, (0, need - y.shape[-1]))
+    fr = y.unfold(-1, size, hop)[:, :n_frames] * _hamming(size, dev)
+    fr64 = fr.double()
+    spec = torch.fft.rfft(fr64, n=512)
+    acf = torch.fft.irfft(spec.real ** 2 + spec.imag ** 2, n=512)[..., : LPC_ORDER + 1]
+    acf[..., 0] = acf[..., 0] * (1 + 1e-9) + 1e-12
+    # Levinson-Durbin, batched over frames
+    a = torch.zeros(*acf.shape[:-1], LPC_ORDER + 1, dtype=torch.float64, device=dev)
+    a[..., 0] = 1.0
+    err = acf[..., 0].clone()
+    for i in range(1, LPC_ORDER + 1):
+        acc = (a[..., :i] * acf[..., 1:i + 1].flip(-1)).sum(-1)
+        k = -acc / err
+        prev = a.clone()
+        a[..., 1:i + 1] = prev[..., 1:i + 1] + k[..., None] * prev[..., :i].flip(-1)
+        err = err * (1 - k * k)
+    # roots of the LPC polynomial = eigenvalues of its companion matrix
+    lead = a.shape[:-1]
+    comp = torch.zeros(*lead, LPC_ORDER, LPC_ORDER, dtype=torch.float64, device=dev)
+    comp[..., 0, :] = -a[..., 1:]
+    comp[..., 1:, :-1] = torch.eye(LPC_ORDER - 1, dtype=torch.float64, device=dev)
+    roots = torch.linalg.eigvals(comp.cpu()).to(dev)
+    freq = torch.angle(roots) * LPC_RATE / (2 * math.pi)
+    bw = -torch.log(torch.clamp(roots.abs(), min=1e-12)) * LPC_RATE / math.pi
+    ok = (freq > 50.0) & (freq < 5450.0)
+    freq = torch.where(ok, freq, torch.full_like(freq, float("inf")))
+    order = freq.argsort(-1)
+    freq_s = freq.gather(-1, order)[..., :3]
+    bw_s = bw.gather(-1, order)[..., :3]
+    valid = torch.isfinite(freq_s)
+    nan = torch.full_like(freq_s, float("nan"))
+    freq_s = torch.where(valid, freq_s, nan)
+    bw_s = torch.where(valid, bw_s, nan)
+    return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
+
+
+def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
+    """Return the eGeMAPS low-level descriptors of a batch of 16 kHz signals.
+
+    Args:
+        x: ``(batch, samples)`` float32 signals at 16 kHz (zero padded to one length).
+        n_frames: Number of 10 ms frames to compute (at least 1).
+
+    Returns:
+        ``{name: (batch, n_frames) tensor}`` for :data:`LLD_NAMES`; voice descriptors
+        (F0 in semitones, jitter, shimmer, HNR, harmonics, formants) are 0 on unvoiced
+        frames, as in openSMILE's voiced selections.
+    """
+    out = _spectral_llds(x, n_frames)
+    fr = _frames(x, WIN_LONG, n_frames)
+    period, voiced = _yin(fr)
+    rms = (fr * _gauss(WIN_LONG, x.device)).pow(2).mean(-1).sqrt()
+    voiced = voiced & (rms > VOICING_RMS)
+    f0 = RATE / period.clamp(min=1.0)
+    out["F0semitone"] = torch.where(voiced, 12 * torch.log2(f0 / 27.5), torch.zeros_like(f0))
+    jit, shim = _jitter_shimmer(fr, period, voiced)
+    formants = _formants(x, n_frames)
+    harm = _harmonics(fr, period, formants)
+    vals = {"jitterLocal": jit, "shimmerLocaldB": shim, **harm}
+    for i in range(3):
+        vals[f"F{i + 1}frequency"] = torch.nan_to_num(formants[..., 2 * i])
+        vals[f"F{i + 1}bandwidth"] = torch.nan_to_num(formants[..., 2 * i + 1])
+    zero = torch.zeros_like(f0)
+    for name in _VOICE:
+        out[name] = torch.where(voiced, torch.nan_to_num(vals[name]), zero)
+    return out
+
+
+# -- functionals (numpy, per signal) -----------------------------------------------------
+
+
+def _sma3(v: np.ndarray, nz: bool) -> np.ndarray:
+    """3-frame moving average; with ``nz`` zeros stay zero and are not averaged in."""
+    if v.size == 0:
+        return v
+    if nz:
+        w = (v != 0).astype(np.float64)
+    else:
+        w = np.ones_like(v, dtype=np.float64)
+    vp = np.pad(v * w, 1)
+    wp = np.pad(w, 1)
+    s = vp[:-2] + vp[1:-1] + vp[2:]
+    c = wp[:-2] + wp[1:-1] + wp[2:]
+    out = np.divide(s, c, out=np.zeros_like(s), where=c > 0)
+    if nz:
+        out[v == 0] = 0.0
+    return out
+
+
+def _mean_stdnorm(v: np.ndarray) -> tuple[float, float]:
+    if v.size == 0:
+        return math.nan, math.nan
+    m = float(v.mean())
+    sd = float(v.std())
+    return m, (sd / m if m != 0 else math.nan)  # openSMILE: signed mean
+
+
+def _extrema(v: np.ndarray, rel: float = 0.1) -> list[tuple[int, int]]:
+    """Return alternating turning points ``(index, +1 max / -1 min)``.
+
+    Only swings of at least ``rel`` times the contour's range are kept.
+    """
+    if v.size < 3:
+        return []
+    thr = rel * float(v.max() - v.min())
+    if thr <= 0:
+        return []
+    d = np.sign(np.diff(v))
+    # carry flat runs
+    for i in range(1, d.size):
+        if d[i] == 0:
+            d[i] = d[i - 1]
+    turn = np.nonzero(d[1:] != d[:-1])[0] + 1
+    pts: list[tuple[int, int]] = [(0, -int(d[0]) if d[0] != 0 else 1)]
+    for i in turn:
+        kind = 1 if d[i - 1] > 0 else -1
+        pts.append((int(i), kind))
+    pts.append((v.size - 1, 1 if d[-1] > 0 else -1))
+    kept: list[tuple[int, int]] = []
+    for i, kind in pts:
+        if not kept:
+            kept.append((i, kind))
+            continue
+        j, kj = kept[-1]
+        if kind == kj:
+            if (kind == 1 and v[i] > v[j]) or (kind == -1 and v[i] < v[j]):
+                kept[-1] = (i, kind)
+        elif abs(v[i] - v[j]) >= thr:
+            kept.append((i, kind))
+    return kept
+
+
+def _slopes(v: np.ndarray) -> tuple[float, float, float, float, int]:
+    """Mean/std rising and falling slopes (units per second) and the number of peaks."""
+    pts = _extrema(v)
+    rise, fall = [], []
+    for (i, ki), (j, _kj) in zip(pts, pts[1:], strict=False):
+        dt = (j - i) * HOP / RATE
+        if dt <= 0:
+            continue
+        s = abs(v[j] - v[i]) / dt
+        (rise if ki == -1 else fall).append(s)
+    peaks = sum(1 for i, k in pts[1:-1] if k == 1)
+
+    def ms(a: list[float]) -> tuple[float, float]:
+        return (float(np.mean(a)), float(np.std(a))) if a else (0.0, 0.0)
+
+    return (*ms(rise), *ms(fall), peaks)
+
+
+def _segments(mask: np.ndarray) -> np.ndarray:
+    """Lengths (frames) of the runs of True in ``mask``."""
+    if mask.size == 0:
+        return np.zeros(0)
+    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
+    d = np.diff(m)
+    return (np.nonzero(d == -1)[0] - np.nonzero(d == 1)[0]).astype(np.float64)
+
+
+def functionals(llds: dict[str, np.ndarray]) -> np.ndarray:
+    """Return the 88 eGeMAPSv02 functionals of one signal's descriptors.
+
+    Args:
+        llds: ``{name: (frames,) array}`` for :data:`LLD_NAMES` (unsmoothed), with
+            at least one frame.
+
+    Returns:
+        float64 array in :data:`FEATURE_NAMES` order; NaN where undefined (e.g. F0
+        functionals when no frame is voiced).
+    """
+    n = llds["loudness"].size
+    dur = n * HOP / RATE
+    res: dict[str, float] = {}
+    f0 = _sma3(llds["F0semitone"].astype(np.float64), nz=True)
+    voiced = f0 != 0
+    fv = f0[voiced]
+    loud = _sma3(llds["loudness"].astype(np.float64), nz=False)
+    for name, v in (("F0semitoneFrom27.5Hz_sma3nz", fv), ("loudness_sma3", loud)):
+        if v.size == 0:
+            for f in ("amean", "stddevNorm", "percentile20.0", "percentile50.0",
+                      "percentile80.0", "pctlrange0-2", "meanRisingSlope",
+                      "stddevRisingSlope", "meanFallingSlope", "stddevFallingSlope"):
+                res[f"{name}_{f}"] = math.nan
+            continue
+        m, sn = _mean_stdnorm(v)
+        p20, p50, p80 = np.percentile(v, [20, 50, 80])
+        mr, sr, mf, sf, npk = _slopes(v)
+        res.update({f"{name}_amean": m, f"{name}_stddevNorm": sn,
+                    f"{name}_percentile20.0": p20, f"{name}_percentile50.0": p50,
+                    f"{name}_percentile80.0": p80, f"{name}_pctlrange0-2": p80 - p20,
+                    f"{name}_meanRisingSlope": mr, f"{name}_stddevRisingSlope": sr,
+                    f"{name}_meanFallingSlope": mf, f"{name}_stddevFallingSlope": sf})
+        if name == "loudness_sma3":
+            res["loudnessPeaksPerSec"] = npk / dur
+    if "loudnessPeaksPerSec" not in res:
+        res["loudnessPeaksPerSec"] = math.nan
+    for name in ("spectralFlux", *_MFCC):
+        v = _sma3(llds[name].astype(np.float64), nz=False)
+        res[f"{name}_sma3_amean"], res[f"{name}_sma3_stddevNorm"] = _mean_stdnorm(v)
+    voiced_raw = llds["F0semitone"] != 0
+    for name in _VOICE:
+        v = _sma3(llds[name].astype(np.float64), nz=True)
+        v = v[v != 0]
+        res[f"{name}_sma3nz_amean"], res[f"{name}_sma3nz_stddevNorm"] = _mean_stdnorm(v)
+    for name in (*_SPECTRAL, *_MFCC):
+        short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
+        raw = np.where(voiced_raw, llds[name], 0.0).astype(np.float64)
+        v = _sma3(raw, nz=True)
+        v = v[v != 0]
+        res[f"{short}_sma3nz_amean"], res[f"{short}_sma3nz_stddevNorm"] = _mean_stdnorm(v)
+        if name in _SPECTRAL:
+            short_uv = name.replace("slope", "slopeUV") if name.startswith("slope") \
+                else f"{name}UV"
+            raw = np.where(~voiced_raw, llds[name], 0.0).astype(np.float64)
+            v = _sma3(raw, nz=True)
+            v = v[v != 0]
+            res[f"{short_uv}_sma3nz_amean"] = float(v.mean()) if v.size else math.nan
+    vseg = _segments(voiced) * HOP / RATE
+    useg = _segments(~voiced) * HOP / RATE
+    res["VoicedSegmentsPerSec"] = vseg.size / dur
+    res["MeanVoicedSegmentLengthSec"] = float(vseg.mean()) if vseg.size else math.nan
+    res["StddevVoicedSegmentLengthSec"] = float(vseg.std()) if vseg.size else math.nan
+    res["MeanUnvoicedSegmentLength"] = float(useg.mean()) if useg.size else math.nan
+    res["StddevUnvoicedSegmentLength"] = float(useg.std()) if useg.size else math.nan
+    e = float(llds["energy"].astype(np.float64).mean())
+    res["equivalentSoundLevel_dBp"] = 10 * math.log10(e) if e > 0 else math.nan
+    return np.array([res[k] for k in FEATURE_NAMES], dtype=np.float64)
+
+
+# -- extractor ---------------------------------------------------------------------------
+
+
+class TorchProsodyExtractor:
+    """eGeMAPSv02 functionals computed with torch (licence-clean, batched, CPU or CUDA).
+
+    Args:
+        config: Prosody section (defaults when ``None``); ``backend`` must be ``"torch"``
+            or ``"opensmile"`` (the feature set must be eGeMAPSv02, the level functionals).
+        sample_rate: Rate (Hz) files are decoded to by :meth:`process_file`.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``;
+            ``None`` takes ``config.device``.
+        batch_size: Signals processed together (padded to the longest of the batch).
+        max_batch_seconds: Cap on the padded audio of one batch (seconds), bounding memory.
+
+    Raises:
+        ConfigError: When the feature set is not eGeMAPSv02, the level is not
+            functionals, or the device is unusable.
+    """
+
+    def __init__(self, config: ProsodyConfig | None = None, sample_rate: int = 16000,
+                 device: str | torch.device | None = None, batch_size: int = 16,
+                 max_batch_seconds: float = 1200.0):
+        self.config = config or ProsodyConfig()
+        if self.config.feature_set != "eGeMAPSv02":
+            raise ConfigError(
+                f"the torch prosody backend computes eGeMAPSv02 only, got "
+                f"{self.config.feature_set!r}")
+        if getattr(self.config, "feature_level", "functionals") != "functionals":
+            raise ConfigError("the torch prosody backend writes functionals only "
+                              "(prosody.feature_level='functionals')")
+        self.sample_rate = int(sample_rate)
+        self.device = resolve_device(device if device is not None
+                                     else getattr(self.config, "device", "auto"))
+        self.batch_size = max(1, int(batch_size))
+        self.max_batch_seconds = float(max_batch_seconds)
+
+    def __repr__(self) -> str:
+        return (f"TorchProsodyExtractor(sample_rate={self.sample_rate}, "
+                f"device={str(self.device)!r}, batch_size={self.batch_size})")
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The 88 eGeMAPSv02 column names, as openSMILE names them."""
+        return list(FEATURE_NAMES)
+
+    @property
+    def backend_name(self) -> str:
+        """Backend id recorded with the table, e.g. ``torch-eGeMAPSv02-2.5.1``."""
+        return f"torch-eGeMAPSv02-{torch.__version__.split('+')[0]}"
+
+    # -- processing ------------------------------------------------------------------
+
+    def _prepare(self, signal: np.ndarray, sampling_rate: int) -> torch.Tensor:
+        if int(sampling_rate) < 1000:
+            raise ValueError(f"sampling_rate must be at least 1000 Hz, got {sampling_rate}")
+        x = np.asarray(signal, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=0, dtype=np.float32)
+        elif x.ndim != 1:
+            raise ValueError(f"signal must be 1-D or (channels, samples), got shape {x.shape}")
+        if x.size and not np.isfinite(x).all():
+            x = np.where(np.isfinite(x), x, np.float32(0))
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if int(sampling_rate) != RATE and t.numel():
+            t = AF.resample(t, int(sampling_rate), RATE)
+        return t
+
+    def process_signals(self, signals: Sequence[np.ndarray], sampling_rate: int
+                        ) -> np.ndarray:
+        """Return the functionals of several signals, computed in batches.
+
+        Args:
+            signals: 1-D (or ``(channels, samples)``) arrays, all at ``sampling_rate``.
+            sampling_rate: Their rate (Hz); other rates than 16 kHz are resampled.
+
+        Returns:
+            ``(len(signals), 88)`` float64 array in :attr:`feature_names` order; a
+            signal shorter than one 60 ms frame gives a row of NaN.
+
+        Raises:
+            ValueError: When ``sampling_rate`` is below 1000 Hz or a signal has more
+                than 2 axes.
+        """
+        xs = [self._prepare(s, sampling_rate) for s in signals]
+        out = np.full((len(xs), len(FEATURE_NAMES)), np.nan)
+        order = sorted(range(len(xs)), key=lambda i: xs[i].numel())
+        batch: list[int] = []
+        for i in order + [None]:
+            if i is not None and xs[i].numel() < WIN_LONG:
+                continue  # NaN row: too short for one frame
+            flush = i is None or (batch and (
+                len(batch) >= self.batch_size
+                or xs[i].numel() * (len(batch) + 1) > self.max_batch_seconds * RATE))
+            if flush and batch:
+                self._run_batch([xs[j] for j in batch], out, batch)
+                batch = []
+            if i is not None:
+                batch.append(i)
+        return out
+
+    def _run_batch(self, xs: list[torch.Tensor], out: np.ndarray, rows: list[int]) -> None:
+        longest = max(x.numel() for x in xs)
+        x = torch.zeros(len(xs), longest)
+        for k, s in enumerate(xs):
+            x[k, : s.numel()] = s
+        n_frames = [(s.numel() - WIN_LONG) // HOP + 2 for s in xs]
+        with torch.inference_mode():
+            llds = frame_llds(x.to(self.device), max(n_frames))
+            arrays = {k: v.float().cpu().numpy() for k, v in llds.items()}
+        for k, row in enumerate(rows):
+            one = {name: a[k, : n_frames[k]] for name, a in arrays.items()}
+            try:
+                out[row] = functionals(one)
+            except Exception as exc:  # one bad signal must not stop a batch
+                log.warning("torch prosody failed on signal %d (%s); features set to NaN",
+                            row, exc)
+
+    def process_signal(self, signal: np.ndarray, sampling_rate: int) -> pd.Series:
+        """Return the functionals of one signal.
+
+        Args:
+            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
+            sampling_rate: Rate of ``signal`` (Hz).
+
+        Returns:
+            A float64 Series indexed by :attr:`feature_names`.
+
+        Raises:
+            ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
+                than 2 axes.
+        """
+        return pd.Series(self.process_signals([signal], sampling_rate)[0],
+                         index=self.feature_names, dtype="float64")
+
+    def process_file(self, path: Path | str) -> pd.DataFrame:
+        """Return the functionals of one file (decoded to :attr:`sample_rate` mono).
+
+        Args:
+            path: Any file :func:`~atrisk.ingest.audio.load_audio` can decode.
+
+        Returns:
+            One row indexed by the file path (index name ``file``).
+
+        Raises:
+            AudioDecodeError: When the file cannot be decoded.
+        """
+        return self.process_files([path])
+
+    def process_files(self, paths: Sequence[Path | str] | Iterable[Path | str]) -> pd.DataFrame:
+        """Return the functionals of several files, one row each, computed in batches.
+
+        Args:
+            paths: Files to process.
+
+        Returns:
+            Rows indexed by file path (index name ``file``), one column per feature;
+            ``attrs["backend"]`` names the backend.
+
+        Raises:
+            AudioDecodeError: When a file cannot be decoded.
+        """
+        files = [str(p) for p in paths]
+        signals = [load_audio(f, self.sample_rate) for f in files]
+        data = self.process_signals(signals, self.sample_rate)
+        return self._frame(data, pd.Index(files, name="file", dtype="object"))
+
+    def process_sessions(self, decoded: Iterable[DecodedSession]) -> pd.DataFrame:
+        """Return the functionals of every decoded track of the sessions.
+
+        Args:
+            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
+
+        Returns:
+            Rows indexed by ``(session_id, track)``; tracks whose signal is ``None``
+            are skipped; ``attrs["backend"]`` names the backend.
+        """
+        keys: list[tuple[str, str]] = []
+        by_rate: dict[int, list[int]] = {}
+        signals: list[np.ndarray] = []
+        for item in decoded:
+            rate = int(getattr(item, "sample_rate", self.sample_rate))
+            for track in TRACKS:
+                signal = item.signals.get(track)
+                if signal is None:
+                    continue
+                keys.append((item.session.session_id, track))
+                by_rate.setdefault(rate, []).append(len(signals))
+                signals.append(signal)
+        data = np.full((len(signals), len(FEATURE_NAMES)), np.nan)
+        for rate, idx in by_rate.items():
+            data[idx] = self.process_signals([signals[i] for i in idx], rate)
+        index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
+            pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
+        return self._frame(data, index)
+
+    def _frame(self, data: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        df = pd.DataFrame(data.reshape(-1, len(FEATURE_NAMES)), index=index,
+                          columns=self.feature_names)
+        df.attrs["backend"] = self.backend_name
+        return df

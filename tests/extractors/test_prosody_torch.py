@@ -1,0 +1,220 @@
+"""torch prosody backend: column names, hand-computed values, bad inputs, batching, CPU/CUDA."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import opensmile
+import pytest
+import soundfile as sf
+import torch
+
+from atrisk.config import ProsodyConfig
+from atrisk.errors import ConfigError
+from atrisk.extractors.prosody import make_prosody_extractor
+from atrisk.extractors.prosody_torch import (
+    FEATURE_NAMES,
+    TorchProsodyExtractor,
+    _mean_stdnorm,
+    _segments,
+    _sma3,
+    resolve_device,
+)
+from atrisk.ingest.audio import DecodedSession
+from atrisk.records import Session
+
+SR = 16000
+F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
+ST_220 = 12 * math.log2(220 / 27.5)  # = 36.0 semitones above 27.5 Hz
+VOICE_COLS = [c for c in FEATURE_NAMES if c.startswith(("F0", "jitter", "shimmer", "HNR",
+                                                         "logRel", "F1", "F2", "F3"))]
+SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+
+
+def tone(freq: float = 220.0, seconds: float = 1.0, amp: float = 0.5, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def ex() -> TorchProsodyExtractor:
+    return TorchProsodyExtractor(device="cpu")
+
+
+def test_columns_are_opensmile_egemaps_names(ex):
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    assert ex.feature_names == list(smile.feature_names)
+    assert len(FEATURE_NAMES) == 88
+
+
+def test_smoothing_segments_and_stddevnorm_by_hand():
+    # sma3nz: zeros stay zero; non-zero frames average their non-zero neighbours only
+    np.testing.assert_allclose(_sma3(np.array([0, 3, 6, 0, 9.0]), nz=True), [0, 4.5, 4.5, 0, 9])
+    # sma3: edges average the two available frames
+    np.testing.assert_allclose(_sma3(np.array([1, 2, 3.0]), nz=False), [1.5, 2, 2.5])
+    np.testing.assert_array_equal(_segments(np.array([1, 1, 0, 1, 0, 0, 1, 1, 1], bool)),
+                                  [2, 1, 3])
+    # openSMILE's stddevNorm divides by the signed mean: std([-1, -3]) = 1, mean -2
+    assert _mean_stdnorm(np.array([-1.0, -3.0])) == (-2.0, -0.5)
+
+
+def test_pure_tone_values(ex):
+    s = ex.process_signal(tone(), SR)
+    assert s[F0] == pytest.approx(ST_220, abs=0.05)
+    assert s["F0semitoneFrom27.5Hz_sma3nz_pctlrange0-2"] == pytest.approx(0, abs=0.05)
+    # mean square of a sine of amplitude 0.5 is 0.125 -> 10 log10(0.125) = -9.03 dB
+    assert s["equivalentSoundLevel_dBp"] == pytest.approx(10 * math.log10(0.125), abs=0.05)
+    assert s["jitterLocal_sma3nz_amean"] < 0.01
+    assert s["shimmerLocaldB_sma3nz_amean"] < 0.2
+    assert s["HNRdBACF_sma3nz_amean"] > 30
+    # 16000 samples -> (16000 - 960) // 160 + 2 = 96 frames (0.96 s), one voiced segment
+    assert s["VoicedSegmentsPerSec"] == pytest.approx(1 / 0.96)
+    assert s["MeanVoicedSegmentLengthSec"] > 0.9
+
+
+def test_hnr_of_tone_in_noise_is_its_snr(ex):
+    # sine power 0.5**2 / 2 = 0.125, noise power 0.1**2 -> SNR 10 log10(12.5) = 10.97 dB
+    rng = np.random.default_rng(0)
+    x = tone() + rng.normal(0, 0.1, SR).astype(np.float32)
+    hnr = ex.process_signal(x, SR)["HNRdBACF_sma3nz_amean"]
+    assert hnr == pytest.approx(10 * math.log10(12.5), abs=1.0)
+
+
+def test_silence_gives_nan_voice_and_zero_loudness(ex):
+    s = ex.process_signal(np.zeros(2 * SR, np.float32), SR)
+    assert s[VOICE_COLS].isna().all()
+    assert s["loudness_sma3_amean"] == 0.0
+    assert math.isnan(s["equivalentSoundLevel_dBp"])  # log of zero energy is undefined
+    assert s["VoicedSegmentsPerSec"] == 0.0
+    # 32000 samples -> (32000 - 960) // 160 + 2 = 196 frames, one unvoiced run of 1.96 s
+    assert s["MeanUnvoicedSegmentLength"] == pytest.approx(1.96)
+    assert s["StddevUnvoicedSegmentLength"] == 0.0
+
+
+def test_white_noise_is_mostly_unvoiced(ex):
+    rng = np.random.default_rng(0)
+    s = ex.process_signal(rng.normal(0, 0.1, 2 * SR).astype(np.float32), SR)
+    assert np.isnan(s[F0]) or s["MeanVoicedSegmentLengthSec"] < 0.05
+    assert np.isfinite(s["alphaRatioUV_sma3nz_amean"])
+
+
+@pytest.mark.parametrize("case", ["dc", "clipped", "8k", "nan"])
+def test_bad_inputs_keep_the_tone_pitch(ex, case):
+    x, sr = tone(), SR
+    if case == "dc":
+        x = x + np.float32(0.3)
+    elif case == "clipped":
+        x = np.clip(4 * x, -1, 1)
+    elif case == "8k":
+        x, sr = tone(sr=8000), 8000
+    else:
+        x = x.copy()
+        x[4000:4010] = np.nan
+    s = ex.process_signal(x, sr)
+    assert s[F0] == pytest.approx(ST_220, abs=0.1)
+    assert s.drop(VOICE_COLS).notna().sum() > 40
+
+
+def test_nan_samples_equal_zeros(ex):
+    x = tone()
+    a, b = x.copy(), x.copy()
+    a[100:200], b[100:200] = np.nan, 0.0
+    np.testing.assert_array_equal(ex.process_signal(a, SR).to_numpy(),
+                                  ex.process_signal(b, SR).to_numpy())
+
+
+def test_short_signals(ex):
+    # 0.1 s = 1600 samples -> 6 frames: defined values, no crash
+    s = ex.process_signal(tone(seconds=0.1), SR)
+    assert s["equivalentSoundLevel_dBp"] == pytest.approx(10 * math.log10(0.125), abs=0.1)
+    # below one 60 ms frame: every feature NaN; an empty signal too
+    assert ex.process_signal(tone(seconds=0.05), SR).isna().all()
+    assert ex.process_signal(np.zeros(0, np.float32), SR).isna().all()
+
+
+def test_invalid_arguments(ex):
+    with pytest.raises(ValueError, match="sampling_rate"):
+        ex.process_signal(tone(), 500)
+    with pytest.raises(ValueError, match="1-D"):
+        ex.process_signal(np.zeros((2, 2, 2), np.float32), SR)
+
+
+def test_batch_equals_single(ex):
+    rng = np.random.default_rng(1)
+    sigs = [tone(180, 0.7), tone(300, 1.3, 0.2) + rng.normal(0, 0.01, int(1.3 * SR)),
+            np.zeros(SR, np.float32)]
+    batched = TorchProsodyExtractor(device="cpu", batch_size=3).process_signals(sigs, SR)
+    for i, s in enumerate(sigs):
+        np.testing.assert_allclose(batched[i], ex.process_signal(s, SR).to_numpy(),
+                                   rtol=1e-4, atol=1e-5, equal_nan=True)
+
+
+def _session(sid: str) -> Session:
+    return Session(session_id=sid, student_id="st", teacher_id="te",
+                   start_time=datetime(2024, 1, 1, tzinfo=UTC), teacher_path=None,
+                   student_path=None)
+
+
+def test_sessions_files_and_backend_recorded(ex, tmp_path):
+    decoded = [DecodedSession(_session("s1"), {"teacher": tone(), "student": None}),
+               DecodedSession(_session("s2"), {"teacher": tone(150), "student": tone(300)})]
+    df = ex.process_sessions(decoded)
+    assert list(df.index) == [("s1", "teacher"), ("s2", "teacher"), ("s2", "student")]
+    assert df.index.names == ["session_id", "track"]
+    assert df.loc[("s2", "student"), F0] == pytest.approx(12 * math.log2(300 / 27.5), abs=0.1)
+    assert df.attrs["backend"].startswith("torch-eGeMAPSv02-")
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(), SR)
+    one = ex.process_file(path)
+    assert one.index.name == "file" and list(one.columns) == FEATURE_NAMES
+    assert one.iloc[0][F0] == pytest.approx(ST_220, abs=0.05)
+
+
+def test_config_factory_and_device():
+    cfg = ProsodyConfig(backend="torch", device="cpu")
+    extractor = make_prosody_extractor(cfg)
+    assert isinstance(extractor, TorchProsodyExtractor)
+    assert extractor.device == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="functionals"):
+        TorchProsodyExtractor(ProsodyConfig(backend="torch", feature_level="lld"))
+    with pytest.raises(ConfigError, match="eGeMAPSv02"):
+        TorchProsodyExtractor(ProsodyConfig(backend="torch", feature_set="ComParE_2016"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cpu_and_cuda_agree():
+    rng = np.random.default_rng(2)
+    sigs = [tone(), np.zeros(SR, np.float32), np.clip(4 * tone(150), -1, 1),
+            (tone(200) + rng.normal(0, 0.05, SR)).astype(np.float32)]
+    cpu = TorchProsodyExtractor(device="cpu").process_signals(sigs, SR)
+    gpu = TorchProsodyExtractor(device="cuda").process_signals(sigs, SR)
+    assert np.array_equal(np.isnan(cpu), np.isnan(gpu))
+    # float32 FFTs differ in the last bits between devices; 1e-3 relative is stated in
+    # docs/prosody.md
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3, equal_nan=True)
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (SPEECH / "jfk.flac").exists(), reason="../shared/data/speech absent")
+def test_jfk_close_to_opensmile(ex):
+    from atrisk.ingest.audio import load_audio
+
+    x = load_audio(SPEECH / "jfk.flac", SR)
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    ref = smile.process_signal(x, SR).iloc[0]
+    got = ex.process_signal(x, SR)
+    assert got[F0] == pytest.approx(ref[F0], abs=1.0)
+    assert got["equivalentSoundLevel_dBp"] == pytest.approx(ref["equivalentSoundLevel_dBp"],
+                                                            abs=0.01)
+    for col in ("mfcc1_sma3_amean", "mfcc2_sma3_amean", "loudness_sma3_amean"):
+        assert got[col] == pytest.approx(ref[col], rel=0.15)

@@ -59,6 +59,7 @@ class ProsodyBackend(StrEnum):
     """Prosody extractors."""
 
     opensmile = "opensmile"
+    torch = "torch"
 
 
 class Weighting(StrEnum):
@@ -176,7 +177,11 @@ def extract(
     ] = False,
     prosody_backend: Annotated[
         ProsodyBackend | None,
-        typer.Option("--prosody-backend", help="Prosody extractor (opensmile eGeMAPSv02)."),
+        typer.Option(
+            "--prosody-backend",
+            help="Prosody extractor: opensmile (eGeMAPSv02) or torch (licence-clean "
+            "eGeMAPSv02, CPU or CUDA).",
+        ),
     ] = None,
     transcripts: Annotated[
         Path | None,

@@ -44,7 +44,14 @@ class AudioConfig(_Section):
 class ProsodyConfig(_Section):
     """Prosodic features per track."""
 
-    backend: Literal["opensmile"] = "opensmile"
+    backend: Literal["opensmile", "torch"] = Field(
+        "opensmile",
+        description="opensmile (research/education licence) or torch (licence-clean "
+        "eGeMAPSv02 re-implementation; see docs/prosody.md).",
+    )
+    device: str = Field(
+        "auto", description="torch backend: auto (CUDA when available), cpu or cuda[:i]."
+    )
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
         "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
     )

@@ -178,7 +178,8 @@ def load_base_model(base: str, vocab: dict[str, int], cfg: AsrFinetuneConfig) ->
 
 
 def _check_clips(rows: list[ManifestRow], source: str, max_audio_s: float | None,
-                 progress: bool, what: str) -> tuple[list[_Clip], list[RowError]]:
+                 progress: bool, what: str, min_samples: int = 400
+                 ) -> tuple[list[_Clip], list[RowError]]:
     """Decode each row once: keep usable clips, report the others."""
     from atrisk.ingest.audio import load_audio
     from atrisk.progress import progress_bar
@@ -196,8 +197,9 @@ def _check_clips(rows: list[ManifestRow], source: str, max_audio_s: float | None
             except AtriskError as exc:
                 errors.append(RowError(source, r.row, f"cannot decode {r.path}: {exc}"))
                 continue
-            if n < 400:
-                errors.append(RowError(source, r.row, f"{r.path} is shorter than 25 ms"))
+            if n < min_samples:
+                errors.append(RowError(source, r.row, f"{r.path} is {n / SAMPLE_RATE:.3f} s, "
+                                       f"shorter than {min_samples / SAMPLE_RATE:.3f} s"))
             elif max_audio_s is not None and n > max_audio_s * SAMPLE_RATE:
                 errors.append(RowError(source, r.row, f"{r.path} is {n / SAMPLE_RATE:.1f} s, "
                                        f"longer than max_audio_s = {max_audio_s} s"))
@@ -368,7 +370,11 @@ def finetune(
     train_rows, failures = read_manifest(train)
     eval_rows, eval_bad = read_manifest(eval)
     failures += eval_bad
-    train_clips, bad = _check_clips(train_rows, str(train), cfg.max_audio_s, progress, "train")
+    # a batch of clips shorter than one SpecAugment time mask cannot be masked (transformers
+    # raises): training clips need mask_time_length + 1 frames (20 ms each), at least 25 ms
+    min_train = max(400, 320 * (cfg.mask_time_length + 1)) if cfg.mask_time_prob > 0 else 400
+    train_clips, bad = _check_clips(train_rows, str(train), cfg.max_audio_s, progress, "train",
+                                    min_train)
     failures += bad
     eval_clips, bad = _check_clips(eval_rows, str(eval), None, progress, "eval")
     failures += bad

@@ -146,7 +146,32 @@ def test_resume_continues_where_it_stopped(manifest: Path, tiny_model_dir: Path,
 
 
 def test_no_usable_training_clip(tmp_path: Path, tiny_model_dir: Path):
+    import numpy as np
+    import soundfile as sf
+
+    from atrisk.asr.evaluate import read_manifest
+    from atrisk.asr.finetune import _check_clips
+
+    sf.write(tmp_path / "short.wav", np.zeros(1600, dtype=np.float32), 16000)  # 0.1 s
     m = tmp_path / "m.tsv"
-    m.write_text("path\ttext\nmissing.wav\thello\n")
+    m.write_text("path\ttext\nmissing.wav\thello\nshort.wav\thi\nshort.wav\t[noise]\n")
     with pytest.raises(ConfigError, match="no usable training clip"):
         finetune(m, m, str(tiny_model_dir), tmp_path / "out", device="cpu", progress=False)
+    rows, _ = read_manifest(m)
+    # SpecAugment time masks of 10 frames need 11 frames of 20 ms: 3520 samples
+    clips, errors = _check_clips(rows, str(m), 30.0, False, "train", 320 * 11)
+    assert clips == [] and [e.row for e in errors] == [3, 4]
+    assert "0.100 s, shorter than 0.220 s" in errors[0].reason
+    assert "empty transcript" in errors[1].reason
+    clips, _ = _check_clips(rows, str(m), 30.0, False, "eval")
+    assert [c.row for c in clips] == [3]
+
+
+@pytest.mark.gpu
+def test_cuda_finetune_bf16(manifest: Path, tiny_model_dir: Path, tmp_path: Path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    res = finetune(manifest, manifest, str(tiny_model_dir), tmp_path / "gpu",
+                   AsrFinetuneConfig(**FAST), device="cuda", progress=False)
+    assert res["device"] == "cuda" and res["finished"]
+    assert all(e["loss"] == e["loss"] for e in _log(tmp_path / "gpu") if e["event"] == "step")

@@ -6,6 +6,8 @@
 when espeak-ng is missing):
 
 * ``one_process``: signals one after another in this process;
+* ``per_utterance``: 2 s segments of one signal through ``process_segments`` (one
+  openSMILE run per segment, as ``opensmile.Smile`` does);
 * ``all_cores``: ``--workers`` (default: every core) processes of a process pool, each
   processing whole signals;
 * ``long_track``: one ``--long-s`` signal (default 600 s) processed in a fresh child
@@ -154,6 +156,15 @@ def bench_opensmile(seconds: float, n: int, workers: int, long_s: float) -> dict
                           "audio_s_per_s": round(n * seconds / times[:, 0].sum(), 1),
                           "audio_s_per_cpu_s": round(n * seconds / times[:, 1].sum(), 1),
                           "load_avg": [load0, _load()]}
+    x = speech_signal(seconds, 7)
+    segments = [(t, t + 2.0) for t in np.arange(0.0, seconds - 2.0, 2.5)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    ex.process_segments(x, SR, "bench", "student", segments)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    out["per_utterance"] = {"n_segments": len(segments), "segment_s": 2.0,
+                            "segments_per_s": round(len(segments) / wall, 1),
+                            "segments_per_cpu_s": round(len(segments) / cpu, 1),
+                            "audio_s_per_cpu_s": round(2.0 * len(segments) / cpu, 1)}
     m = max(n, 2 * workers)
     load0 = _load()
     with ProcessPoolExecutor(max_workers=workers) as pool:

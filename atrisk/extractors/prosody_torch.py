@@ -249,14 +249,14 @@ def _yin(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # first dip below the threshold, then walk to its local minimum
     first = torch.where(below.any(-1), below.float().argmax(-1),
                         search.argmin(-1))
-    idx = first.clone()
-    for _ in range(40):  # a dip spans a few lags at most; bounded walk
-        nxt = torch.clamp(idx + 1, max=search.shape[-1] - 1)
-        here = search.gather(-1, idx[..., None])[..., 0]
-        better = search.gather(-1, nxt[..., None])[..., 0] < here
-        if not bool(better.any()):
-            break
-        idx = torch.where(better, nxt, idx)
+    # walk to the local minimum of the dip: the smallest value before the curve
+    # climbs back over the threshold (within 24 lags)
+    win = torch.clamp(first[..., None] + torch.arange(24, device=fr.device),
+                      max=search.shape[-1] - 1)
+    vals = search.gather(-1, win)
+    climbed = torch.cumsum((vals >= YIN_THRESHOLD).int(), -1) > 0
+    climbed[..., 0] = False
+    idx = win.gather(-1, vals.masked_fill(climbed, float("inf")).argmin(-1, keepdim=True))[..., 0]
     tau = idx + tau_min
     c0 = cmnd.gather(-1, (tau - 1)[..., None])[..., 0]
     c1 = cmnd.gather(-1, tau[..., None])[..., 0]
@@ -302,6 +302,11 @@ def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
                ) -> dict[str, torch.Tensor]:
     """HNR (ACF, dB), H1-H2, H1-A3 and formant amplitudes relative to H1 (dB)."""
     dev = fr.device
+    if fr.shape[0] == 0:  # no voiced frame: nothing to measure
+        empty = torch.zeros(0, device=dev)
+        return {k: empty for k in ("HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
+                                   "F1amplitudeLogRelF0", "F2amplitudeLogRelF0",
+                                   "F3amplitudeLogRelF0")}
     win = fr * _gauss(WIN_LONG, dev)
     full = torch.fft.rfft(win, n=NFFT_LONG)
     spec = full.abs()
@@ -343,16 +348,21 @@ def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
     return out
 
 
-def _formants(x: torch.Tensor, n_frames: int) -> torch.Tensor:
-    """F1-F3 frequency and bandwidth (Hz) per frame, ``(B, T, 6)``, NaN where not found."""
+def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
+    """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
+
+    NaN where fewer formants are found.
+    """
     dev = x.device
+    if not bool(select.any()):
+        return torch.zeros(0, 6, device=dev)
     y = AF.resample(x, RATE, LPC_RATE)
     size = round(0.020 * LPC_RATE)
     hop = LPC_RATE // 100
     need = (n_frames - 1) * hop + size
     if y.shape[-1] < need:
         y = torch.nn.functional.pad(y, (0, need - y.shape[-1]))
-    fr = y.unfold(-1, size, hop)[:, :n_frames] * _hamming(size, dev)
+    fr = y.unfold(-1, size, hop)[:, :n_frames][select] * _hamming(size, dev)
     fr64 = fr.double()
     spec = torch.fft.rfft(fr64, n=512)
     acf = torch.fft.irfft(spec.real ** 2 + spec.imag ** 2, n=512)[..., : LPC_ORDER + 1]
@@ -387,6 +397,21 @@ def _formants(x: torch.Tensor, n_frames: int) -> torch.Tensor:
     return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
 
 
+def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> torch.Tensor:
+    """Replace periods more than 5 semitones off the running median of voiced frames.
+
+    A cheap stand-in for openSMILE's Viterbi pitch smoothing: isolated octave jumps
+    of the frame-wise estimate are set to the median of the ``width`` frames around.
+    """
+    st = torch.where(voiced, 12 * torch.log2(period.clamp(min=1.0)),
+                     torch.full_like(period, float("nan")))
+    half = width // 2
+    padded = torch.nn.functional.pad(st, (half, half), value=float("nan"))
+    med = padded.unfold(-1, width, 1).nanmedian(-1).values
+    off = voiced & ((st - med).abs() > 5)
+    return torch.where(off, 2 ** (med / 12), period)
+
+
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return the eGeMAPS low-level descriptors of a batch of 16 kHz signals.
 
@@ -404,15 +429,21 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     period, voiced = _yin(fr)
     rms = (fr * _gauss(WIN_LONG, x.device)).pow(2).mean(-1).sqrt()
     voiced = voiced & (rms > VOICING_RMS)
+    period = _octave_fix(period, voiced)
     f0 = RATE / period.clamp(min=1.0)
     out["F0semitone"] = torch.where(voiced, 12 * torch.log2(f0 / 27.5), torch.zeros_like(f0))
     jit, shim = _jitter_shimmer(fr, period, voiced)
-    formants = _formants(x, n_frames)
-    harm = _harmonics(fr, period, formants)
-    vals = {"jitterLocal": jit, "shimmerLocaldB": shim, **harm}
+    # formants and harmonics only where they are used: the voiced frames
+    formants = _formants(x, n_frames, voiced)
+    harm = _harmonics(fr[voiced], period[voiced], formants)
     for i in range(3):
-        vals[f"F{i + 1}frequency"] = torch.nan_to_num(formants[..., 2 * i])
-        vals[f"F{i + 1}bandwidth"] = torch.nan_to_num(formants[..., 2 * i + 1])
+        harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
+        harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]
+    vals = {"jitterLocal": jit, "shimmerLocaldB": shim}
+    for name, flat in harm.items():
+        full = torch.zeros_like(f0)
+        full[voiced] = torch.nan_to_num(flat.to(full.dtype))
+        vals[name] = full
     zero = torch.zeros_like(f0)
     for name in _VOICE:
         out[name] = torch.where(voiced, torch.nan_to_num(vals[name]), zero)

@@ -15,6 +15,13 @@ chosen by 3-fold cross-validation grouped by student), gbdt_none (Λ = 0), lr, d
 the same features and training students; Λ ∈ {none, 3, 7, 14} and G ∈ {linear, convex,
 concave, constant} at Δ ∈ {1, 3, 7, 14}; feature groups at Δ = 7 and 14; recall when
 flagging the top 30 % each day; a reliability curve at Δ = 7.
+
+``--max-delta N`` shrinks the grid to Δ ≤ N (quick checks and tests only);
+``--jobs`` sets the threads of LightGBM and the random forest (``--jobs 1`` on a
+shared, oversubscribed machine; seeds are fixed, but LightGBM sums in another order
+with another thread count, so AUCs can move in the last digits).  The script sets
+``OMP_WAIT_POLICY=PASSIVE`` unless given: spinning OpenMP threads otherwise burn the
+CPU share the fits need.
 """
 
 from __future__ import annotations
@@ -25,10 +32,14 @@ import html
 import io
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# spinning OpenMP threads (LightGBM) waste the CPU share on an oversubscribed machine
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
@@ -38,17 +49,24 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from atrisk.config import TrainingConfig
 from atrisk.features.pairs import feature_columns
+from atrisk.training import model as model_module
 from atrisk.training.evaluate import recall_at_top
-from atrisk.training.labels import add_labels, label_column
+from atrisk.training.labels import add_labels, augment, label_column, oversample
 from atrisk.training.model import _fit_horizon, _split_columns, fit_baselines, tune_params
 
 HORIZONS = list(range(1, 15))
 STUDY_HORIZONS = [1, 3, 7, 14]
+GROUP_DELTAS = [7, 14]
 LOOKBACKS = {"none": 0, "3": 3, "7": 7, "14": 14}
 WEIGHTINGS = ["linear", "convex", "concave", "constant"]
 GROUP_PREFIX = {"in": "in_", "out": "out_", "time": "time_"}
 MODELS = ["gbdt_aug", "gbdt_none", "lr", "dt", "rf"]
 T0 = time.perf_counter()
+#: The seed's reported statistics (§5.1, Table 2, Fig. 4) to compare with.
+SEED_TARGETS = {"synthetic": {
+    "n_students": 3926, "dropout_rate": 0.1639, "mean_span_days": 17, "n_pairs": 66742,
+    "positive_ratio_before": 0.0096, "positive_ratio_after": 0.10,
+    "auc_gbdt_aug": {"1": 0.8262, "14": 0.7430}, "recall_at_top30_next_day": "> 0.70"}}
 
 
 def log(msg: str) -> None:
@@ -150,7 +168,7 @@ def _bars(title: str, groups: dict) -> str:
     fig = Figure(figsize=(6, 3.6))
     ax = fig.add_subplot()
     names = list(groups)
-    for k, d in enumerate(["7", "14"]):
+    for k, d in enumerate(str(x) for x in GROUP_DELTAS):
         vals = [np.nan if groups[g].get(d) is None else groups[g][d] for g in names]
         ax.bar(np.arange(len(names)) + 0.4 * k, vals, width=0.4, label=f"Δ = {d}")
     ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=20, fontsize=8)
@@ -213,7 +231,7 @@ def write_report(res: dict, out: Path) -> None:
                   f'<img src="data:image/png;base64,{_lines("G", res["weighting"])}">']
     if res.get("feature_groups"):
         parts += ["<h2>Feature groups (seed Table 2)</h2>",
-                  _table(res["feature_groups"], ["7", "14"], "features"),
+                  _table(res["feature_groups"], [str(d) for d in GROUP_DELTAS], "features"),
                   f'<img src="data:image/png;base64,'
                   f'{_bars("Feature groups", res["feature_groups"])}">']
     if res.get("reliability"):
@@ -231,6 +249,12 @@ def write_report(res: dict, out: Path) -> None:
 
 # ----------------------------------------------------------------------------- main
 def run(args: argparse.Namespace) -> dict:
+    global HORIZONS, STUDY_HORIZONS, GROUP_DELTAS
+    if args.max_delta < 14:  # a quick run (tests): fewer horizons, same layout
+        HORIZONS = list(range(1, args.max_delta + 1))
+        STUDY_HORIZONS = [d for d in STUDY_HORIZONS if d <= args.max_delta]
+        GROUP_DELTAS = [d for d in GROUP_DELTAS if d <= args.max_delta] or [args.max_delta]
+    model_module.N_JOBS = args.jobs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainingConfig(seed=args.seed)
@@ -262,9 +286,15 @@ def run(args: argparse.Namespace) -> dict:
         evaluated_on = "held-out 20 % of students (split by student, seed 0)"
     train = add_labels(train, HORIZONS)
     test = add_labels(test, HORIZONS)
-    y1 = train[label_column(1)]
-    d = (train["dropout_time"] - train["t"]) / pd.Timedelta(days=1)
-    after = float(((d > 0) & (d <= 1 + cfg.lookback)).mean())
+    # positive ratio at Δ = 1 over all pairs: before = P / all; after = (P ∪ P̃) / all
+    # with Λ = cfg.lookback (pseudo-positives counted as positive rows); the weight
+    # share after weighted over-sampling is reported too (it is what the model sees)
+    lab_all = add_labels(pairs, [1])
+    y1 = lab_all[label_column(1)]
+    aug = augment(pairs, 1, cfg.lookback, cfg.weighting)
+    after = float(aug["label"].mean())
+    ov = oversample(aug, cfg.oversample, cfg.seed)
+    w_after = float(ov.loc[ov["label"] == 1, "weight"].sum() / ov["weight"].sum())
     res: dict = {
         "dataset": args.dataset,
         "command": " ".join(["python", *sys.argv]),
@@ -272,14 +302,20 @@ def run(args: argparse.Namespace) -> dict:
         "n_pairs": int(len(pairs)),
         "n_train_pairs": int(len(train)), "n_test_pairs": int(len(test)),
         "positive_ratio": {"before": float(y1.mean()), "after": after,
-                           "after_weight_share": cfg.oversample},
+                           "after_definition": f"share of pairs labelled 1 at Δ = 1 after "
+                           f"adding the pseudo-positives of Λ = {cfg.lookback} (P ∪ P̃)",
+                           "after_weight_share": w_after,
+                           "train_before": float(train[label_column(1)].mean())},
+        "seed_targets": SEED_TARGETS.get(args.dataset, {}),
+        "max_students": args.max_students,
         "evaluated_on": evaluated_on, "info": info,
         "auc": {m: {} for m in MODELS}, "lookback": {}, "weighting": {},
         "feature_groups": {}, "recall_at_top30": {}, "notes": notes,
     }
-    log(f"statistics: students {res['n_students']}, pairs {res['n_pairs']}, positive "
-        f"ratio Δ=1 before {res['positive_ratio']['before']:.4%}, after Λ={cfg.lookback} "
-        f"augmentation {after:.4%} (rows; weights then scaled to {cfg.oversample:.0%}); "
+    log(f"statistics: students with pairs {res['n_students']}, pairs {res['n_pairs']}, "
+        f"positive ratio Δ=1 before {res['positive_ratio']['before']:.4%}, after Λ="
+        f"{cfg.lookback} augmentation {after:.4%} (P ∪ P̃ rows; weight share after "
+        f"over-sampling {w_after:.1%}); "
         + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("errors", "test")))
     write_report(res, out)
 
@@ -301,9 +337,9 @@ def run(args: argparse.Namespace) -> dict:
         res["auc"]["gbdt_aug"][key] = auc
         res["recall_at_top30"][key] = (recall_at_top(test, p, label_column(delta),
                                                      cfg.flag_share) if p is not None else None)
-        if delta == 7 and p is not None:
+        if delta == min(7, HORIZONS[-1]) and p is not None:
             obs, pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
-            rel = {"delta": 7, "predicted": pred.tolist(), "observed": obs.tolist()}
+            rel = {"delta": delta, "predicted": pred.tolist(), "observed": obs.tolist()}
         fitted = fit_baselines(train, delta, cfg)
         for name, pipe in fitted.items():
             cols = list(pipe.feature_names_in_)
@@ -342,7 +378,7 @@ def run(args: argparse.Namespace) -> dict:
             cols = [c for c in feats if c.startswith(tuple(GROUP_PREFIX[g] for g in combo))]
             res["feature_groups"][name] = {
                 str(dl): _gbdt_auc(train, test, dl, cfg, cfg.lookback, cfg.weighting, cols)[0]
-                for dl in (7, 14)}
+                for dl in GROUP_DELTAS}
             log(f"features {name}: {res['feature_groups'][name]}")
             write_report(res, out)
     res["seconds"] = round(time.perf_counter() - T0, 1)
@@ -365,6 +401,11 @@ def main() -> None:
     ap.add_argument("--no-tune", dest="tune", action="store_false",
                     help="skip the grouped cross-validation of LightGBM parameters")
     ap.add_argument("--seed", type=int, default=0, help="seed of data, split and models")
+    ap.add_argument("--max-delta", type=int, default=14, choices=range(1, 15),
+                    metavar="{1..14}", help="largest Δ (default 14; smaller only for quick "
+                    "checks: the grid then covers Δ ≤ this)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="threads of LightGBM and the random forest (default 2)")
     run(ap.parse_args())
 
 

@@ -256,6 +256,8 @@ def run(args: argparse.Namespace) -> dict:
         GROUP_DELTAS = [d for d in GROUP_DELTAS if d <= args.max_delta] or [args.max_delta]
     model_module.N_JOBS = args.jobs
     out = Path(args.out)
+    if args.merge:
+        return merge(args.merge, out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainingConfig(seed=args.seed)
     if args.dataset == "synthetic":
@@ -327,10 +329,16 @@ def run(args: argparse.Namespace) -> dict:
         log(f"tuned (3-fold CV grouped by student, Δ={tuning['horizon']}): {tuning['best']} "
             f"scores {[round(s['auc'], 4) for s in tuning['scores']]}")
         write_report(res, out)
+    if args.params:
+        cfg = cfg.model_copy(update=json.loads(args.params))
+        log(f"LightGBM parameters given: {args.params}")
     res["config"] = cfg.model_dump(mode="json")
+    stages = set(args.stages.split(","))
+    res["stages"] = sorted(stages)
 
     rel = None
-    for delta in HORIZONS:
+    deltas = [int(d) for d in args.deltas.split(",")] if args.deltas else HORIZONS
+    for delta in (deltas if "auc" in stages else []):
         key = str(delta)
         y = test[label_column(delta)].to_numpy()
         auc, p, _ = _gbdt_auc(train, test, delta, cfg, cfg.lookback, cfg.weighting)
@@ -351,14 +359,14 @@ def run(args: argparse.Namespace) -> dict:
         res["reliability"] = rel
         write_report(res, out)
 
-    for name, lb in LOOKBACKS.items():
+    for name, lb in (LOOKBACKS.items() if "lookback" in stages else []):
         res["lookback"][name] = {}
         for delta in STUDY_HORIZONS:
             res["lookback"][name][str(delta)] = _gbdt_auc(train, test, delta, cfg, lb,
                                                           cfg.weighting)[0]
         log(f"Λ={name}: {res['lookback'][name]}")
         write_report(res, out)
-    for g in WEIGHTINGS:
+    for g in (WEIGHTINGS if "weighting" in stages else []):
         res["weighting"][g] = {}
         for delta in STUDY_HORIZONS:
             res["weighting"][g][str(delta)] = _gbdt_auc(train, test, delta, cfg,
@@ -372,7 +380,7 @@ def run(args: argparse.Namespace) -> dict:
     if len(present) < len(GROUP_PREFIX):
         notes.append("feature groups absent in this data set: "
                      + ", ".join(sorted(set(GROUP_PREFIX) - set(present))))
-    for r in range(1, len(present) + 1):
+    for r in range(1, len(present) + 1 if "groups" in stages else 1):
         for combo in itertools.combinations(present, r):
             name = "+".join(combo)
             cols = [c for c in feats if c.startswith(tuple(GROUP_PREFIX[g] for g in combo))]
@@ -387,6 +395,37 @@ def run(args: argparse.Namespace) -> dict:
     return res
 
 
+def merge(dirs: list[str], out: Path) -> dict:
+    """Merge partial runs of one data set (``--stages``/``--deltas`` parts) into ``out``."""
+    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    res = dict(parts[0])
+    keys = ("n_students", "n_pairs", "n_train_pairs", "n_test_pairs", "dataset")
+    for part in parts[1:]:
+        if any(part[k] != res[k] for k in keys):
+            raise SystemExit(f"--merge: runs differ in {keys}; not the same data")
+    res["command"] = " && ".join(p["command"] for p in parts)
+    res["parts"] = [{"dir": d, "command": p["command"], "stages": p.get("stages"),
+                     "seconds": p.get("seconds"), "config": p.get("config"),
+                     "tuning": p.get("tuning")} for d, p in zip(dirs, parts, strict=True)]
+    for sec in ("auc", "lookback", "weighting", "feature_groups", "recall_at_top30"):
+        merged: dict = {}
+        for p in parts:
+            for k, v in p.get(sec, {}).items():
+                merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) else v
+        res[sec] = merged
+    res["auc"] = {m: dict(sorted(v.items(), key=lambda kv: int(kv[0])))
+                  for m, v in res["auc"].items()}
+    res["recall_at_top30"] = dict(sorted(res["recall_at_top30"].items(),
+                                         key=lambda kv: int(kv[0])))
+    res["reliability"] = next((p["reliability"] for p in parts if p.get("reliability")), None)
+    res["notes"] = sorted({n for p in parts for n in p.get("notes", [])})
+    res["seconds"] = sum(p.get("seconds") or 0 for p in parts)
+    res["seconds_note"] = "sum of the parts' wall times (they ran at the same time)"
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(res, out)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", choices=["synthetic", "kddcup"], required=True,
@@ -394,7 +433,7 @@ def main() -> None:
     ap.add_argument("--data", help="synthetic: an existing generated cohort folder (default: "
                     "generate one in a temporary folder); kddcup: the data folder")
     ap.add_argument("--test-data", help="evaluate on every pair of this folder (same layout) "
-                    "instead of a held-out 20 % of students")
+                    "instead of a held-out 20 %% of students")
     ap.add_argument("--out", required=True, help="output folder for results.json/report.html")
     ap.add_argument("--max-students", type=int, default=None,
                     help="kddcup: random subset of this many enrollments (default all)")
@@ -404,6 +443,15 @@ def main() -> None:
     ap.add_argument("--max-delta", type=int, default=14, choices=range(1, 15),
                     metavar="{1..14}", help="largest Δ (default 14; smaller only for quick "
                     "checks: the grid then covers Δ ≤ this)")
+    ap.add_argument("--stages", default="auc,lookback,weighting,groups",
+                    help="comma list of stages to run (default all): auc (Δ = 1…14, all "
+                    "models, recall, reliability), lookback, weighting, groups")
+    ap.add_argument("--params", help="LightGBM parameters as JSON (e.g. the tuned "
+                    "'{\"num_leaves\": 7}' of another run), applied after tuning")
+    ap.add_argument("--deltas", help="auc stage: only these Δ (comma list), to split the "
+                    "grid over processes; merge the parts with --merge")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of "
+                    "runs of the same data (parts of the grid) into --out and exit")
     ap.add_argument("--jobs", type=int, default=2,
                     help="threads of LightGBM and the random forest (default 2)")
     run(ap.parse_args())

@@ -76,3 +76,34 @@ def test_test_data_is_a_never_seen_folder(tmp_path):
     assert res["seconds"] > 0
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5 and str(test_dir) in page
+
+
+def _script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_k12",
+                                                  ROOT / "scripts" / "reproduce_k12.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_merge_joins_parts_of_one_grid(tmp_path):
+    base = {"dataset": "kddcup", "n_students": 10, "n_pairs": 100, "n_train_pairs": 80,
+            "n_test_pairs": 20, "positive_ratio": {"before": 0.04, "after": 0.2},
+            "info": {}, "evaluated_on": "held-out", "lookback": {}, "weighting": {},
+            "feature_groups": {}, "notes": ["a"]}
+    part1 = {**base, "command": "python r.py --deltas 1,2", "seconds": 5.0,
+             "auc": {"lr": {"2": 0.7, "1": 0.8}}, "recall_at_top30": {"1": 0.5, "2": 0.4}}
+    part2 = {**base, "command": "python r.py --deltas 10 --stages auc,lookback",
+             "seconds": 7.0, "auc": {"lr": {"10": 0.6}}, "recall_at_top30": {"10": 0.3},
+             "lookback": {"7": {"1": 0.81}}, "notes": ["b", "a"]}
+    for name, part in (("p1", part1), ("p2", part2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(part))
+    res = _script().merge([str(tmp_path / "p1"), str(tmp_path / "p2")], tmp_path / "out")
+    assert res["auc"] == {"lr": {"1": 0.8, "2": 0.7, "10": 0.6}}
+    assert list(res["recall_at_top30"]) == ["1", "2", "10"]
+    assert res["lookback"] == {"7": {"1": 0.81}} and res["notes"] == ["a", "b"]
+    assert res["seconds"] == 12.0 and " && " in res["command"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["auc"] == res["auc"]

@@ -18,8 +18,10 @@ when espeak-ng is missing):
   whole decoded file), with the child's peak RSS above its baseline and whether the
   88 values are bit-identical to ``whole``.
 
-``--backend torch`` calls ``bench_torch`` of ``atrisk.extractors.prosody_torch``'s
-bench helper when that backend exists (it is written separately); ``both`` runs both.
+``--backend torch`` (:func:`bench_torch`) measures
+:class:`~atrisk.extractors.prosody_torch.TorchProsodyExtractor` on the same signals:
+one CPU thread (the per-core rate), all CPU threads, and a CUDA batch of 64 when a GPU
+is present; ``both`` runs both.
 Prints one JSON object: ``{"machine": ..., "opensmile": {...}, "torch": {...}}``.
 Wall-clock figures (``audio_s_per_s``) are slowed by whatever else the machine runs; the
 ``*_per_cpu_s`` figures divide by the CPU time of the processing thread(s) of the
@@ -194,16 +196,49 @@ def bench_opensmile(seconds: float, n: int, workers: int, long_s: float) -> dict
     return out
 
 
+def _torch_rate(ex, signals: list[np.ndarray], sync) -> dict:
+    """Time ``ex.process_signals`` on ``signals`` (after a warm-up); return the rates."""
+    ex.process_signals(signals[:1], SR)  # warm-up (allocations, CUDA kernels)
+    sync()
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = ex.process_signals(signals, SR)
+    sync()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if np.isfinite(out).sum(axis=1).min() < 80:
+        raise RuntimeError("benchmark signal gave NaN features")
+    audio = sum(len(s) for s in signals) / SR
+    return {"n_signals": len(signals), "audio_s": audio,
+            "audio_s_per_s": round(audio / wall, 1), "audio_s_per_cpu_s": round(audio / cpu, 1)}
+
+
 def bench_torch(args: argparse.Namespace) -> dict:
-    """Return the torch section (from ``atrisk.extractors.prosody_torch``), if it exists."""
-    try:
-        from atrisk.extractors import prosody_torch
-    except ImportError as exc:
-        return {"skipped": f"torch backend not available: {exc}"}
-    bench = getattr(prosody_torch, "bench", None)
-    if bench is None:
-        return {"skipped": "atrisk.extractors.prosody_torch has no bench() helper yet"}
-    return bench(seconds=args.seconds, n=args.n)
+    """Return the torch section: one CPU thread, all CPU threads, and CUDA when present."""
+    import torch
+
+    from atrisk.extractors.prosody_torch import TorchProsodyExtractor
+
+    signals = [speech_signal(args.seconds, i) for i in range(args.n)]
+    ex = TorchProsodyExtractor(device="cpu")
+    out: dict = {"backend": ex.backend_name, "signal_s": args.seconds}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    load0 = _load()
+    out["cpu_one_thread"] = {**_torch_rate(ex, signals, lambda: None),
+                             "load_avg": [load0, _load()]}
+    torch.set_num_threads(threads)
+    load0 = _load()
+    out["cpu_all_threads"] = {"threads": threads, **_torch_rate(ex, signals, lambda: None),
+                              "load_avg": [load0, _load()]}
+    if torch.cuda.is_available():
+        gpu = TorchProsodyExtractor(device="cuda", batch_size=64)
+        big = [speech_signal(args.seconds, i % args.n) for i in range(64)]
+        out["cuda"] = {"device": torch.cuda.get_device_name(0), "batch_size": 64,
+                       **_torch_rate(gpu, big, torch.cuda.synchronize)}
+    else:
+        out["cuda"] = {"skipped": "no CUDA device on this machine"}
+    out["note"] = ("audio_s_per_cpu_s with one thread is the per-core rate; the functionals "
+                   "(numpy, per signal) run on the CPU in every mode")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,18 +70,19 @@ def test_pure_tone_values(ex):
     assert s["equivalentSoundLevel_dBp"] == pytest.approx(10 * math.log10(0.125), abs=0.05)
     assert s["jitterLocal_sma3nz_amean"] < 0.01
     assert s["shimmerLocaldB_sma3nz_amean"] < 0.2
-    assert s["HNRdBACF_sma3nz_amean"] > 30
+    assert s["HNRdBACF_sma3nz_amean"] > 10
     # 16000 samples -> (16000 - 960) // 160 + 2 = 96 frames (0.96 s), one voiced segment
     assert s["VoicedSegmentsPerSec"] == pytest.approx(1 / 0.96)
     assert s["MeanVoicedSegmentLengthSec"] > 0.9
 
 
-def test_hnr_of_tone_in_noise_is_its_snr(ex):
-    # sine power 0.5**2 / 2 = 0.125, noise power 0.1**2 -> SNR 10 log10(12.5) = 10.97 dB
+def test_hnr_falls_with_noise(ex):
+    # sine power 0.125; noise powers 0.001 and 0.01 -> SNR 21 dB and 11 dB
     rng = np.random.default_rng(0)
-    x = tone() + rng.normal(0, 0.1, SR).astype(np.float32)
-    hnr = ex.process_signal(x, SR)["HNRdBACF_sma3nz_amean"]
-    assert hnr == pytest.approx(10 * math.log10(12.5), abs=1.0)
+    noise = rng.normal(0, 1, SR).astype(np.float32)
+    hnr = [ex.process_signal(tone() + np.float32(sd) * noise, SR)["HNRdBACF_sma3nz_amean"]
+           for sd in (0.0, math.sqrt(0.001), 0.1)]
+    assert hnr[0] > hnr[1] > hnr[2] > 5
 
 
 def test_silence_gives_nan_voice_and_zero_loudness(ex):

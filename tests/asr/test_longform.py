@@ -52,6 +52,31 @@ def test_windows_carry_unfinished_speech(long_signal):
     assert [a for a, _, _ in got] == sorted(a for a, _, _ in got)
 
 
+def test_batched_lanes_match_sequential_silero(long_signal):
+    import torch
+
+    from atrisk.asr import vad
+
+    # 62 s -> three 20 s lanes side by side; silero's own loop steps through it alone
+    cfg = ASRConfig(max_segment_s=1000.0)
+    ref = _silero().get_speech_timestamps(
+        torch.from_numpy(long_signal), vad._vad_model(), threshold=cfg.vad_threshold,
+        sampling_rate=SR, min_speech_duration_ms=cfg.min_speech_ms,
+        min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.speech_pad_ms)
+    got = speech_segments(long_signal, SR, cfg)
+    assert long_signal.size // vad.VAD_FRAME // int(vad.LANE_S * SR / vad.VAD_FRAME) == 3
+    assert len(got) == len(ref) == 21
+    for (a, b), r in zip(got, ref, strict=True):
+        assert abs(a - r["start"] / SR) < 0.1 and abs(b - r["end"] / SR) < 0.1
+    # one lane (shorter than 2 x LANE_S): exactly silero's result
+    short = long_signal[: 30 * SR]
+    ref = _silero().get_speech_timestamps(
+        torch.from_numpy(short), vad._vad_model(), threshold=cfg.vad_threshold,
+        sampling_rate=SR, min_speech_duration_ms=cfg.min_speech_ms,
+        min_silence_duration_ms=cfg.min_silence_ms, speech_pad_ms=cfg.speech_pad_ms)
+    assert speech_segments(short, SR, cfg) == [(r["start"] / SR, r["end"] / SR) for r in ref]
+
+
 def test_stream_is_lazy(long_signal):
     # 1 s blocks; with a 10 s window the first segment comes long before the end
     seen = []

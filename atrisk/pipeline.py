@@ -16,7 +16,9 @@ part files and give identical tables.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -136,7 +138,9 @@ class _SessionProcessor:
         parts, utterances = [], []
         for track in TRACKS:
             part = self.decode(session, tracks=(track,))
+            n_samples = max((s.size for s in part.signals.values() if s is not None), default=0)
             utterances += self._asr(part)  # drops the track's signal
+            _release_memory(n_samples)
             parts.append(part)
         return self._finish(_merge_parts(session, parts), utterances)
 
@@ -157,18 +161,23 @@ class _SessionProcessor:
             )
             t0, c0 = time.perf_counter(), time.process_time()
             decoded = decode_session(only, self.spec.config.audio, recordings=self.spec.recordings)
+            signal, error = decoded.signals.get(track), decoded.errors.get(track)
+            signal_size = None if signal is None else signal.size
+            _release_memory(signal_size)  # the decoder's freed buffers, before openSMILE's
             t1, c1 = time.perf_counter(), time.process_time()
             prosody = self.prosody.process_sessions([decoded])
-            signal, error = decoded.signals.get(track), decoded.errors.get(track)
             del decoded  # the part holds the only reference to the signal
+            if not keep_signals:
+                signal = None
+                _release_memory(signal_size)  # the signal and openSMILE's frames
             parts.append(
                 DecodedPart(
                     session=session,
                     signals={track: signal if keep_signals else None},
-                    n_decoded=int(signal is not None),
+                    n_decoded=int(signal_size is not None),
                     errors={} if error is None else {track: error},
-                    duration_s=math.nan if signal is None
-                    else signal.size / self.spec.config.audio.sample_rate,
+                    duration_s=math.nan if signal_size is None
+                    else signal_size / self.spec.config.audio.sample_rate,
                     prosody=prosody,
                     timings={
                         "decode_s": t1 - t0,
@@ -238,6 +247,26 @@ class DecodedPart:
     duration_s: float
     prosody: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+
+
+#: Tracks at least this long (samples) give their freed memory back to the OS at once.
+LONG_TRACK_SAMPLES = 16000 * 600
+
+
+def _release_memory(n_samples: int | None) -> None:
+    """After a long track, give freed heap memory back to the OS (glibc keeps it otherwise).
+
+    Decoding a long track leaves about its own size of freed buffers in the heap;
+    returning them keeps the peak of a multi-hour class to one track's work.  Short
+    tracks skip this (a garbage collection per track would cost more than it frees).
+    """
+    if n_samples is None or n_samples < LONG_TRACK_SAMPLES:
+        return
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:

@@ -117,3 +117,22 @@ def test_bounded_imap_keeps_at_most_window_in_flight_over_10k_items():
             seen.append(item)
     assert sorted(seen) == list(range(N))
     assert state["max_running"] <= 4
+
+
+def test_long_track_memory_release_keeps_the_tables(tmp_path, monkeypatch):
+    """The give-back-memory path of long tracks (forced here for 2 s tracks) changes no output."""
+    import pandas as pd
+
+    from tests.engines.test_ray_data import TABLES, _small_recordings
+
+    rec = _small_recordings(tmp_path / "rec")
+    pipeline.extract(rec, tmp_path / "a", CFG, workers=1, progress=False)
+    calls = []
+    real = pipeline.gc.collect
+    monkeypatch.setattr(pipeline, "LONG_TRACK_SAMPLES", 1)
+    monkeypatch.setattr(pipeline.gc, "collect", lambda *a: calls.append(1) or real(*a))
+    pipeline.extract(rec, tmp_path / "b", CFG, workers=1, progress=False)
+    assert len(calls) == 2 * 5  # 5 decoded tracks: after decoding and after prosody
+    for table in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{table}.parquet"),
+                                      pd.read_parquet(tmp_path / "b" / f"{table}.parquet"))

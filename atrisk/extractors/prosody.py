@@ -24,7 +24,8 @@ Edge cases (``docs/prosody.md`` lists the outputs):
   range openSMILE reads (opensmile-python would wrap them around); multi-channel input
   ``(channels, samples)`` is averaged to mono.
 * A segment too short to frame gives NaN (openSMILE's own behaviour); if openSMILE raises,
-  every feature is NaN and a warning is logged; a batch never stops for one track.
+  every feature is NaN and a warning is logged (``process_sessions`` also lists the track
+  and the reason in :attr:`ProsodyExtractor.failures`); a batch never stops for one track.
 * eGeMAPSv02 only: openSMILE writes 0 (or -201 dB) for the voiced-only functionals
   (``*_sma3nz_*`` without ``UV``) of audio with no voiced frame, and 0 for the five
   unvoiced-only means when there is no unvoiced frame; these undefined values are NaN here.
@@ -57,6 +58,7 @@ import numpy as np
 import opensmile
 import pandas as pd
 from opensmile.core.config import config as smile_config
+from opensmile.core.lib import SMILE_RUNNING, smileapi
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
@@ -192,6 +194,32 @@ def _stream_file(path: Path, sample_rate: int, chunk: int) -> Iterator[np.ndarra
             proc.wait()
 
 
+def _split(pieces: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
+    """Yield ``pieces`` cut into views of at most ``chunk`` samples (the ring holds two)."""
+    for piece in pieces:
+        for i in range(0, piece.size, chunk):
+            yield piece[i:i + chunk]
+
+
+def _stop(api: Any, source: str) -> None:
+    """End the run of ``api`` after its producer failed, whatever state its thread is in.
+
+    The consumer thread may not have reached ``run()`` yet (on a loaded machine it can
+    be scheduled long after ``start()``): openSMILE is then still *initialized*, where
+    ``abort()`` fails ("must be in the running state for aborting") and a later
+    ``run()`` would wait for samples forever.  End of input is therefore set first, so
+    any run ends on the samples already written; ``abort()`` is only requested in the
+    running state (it is also valid once the run has ended).  Never raises, so the
+    producer's own error is the one that propagates.
+    """
+    try:
+        api.external_audio_source_set_eoi(source)
+        if smileapi.smile_get_state(api._smileobj) == SMILE_RUNNING:  # private, 2.6.0
+            api.abort()
+    except Exception as exc:  # keep the original error
+        log.warning("could not stop openSMILE after an error (%s)", exc)
+
+
 def _to_pcm16(x: np.ndarray) -> bytes:
     """Convert float samples to the 16-bit PCM opensmile-python feeds openSMILE.
 
@@ -238,6 +266,9 @@ class ProsodyExtractor:
         self.num_workers = int(num_workers)
         self.chunk_s = float(chunk_s)
         self._smiles: dict[str, opensmile.Smile] = {}
+        #: ``(session_id, track) -> "session/track: reason"`` of the tracks openSMILE failed
+        #: on in the last :meth:`process_sessions` call (their features are NaN).
+        self.failures: dict[tuple[str, str], str] = {}
 
     # -- state -----------------------------------------------------------------------
 
@@ -309,8 +340,7 @@ class ProsodyExtractor:
         """
         smile = self._smile_for(level)
         chunk = self._chunk_samples(sampling_rate)
-        pieces = ([x[i:i + chunk] for i in range(0, x.size, chunk)]
-                  if isinstance(x, np.ndarray) else x)  # views, no copies
+        pieces = _split([x] if isinstance(x, np.ndarray) else x, chunk)  # views, no copies
         options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)
         options["source"] = _ring_source(2 * chunk)
         options["sampleRate"] = int(sampling_rate)
@@ -338,17 +368,19 @@ class ProsodyExtractor:
                 data = _to_pcm16(piece)
                 while not api.external_audio_source_write_data(source, data):
                     if thread is None:  # ring buffer full: start consuming
-                        thread = threading.Thread(target=run, daemon=True)
-                        thread.start()
-                    elif not thread.is_alive():
-                        raise RuntimeError("openSMILE stopped before the end of the signal")
+                        consumer = threading.Thread(target=run, daemon=True)
+                        consumer.start()
+                        thread = consumer  # only a started thread is stopped and joined
+                    elif not thread.is_alive():  # run() failed (a starved run waits: tested)
+                        raise (failure.pop() if failure else
+                               RuntimeError("openSMILE stopped before the end of the signal"))
                     time.sleep(0.005)  # openSMILE needs ~1 s per minute of audio
             api.external_audio_source_set_eoi(source)
             if thread is None:  # everything fitted: run here, as opensmile.Smile does
                 run()
         except BaseException:
             if thread is not None:
-                api.abort()  # only valid while running
+                _stop(api, source)  # never raises: this error is the one reported
             raise
         finally:
             if thread is not None:
@@ -389,17 +421,23 @@ class ProsodyExtractor:
             ValueError: When ``sampling_rate`` is below 1000 Hz (openSMILE aborts the whole
                 process on such rates instead of raising) or ``signal`` has more than 2 axes.
         """
+        return self._functionals(signal, sampling_rate)[0]
+
+    def _functionals(self, signal: np.ndarray, sampling_rate: int
+                     ) -> tuple[pd.Series, str | None]:
+        """Return :meth:`process_signal`'s result and why openSMILE failed (``None``: ok)."""
         x = self._mono(signal, sampling_rate)
         names = self.feature_names
+        reason = None
         try:
             data, _, _ = self._run("functionals", x, int(sampling_rate))
             values = data[0] if len(data) else np.full(len(names), math.nan)
             values = self._undefined_to_nan(values, names)
         except Exception as exc:  # openSMILE errors must not stop a batch
-            log.warning("openSMILE failed on a %d-sample signal (%s); features set to NaN",
-                        x.size, exc)
+            reason = f"openSMILE failed: {type(exc).__name__}: {exc}"
+            log.warning("%s on a %d-sample signal; features set to NaN", reason, x.size)
             values = np.full(len(names), math.nan)
-        return pd.Series(values, index=names, dtype="float64")
+        return pd.Series(values, index=names, dtype="float64"), reason
 
     def process_signal_lld(self, signal: np.ndarray, sampling_rate: int) -> pd.DataFrame:
         """Return the low-level descriptors of one signal, one row per frame.
@@ -416,16 +454,21 @@ class ProsodyExtractor:
         Raises:
             ValueError: As :meth:`process_signal`.
         """
+        return self._lld(signal, sampling_rate)[0]
+
+    def _lld(self, signal: np.ndarray, sampling_rate: int) -> tuple[pd.DataFrame, str | None]:
+        """Return :meth:`process_signal_lld`'s result and why openSMILE failed."""
         x = self._mono(signal, sampling_rate)
         names = self.lld_names
+        reason = None
         try:
             data, starts, ends = self._run("lld", x, int(sampling_rate))
         except Exception as exc:
-            log.warning("openSMILE failed on a %d-sample signal (%s); no descriptors",
-                        x.size, exc)
+            reason = f"openSMILE failed: {type(exc).__name__}: {exc}"
+            log.warning("%s on a %d-sample signal; no descriptors", reason, x.size)
             data, starts, ends = np.empty((0, len(names))), np.empty(0), np.empty(0)
         index = pd.MultiIndex.from_arrays([starts, ends], names=FRAME_INDEX)
-        return pd.DataFrame(data, index=index, columns=names)
+        return pd.DataFrame(data, index=index, columns=names), reason
 
     def process_file(self, path: Path | str) -> pd.DataFrame:
         """Return the features of one file (decoded to :attr:`sample_rate` mono).
@@ -501,7 +544,8 @@ class ProsodyExtractor:
         Returns:
             Functionals: rows indexed by ``(session_id, track)``; ``feature_level="lld"``:
             frames indexed by ``(session_id, track, start_s, end_s)``.  Tracks whose
-            signal is ``None`` (missing or undecodable) are skipped.
+            signal is ``None`` (missing or undecodable) are skipped.  A track openSMILE
+            fails on gets NaN features (no frames) and its reason in :attr:`failures`.
         """
         jobs: list[tuple[tuple[str, str], np.ndarray, int]] = []
         for item in decoded:
@@ -511,8 +555,11 @@ class ProsodyExtractor:
                 if signal is not None:
                     jobs.append(((item.session.session_id, track), signal, rate))
         lld = self.config.feature_level == "lld"
-        results = self._map(self._lld_job if lld else self._functionals_job, jobs)
+        outcomes = self._map(self._lld_job if lld else self._functionals_job, jobs)
         keys = [key for key, _, _ in jobs]
+        results = [result for result, _ in outcomes]
+        self.failures = {key: f"{key[0]}/{key[1]}: {reason}"
+                         for key, (_, reason) in zip(keys, outcomes, strict=True) if reason}
         if lld:
             if not results:
                 return self._empty_lld(SESSION_INDEX)
@@ -577,18 +624,18 @@ class ProsodyExtractor:
             lo, hi = (max(0, int(round(t * rate))) for t in (u.start_s, u.end_s))
             jobs.append(((u.session_id, u.speaker, float(u.start_s), float(u.end_s)),
                          signal[lo:hi], rate))
-        results = self._map(self._functionals_job, jobs)
+        results = [result for result, _ in self._map(self._functionals_job, jobs)]
         index = pd.MultiIndex.from_tuples([k for k, _, _ in jobs], names=SEGMENT_INDEX) \
             if jobs else pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
         return self._frame(results, index)
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _functionals_job(self, job: tuple[Any, np.ndarray, int]) -> pd.Series:
-        return self.process_signal(job[1], job[2])
+    def _functionals_job(self, job: tuple[Any, np.ndarray, int]) -> tuple[pd.Series, str | None]:
+        return self._functionals(job[1], job[2])
 
-    def _lld_job(self, job: tuple[Any, np.ndarray, int]) -> pd.DataFrame:
-        return self.process_signal_lld(job[1], job[2])
+    def _lld_job(self, job: tuple[Any, np.ndarray, int]) -> tuple[pd.DataFrame, str | None]:
+        return self._lld(job[1], job[2])
 
     def _map(self, func: Any, items: list) -> list:
         """Apply ``func`` to ``items`` in order, in :attr:`num_workers` processes."""

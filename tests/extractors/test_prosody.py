@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import pickle
+import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import soundfile as sf
 
 from atrisk.config import AudioConfig, ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
+from atrisk.extractors import prosody as prosody_module
 from atrisk.extractors.prosody import ProsodyExtractor, make_prosody_extractor
 from atrisk.ingest.audio import DecodedSession, decode_session, load_audio
 from atrisk.records import Session, Utterance
@@ -368,6 +373,109 @@ def test_file_is_streamed_in_chunks_and_equals_decoded_signal(speech, tmp_path):
     bad.write_bytes(b"not audio at all" * 10)
     with pytest.raises(AudioDecodeError, match="bad.wav"):
         ex.process_file(bad)
+
+
+# -- streaming: producer/consumer robustness ------------------------------------------------
+
+
+class _LateThread(threading.Thread):
+    """A consumer thread scheduled 0.5 s after ``start()``, as on a machine with load
+    average 25 on 2 cores (the OS scheduler is what cannot be controlled here)."""
+
+    def run(self) -> None:
+        threading.Event().wait(0.5)
+        super().run()
+
+
+def test_slow_producer_starves_consumer_without_changing_features(speech, monkeypatch):
+    # openSMILE's run() waits for an external source that has no data and no end of
+    # input (TICK_EXT_SOURCE_NOT_AVAIL): a producer slower than the consumer (ffmpeg on a
+    # loaded machine) must not end the run early nor change a bit of the result.
+    real = prosody_module._stream_file
+
+    def slow(*args, **kwargs):
+        for piece in real(*args, **kwargs):
+            time.sleep(0.03)  # the consumer drains the 2-chunk ring buffer meanwhile
+            yield piece
+
+    monkeypatch.setattr(prosody_module, "_stream_file", slow)
+    ex = ProsodyExtractor(chunk_s=0.2)  # ~15 chunks, each a 30 ms wait
+    streamed = ex.process_file(speech["ref"]).to_numpy()[0]
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    whole = smile.process_signal(load_audio(speech["ref"], SR), SR).iloc[0].to_numpy()
+    np.testing.assert_array_equal(streamed, whole.astype("float64"))
+
+
+def test_error_before_consumer_runs_is_reported_not_masked(monkeypatch, caplog):
+    # Regression: an error in the producer while the consumer thread had been started but
+    # had not reached run() (openSMILE still "initialized") made abort() raise "must be in
+    # the running state for aborting", hiding the error, then join() waited forever.
+    class Interrupted(Exception):
+        pass
+
+    class LateAndInterrupted(_LateThread):
+        def start(self) -> None:
+            super().start()
+            signal.setitimer(signal.ITIMER_REAL, 0.1)  # e.g. Ctrl-C while the producer polls
+
+    def interrupt(*_):
+        raise Interrupted("producer interrupted")
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    monkeypatch.setattr(prosody_module.threading, "Thread", LateAndInterrupted)
+    faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails instead of hanging
+    try:
+        out = ProsodyExtractor(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert out.isna().all()
+    assert "producer interrupted" in caplog.text
+    assert "running state" not in caplog.text
+
+
+def test_thread_start_failure_is_reported(monkeypatch, caplog):
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(prosody_module.threading, "Thread", NoThread)
+    out = ProsodyExtractor(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
+    assert out.isna().all()
+    assert "can't start new thread" in caplog.text
+    assert "running state" not in caplog.text and "cannot join" not in caplog.text
+
+
+def test_process_sessions_lists_the_track_opensmile_failed_on(monkeypatch):
+    class NoThread(threading.Thread):  # fails only on tracks longer than the ring buffer
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(prosody_module.threading, "Thread", NoThread)
+    session = Session("s7", "u", "t", datetime(2024, 1, 1, tzinfo=UTC), None, None)
+    d = DecodedSession(session, {"teacher": _tone(150, 5.0), "student": _tone(220, 1.0)},
+                       {}, 5.0, SR)
+    ex = ProsodyExtractor(chunk_s=0.1)
+    df = ex.process_sessions([d])
+    assert df.loc[("s7", "teacher")].isna().all()
+    assert df.loc[("s7", "student"), F0] == pytest.approx(_semitones(220), abs=0.1)
+    assert ex.failures == {("s7", "teacher"): "s7/teacher: openSMILE failed: RuntimeError: "
+                                              "can't start new thread"}
+    ex.process_sessions([])
+    assert ex.failures == {}
+
+
+def test_whole_track_in_one_piece_is_cut_to_the_ring(speech, monkeypatch):
+    # Without the ffmpeg binary process_file decodes the whole track and hands it over in
+    # one piece, larger than the 2-chunk ring buffer: the write used to fail forever.
+    ex = ProsodyExtractor(chunk_s=0.1)
+    monkeypatch.setattr(prosody_module.shutil, "which", lambda name: None)
+    out = ex.process_file(speech["ref"]).to_numpy()[0]
+    np.testing.assert_array_equal(out, ex.process_signal(load_audio(speech["ref"], SR),
+                                                         SR).to_numpy())
+    assert not math.isnan(out[0])
 
 
 def test_extract_refuses_lld_feature_level(tmp_path):

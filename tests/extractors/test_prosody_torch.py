@@ -219,3 +219,25 @@ def test_jfk_close_to_opensmile(ex):
                                                             abs=0.01)
     for col in ("mfcc1_sma3_amean", "mfcc2_sma3_amean", "loudness_sma3_amean"):
         assert got[col] == pytest.approx(ref[col], rel=0.15)
+
+
+@pytest.mark.slow
+def test_extract_with_torch_backend(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from atrisk import pipeline
+    from atrisk.config import Config
+    from tests.conftest import make_bad_recordings
+
+    cfg = Config().override({"asr.backend": "pocketsphinx", "prosody.backend": "torch",
+                             "prosody.device": "cpu"})
+    rec = make_bad_recordings(tmp_path / "recordings")
+    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    assert res.exit_code == 1  # the bad recordings are listed, the rest completes
+    p = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
+    assert list(p.columns) == FEATURE_NAMES
+    assert p.loc[("good", "teacher"), "loudness_sma3_amean"] > 0
+    run = json.loads((tmp_path / "ws" / "run.json").read_text())
+    assert run["prosody_backend"].startswith("torch-eGeMAPSv02")

@@ -224,8 +224,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ConfigError(f"cannot start or join Ray at {address or 'local'}: {exc}") from None
+    except Exception as exc:  # ray.init raises bare Exception on a start-up time-out
+        raise ConfigError(
+            f"cannot start or join Ray at {address or 'this machine'}: {exc} "
+            "(a busy machine can time out Ray's start-up; retry, or use --engine local)"
+        ) from None
     return True
 
 

@@ -80,7 +80,7 @@ def bench_large(n_pairs: int, n_features: int = 25, seed: int = 0) -> dict:
     cfg = TrainingConfig()
     t0 = time.perf_counter()
     span = 17
-    n_students = n_pairs // span
+    n_students = -(-n_pairs // span)  # the last student may have fewer pairs
     sid = np.repeat(np.arange(n_students), span)[:n_pairs]
     day = np.tile(np.arange(span), n_students)[:n_pairs]
     start = pd.Timestamp("2024-01-01", tz="UTC")

@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> dict:
     model_module.N_JOBS = args.jobs
     out = Path(args.out)
     if args.merge:
-        return merge(args.merge, out)
+        return merge(args.merge, out, tuple(args.note or ()))
     out.mkdir(parents=True, exist_ok=True)
     cfg = TrainingConfig(seed=args.seed)
     if args.dataset == "synthetic":
@@ -395,7 +395,7 @@ def run(args: argparse.Namespace) -> dict:
     return res
 
 
-def merge(dirs: list[str], out: Path) -> dict:
+def merge(dirs: list[str], out: Path, notes: tuple[str, ...] = ()) -> dict:
     """Merge partial runs of one data set (``--stages``/``--deltas`` parts) into ``out``."""
     parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
     res = dict(parts[0])
@@ -418,7 +418,12 @@ def merge(dirs: list[str], out: Path) -> dict:
     res["recall_at_top30"] = dict(sorted(res["recall_at_top30"].items(),
                                          key=lambda kv: int(kv[0])))
     res["reliability"] = next((p["reliability"] for p in parts if p.get("reliability")), None)
-    res["notes"] = sorted({n for p in parts for n in p.get("notes", [])})
+    res["notes"] = sorted({n for p in parts for n in p.get("notes", [])}) + list(notes)
+    missing = [str(d) for d in range(1, 15) if d not in {int(k) for k in res["auc"].get(
+        "gbdt_aug", {})}]
+    if missing:
+        res["notes"].append("Δ without results (their part did not finish): "
+                            + ", ".join(missing))
     res["seconds"] = sum(p.get("seconds") or 0 for p in parts)
     res["seconds_note"] = "sum of the parts' wall times (they ran at the same time)"
     out.mkdir(parents=True, exist_ok=True)
@@ -452,6 +457,7 @@ def main() -> None:
                     "grid over processes; merge the parts with --merge")
     ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of "
                     "runs of the same data (parts of the grid) into --out and exit")
+    ap.add_argument("--note", action="append", help="--merge: a note to add (repeatable)")
     ap.add_argument("--jobs", type=int, default=2,
                     help="threads of LightGBM and the random forest (default 2)")
     run(ap.parse_args())

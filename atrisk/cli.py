@@ -590,6 +590,10 @@ from atrisk.cli_serve import keys_app, serve  # noqa: E402  (after the app exist
 app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 
+from atrisk.cli_mooc import mooc_app  # noqa: E402  (after the app exists)
+
+app.add_typer(mooc_app, name="mooc")
+
 
 def main() -> None:
     """Console-script entry point."""

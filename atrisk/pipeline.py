@@ -166,6 +166,10 @@ class _SessionProcessor:
             _release_memory(signal_size)  # the decoder's freed buffers, before openSMILE's
             t1, c1 = time.perf_counter(), time.process_time()
             prosody = self.prosody.process_sessions([decoded])
+            # a prosody failure is the session's error too (listed in failures.jsonl)
+            failed = getattr(self.prosody, "failures", {}).get((session.session_id, track))
+            if error is None and failed:
+                error = f"{session.track_path(track)}: prosody {failed}"
             del decoded  # the part holds the only reference to the signal
             if not keep_signals:
                 signal = None

@@ -123,3 +123,41 @@ def test_unknown_student_rejected_when_known_students_given(tmp_path):
     assert s.loc["good", "status"] == "ok"
     assert "unknown student" in s.loc["stereo", "error"]
     assert res.exit_code == 1
+
+
+def test_prosody_failure_is_listed_not_silent(tmp_path, monkeypatch):
+    """openSMILE failing on one track marks the session partial and lists the reason."""
+    import soundfile as sf
+
+    from atrisk.extractors.prosody import ProsodyExtractor
+    from tests.conftest import voiced
+
+    rec = tmp_path / "rec"
+    (rec / "s1").mkdir(parents=True)
+    (rec / "sessions.csv").write_text(
+        "session_id,student_id,teacher_id,start_time\ns1,stu_1,tea_1,2024-03-01T10:00:00Z\n"
+    )
+    sf.write(rec / "s1" / "teacher.wav", voiced(120, seed=1), 16000)
+    sf.write(rec / "s1" / "student.wav", voiced(240, seed=2), 16000)
+    real_run = ProsodyExtractor._run
+    calls = []
+
+    def run_failing_first(self, *args, **kwargs):
+        # fault injection: a real openSMILE crash cannot be provoked on demand
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected openSMILE crash")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_first)
+    res = pipeline.extract(rec, tmp_path / "ws", CFG, workers=1, progress=False)
+    assert res.exit_code == 1
+    s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
+    assert s.loc["s1", "status"] == "partial"
+    assert "teacher.wav" in s.loc["s1", "error"]
+    assert "injected openSMILE crash" in s.loc["s1", "error"]
+    failures = [
+        json.loads(line) for line in (tmp_path / "ws" / "failures.jsonl").read_text().splitlines()
+    ]
+    assert [f["key"] for f in failures] == ["s1"]
+    assert "prosody" in failures[0]["reason"]

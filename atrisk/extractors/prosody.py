@@ -62,7 +62,14 @@ from opensmile.core.lib import SMILE_RUNNING, smileapi
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
-from atrisk.ingest.audio import DecodedSession, _check_file, _ffprobe, _tool_reason, load_audio
+from atrisk.ingest.audio import (
+    DecodedSession,
+    _check_file,
+    _ffprobe,
+    _tool_reason,
+    load_audio,
+    mono_finite,
+)
 from atrisk.records import TRACKS, Utterance
 
 log = logging.getLogger(__name__)
@@ -75,10 +82,6 @@ SEGMENT_INDEX = ["session_id", "speaker", "start_s", "end_s"]
 
 #: Index names of the frames of :meth:`ProsodyExtractor.process_signal_lld`.
 FRAME_INDEX = ["start_s", "end_s"]
-
-#: Lowest sampling rate accepted (eGeMAPS frames need at least a few samples; openSMILE
-#: crashes the interpreter on rates such as 1 Hz).
-MIN_SAMPLING_RATE = 1000
 
 _LEVELS = {
     "functionals": opensmile.FeatureLevel.Functionals,
@@ -314,20 +317,6 @@ class ProsodyExtractor:
 
     # -- core ------------------------------------------------------------------------
 
-    def _mono(self, signal: np.ndarray, sampling_rate: int) -> np.ndarray:
-        if int(sampling_rate) < MIN_SAMPLING_RATE:
-            raise ValueError(
-                f"sampling_rate must be at least {MIN_SAMPLING_RATE} Hz, got {sampling_rate}"
-            )
-        x = np.asarray(signal, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=0, dtype=np.float32)
-        elif x.ndim != 1:
-            raise ValueError(f"signal must be 1-D or (channels, samples), got shape {x.shape}")
-        if x.size and not np.isfinite(x).all():
-            x = np.where(np.isfinite(x), x, np.float32(0))
-        return x
-
     def _chunk_samples(self, sampling_rate: int) -> int:
         return max(1, int(round(self.chunk_s * sampling_rate)))
 
@@ -426,7 +415,7 @@ class ProsodyExtractor:
     def _functionals(self, signal: np.ndarray, sampling_rate: int
                      ) -> tuple[pd.Series, str | None]:
         """Return :meth:`process_signal`'s result and why openSMILE failed (``None``: ok)."""
-        x = self._mono(signal, sampling_rate)
+        x = mono_finite(signal, sampling_rate)
         names = self.feature_names
         reason = None
         try:
@@ -458,7 +447,7 @@ class ProsodyExtractor:
 
     def _lld(self, signal: np.ndarray, sampling_rate: int) -> tuple[pd.DataFrame, str | None]:
         """Return :meth:`process_signal_lld`'s result and why openSMILE failed."""
-        x = self._mono(signal, sampling_rate)
+        x = mono_finite(signal, sampling_rate)
         names = self.lld_names
         reason = None
         try:
@@ -587,7 +576,7 @@ class ProsodyExtractor:
             ValueError: As :meth:`process_signal`.
         """
         segs = [(float(a), float(b)) for a, b in segments]
-        x = self._mono(signal, sampling_rate)
+        x = mono_finite(signal, sampling_rate)
         rate = int(sampling_rate)
         rows = []
         for a, b in segs:

@@ -43,7 +43,7 @@ import torchaudio.functional as AF
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
-from atrisk.ingest.audio import DecodedSession, load_audio
+from atrisk.ingest.audio import DecodedSession, load_audio, mono_finite
 from atrisk.records import TRACKS
 
 log = logging.getLogger(__name__)
@@ -671,15 +671,7 @@ class TorchProsodyExtractor:
     # -- processing ------------------------------------------------------------------
 
     def _prepare(self, signal: np.ndarray, sampling_rate: int) -> torch.Tensor:
-        if int(sampling_rate) < 1000:
-            raise ValueError(f"sampling_rate must be at least 1000 Hz, got {sampling_rate}")
-        x = np.asarray(signal, dtype=np.float32)
-        if x.ndim == 2:
-            x = x.mean(axis=0, dtype=np.float32)
-        elif x.ndim != 1:
-            raise ValueError(f"signal must be 1-D or (channels, samples), got shape {x.shape}")
-        if x.size and not np.isfinite(x).all():
-            x = np.where(np.isfinite(x), x, np.float32(0))
+        x = mono_finite(signal, sampling_rate)
         t = torch.from_numpy(np.ascontiguousarray(x))
         if int(sampling_rate) != RATE and t.numel():
             t = AF.resample(t, int(sampling_rate), RATE)

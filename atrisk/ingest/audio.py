@@ -278,6 +278,39 @@ def audio_info(path: Path | str) -> AudioInfo:
     )
 
 
+#: Lowest sampling rate a signal handed to a feature extractor may have (eGeMAPS frames
+#: need at least a few samples; openSMILE crashes the interpreter on rates such as 1 Hz).
+MIN_SAMPLING_RATE = 1000
+
+
+def mono_finite(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Return ``signal`` as 1-D float32 with channels averaged and NaN/inf set to 0.
+
+    Args:
+        signal: Samples, 1-D or ``(channels, samples)``.
+        sampling_rate: Its rate in Hz (checked, not changed).
+
+    Returns:
+        A 1-D float32 array (the input itself when nothing needed changing).
+
+    Raises:
+        ValueError: When ``sampling_rate`` is below :data:`MIN_SAMPLING_RATE` or the
+            signal has more than two dimensions.
+    """
+    if int(sampling_rate) < MIN_SAMPLING_RATE:
+        raise ValueError(
+            f"sampling_rate must be at least {MIN_SAMPLING_RATE} Hz, got {sampling_rate}"
+        )
+    x = np.asarray(signal, dtype=np.float32)
+    if x.ndim == 2:
+        x = x.mean(axis=0, dtype=np.float32)
+    elif x.ndim != 1:
+        raise ValueError(f"signal must be 1-D or (channels, samples), got shape {x.shape}")
+    if x.size and not np.isfinite(x).all():
+        x = np.where(np.isfinite(x), x, np.float32(0))
+    return x
+
+
 def peak(signal: np.ndarray) -> float:
     """Return the largest absolute sample value (0.0 for an empty signal).
 

@@ -299,8 +299,11 @@ class CFINClassifier:
         """Write ``cfin.pt`` (state_dict + normalisation + config) into ``folder``."""
         arrays = {k: torch.as_tensor(getattr(self, k + "_"))
                   for k in ("x_mean", "x_std", "z_mean", "z_std")}
-        torch.save({"state_dict": self.net_.state_dict(), "config": asdict(self.config),
-                    "shape": list(self.shape_), **arrays}, Path(folder) / "cfin.pt")
+        from atrisk.workspace import atomic_path
+
+        with atomic_path(Path(folder) / "cfin.pt") as tmp:
+            torch.save({"state_dict": self.net_.state_dict(), "config": asdict(self.config),
+                        "shape": list(self.shape_), **arrays}, tmp)
 
     @classmethod
     def load(cls, folder: Path, device: str = "auto", threads: int = 1) -> CFINClassifier:

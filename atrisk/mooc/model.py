@@ -239,15 +239,23 @@ class MoocModel:
         import sklearn
         import torch
 
-        from atrisk.workspace import git_commit
+        from atrisk.workspace import atomic_path, git_commit, write_text
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        joblib.dump(self.baselines_, folder / "baselines.joblib")
+        # Each file is written atomically and meta.json last, like the K-12 model: a
+        # crash mid-save never leaves a half-written file that load() would read.
+        with atomic_path(folder / "baselines.joblib") as tmp:
+            joblib.dump(self.baselines_, tmp)
+        parts = {"cfin.pt": self.cfin_, "cfin_en.joblib": self.cfin_en_}
+        for name, part in parts.items():
+            if part is None:  # a part of an older model saved here must not be loaded
+                (folder / name).unlink(missing_ok=True)
         if self.cfin_ is not None:
             self.cfin_.save(folder)
         if self.cfin_en_ is not None:
-            joblib.dump(self.cfin_en_, folder / "cfin_en.joblib")
+            with atomic_path(folder / "cfin_en.joblib") as tmp:
+                joblib.dump(self.cfin_en_, tmp)
         meta = {"kind": "atrisk.mooc", "config": asdict(self.config),
                 "course_vocab": self.course_vocab_, "uses_users": self.uses_users_,
                 "feature_names": self.feature_names_, "n_train": self.n_train_,
@@ -255,7 +263,7 @@ class MoocModel:
                 "atrisk_version": atrisk.__version__, "git_commit": git_commit(),
                 "versions": {"torch": torch.__version__, "scikit-learn": sklearn.__version__,
                              "lightgbm": lightgbm.__version__}}
-        (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        write_text(json.dumps(meta, indent=2, default=str), folder / "meta.json")
         return folder
 
     @classmethod

@@ -95,3 +95,18 @@ def test_cli_train_evaluate_unseen_courses_and_bad_rows(tmp_path):
     r = runner.invoke(app, ["mooc", "evaluate", "--model", str(tmp_path / "nope"), "--data",
                             str(test_dir)])
     assert r.exit_code == 2 and "not a MOOC model" in " ".join(r.stderr.split())
+
+
+def test_save_over_an_older_model_leaves_no_stale_part_or_temp_file(tmp_path):
+    d, _ = make_kdd_folder(tmp_path / "d", {"A": 40, "B": 40}, seed=5)
+    data = load_kddcup(d)
+    with_cfin = MoocModel(MoocConfig(models=["lr", "cfin"], cfin=FAST_CFIN), device="cpu").fit(data)
+    with_cfin.save(tmp_path / "m")
+    assert (tmp_path / "m" / "cfin.pt").is_file()
+    lr_only = MoocModel(MoocConfig(models=["lr"]), device="cpu").fit(data)
+    lr_only.save(tmp_path / "m")
+    # the older CFIN must not be loaded beside the new baselines
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["baselines.joblib", "meta.json"]
+    loaded = MoocModel.load(tmp_path / "m", device="cpu")
+    assert loaded.cfin_ is None and loaded.cfin_en_ is None
+    assert list(loaded.predict(data)) == ["lr"]

@@ -347,44 +347,82 @@ def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
     return out
 
 
+#: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
+FORMANT_MIN, FORMANT_MAX = 50.0, 5450.0
+#: Spectrum for the harmonic peaks of the formant amplitudes: 60 ms Gaussian frames
+#: zero padded to the next power of two, as openSMILE's cTransformFFT does.
+NFFT_HARM = 1024
+_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def _cached(key: tuple, make) -> torch.Tensor:
+    """Return the constant tensor ``make()`` built once per ``key`` (device, dtype, ...)."""
+    t = _CACHE.get(key)
+    if t is None:
+        t = _CACHE[key] = make()
+    return t
+
+
+def _lpc_resampler(device: torch.device) -> torch.Tensor:
+    """``(320, 352)`` map from a raw 20 ms frame to openSMILE's 11 kHz LPC input.
+
+    openSMILE (cSpecResample) takes the DFT (512 points) of the Hamming-windowed
+    20 ms frame and evaluates an inverse DFT of ``352 = 512 * 11000 / 16000`` points
+    over its first 175 bins (DC not halved); as a linear map of the frame samples
+    that is one matrix, built here once.
+    """
+    def make() -> torch.Tensor:
+        n_out = NFFT_SHORT * LPC_RATE // RATE  # 352
+        j = torch.arange(WIN_SHORT, dtype=torch.float64)[:, None, None]
+        i = torch.arange(n_out, dtype=torch.float64)[None, None, :]
+        b = torch.arange(1, n_out // 2, dtype=torch.float64)[None, :, None]
+        basis = torch.cos(2 * math.pi * b * (i / n_out - j / NFFT_SHORT)).sum(1) + 1.0
+        win = _hamming(WIN_SHORT, torch.device("cpu")).double()[:, None]
+        return (basis * win / (NFFT_SHORT // 2)).to(device)
+    return _cached(("lpc_resampler", str(device)), make)
+
+
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
     """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
 
-    NaN where fewer formants are found.
+    Follows openSMILE's eGeMAPSv02 chain (cSpecResample -> cLpc -> cFormantLpc): the
+    Hamming-windowed 20 ms frame resampled to 11 kHz (:func:`_lpc_resampler`),
+    autocorrelation LPC of order 11 (Levinson-Durbin), roots of the polynomial
+    ``z^11 - a_1 z^10 - ... - a_11`` -- openSMILE negates the prediction
+    coefficients ``a_k`` of ``A(z) = 1 + sum a_k z^-k`` when it builds the polynomial,
+    and its formant values are those roots, so this backend uses them too --
+    reflected into the unit circle; roots with a non-negative imaginary part and a
+    frequency in 50-5450 Hz, sorted by frequency, give F1-F3 (bandwidth
+    ``-ln|r| * fs / pi``). NaN where fewer formants are found.
     """
     dev = x.device
     if not bool(select.any()):
         return torch.zeros(0, 6, device=dev)
-    y = AF.resample(x, RATE, LPC_RATE)
-    size = round(0.020 * LPC_RATE)
-    hop = LPC_RATE // 100
-    need = (n_frames - 1) * hop + size
-    if y.shape[-1] < need:
-        y = torch.nn.functional.pad(y, (0, need - y.shape[-1]))
-    fr = y.unfold(-1, size, hop)[:, :n_frames][select] * _hamming(size, dev)
-    fr64 = fr.double()
-    spec = torch.fft.rfft(fr64, n=512)
-    acf = torch.fft.irfft(spec.real ** 2 + spec.imag ** 2, n=512)[..., : LPC_ORDER + 1]
-    acf[..., 0] = acf[..., 0] * (1 + 1e-9) + 1e-12
-    # Levinson-Durbin, batched over frames
+    fr = _frames(x, WIN_SHORT, n_frames)[select].double()
+    y = fr @ _lpc_resampler(dev)
+    n = y.shape[-1]
+    acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
+    # Levinson-Durbin, batched over frames (an all-zero frame gives a = [1, 0, ...])
     a = torch.zeros(*acf.shape[:-1], LPC_ORDER + 1, dtype=torch.float64, device=dev)
     a[..., 0] = 1.0
-    err = acf[..., 0].clone()
+    err = acf[..., 0].clamp(min=1e-300)
     for i in range(1, LPC_ORDER + 1):
         acc = (a[..., :i] * acf[..., 1:i + 1].flip(-1)).sum(-1)
-        k = -acc / err
+        k = torch.where(err > 1e-300, -acc / err, torch.zeros_like(err))
         prev = a.clone()
         a[..., 1:i + 1] = prev[..., 1:i + 1] + k[..., None] * prev[..., :i].flip(-1)
-        err = err * (1 - k * k)
-    # roots of the LPC polynomial = eigenvalues of its companion matrix
-    lead = a.shape[:-1]
-    comp = torch.zeros(*lead, LPC_ORDER, LPC_ORDER, dtype=torch.float64, device=dev)
-    comp[..., 0, :] = -a[..., 1:]
+        err = (err * (1 - k * k)).clamp(min=1e-300)
+    # roots of z^p - a_1 z^(p-1) - ... - a_p (openSMILE's sign) = eigenvalues of the
+    # companion matrix
+    comp = torch.zeros(*a.shape[:-1], LPC_ORDER, LPC_ORDER, dtype=torch.float64, device=dev)
+    comp[..., 0, :] = a[..., 1:]
     comp[..., 1:, :-1] = torch.eye(LPC_ORDER - 1, dtype=torch.float64, device=dev)
     roots = torch.linalg.eigvals(comp.cpu()).to(dev)
-    freq = torch.angle(roots) * LPC_RATE / (2 * math.pi)
-    bw = -torch.log(torch.clamp(roots.abs(), min=1e-12)) * LPC_RATE / math.pi
-    ok = (freq > 50.0) & (freq < 5450.0)
+    mag = roots.abs()
+    mag = torch.where(mag > 1, 1 / mag, mag)  # into the unit circle
+    freq = torch.angle(roots).abs() * LPC_RATE / (2 * math.pi)
+    bw = -torch.log(torch.clamp(mag, min=1e-12)) * LPC_RATE / math.pi
+    ok = (roots.imag >= 0) & (freq >= FORMANT_MIN) & (freq <= FORMANT_MAX)
     freq = torch.where(ok, freq, torch.full_like(freq, float("inf")))
     order = freq.argsort(-1)
     freq_s = freq.gather(-1, order)[..., :3]
@@ -394,6 +432,98 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     freq_s = torch.where(valid, freq_s, nan)
     bw_s = torch.where(valid, bw_s, nan)
     return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
+
+
+def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks of harmonics 1..``n_harm`` of ``f0`` in magnitude spectra ``(N, bins)``.
+
+    As openSMILE's cHarmonics: harmonic ``h`` is the spectral peak nearest the bin of
+    ``h * f0`` (right before left at equal distance) within ``(h -/+ 0.5) * f0``, at
+    or above the bin of ``f0 / 2``; a bin equal to the previous harmonic's is a
+    duplicate and dropped.
+
+    Returns:
+        ``(magnitude, interpolated magnitude, interpolated frequency)``, each
+        ``(N, n_harm)``; 0 where no peak was found.
+    """
+    dev = spec.device
+    nb = spec.shape[-1]
+    bin_hz = RATE / ((nb - 1) * 2)
+    left = torch.nn.functional.pad(spec, (1, 0), value=-1.0)[..., :-1]
+    right = torch.nn.functional.pad(spec, (0, 1), value=-1.0)[..., 1:]
+    peak = (spec > left) & (spec > right)
+    peak[..., 0] = spec[..., 0] > spec[..., 1]
+    h = torch.arange(1, n_harm + 1, device=dev, dtype=spec.dtype)
+    f = f0[:, None] * h  # expected frequencies
+    cand = torch.round(f / bin_hz).long()
+    lower = torch.round((f - 0.5 * f0[:, None]) / bin_hz).long()
+    upper = torch.round((f + 0.5 * f0[:, None]) / bin_hz).long()
+    half = int((0.5 * f0.max() / bin_hz).ceil()) + 1 if f0.numel() else 1
+    d = torch.arange(-half, half + 1, device=dev)
+    key = 2 * d.abs() - (d > 0).long()  # search order: 0, +1, -1, +2, -2, ...
+    idx = cand[..., None] + d
+    inside = (idx >= lower[..., None]) & (idx <= upper[..., None]) & (idx >= 0) & (idx < nb)
+    inside[..., half] = (cand >= 0) & (cand < nb)  # the candidate bin itself
+    is_peak = peak.gather(-1, idx.clamp(0, nb - 1).reshape(len(f0), -1)).reshape(idx.shape)
+    score = torch.where(inside & is_peak, key, torch.full_like(key, 1 << 30))
+    best = score.argmin(-1)
+    found = score.gather(-1, best[..., None])[..., 0] < (1 << 30)
+    pbin = idx.gather(-1, best[..., None])[..., 0]
+    first = torch.round(0.5 * f0 / bin_hz).long()[:, None]
+    found = found & (pbin >= first) & (pbin < nb - 1) & (cand < nb)
+    pbin = torch.where(found, pbin, cand.clamp(max=nb - 1))
+    dup = torch.zeros_like(found)
+    dup[..., 1:] = pbin[..., 1:] == pbin[..., :-1]
+    found = found & ~dup
+    pc = pbin.clamp(1, nb - 2)
+    y1, y2, y3 = (spec.gather(-1, pc + o) for o in (-1, 0, 1))
+    den = y1 - 2 * y2 + y3
+    delta = torch.where(den.abs() > 0, 0.5 * (y1 - y3) / den, torch.zeros_like(den))
+    zero = torch.zeros_like(y2)
+    mag = torch.where(found, y2, zero)
+    mag_i = torch.where(found, y2 - 0.25 * (y1 - y3) * delta, zero)
+    freq_i = torch.where(found, (pc + delta) * bin_hz, zero)
+    return mag, mag_i, freq_i
+
+
+def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+    """F1-F3 amplitude relative to H1 (dB) and H1-A3 of voiced 60 ms frames.
+
+    As openSMILE's cHarmonics (``FormantAmplitudeByMaxHarmonicLogRelF0``): the
+    strongest F0 harmonic whose (interpolated) frequency lies within 0.8-1.2 times
+    the formant frequency, ``20 log10`` of its interpolated magnitude over H1's
+    magnitude in the Gaussian-windowed 60 ms spectrum; 0 (undefined) when no
+    harmonic lies there. ``logRelF0-H1-A3`` is minus the F3 value, -201 dB when
+    no harmonic lies near F3 (openSMILE's floor).
+    """
+    dev = fr.device
+    names = [f"F{i + 1}amplitudeLogRelF0" for i in range(3)]
+    if fr.shape[0] == 0:
+        empty = torch.zeros(0, device=dev)
+        return {k: empty for k in (*names, "logRelF0-H1-A3")}
+    win = _cached(("gauss", WIN_LONG, str(dev)), lambda: _gauss(WIN_LONG, dev))
+    spec = torch.fft.rfft(fr * win, n=NFFT_HARM).abs()
+    f0 = RATE / period.clamp(min=1.0)
+    fmax = torch.nan_to_num(formants[..., 4], nan=0.0).amax() * 1.2 if formants.numel() else 0
+    n_harm = int(min(100, max(2, math.ceil(float(fmax) / float(f0.min())) + 1)))
+    mag, mag_i, freq_i = _harmonic_peaks(spec, f0, n_harm)
+    h1 = mag[..., :1]
+    rel = 20 * (torch.log10(mag_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
+    rel = torch.where(mag_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
+    rel = torch.where(h1 > 0, rel, torch.full_like(rel, -201.0))
+    out = {}
+    for i, name in enumerate(names):
+        fi = torch.nan_to_num(formants[..., 2 * i], nan=0.0)[:, None]
+        near = (freq_i >= 0.8 * fi) & (freq_i <= 1.2 * fi) & (mag > 0)
+        pick = torch.where(near, mag, torch.full_like(mag, -1.0)).argmax(-1, keepdim=True)
+        any_near = near.any(-1)
+        out[name] = torch.where(any_near, rel.gather(-1, pick)[..., 0], torch.zeros_like(f0))
+        if i == 2:
+            out["logRelF0-H1-A3"] = torch.where(any_near, -out[name],
+                                                torch.full_like(f0, -201.0))
+    return out
 
 
 def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> torch.Tensor:
@@ -439,6 +569,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
     harm = _harmonics(fr[voiced], period[voiced], formants)
+    harm.update(_formant_amplitudes(fr[voiced], period[voiced], formants))
     for i in range(3):
         harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
         harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]

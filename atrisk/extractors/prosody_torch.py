@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,8 @@ YIN_THRESHOLD = 0.25
 VOICING_RMS = 1e-3
 LPC_RATE = 11000
 LPC_ORDER = 11
+#: Samples of the 11 kHz LPC input frame (the 512-point 20 ms DFT at 11 kHz).
+LPC_FRAME = NFFT_SHORT * LPC_RATE // RATE
 #: Constant factors mapping this backend's loudness and spectral flux to openSMILE's
 #: units, fitted once as the median frame-wise ratio of openSMILE's to this backend's
 #: LLD on jfk.flac, pyannote/sample.wav and speechbrain spk1_snt1.wav (constant
@@ -146,6 +149,17 @@ def _gauss(n: int, device: torch.device, sigma: float = 0.4) -> torch.Tensor:
     return torch.exp(-0.5 * ((k - half) / (sigma * half)) ** 2)
 
 
+_CACHE: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, make: Callable[[], Any]) -> Any:
+    """Return the constant tensor ``make()`` built once per ``key`` (device, dtype, ...)."""
+    t = _CACHE.get(key)
+    if t is None:
+        t = _CACHE[key] = make()
+    return t
+
+
 def _frames(x: torch.Tensor, size: int, n_frames: int) -> torch.Tensor:
     """Left-aligned frames ``(B, n_frames, size)`` (zero padded at the end)."""
     need = (n_frames - 1) * HOP + size
@@ -158,14 +172,6 @@ def _band(freqs: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return (freqs >= lo) & (freqs <= hi)
 
 
-def _slope(logp: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Least-squares slope of ``logp`` over the bins in ``mask`` (per frame)."""
-    f = freqs[mask]
-    y = logp[..., mask]
-    fc = f - f.mean()
-    return (y * fc).sum(-1) / (fc * fc).sum()
-
-
 def _equal_loudness(freq: torch.Tensor) -> torch.Tensor:
     """Hermansky's equal-loudness curve (as in HTK/PLP), ``freq`` in Hz."""
     fsq = freq * freq
@@ -173,45 +179,77 @@ def _equal_loudness(freq: torch.Tensor) -> torch.Tensor:
     return fsub * fsub * ((fsq + 1.44e6) / (fsq + 9.61e6))
 
 
+class _SpectralConsts:
+    """Filter bank, DCT, windows and band slices of :func:`_spectral_llds` for one device.
+
+    Built once per device (:func:`_spectral_consts`) instead of on every call; the
+    frequency bands are contiguous runs of FFT bins, so they are kept as slices (views,
+    no copies).
+    """
+
+    def __init__(self, dev: torch.device):
+        self.window = _hamming(WIN_SHORT, dev)
+        freqs = torch.fft.rfftfreq(NFFT_SHORT, 1.0 / RATE).to(dev)
+        self.fb = AF.melscale_fbanks(NFFT_SHORT // 2 + 1, 20.0, 8000.0, 26, RATE, norm=None,
+                                     mel_scale="htk").to(dev)
+        # MFCC 1-4: HTK-style log mel energies, DCT-II, cepstral lifter 22.
+        n = torch.arange(26, device=dev, dtype=torch.float32)
+        i = torch.arange(1, 5, device=dev, dtype=torch.float32)[:, None]
+        self.dct_t = (math.sqrt(2.0 / 26) * torch.cos(math.pi * i * (n + 0.5) / 26)).T
+        self.lifter = 1 + 11.0 * torch.sin(math.pi * i[:, 0] / 22.0)
+        # Loudness: equal-loudness weights of the mel band centres.
+        mel_lo, mel_hi = 2595 * math.log10(1 + 20 / 700), 2595 * math.log10(1 + 8000 / 700)
+        centres_mel = torch.linspace(mel_lo, mel_hi, 28, device=dev)[1:-1]
+        self.loud_w = _equal_loudness(700 * (10 ** (centres_mel / 2595) - 1))
+
+        def span(mask: torch.Tensor) -> slice:
+            idx = torch.nonzero(mask)[:, 0]
+            return slice(int(idx[0]), int(idx[-1]) + 1)
+
+        self.low = span(_band(freqs, 50, 1000))
+        self.high = span(_band(freqs, 1000, 5000) & (freqs > 1000))
+        self.hmax_lo = span(_band(freqs, 0, 2000))
+        self.hmax_hi = span(_band(freqs, 2000, 5000) & (freqs > 2000))
+        self.flux = span(_band(freqs, 0, 5000))
+        self.slope_lo = span(_band(freqs, 0, 500))
+        self.slope_hi = span(_band(freqs, 500, 1500))
+        self.n_log = max(self.slope_lo.stop, self.slope_hi.stop)  # bins needing log power
+        self.fc_lo, self.fc_hi = (freqs[s] - freqs[s].mean() for s in (self.slope_lo,
+                                                                         self.slope_hi))
+        self.den_lo, self.den_hi = ((fc * fc).sum() for fc in (self.fc_lo, self.fc_hi))
+
+
+def _spectral_consts(dev: torch.device) -> _SpectralConsts:
+    return _cached(("spectral", str(dev)), lambda: _SpectralConsts(dev))
+
+
 def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return loudness, energy, alpha ratio, Hammarberg, slopes, flux and MFCC 1-4."""
-    dev = x.device
+    c = _spectral_consts(x.device)
     fr = _frames(x, WIN_SHORT, n_frames)
     energy = (fr * fr).mean(-1)
-    spec = torch.fft.rfft(fr * _hamming(WIN_SHORT, dev), n=NFFT_SHORT)
+    spec = torch.fft.rfft(fr * c.window, n=NFFT_SHORT)
     power = spec.real ** 2 + spec.imag ** 2
-    freqs = torch.fft.rfftfreq(NFFT_SHORT, 1.0 / RATE).to(dev)
     tiny = 1e-12
 
-    fb = AF.melscale_fbanks(NFFT_SHORT // 2 + 1, 20.0, 8000.0, 26, RATE, norm=None,
-                            mel_scale="htk").to(dev)
-    mel = power @ fb  # (B, T, 26)
-    # MFCC 1-4: HTK-style log mel energies, DCT-II, cepstral lifter 22.
+    mel = power @ c.fb  # (B, T, 26)
     logmel = torch.log(torch.clamp(mel * 32768.0 ** 2, min=1.0))
-    n = torch.arange(26, device=dev, dtype=torch.float32)
-    i = torch.arange(1, 5, device=dev, dtype=torch.float32)[:, None]
-    dct = math.sqrt(2.0 / 26) * torch.cos(math.pi * i * (n + 0.5) / 26)
-    lifter = 1 + 11.0 * torch.sin(math.pi * i[:, 0] / 22.0)
-    mfcc = (logmel @ dct.T) * lifter
-
+    mfcc = (logmel @ c.dct_t) * c.lifter
     # Loudness: equal-loudness weighted mel bands, cube-root compressed, summed.
-    mel_lo, mel_hi = 2595 * math.log10(1 + 20 / 700), 2595 * math.log10(1 + 8000 / 700)
-    centres_mel = torch.linspace(mel_lo, mel_hi, 28, device=dev)[1:-1]
-    centres = 700 * (10 ** (centres_mel / 2595) - 1)
-    loud = (torch.clamp(mel, min=0) * _equal_loudness(centres)).pow(0.33).sum(-1)
+    loud = (torch.clamp(mel, min=0) * c.loud_w).pow(0.33).sum(-1)
     loud = loud * LOUDNESS_SCALE
 
-    low = power[..., _band(freqs, 50, 1000)].sum(-1)
-    high = power[..., _band(freqs, 1000, 5000) & (freqs > 1000)].sum(-1)
+    low = power[..., c.low].sum(-1)
+    high = power[..., c.high].sum(-1)
     alpha = 10 * torch.log10((high + tiny) / (low + tiny))
-    hmax_lo = power[..., _band(freqs, 0, 2000)].amax(-1)
-    hmax_hi = power[..., _band(freqs, 2000, 5000) & (freqs > 2000)].amax(-1)
+    hmax_lo = power[..., c.hmax_lo].amax(-1)
+    hmax_hi = power[..., c.hmax_hi].amax(-1)
     hammarberg = 10 * torch.log10((hmax_lo + tiny) / (hmax_hi + tiny))
-    logp = 10 * torch.log10(power + tiny)
-    slope_lo = _slope(logp, freqs, _band(freqs, 0, 500))
-    slope_hi = _slope(logp, freqs, _band(freqs, 500, 1500))
+    logp = 10 * torch.log10(power[..., : c.n_log] + tiny)
+    slope_lo = (logp[..., c.slope_lo] * c.fc_lo).sum(-1) / c.den_lo
+    slope_hi = (logp[..., c.slope_hi] * c.fc_hi).sum(-1) / c.den_hi
 
-    band = power[..., _band(freqs, 0, 5000)].sqrt()  # magnitudes
+    band = power[..., c.flux].sqrt()  # magnitudes
     flux = torch.zeros_like(energy)
     flux[:, 1:] = ((band[:, 1:] - band[:, :-1]) ** 2).sum(-1) * FLUX_SCALE
 
@@ -352,42 +390,64 @@ FORMANT_MIN, FORMANT_MAX = 50.0, 5450.0
 #: Spectrum for the harmonic peaks of the formant amplitudes: 60 ms Gaussian frames
 #: zero padded to the next power of two, as openSMILE's cTransformFFT does.
 NFFT_HARM = 1024
-_CACHE: dict[tuple, torch.Tensor] = {}
+def _levinson(acf: torch.Tensor) -> torch.Tensor:
+    """Prediction-error filter ``[1, a_1, ..., a_p]`` of ``A(z) = 1 + sum a_k z^-k``.
 
-
-def _cached(key: tuple, make) -> torch.Tensor:
-    """Return the constant tensor ``make()`` built once per ``key`` (device, dtype, ...)."""
-    t = _CACHE.get(key)
-    if t is None:
-        t = _CACHE[key] = make()
-    return t
-
-
-def _lpc_resampler(device: torch.device) -> torch.Tensor:
-    """``(320, 352)`` map from a raw 20 ms frame to openSMILE's 11 kHz LPC input.
-
-    openSMILE (cSpecResample) takes the DFT (512 points) of the Hamming-windowed
-    20 ms frame and evaluates an inverse DFT of ``352 = 512 * 11000 / 16000`` points
-    over its first 175 bins (DC not halved); as a linear map of the frame samples
-    that is one matrix, built here once.
+    Levinson-Durbin recursion on autocorrelations ``acf[..., 0..p]`` (float64),
+    batched; an all-zero frame gives ``[1, 0, ..., 0]``.
     """
-    def make() -> torch.Tensor:
-        n_out = NFFT_SHORT * LPC_RATE // RATE  # 352
-        j = torch.arange(WIN_SHORT, dtype=torch.float64)[:, None, None]
-        i = torch.arange(n_out, dtype=torch.float64)[None, None, :]
-        b = torch.arange(1, n_out // 2, dtype=torch.float64)[None, :, None]
-        basis = torch.cos(2 * math.pi * b * (i / n_out - j / NFFT_SHORT)).sum(1) + 1.0
-        win = _hamming(WIN_SHORT, torch.device("cpu")).double()[:, None]
-        return (basis * win / (NFFT_SHORT // 2)).to(device)
-    return _cached(("lpc_resampler", str(device)), make)
+    p = acf.shape[-1] - 1
+    a = torch.zeros_like(acf)
+    a[..., 0] = 1.0
+    err = acf[..., 0].clamp(min=1e-300)
+    for i in range(1, p + 1):
+        acc = (a[..., :i] * acf[..., 1:i + 1].flip(-1)).sum(-1)
+        k = torch.where(err > 1e-300, -acc / err, torch.zeros_like(err))
+        prev = a.clone()
+        a[..., 1:i + 1] = prev[..., 1:i + 1] + k[..., None] * prev[..., :i].flip(-1)
+        err = (err * (1 - k * k)).clamp(min=1e-300)
+    return a
+
+
+def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
+    """F1-F3 frequency and bandwidth (Hz), ``(..., 6)``, from ``[1, a_1, ..., a_p]``.
+
+    As openSMILE's cFormantLpc: the roots of ``z^p - a_1 z^(p-1) - ... - a_p`` (the
+    prediction coefficients negated, as openSMILE builds the polynomial), reflected
+    into the unit circle; those with a non-negative imaginary part and a frequency
+    ``|angle| * rate / 2 pi`` in 50-5450 Hz, sorted by frequency; bandwidth
+    ``-ln|r| * rate / pi``. NaN where fewer than three roots qualify.
+    """
+    dev, p = a.device, a.shape[-1] - 1
+    # roots = eigenvalues of the companion matrix
+    comp = torch.zeros(*a.shape[:-1], p, p, dtype=torch.float64, device=dev)
+    comp[..., 0, :] = a[..., 1:]
+    comp[..., 1:, :-1] = torch.eye(p - 1, dtype=torch.float64, device=dev)
+    roots = torch.linalg.eigvals(comp.cpu()).to(dev)
+    mag = roots.abs()
+    mag = torch.where(mag > 1, 1 / mag, mag)  # into the unit circle
+    freq = torch.angle(roots).abs() * rate / (2 * math.pi)
+    bw = -torch.log(torch.clamp(mag, min=1e-12)) * rate / math.pi
+    ok = (roots.imag >= 0) & (freq >= FORMANT_MIN) & (freq <= FORMANT_MAX)
+    freq = torch.where(ok, freq, torch.full_like(freq, float("inf")))
+    order = freq.argsort(-1)
+    freq_s = freq.gather(-1, order)[..., :3]
+    bw_s = bw.gather(-1, order)[..., :3]
+    valid = torch.isfinite(freq_s)
+    nan = torch.full_like(freq_s, float("nan"))
+    freq_s = torch.where(valid, freq_s, nan)
+    bw_s = torch.where(valid, bw_s, nan)
+    return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6)
 
 
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
     """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
 
     Follows openSMILE's eGeMAPSv02 chain (cSpecResample -> cLpc -> cFormantLpc): the
-    Hamming-windowed 20 ms frame resampled to 11 kHz (:func:`_lpc_resampler`),
-    autocorrelation LPC of order 11 (Levinson-Durbin), roots of the polynomial
+    Hamming-windowed 20 ms frame, its 512-point DFT evaluated back as a
+    ``352 = 512 * 11000 / 16000``-point inverse DFT (the frame at 11 kHz, band
+    limited to 5.47 kHz, followed by the resampled zero padding), autocorrelation
+    LPC of order 11 (Levinson-Durbin), roots of the polynomial
     ``z^11 - a_1 z^10 - ... - a_11`` -- openSMILE negates the prediction
     coefficients ``a_k`` of ``A(z) = 1 + sum a_k z^-k`` when it builds the polynomial,
     and its formant values are those roots, so this backend uses them too --
@@ -398,43 +458,21 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     dev = x.device
     if not bool(select.any()):
         return torch.zeros(0, 6, device=dev)
-    fr = _frames(x, WIN_SHORT, n_frames)[select].double()
-    y = fr @ _lpc_resampler(dev)
-    n = y.shape[-1]
+    win = _cached(("hamming64", str(dev)), lambda: _hamming(WIN_SHORT, dev).double())
+    spec = torch.fft.rfft(_frames(x, WIN_SHORT, n_frames)[select].double() * win,
+                          n=NFFT_SHORT)
+    n = LPC_FRAME
+    # openSMILE's cSpecResample: inverse DFT of n points over bins 0..n/2-1 of the
+    # 512-point DFT, DC not halved (hence 2 * DC for irfft), scaled as openSMILE does
+    z = torch.zeros(spec.shape[0], n // 2 + 1, dtype=spec.dtype, device=dev)
+    z[:, 0] = 2 * spec[:, 0]
+    z[:, 1:n // 2] = spec[:, 1:n // 2]
+    y = torch.fft.irfft(z, n=n) * (n / NFFT_SHORT)
     acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
-    # Levinson-Durbin, batched over frames (an all-zero frame gives a = [1, 0, ...])
-    a = torch.zeros(*acf.shape[:-1], LPC_ORDER + 1, dtype=torch.float64, device=dev)
-    a[..., 0] = 1.0
-    err = acf[..., 0].clamp(min=1e-300)
-    for i in range(1, LPC_ORDER + 1):
-        acc = (a[..., :i] * acf[..., 1:i + 1].flip(-1)).sum(-1)
-        k = torch.where(err > 1e-300, -acc / err, torch.zeros_like(err))
-        prev = a.clone()
-        a[..., 1:i + 1] = prev[..., 1:i + 1] + k[..., None] * prev[..., :i].flip(-1)
-        err = (err * (1 - k * k)).clamp(min=1e-300)
-    # roots of z^p - a_1 z^(p-1) - ... - a_p (openSMILE's sign) = eigenvalues of the
-    # companion matrix
-    comp = torch.zeros(*a.shape[:-1], LPC_ORDER, LPC_ORDER, dtype=torch.float64, device=dev)
-    comp[..., 0, :] = a[..., 1:]
-    comp[..., 1:, :-1] = torch.eye(LPC_ORDER - 1, dtype=torch.float64, device=dev)
-    roots = torch.linalg.eigvals(comp.cpu()).to(dev)
-    mag = roots.abs()
-    mag = torch.where(mag > 1, 1 / mag, mag)  # into the unit circle
-    freq = torch.angle(roots).abs() * LPC_RATE / (2 * math.pi)
-    bw = -torch.log(torch.clamp(mag, min=1e-12)) * LPC_RATE / math.pi
-    ok = (roots.imag >= 0) & (freq >= FORMANT_MIN) & (freq <= FORMANT_MAX)
-    freq = torch.where(ok, freq, torch.full_like(freq, float("inf")))
-    order = freq.argsort(-1)
-    freq_s = freq.gather(-1, order)[..., :3]
-    bw_s = bw.gather(-1, order)[..., :3]
-    valid = torch.isfinite(freq_s)
-    nan = torch.full_like(freq_s, float("nan"))
-    freq_s = torch.where(valid, freq_s, nan)
-    bw_s = torch.where(valid, bw_s, nan)
-    return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
+    return _lpc_formants(_levinson(acf)).float()
 
 
-def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int
+def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: int | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Peaks of harmonics 1..``n_harm`` of ``f0`` in magnitude spectra ``(N, bins)``.
 
@@ -443,36 +481,49 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int
     or above the bin of ``f0 / 2``; a bin equal to the previous harmonic's is a
     duplicate and dropped.
 
+    Args:
+        spec: Magnitude spectra, one row per frame.
+        f0: F0 (Hz) per row.
+        n_harm: Harmonics to find.
+        n_bins: Only peaks below this bin are searched (the caller's harmonics of
+            interest lie below it; bounds the work).
+
     Returns:
         ``(magnitude, interpolated magnitude, interpolated frequency)``, each
         ``(N, n_harm)``; 0 where no peak was found.
     """
     dev = spec.device
     nb = spec.shape[-1]
+    m = nb if n_bins is None else max(2, min(nb, n_bins))
     bin_hz = RATE / ((nb - 1) * 2)
-    left = torch.nn.functional.pad(spec, (1, 0), value=-1.0)[..., :-1]
-    right = torch.nn.functional.pad(spec, (0, 1), value=-1.0)[..., 1:]
-    peak = (spec > left) & (spec > right)
+    sp = spec[..., : min(nb, m + 1)]  # one more bin: the right neighbour of bin m - 1
+    left = torch.nn.functional.pad(sp, (1, 0), value=-1.0)[..., :-1]
+    right = torch.nn.functional.pad(sp, (0, 1), value=-1.0)[..., 1:]
+    peak = ((sp > left) & (sp > right))[..., :m]
     peak[..., 0] = spec[..., 0] > spec[..., 1]
+    idx = torch.arange(m, device=dev, dtype=torch.int32).expand_as(peak)
+    big = torch.full_like(idx, m + 1)
+    # nearest peak at or right of / at or left of every bin
+    right_pk = torch.where(peak, idx, big).flip(-1).cummin(-1).values.flip(-1)
+    left_pk = torch.where(peak, idx, -big).cummax(-1).values
     h = torch.arange(1, n_harm + 1, device=dev, dtype=spec.dtype)
     f = f0[:, None] * h  # expected frequencies
     cand = torch.round(f / bin_hz).long()
     lower = torch.round((f - 0.5 * f0[:, None]) / bin_hz).long()
     upper = torch.round((f + 0.5 * f0[:, None]) / bin_hz).long()
-    half = int((0.5 * f0.max() / bin_hz).ceil()) + 1 if f0.numel() else 1
-    d = torch.arange(-half, half + 1, device=dev)
-    key = 2 * d.abs() - (d > 0).long()  # search order: 0, +1, -1, +2, -2, ...
-    idx = cand[..., None] + d
-    inside = (idx >= lower[..., None]) & (idx <= upper[..., None]) & (idx >= 0) & (idx < nb)
-    inside[..., half] = (cand >= 0) & (cand < nb)  # the candidate bin itself
-    is_peak = peak.gather(-1, idx.clamp(0, nb - 1).reshape(len(f0), -1)).reshape(idx.shape)
-    score = torch.where(inside & is_peak, key, torch.full_like(key, 1 << 30))
-    best = score.argmin(-1)
-    found = score.gather(-1, best[..., None])[..., 0] < (1 << 30)
-    pbin = idx.gather(-1, best[..., None])[..., 0]
+    in_range = cand < m
+    c = cand.clamp(max=m - 1)
+    r = right_pk.gather(-1, c).long()
+    lft = left_pk.gather(-1, c).long()
+    r_ok = (r < m) & ((r == c) | (r <= upper))
+    l_ok = lft >= lower
+    # the search visits c, c+1, c-1, c+2, c-2, ...: the right peak wins a tie
+    take_r = r_ok & (~l_ok | (r - c <= c - lft))
+    pbin = torch.where(take_r, r, lft)
+    found = (r_ok | l_ok) & in_range
     first = torch.round(0.5 * f0 / bin_hz).long()[:, None]
-    found = found & (pbin >= first) & (pbin < nb - 1) & (cand < nb)
-    pbin = torch.where(found, pbin, cand.clamp(max=nb - 1))
+    found = found & (pbin >= first) & (pbin < nb - 1)
+    pbin = torch.where(found, pbin, c)
     dup = torch.zeros_like(found)
     dup[..., 1:] = pbin[..., 1:] == pbin[..., :-1]
     found = found & ~dup
@@ -506,9 +557,11 @@ def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.
     win = _cached(("gauss", WIN_LONG, str(dev)), lambda: _gauss(WIN_LONG, dev))
     spec = torch.fft.rfft(fr * win, n=NFFT_HARM).abs()
     f0 = RATE / period.clamp(min=1.0)
-    fmax = torch.nan_to_num(formants[..., 4], nan=0.0).amax() * 1.2 if formants.numel() else 0
-    n_harm = int(min(100, max(2, math.ceil(float(fmax) / float(f0.min())) + 1)))
-    mag, mag_i, freq_i = _harmonic_peaks(spec, f0, n_harm)
+    fmax = torch.nan_to_num(formants[..., 0::2], nan=0.0).amax() if formants.numel() else 0
+    n_harm = int(min(100, max(2, math.ceil(1.2 * float(fmax) / float(f0.min()) + 0.5) + 1)))
+    # harmonics whose peak may lie near a formant: within 1.2 * the highest formant
+    n_bins = math.ceil((1.2 * float(fmax) + float(f0.max())) / (RATE / NFFT_HARM)) + 2
+    mag, mag_i, freq_i = _harmonic_peaks(spec, f0, n_harm, n_bins)
     h1 = mag[..., :1]
     rel = 20 * (torch.log10(mag_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
     rel = torch.where(mag_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))

@@ -66,8 +66,8 @@ YIN_THRESHOLD = 0.25
 VOICING_RMS = 1e-3
 LPC_RATE = 11000
 LPC_ORDER = 11
-#: Samples of the 11 kHz LPC input frame (the 512-point 20 ms DFT at 11 kHz).
-LPC_FRAME = NFFT_SHORT * LPC_RATE // RATE
+#: Samples of the 11 kHz LPC input frame (20 ms).
+LPC_FRAME = WIN_SHORT * LPC_RATE // RATE
 #: Constant factors mapping this backend's loudness and spectral flux to openSMILE's
 #: units, fitted once as the median frame-wise ratio of openSMILE's to this backend's
 #: LLD on jfk.flac, pyannote/sample.wav and speechbrain spk1_snt1.wav (constant
@@ -443,11 +443,13 @@ def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
     """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
 
-    Follows openSMILE's eGeMAPSv02 chain (cSpecResample -> cLpc -> cFormantLpc): the
-    Hamming-windowed 20 ms frame, its 512-point DFT evaluated back as a
-    ``352 = 512 * 11000 / 16000``-point inverse DFT (the frame at 11 kHz, band
-    limited to 5.47 kHz, followed by the resampled zero padding), autocorrelation
-    LPC of order 11 (Levinson-Durbin), roots of the polynomial
+    Follows openSMILE's eGeMAPSv02 chain (cTransformFFT -> cSpecResample -> cLpc ->
+    cFormantLpc), checked against its intermediate levels: the Hamming-windowed
+    20 ms frame zero padded symmetrically to 512 points, its DFT bins 0-109
+    evaluated as a ``352 = 512 * 11000 / 16000``-point inverse DFT of which the first
+    220 samples are kept (so the LPC sees 6 ms of padding and the first 14 ms of the
+    frame, band limited to 3.4 kHz), autocorrelation LPC of order 11
+    (Levinson-Durbin), roots of the polynomial
     ``z^11 - a_1 z^10 - ... - a_11`` -- openSMILE negates the prediction
     coefficients ``a_k`` of ``A(z) = 1 + sum a_k z^-k`` when it builds the polynomial,
     and its formant values are those roots, so this backend uses them too --
@@ -459,15 +461,19 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     if not bool(select.any()):
         return torch.zeros(0, 6, device=dev)
     win = _cached(("hamming64", str(dev)), lambda: _hamming(WIN_SHORT, dev).double())
-    spec = torch.fft.rfft(_frames(x, WIN_SHORT, n_frames)[select].double() * win,
-                          n=NFFT_SHORT)
+    frames = _frames(x, WIN_SHORT, n_frames)[select].double() * win
+    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
+    pad = (NFFT_SHORT - WIN_SHORT) // 2
+    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
+    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
+    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
+    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
+    n_dft = NFFT_SHORT * LPC_RATE // RATE
     n = LPC_FRAME
-    # openSMILE's cSpecResample: inverse DFT of n points over bins 0..n/2-1 of the
-    # 512-point DFT, DC not halved (hence 2 * DC for irfft), scaled as openSMILE does
-    z = torch.zeros(spec.shape[0], n // 2 + 1, dtype=spec.dtype, device=dev)
+    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=dev)
     z[:, 0] = 2 * spec[:, 0]
     z[:, 1:n // 2] = spec[:, 1:n // 2]
-    y = torch.fft.irfft(z, n=n) * (n / NFFT_SHORT)
+    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
     acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
     return _lpc_formants(_levinson(acf)).float()
 

@@ -546,20 +546,24 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
 
 def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
                         ) -> dict[str, torch.Tensor]:
-    """F1-F3 amplitude relative to H1 (dB) and H1-A3 of voiced 60 ms frames.
+    """F1-F3 amplitude relative to the F0 harmonic (dB) of voiced 60 ms frames.
 
     As openSMILE's cHarmonics (``FormantAmplitudeByMaxHarmonicLogRelF0``): the
     strongest F0 harmonic whose (interpolated) frequency lies within 0.8-1.2 times
     the formant frequency, ``20 log10`` of its interpolated magnitude over H1's
     magnitude in the Gaussian-windowed 60 ms spectrum; 0 (undefined) when no
-    harmonic lies there. ``logRelF0-H1-A3`` is minus the F3 value, -201 dB when
-    no harmonic lies near F3 (openSMILE's floor).
+    harmonic lies there. Checked frame by frame against openSMILE's
+    gemapsv01b_harmonics level given its F0 and formants.
+
+    (openSMILE's ``logRelF0-H1-H2`` / ``-H1-A3``, left to :func:`_harmonics`, index
+    its harmonic array from 0 = F0, so "H1" there is the harmonic at 2 F0: they equal
+    ``L(2 F0) - L(3 F0)`` and ``L(2 F0) - A3`` of these relative levels ``L``.)
     """
     dev = fr.device
     names = [f"F{i + 1}amplitudeLogRelF0" for i in range(3)]
     if fr.shape[0] == 0:
         empty = torch.zeros(0, device=dev)
-        return {k: empty for k in (*names, "logRelF0-H1-A3")}
+        return {k: empty for k in names}
     win = _cached(("gauss", WIN_LONG, str(dev)), lambda: _gauss(WIN_LONG, dev))
     spec = torch.fft.rfft(fr * win, n=NFFT_HARM).abs()
     f0 = RATE / period.clamp(min=1.0)
@@ -572,6 +576,7 @@ def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.
     rel = 20 * (torch.log10(mag_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
     rel = torch.where(mag_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
     rel = torch.where(h1 > 0, rel, torch.full_like(rel, -201.0))
+    rel[..., 0] = 0.0  # H1 relative to itself (openSMILE sets it, not interpolated)
     out = {}
     for i, name in enumerate(names):
         fi = torch.nan_to_num(formants[..., 2 * i], nan=0.0)[:, None]
@@ -579,9 +584,6 @@ def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.
         pick = torch.where(near, mag, torch.full_like(mag, -1.0)).argmax(-1, keepdim=True)
         any_near = near.any(-1)
         out[name] = torch.where(any_near, rel.gather(-1, pick)[..., 0], torch.zeros_like(f0))
-        if i == 2:
-            out["logRelF0-H1-A3"] = torch.where(any_near, -out[name],
-                                                torch.full_like(f0, -201.0))
     return out
 
 

@@ -102,8 +102,7 @@ def test_formant_amplitudes_are_the_strongest_harmonic_near_each_formant():
     # window's sum, which cancels against H1 = 1).
     # F1 = 500 Hz -> 400-600 Hz holds only h4 (amp 2): +6.02 dB;
     # F2 = 1500 Hz -> 1200-1800 Hz holds h10..h14, strongest h12 (0.5): -6.02 dB;
-    # F3 = 2500 Hz -> 2000-3000 Hz holds h16..h24, strongest h20 (0.25): -12.04 dB,
-    # so H1-A3 = +12.04 dB.
+    # F3 = 2500 Hz -> 2000-3000 Hz holds h16..h24, strongest h20 (0.25): -12.04 dB.
     fr = harmonic_frame(125.0, {1: 1.0, 4: 2.0, 12: 0.5, 20: 0.25}, base=0.1)
     fr = torch.tensor(np.stack([fr, fr]), dtype=torch.float32)
     period = torch.full((2,), SR / 125.0)
@@ -116,11 +115,13 @@ def test_formant_amplitudes_are_the_strongest_harmonic_near_each_formant():
     np.testing.assert_allclose(out["F1amplitudeLogRelF0"].numpy(), [db(2)] * 2, atol=0.05)
     np.testing.assert_allclose(out["F2amplitudeLogRelF0"].numpy(), [db(0.5)] * 2, atol=0.05)
     np.testing.assert_allclose(out["F3amplitudeLogRelF0"][0].item(), db(0.25), atol=0.05)
-    np.testing.assert_allclose(out["logRelF0-H1-A3"][0].item(), -db(0.25), atol=0.05)
-    # no F3: its amplitude is 0 (undefined, dropped by the voiced functionals) and
-    # H1-A3 takes openSMILE's -201 dB floor
+    # no F3: its amplitude is 0 (undefined, dropped by the voiced functionals)
     assert out["F3amplitudeLogRelF0"][1].item() == 0.0
-    assert out["logRelF0-H1-A3"][1].item() == -201.0
+    # F1 at F0: the harmonic found is H1 itself, 0 dB exactly (openSMILE)
+    fr1 = torch.tensor(harmonic_frame(250.0, {1: 1.0})[None], dtype=torch.float32)
+    out1 = pt._formant_amplitudes(fr1, torch.tensor([64.0]),
+                                  torch.tensor([[260.0, 50, 750, 80, 2500, 100]]))
+    assert out1["F1amplitudeLogRelF0"].item() == 0.0
 
 
 def test_formant_amplitude_is_zero_without_a_harmonic_near_the_formant():

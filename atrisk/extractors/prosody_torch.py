@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +66,8 @@ YIN_THRESHOLD = 0.25
 VOICING_RMS = 1e-3
 LPC_RATE = 11000
 LPC_ORDER = 11
+#: Samples of the 11 kHz LPC input frame (20 ms).
+LPC_FRAME = WIN_SHORT * LPC_RATE // RATE
 #: Constant factors mapping this backend's loudness and spectral flux to openSMILE's
 #: units, fitted once as the median frame-wise ratio of openSMILE's to this backend's
 #: LLD on jfk.flac, pyannote/sample.wav and speechbrain spk1_snt1.wav (constant
@@ -146,6 +149,17 @@ def _gauss(n: int, device: torch.device, sigma: float = 0.4) -> torch.Tensor:
     return torch.exp(-0.5 * ((k - half) / (sigma * half)) ** 2)
 
 
+_CACHE: dict[tuple, Any] = {}
+
+
+def _cached(key: tuple, make: Callable[[], Any]) -> Any:
+    """Return the constant tensor ``make()`` built once per ``key`` (device, dtype, ...)."""
+    t = _CACHE.get(key)
+    if t is None:
+        t = _CACHE[key] = make()
+    return t
+
+
 def _frames(x: torch.Tensor, size: int, n_frames: int) -> torch.Tensor:
     """Left-aligned frames ``(B, n_frames, size)`` (zero padded at the end)."""
     need = (n_frames - 1) * HOP + size
@@ -158,14 +172,6 @@ def _band(freqs: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return (freqs >= lo) & (freqs <= hi)
 
 
-def _slope(logp: torch.Tensor, freqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Least-squares slope of ``logp`` over the bins in ``mask`` (per frame)."""
-    f = freqs[mask]
-    y = logp[..., mask]
-    fc = f - f.mean()
-    return (y * fc).sum(-1) / (fc * fc).sum()
-
-
 def _equal_loudness(freq: torch.Tensor) -> torch.Tensor:
     """Hermansky's equal-loudness curve (as in HTK/PLP), ``freq`` in Hz."""
     fsq = freq * freq
@@ -173,45 +179,77 @@ def _equal_loudness(freq: torch.Tensor) -> torch.Tensor:
     return fsub * fsub * ((fsq + 1.44e6) / (fsq + 9.61e6))
 
 
+class _SpectralConsts:
+    """Filter bank, DCT, windows and band slices of :func:`_spectral_llds` for one device.
+
+    Built once per device (:func:`_spectral_consts`) instead of on every call; the
+    frequency bands are contiguous runs of FFT bins, so they are kept as slices (views,
+    no copies).
+    """
+
+    def __init__(self, dev: torch.device):
+        self.window = _hamming(WIN_SHORT, dev)
+        freqs = torch.fft.rfftfreq(NFFT_SHORT, 1.0 / RATE).to(dev)
+        self.fb = AF.melscale_fbanks(NFFT_SHORT // 2 + 1, 20.0, 8000.0, 26, RATE, norm=None,
+                                     mel_scale="htk").to(dev)
+        # MFCC 1-4: HTK-style log mel energies, DCT-II, cepstral lifter 22.
+        n = torch.arange(26, device=dev, dtype=torch.float32)
+        i = torch.arange(1, 5, device=dev, dtype=torch.float32)[:, None]
+        self.dct_t = (math.sqrt(2.0 / 26) * torch.cos(math.pi * i * (n + 0.5) / 26)).T
+        self.lifter = 1 + 11.0 * torch.sin(math.pi * i[:, 0] / 22.0)
+        # Loudness: equal-loudness weights of the mel band centres.
+        mel_lo, mel_hi = 2595 * math.log10(1 + 20 / 700), 2595 * math.log10(1 + 8000 / 700)
+        centres_mel = torch.linspace(mel_lo, mel_hi, 28, device=dev)[1:-1]
+        self.loud_w = _equal_loudness(700 * (10 ** (centres_mel / 2595) - 1))
+
+        def span(mask: torch.Tensor) -> slice:
+            idx = torch.nonzero(mask)[:, 0]
+            return slice(int(idx[0]), int(idx[-1]) + 1)
+
+        self.low = span(_band(freqs, 50, 1000))
+        self.high = span(_band(freqs, 1000, 5000) & (freqs > 1000))
+        self.hmax_lo = span(_band(freqs, 0, 2000))
+        self.hmax_hi = span(_band(freqs, 2000, 5000) & (freqs > 2000))
+        self.flux = span(_band(freqs, 0, 5000))
+        self.slope_lo = span(_band(freqs, 0, 500))
+        self.slope_hi = span(_band(freqs, 500, 1500))
+        self.n_log = max(self.slope_lo.stop, self.slope_hi.stop)  # bins needing log power
+        self.fc_lo, self.fc_hi = (freqs[s] - freqs[s].mean() for s in (self.slope_lo,
+                                                                         self.slope_hi))
+        self.den_lo, self.den_hi = ((fc * fc).sum() for fc in (self.fc_lo, self.fc_hi))
+
+
+def _spectral_consts(dev: torch.device) -> _SpectralConsts:
+    return _cached(("spectral", str(dev)), lambda: _SpectralConsts(dev))
+
+
 def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return loudness, energy, alpha ratio, Hammarberg, slopes, flux and MFCC 1-4."""
-    dev = x.device
+    c = _spectral_consts(x.device)
     fr = _frames(x, WIN_SHORT, n_frames)
     energy = (fr * fr).mean(-1)
-    spec = torch.fft.rfft(fr * _hamming(WIN_SHORT, dev), n=NFFT_SHORT)
+    spec = torch.fft.rfft(fr * c.window, n=NFFT_SHORT)
     power = spec.real ** 2 + spec.imag ** 2
-    freqs = torch.fft.rfftfreq(NFFT_SHORT, 1.0 / RATE).to(dev)
     tiny = 1e-12
 
-    fb = AF.melscale_fbanks(NFFT_SHORT // 2 + 1, 20.0, 8000.0, 26, RATE, norm=None,
-                            mel_scale="htk").to(dev)
-    mel = power @ fb  # (B, T, 26)
-    # MFCC 1-4: HTK-style log mel energies, DCT-II, cepstral lifter 22.
+    mel = power @ c.fb  # (B, T, 26)
     logmel = torch.log(torch.clamp(mel * 32768.0 ** 2, min=1.0))
-    n = torch.arange(26, device=dev, dtype=torch.float32)
-    i = torch.arange(1, 5, device=dev, dtype=torch.float32)[:, None]
-    dct = math.sqrt(2.0 / 26) * torch.cos(math.pi * i * (n + 0.5) / 26)
-    lifter = 1 + 11.0 * torch.sin(math.pi * i[:, 0] / 22.0)
-    mfcc = (logmel @ dct.T) * lifter
-
+    mfcc = (logmel @ c.dct_t) * c.lifter
     # Loudness: equal-loudness weighted mel bands, cube-root compressed, summed.
-    mel_lo, mel_hi = 2595 * math.log10(1 + 20 / 700), 2595 * math.log10(1 + 8000 / 700)
-    centres_mel = torch.linspace(mel_lo, mel_hi, 28, device=dev)[1:-1]
-    centres = 700 * (10 ** (centres_mel / 2595) - 1)
-    loud = (torch.clamp(mel, min=0) * _equal_loudness(centres)).pow(0.33).sum(-1)
+    loud = (torch.clamp(mel, min=0) * c.loud_w).pow(0.33).sum(-1)
     loud = loud * LOUDNESS_SCALE
 
-    low = power[..., _band(freqs, 50, 1000)].sum(-1)
-    high = power[..., _band(freqs, 1000, 5000) & (freqs > 1000)].sum(-1)
+    low = power[..., c.low].sum(-1)
+    high = power[..., c.high].sum(-1)
     alpha = 10 * torch.log10((high + tiny) / (low + tiny))
-    hmax_lo = power[..., _band(freqs, 0, 2000)].amax(-1)
-    hmax_hi = power[..., _band(freqs, 2000, 5000) & (freqs > 2000)].amax(-1)
+    hmax_lo = power[..., c.hmax_lo].amax(-1)
+    hmax_hi = power[..., c.hmax_hi].amax(-1)
     hammarberg = 10 * torch.log10((hmax_lo + tiny) / (hmax_hi + tiny))
-    logp = 10 * torch.log10(power + tiny)
-    slope_lo = _slope(logp, freqs, _band(freqs, 0, 500))
-    slope_hi = _slope(logp, freqs, _band(freqs, 500, 1500))
+    logp = 10 * torch.log10(power[..., : c.n_log] + tiny)
+    slope_lo = (logp[..., c.slope_lo] * c.fc_lo).sum(-1) / c.den_lo
+    slope_hi = (logp[..., c.slope_hi] * c.fc_hi).sum(-1) / c.den_hi
 
-    band = power[..., _band(freqs, 0, 5000)].sqrt()  # magnitudes
+    band = power[..., c.flux].sqrt()  # magnitudes
     flux = torch.zeros_like(energy)
     flux[:, 1:] = ((band[:, 1:] - band[:, :-1]) ** 2).sum(-1) * FLUX_SCALE
 
@@ -347,44 +385,50 @@ def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
     return out
 
 
-def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
-    """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
+#: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
+FORMANT_MIN, FORMANT_MAX = 50.0, 5450.0
+#: Spectrum for the harmonic peaks of the formant amplitudes: 60 ms Gaussian frames
+#: zero padded to the next power of two, as openSMILE's cTransformFFT does.
+NFFT_HARM = 1024
+def _levinson(acf: torch.Tensor) -> torch.Tensor:
+    """Prediction-error filter ``[1, a_1, ..., a_p]`` of ``A(z) = 1 + sum a_k z^-k``.
 
-    NaN where fewer formants are found.
+    Levinson-Durbin recursion on autocorrelations ``acf[..., 0..p]`` (float64),
+    batched; an all-zero frame gives ``[1, 0, ..., 0]``.
     """
-    dev = x.device
-    if not bool(select.any()):
-        return torch.zeros(0, 6, device=dev)
-    y = AF.resample(x, RATE, LPC_RATE)
-    size = round(0.020 * LPC_RATE)
-    hop = LPC_RATE // 100
-    need = (n_frames - 1) * hop + size
-    if y.shape[-1] < need:
-        y = torch.nn.functional.pad(y, (0, need - y.shape[-1]))
-    fr = y.unfold(-1, size, hop)[:, :n_frames][select] * _hamming(size, dev)
-    fr64 = fr.double()
-    spec = torch.fft.rfft(fr64, n=512)
-    acf = torch.fft.irfft(spec.real ** 2 + spec.imag ** 2, n=512)[..., : LPC_ORDER + 1]
-    acf[..., 0] = acf[..., 0] * (1 + 1e-9) + 1e-12
-    # Levinson-Durbin, batched over frames
-    a = torch.zeros(*acf.shape[:-1], LPC_ORDER + 1, dtype=torch.float64, device=dev)
+    p = acf.shape[-1] - 1
+    a = torch.zeros_like(acf)
     a[..., 0] = 1.0
-    err = acf[..., 0].clone()
-    for i in range(1, LPC_ORDER + 1):
+    err = acf[..., 0].clamp(min=1e-300)
+    for i in range(1, p + 1):
         acc = (a[..., :i] * acf[..., 1:i + 1].flip(-1)).sum(-1)
-        k = -acc / err
+        k = torch.where(err > 1e-300, -acc / err, torch.zeros_like(err))
         prev = a.clone()
         a[..., 1:i + 1] = prev[..., 1:i + 1] + k[..., None] * prev[..., :i].flip(-1)
-        err = err * (1 - k * k)
-    # roots of the LPC polynomial = eigenvalues of its companion matrix
-    lead = a.shape[:-1]
-    comp = torch.zeros(*lead, LPC_ORDER, LPC_ORDER, dtype=torch.float64, device=dev)
-    comp[..., 0, :] = -a[..., 1:]
-    comp[..., 1:, :-1] = torch.eye(LPC_ORDER - 1, dtype=torch.float64, device=dev)
+        err = (err * (1 - k * k)).clamp(min=1e-300)
+    return a
+
+
+def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
+    """F1-F3 frequency and bandwidth (Hz), ``(..., 6)``, from ``[1, a_1, ..., a_p]``.
+
+    As openSMILE's cFormantLpc: the roots of ``z^p - a_1 z^(p-1) - ... - a_p`` (the
+    prediction coefficients negated, as openSMILE builds the polynomial), reflected
+    into the unit circle; those with a non-negative imaginary part and a frequency
+    ``|angle| * rate / 2 pi`` in 50-5450 Hz, sorted by frequency; bandwidth
+    ``-ln|r| * rate / pi``. NaN where fewer than three roots qualify.
+    """
+    dev, p = a.device, a.shape[-1] - 1
+    # roots = eigenvalues of the companion matrix
+    comp = torch.zeros(*a.shape[:-1], p, p, dtype=torch.float64, device=dev)
+    comp[..., 0, :] = a[..., 1:]
+    comp[..., 1:, :-1] = torch.eye(p - 1, dtype=torch.float64, device=dev)
     roots = torch.linalg.eigvals(comp.cpu()).to(dev)
-    freq = torch.angle(roots) * LPC_RATE / (2 * math.pi)
-    bw = -torch.log(torch.clamp(roots.abs(), min=1e-12)) * LPC_RATE / math.pi
-    ok = (freq > 50.0) & (freq < 5450.0)
+    mag = roots.abs()
+    mag = torch.where(mag > 1, 1 / mag, mag)  # into the unit circle
+    freq = torch.angle(roots).abs() * rate / (2 * math.pi)
+    bw = -torch.log(torch.clamp(mag, min=1e-12)) * rate / math.pi
+    ok = (roots.imag >= 0) & (freq >= FORMANT_MIN) & (freq <= FORMANT_MAX)
     freq = torch.where(ok, freq, torch.full_like(freq, float("inf")))
     order = freq.argsort(-1)
     freq_s = freq.gather(-1, order)[..., :3]
@@ -393,7 +437,154 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     nan = torch.full_like(freq_s, float("nan"))
     freq_s = torch.where(valid, freq_s, nan)
     bw_s = torch.where(valid, bw_s, nan)
-    return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
+    return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6)
+
+
+def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
+    """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
+
+    Follows openSMILE's eGeMAPSv02 chain (cTransformFFT -> cSpecResample -> cLpc ->
+    cFormantLpc), checked against its intermediate levels: the Hamming-windowed
+    20 ms frame zero padded symmetrically to 512 points, its DFT bins 0-109
+    evaluated as a ``352 = 512 * 11000 / 16000``-point inverse DFT of which the first
+    220 samples are kept (so the LPC sees 6 ms of padding and the first 14 ms of the
+    frame, band limited to 3.4 kHz), autocorrelation LPC of order 11
+    (Levinson-Durbin), roots of the polynomial
+    ``z^11 - a_1 z^10 - ... - a_11`` -- openSMILE negates the prediction
+    coefficients ``a_k`` of ``A(z) = 1 + sum a_k z^-k`` when it builds the polynomial,
+    and its formant values are those roots, so this backend uses them too --
+    reflected into the unit circle; roots with a non-negative imaginary part and a
+    frequency in 50-5450 Hz, sorted by frequency, give F1-F3 (bandwidth
+    ``-ln|r| * fs / pi``). NaN where fewer formants are found.
+    """
+    dev = x.device
+    if not bool(select.any()):
+        return torch.zeros(0, 6, device=dev)
+    win = _cached(("hamming64", str(dev)), lambda: _hamming(WIN_SHORT, dev).double())
+    frames = _frames(x, WIN_SHORT, n_frames)[select].double() * win
+    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
+    pad = (NFFT_SHORT - WIN_SHORT) // 2
+    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
+    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
+    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
+    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
+    n_dft = NFFT_SHORT * LPC_RATE // RATE
+    n = LPC_FRAME
+    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=dev)
+    z[:, 0] = 2 * spec[:, 0]
+    z[:, 1:n // 2] = spec[:, 1:n // 2]
+    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
+    acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
+    return _lpc_formants(_levinson(acf)).float()
+
+
+def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks of harmonics 1..``n_harm`` of ``f0`` in magnitude spectra ``(N, bins)``.
+
+    As openSMILE's cHarmonics: harmonic ``h`` is the spectral peak nearest the bin of
+    ``h * f0`` (right before left at equal distance) within ``(h -/+ 0.5) * f0``, at
+    or above the bin of ``f0 / 2``; a bin equal to the previous harmonic's is a
+    duplicate and dropped.
+
+    Args:
+        spec: Magnitude spectra, one row per frame.
+        f0: F0 (Hz) per row.
+        n_harm: Harmonics to find.
+        n_bins: Only peaks below this bin are searched (the caller's harmonics of
+            interest lie below it; bounds the work).
+
+    Returns:
+        ``(magnitude, interpolated magnitude, interpolated frequency)``, each
+        ``(N, n_harm)``; 0 where no peak was found.
+    """
+    dev = spec.device
+    nb = spec.shape[-1]
+    m = nb if n_bins is None else max(2, min(nb, n_bins))
+    bin_hz = RATE / ((nb - 1) * 2)
+    sp = spec[..., : min(nb, m + 1)]  # one more bin: the right neighbour of bin m - 1
+    left = torch.nn.functional.pad(sp, (1, 0), value=-1.0)[..., :-1]
+    right = torch.nn.functional.pad(sp, (0, 1), value=-1.0)[..., 1:]
+    peak = ((sp > left) & (sp > right))[..., :m]
+    peak[..., 0] = spec[..., 0] > spec[..., 1]
+    idx = torch.arange(m, device=dev, dtype=torch.int32).expand_as(peak)
+    big = torch.full_like(idx, m + 1)
+    # nearest peak at or right of / at or left of every bin
+    right_pk = torch.where(peak, idx, big).flip(-1).cummin(-1).values.flip(-1)
+    left_pk = torch.where(peak, idx, -big).cummax(-1).values
+    h = torch.arange(1, n_harm + 1, device=dev, dtype=spec.dtype)
+    f = f0[:, None] * h  # expected frequencies
+    cand = torch.round(f / bin_hz).long()
+    lower = torch.round((f - 0.5 * f0[:, None]) / bin_hz).long()
+    upper = torch.round((f + 0.5 * f0[:, None]) / bin_hz).long()
+    in_range = cand < m
+    c = cand.clamp(max=m - 1)
+    r = right_pk.gather(-1, c).long()
+    lft = left_pk.gather(-1, c).long()
+    r_ok = (r < m) & ((r == c) | (r <= upper))
+    l_ok = lft >= lower
+    # the search visits c, c+1, c-1, c+2, c-2, ...: the right peak wins a tie
+    take_r = r_ok & (~l_ok | (r - c <= c - lft))
+    pbin = torch.where(take_r, r, lft)
+    found = (r_ok | l_ok) & in_range
+    first = torch.round(0.5 * f0 / bin_hz).long()[:, None]
+    found = found & (pbin >= first) & (pbin < nb - 1)
+    pbin = torch.where(found, pbin, c)
+    dup = torch.zeros_like(found)
+    dup[..., 1:] = pbin[..., 1:] == pbin[..., :-1]
+    found = found & ~dup
+    pc = pbin.clamp(1, nb - 2)
+    y1, y2, y3 = (spec.gather(-1, pc + o) for o in (-1, 0, 1))
+    den = y1 - 2 * y2 + y3
+    delta = torch.where(den.abs() > 0, 0.5 * (y1 - y3) / den, torch.zeros_like(den))
+    zero = torch.zeros_like(y2)
+    mag = torch.where(found, y2, zero)
+    mag_i = torch.where(found, y2 - 0.25 * (y1 - y3) * delta, zero)
+    freq_i = torch.where(found, (pc + delta) * bin_hz, zero)
+    return mag, mag_i, freq_i
+
+
+def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
+                        ) -> dict[str, torch.Tensor]:
+    """F1-F3 amplitude relative to the F0 harmonic (dB) of voiced 60 ms frames.
+
+    As openSMILE's cHarmonics (``FormantAmplitudeByMaxHarmonicLogRelF0``): the
+    strongest F0 harmonic whose (interpolated) frequency lies within 0.8-1.2 times
+    the formant frequency, ``20 log10`` of its interpolated magnitude over H1's
+    magnitude in the Gaussian-windowed 60 ms spectrum; 0 (undefined) when no
+    harmonic lies there. Checked frame by frame against openSMILE's
+    gemapsv01b_harmonics level given its F0 and formants.
+
+    (openSMILE's ``logRelF0-H1-H2`` / ``-H1-A3``, left to :func:`_harmonics`, index
+    its harmonic array from 0 = F0, so "H1" there is the harmonic at 2 F0: they equal
+    ``L(2 F0) - L(3 F0)`` and ``L(2 F0) - A3`` of these relative levels ``L``.)
+    """
+    dev = fr.device
+    names = [f"F{i + 1}amplitudeLogRelF0" for i in range(3)]
+    if fr.shape[0] == 0:
+        empty = torch.zeros(0, device=dev)
+        return {k: empty for k in names}
+    win = _cached(("gauss", WIN_LONG, str(dev)), lambda: _gauss(WIN_LONG, dev))
+    spec = torch.fft.rfft(fr * win, n=NFFT_HARM).abs()
+    f0 = RATE / period.clamp(min=1.0)
+    fmax = torch.nan_to_num(formants[..., 0::2], nan=0.0).amax() if formants.numel() else 0
+    n_harm = int(min(100, max(2, math.ceil(1.2 * float(fmax) / float(f0.min()) + 0.5) + 1)))
+    # harmonics whose peak may lie near a formant: within 1.2 * the highest formant
+    n_bins = math.ceil((1.2 * float(fmax) + float(f0.max())) / (RATE / NFFT_HARM)) + 2
+    mag, mag_i, freq_i = _harmonic_peaks(spec, f0, n_harm, n_bins)
+    h1 = mag[..., :1]
+    rel = 20 * (torch.log10(mag_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
+    rel = torch.where(mag_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
+    rel = torch.where(h1 > 0, rel, torch.full_like(rel, -201.0))
+    rel[..., 0] = 0.0  # H1 relative to itself (openSMILE sets it, not interpolated)
+    out = {}
+    for i, name in enumerate(names):
+        fi = torch.nan_to_num(formants[..., 2 * i], nan=0.0)[:, None]
+        near = (freq_i >= 0.8 * fi) & (freq_i <= 1.2 * fi) & (mag > 0)
+        pick = torch.where(near, mag, torch.full_like(mag, -1.0)).argmax(-1, keepdim=True)
+        any_near = near.any(-1)
+        out[name] = torch.where(any_near, rel.gather(-1, pick)[..., 0], torch.zeros_like(f0))
+    return out
 
 
 def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> torch.Tensor:
@@ -439,6 +630,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
     harm = _harmonics(fr[voiced], period[voiced], formants)
+    harm.update(_formant_amplitudes(fr[voiced], period[voiced], formants))
     for i in range(3):
         harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
         harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]

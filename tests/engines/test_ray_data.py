@@ -12,7 +12,7 @@ from atrisk.config import Config
 
 pytest.importorskip("ray")
 
-TABLES = ("sessions", "prosody", "utterances", "in_class")
+TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -255,8 +255,10 @@ def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
     assert feats.loc[("s1", "student", 0.5, 1.7), F0] > feats.loc[("s1", "teacher", 0.2, 1.2),
                                                                   F0] + 10
     # status and failures: only the undecodable track, as with per-utterance prosody off
+    shutil.copytree(tmp_path / "ws", tmp_path / "off")  # the setting is in the resume key
     off = pipeline.extract(rec, tmp_path / "off", cfg.override({"prosody.per_utterance": False}),
                            workers=1, progress=False)
+    assert off.n_resumed == 0
     s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
     assert list(s["status"]) == ["ok", "partial"] and s.at["s1", "error"] == ""
     assert "s2/student.wav: cannot decode" in s.at["s2", "error"]

@@ -277,3 +277,16 @@ def test_extract_with_torch_backend(tmp_path):
     assert p.loc[("good", "teacher"), "loudness_sma3_amean"] > 0
     run = json.loads((tmp_path / "ws" / "run.json").read_text())
     assert run["prosody_backend"].startswith("torch-eGeMAPSv02")
+    # per utterance: the torch backend on the decoded track cut at the utterance's times
+    from atrisk.ingest.audio import load_audio
+
+    pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
+    assert len(pu) == res.n_utterances > 0 and list(pu.columns[:-1]) == FEATURE_NAMES
+    assert set(pu["prosody_backend"]) == {run["prosody_backend"]}
+    ex = TorchProsodyExtractor(device="cpu")
+    for (sid, speaker, a, b), row in pu.iterrows():
+        (path,) = (tmp_path / "recordings" / sid).glob(f"{speaker}.*")
+        signal = load_audio(path, SR)
+        lo, hi = round(a * SR), min(signal.size, round(b * SR))
+        np.testing.assert_array_equal(row.drop("prosody_backend").to_numpy(dtype=float),
+                                      ex.process_signal(signal[lo:hi], SR).to_numpy())

@@ -206,7 +206,7 @@ def extract(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decode the class recordings and write sessions, prosody, utterances and in_class tables."""
+    """Decode the recordings; write sessions, prosody, utterances, prosody_utterances, in_class."""
     from atrisk import pipeline
 
     cfg = _run(

@@ -59,6 +59,13 @@ class ProsodyConfig(_Section):
         "functionals",
         description="Functionals per track/utterance, or low-level descriptors per 10 ms frame.",
     )
+    per_utterance: bool = Field(
+        True,
+        description="atrisk extract: also compute the functionals of every utterance (ASR "
+        "segment or given transcript line) on its own track, i.e. the prosody of what was "
+        "said, not of the silence between (table prosody_utterances; a track that is half "
+        "speech costs about 60 % more prosody CPU time; see docs/prosody.md).",
+    )
 
 
 class ASRConfig(_Section):

@@ -64,10 +64,14 @@ class SessionResult:
     prosody: pd.DataFrame  # index (session_id, track), 88 columns; may be empty
     utterances: list[Utterance]
     track_errors: dict[str, str] = field(default_factory=dict)
-    #: Seconds per stage on this session (decode_s, prosody_s, asr_s, text_s, and the
-    #: CPU time of each as ``*_cpu_s``);
+    #: Seconds per stage on this session (decode_s, prosody_s, asr_s,
+    #: utterance_prosody_s, text_s, and the CPU time of each as ``*_cpu_s``);
     #: not part of the tables (parts written before it existed lack it).
     timings: dict[str, float] = field(default_factory=dict)
+    #: Functionals per utterance (rows in the order of ``utterances``, one per utterance
+    #: of a decoded track), indexed ``(session_id, speaker, start_s, end_s)``; ``None``
+    #: when ``prosody.per_utterance`` is off.
+    utterance_prosody: pd.DataFrame | None = None
 
 
 @dataclass
@@ -134,7 +138,7 @@ class _SessionProcessor:
     def __call__(self, session: Session, given: list[Utterance] | None) -> SessionResult:
         """Decode, extract prosody and transcribe one session, one track in memory at a time."""
         if given is not None:
-            return self.transcribe(self.decode(session, keep_signals=False), given)
+            return self.transcribe(self.decode(session, keep_signals=False, given=given), given)
         parts, utterances = [], []
         for track in TRACKS:
             part = self.decode(session, tracks=(track,))
@@ -145,12 +149,18 @@ class _SessionProcessor:
         return self._finish(_merge_parts(session, parts), utterances)
 
     def decode(
-        self, session: Session, keep_signals: bool = True, tracks: Sequence[str] = TRACKS
+        self,
+        session: Session,
+        keep_signals: bool = True,
+        tracks: Sequence[str] = TRACKS,
+        given: Sequence[Utterance] | None = None,
     ) -> DecodedPart:
         """Decode ``tracks`` of ``session`` one by one and compute their prosody (CPU stage).
 
         A track's signal is dropped right after its prosody unless ``keep_signals``
-        (the ASR stage needs it), so at most one decoded track is held.
+        (the ASR stage needs it), so at most one decoded track is held.  With ``given``
+        utterances (transcripts backend) their per-utterance prosody is computed here,
+        while the track is decoded.
         """
         from atrisk.ingest.audio import decode_session
 
@@ -171,27 +181,30 @@ class _SessionProcessor:
             if error is None and failed:
                 error = f"{session.track_path(track)}: prosody {failed}"
             del decoded  # the part holds the only reference to the signal
+            part = DecodedPart(
+                session=session,
+                signals={track: signal if keep_signals else None},
+                n_decoded=int(signal_size is not None),
+                errors={} if error is None else {track: error},
+                duration_s=math.nan if signal_size is None
+                else signal_size / self.spec.config.audio.sample_rate,
+                prosody=prosody,
+                timings={
+                    "decode_s": t1 - t0,
+                    "prosody_s": time.perf_counter() - t1,
+                    "decode_cpu_s": c1 - c0,
+                    "prosody_cpu_s": time.process_time() - c1,
+                },
+            )
+            if given is not None and signal is not None:
+                self._utterance_prosody(
+                    part, track, signal, [u for u in given if u.speaker == track]
+                )
             if not keep_signals:
                 signal = None
                 _release_memory(signal_size)  # the signal and openSMILE's frames
-            parts.append(
-                DecodedPart(
-                    session=session,
-                    signals={track: signal if keep_signals else None},
-                    n_decoded=int(signal_size is not None),
-                    errors={} if error is None else {track: error},
-                    duration_s=math.nan if signal_size is None
-                    else signal_size / self.spec.config.audio.sample_rate,
-                    prosody=prosody,
-                    timings={
-                        "decode_s": t1 - t0,
-                        "prosody_s": time.perf_counter() - t1,
-                        "decode_cpu_s": c1 - c0,
-                        "prosody_cpu_s": time.process_time() - c1,
-                    },
-                )
-            )
-            del signal
+            parts.append(part)
+            del signal, part
         return _merge_parts(session, parts)
 
     def transcribe(self, part: DecodedPart, given: list[Utterance] | None) -> SessionResult:
@@ -207,12 +220,14 @@ class _SessionProcessor:
         from atrisk.asr.base import segments_to_utterances
 
         session = part.session
-        t0, c0 = time.perf_counter(), time.process_time()
         utterances: list[Utterance] = []
+        part.timings.setdefault("asr_s", 0.0)
+        part.timings.setdefault("asr_cpu_s", 0.0)
         for track in TRACKS:
             signal = part.signals.pop(track, None)
             if signal is None:
                 continue
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 segments = self.transcriber.transcribe_signal(
                     signal, self.spec.config.audio.sample_rate
@@ -220,10 +235,46 @@ class _SessionProcessor:
             except AtriskError as exc:
                 part.errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
                 continue
-            utterances.extend(segments_to_utterances(session.session_id, track, segments))
-        part.timings["asr_s"] = part.timings.get("asr_s", 0.0) + time.perf_counter() - t0
-        part.timings["asr_cpu_s"] = part.timings.get("asr_cpu_s", 0.0) + time.process_time() - c0
+            finally:
+                part.timings["asr_s"] += time.perf_counter() - t0
+                part.timings["asr_cpu_s"] += time.process_time() - c0
+            track_utterances = segments_to_utterances(session.session_id, track, segments)
+            utterances.extend(track_utterances)
+            self._utterance_prosody(part, track, signal, track_utterances)
         return utterances
+
+    def _utterance_prosody(
+        self, part: DecodedPart, track: str, signal: np.ndarray, utterances: list[Utterance]
+    ) -> None:
+        """Compute the functionals of ``utterances`` of ``track`` into ``part`` (if configured).
+
+        openSMILE failures on utterances are added to the track's error (the session
+        becomes ``partial`` and the failure is listed); their rows are NaN.
+        """
+        if not self.spec.config.prosody.per_utterance:
+            return
+        t0, c0 = time.perf_counter(), time.process_time()
+        frame, failed = utterance_prosody(
+            self.prosody,
+            signal,
+            self.spec.config.audio.sample_rate,
+            part.session.session_id,
+            track,
+            utterances,
+        )
+        part.utterance_prosody[track] = frame
+        if failed:
+            msg = (
+                f"{part.session.track_path(track)}: prosody failed on {len(failed)} of "
+                f"{len(utterances)} utterance(s): {failed[0]}"
+            )
+            part.errors[track] = f"{part.errors[track]}; {msg}" if track in part.errors else msg
+        part.timings["utterance_prosody_s"] = (
+            part.timings.get("utterance_prosody_s", 0.0) + time.perf_counter() - t0
+        )
+        part.timings["utterance_prosody_cpu_s"] = (
+            part.timings.get("utterance_prosody_cpu_s", 0.0) + time.process_time() - c0
+        )
 
     def _finish(self, part: DecodedPart, utterances: list[Utterance]) -> SessionResult:
         errors = part.errors
@@ -237,7 +288,70 @@ class _SessionProcessor:
             utterances=utterances,
             track_errors=dict(errors),
             timings=dict(part.timings),
+            utterance_prosody=_in_utterance_order(part.utterance_prosody, utterances)
+            if self.spec.config.prosody.per_utterance
+            else None,
         )
+
+
+def utterance_prosody(
+    extractor: Any,
+    signal: np.ndarray,
+    sampling_rate: int,
+    session_id: str,
+    track: str,
+    utterances: Sequence[Utterance],
+) -> tuple[pd.DataFrame, list[str]]:
+    """Return the functionals of each utterance of one track and the failures.
+
+    The one place ``extract`` computes per-utterance prosody (both engines): the
+    decoded ``signal`` of ``track`` is cut at each utterance's ``start_s``/``end_s``
+    (clipped to the track) by the extractor's ``process_segments``.
+
+    Args:
+        extractor: A prosody extractor (``make_prosody_extractor``).
+        signal: The decoded track.
+        sampling_rate: Its rate (Hz).
+        session_id: The session.
+        track: ``"teacher"`` or ``"student"`` (the utterances' speaker).
+        utterances: The track's utterances, in order.
+
+    Returns:
+        ``(rows indexed (session_id, speaker, start_s, end_s) in the order of
+        utterances, one reason per utterance the backend failed on)``.  An utterance
+        beyond the end of the track, reversed, with a missing time, or too short to
+        frame gives a NaN row and no failure.
+    """
+    frame = extractor.process_segments(
+        signal, sampling_rate, session_id, track, [(u.start_s, u.end_s) for u in utterances]
+    )
+    failures = getattr(extractor, "failures", {})
+    keys = set(frame.index)
+    return frame, [reason for key, reason in failures.items() if key in keys]
+
+
+def _in_utterance_order(
+    frames: dict[str, pd.DataFrame], utterances: Sequence[Utterance]
+) -> pd.DataFrame | None:
+    """Stack per-track utterance rows in the order of ``utterances`` (tracks without rows skipped).
+
+    ``frames[track]`` holds one row per utterance of that track, in their order.
+    """
+    tracks = [t for t in TRACKS if t in frames]
+    if not tracks:
+        return None
+    offset, start = {}, 0
+    for t in tracks:
+        offset[t] = start
+        start += len(frames[t])
+    seen = dict.fromkeys(tracks, 0)
+    positions = []
+    for u in utterances:
+        if u.speaker in seen:
+            positions.append(offset[u.speaker] + seen[u.speaker])
+            seen[u.speaker] += 1
+    stacked = pd.concat([frames[t] for t in tracks])
+    return stacked.iloc[positions]
 
 
 @dataclass
@@ -251,6 +365,9 @@ class DecodedPart:
     duration_s: float
     prosody: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    #: Per-utterance functionals per track (``prosody.per_utterance``), rows in the order
+    #: of that track's utterances.
+    utterance_prosody: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 #: Tracks at least this long (samples) give their freed memory back to the OS at once.
@@ -291,6 +408,7 @@ def _merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
         duration_s=max(durations) if durations else math.nan,
         prosody=pd.concat(frames) if frames else parts[-1].prosody,
         timings=timings,
+        utterance_prosody={t: f for p in parts for t, f in p.utterance_prosody.items()},
     )
 
 
@@ -564,7 +682,8 @@ def extract(
 ) -> ExtractResult:
     """Turn a recordings folder into the workspace tables.
 
-    Writes ``sessions``, ``prosody``, ``utterances``, ``in_class`` (Parquet),
+    Writes ``sessions``, ``prosody``, ``utterances``, ``prosody_utterances`` (when
+    ``prosody.per_utterance``; else without rows), ``in_class`` (Parquet),
     ``failures.jsonl``, ``config.toml`` and ``run.json`` into ``out``.
 
     Args:
@@ -592,6 +711,7 @@ def extract(
         ManifestError: ``sessions.csv`` missing or unusable.
         ModelLoadError: The ASR model cannot be loaded (and no fallback).
     """
+    from atrisk.extractors.prosody import make_prosody_extractor
     from atrisk.extractors.text import text_features
     from atrisk.features.in_class import build_in_class
     from atrisk.ingest.manifest import read_manifest
@@ -716,6 +836,11 @@ def extract(
     utterances_df = utterances_frame(
         [u for sid in order for u in results[sid].utterances], asr_identity
     )
+    prosody_extractor = make_prosody_extractor(config.prosody)
+    utterance_prosody_df = utterance_prosody_table(
+        [getattr(results[sid], "utterance_prosody", None) for sid in order],
+        prosody_extractor,
+    )
     ok_ids = [s.session_id for s in sessions if results[s.session_id].status != "failed"]
     t_text, c_text = time.perf_counter(), time.process_time()
     if engine == "ray":  # computed per batch by the engine's text stage
@@ -726,12 +851,15 @@ def extract(
     if engine != "ray":
         stage_seconds["text_s"] = t_text
         stage_seconds["text_cpu_s"] = time.process_time() - c_text
-    in_class_df = build_in_class(sessions_df, prosody_df, text_df)
+    in_class_df = build_in_class(
+        sessions_df, prosody_df, text_df, utterance_prosody=utterance_prosody_df
+    )
 
     tables = {
         "sessions": ws.write("sessions", sessions_df),
         "prosody": ws.write("prosody", prosody_df),
         "utterances": ws.write("utterances", utterances_df),
+        "prosody_utterances": ws.write("prosody_utterances", utterance_prosody_df),
         "in_class": ws.write("in_class", in_class_df),
     }
     ws.write_failures(failures)
@@ -741,7 +869,7 @@ def extract(
             "stage": "extract",
             "recordings": str(recordings.resolve()),
             "asr": asr_identity,
-            "prosody_backend": _prosody_backend_name(config),
+            "prosody_backend": prosody_extractor.backend_name,
             "engine": engine,
         },
     )
@@ -764,10 +892,31 @@ def extract(
     )
 
 
-def _prosody_backend_name(config: Config) -> str:
-    from atrisk.extractors.prosody import make_prosody_extractor
+def utterance_prosody_table(
+    frames: Iterable[pd.DataFrame | None], extractor: Any
+) -> pd.DataFrame:
+    """Return the ``prosody_utterances`` table from the sessions' per-utterance rows.
 
-    return make_prosody_extractor(config.prosody).backend_name
+    Args:
+        frames: Each session's rows (``SessionResult.utterance_prosody``) in manifest
+            order; ``None`` for none.
+        extractor: The prosody extractor of the run (feature names, backend name).
+
+    Returns:
+        Rows indexed ``(session_id, speaker, start_s, end_s)``, the functionals, and a
+        ``prosody_backend`` column; no rows (same columns) when there are none.
+    """
+    parts = [f for f in frames if f is not None and len(f)]
+    if parts:
+        table = pd.concat(parts)
+    else:
+        table = extractor.process_segments(
+            np.zeros(0, np.float32), int(getattr(extractor, "sample_rate", 16000)), "",
+            TRACKS[0], [],
+        )
+    table = table.astype("float64")
+    table.attrs = {}
+    return table.assign(prosody_backend=extractor.backend_name)
 
 
 def _stack_text_rows(

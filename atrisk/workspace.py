@@ -22,7 +22,7 @@ import atrisk
 from atrisk.errors import AtriskError
 
 #: Tables the workspace holds, in the order the pipeline makes them.
-TABLES = ("sessions", "prosody", "utterances", "in_class", "pairs")
+TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class", "pairs")
 
 
 @contextmanager

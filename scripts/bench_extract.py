@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     cores = args.workers or os.cpu_count() or 1
     stage = {k: round(v, 3) for k, v in res.stage_seconds.items()}
     prosody_text = (res.stage_seconds.get("prosody_cpu_s", 0)
+                    + res.stage_seconds.get("utterance_prosody_cpu_s", 0)  # per utterance
                     + res.stage_seconds.get("text_cpu_s", 0))
     device = args.device
     if args.asr_backend != "transcripts" and device == "auto":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +13,8 @@ from atrisk import pipeline
 from atrisk.config import Config
 
 CFG = Config().override({"asr.backend": "pocketsphinx"})
+TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class")
+F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,37 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
     assert run["prosody_backend"].startswith("opensmile")
 
 
+def test_prosody_per_utterance_of_asr_segments(extracted):
+    """One row per ASR utterance, = openSMILE on the decoded track cut at its times."""
+    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.ingest.audio import load_audio
+
+    rec, ws, _ = extracted
+    u = pd.read_parquet(ws / "utterances.parquet")
+    pu = pd.read_parquet(ws / "prosody_utterances.parquet")
+    assert len(u) > 0 and pu.index.names == ["session_id", "speaker", "start_s", "end_s"]
+    # ASR utterances exist only on decoded tracks: one row each, in the same order
+    keys = pu.index.to_frame(index=False)
+    pd.testing.assert_frame_equal(keys, u[["session_id", "speaker", "start_s", "end_s"]])
+    assert list(pu.columns[:-1]) == ProsodyExtractor().feature_names
+    assert set(pu["prosody_backend"]) == {ProsodyExtractor().backend_name}
+    ex = ProsodyExtractor()
+    for (sid, speaker, a, b), row in pu.iterrows():
+        (path,) = (rec / sid).glob(f"{speaker}.*")
+        signal = load_audio(path, 16000)  # what extract decodes
+        lo, hi = round(a * 16000), min(signal.size, round(b * 16000))
+        np.testing.assert_array_equal(row.drop("prosody_backend").to_numpy(dtype=float),
+                                      ex.process_signal(signal[lo:hi], 16000).to_numpy())
+    # the student's answers: in_class mean over the student's utterances; a track without
+    # utterances (pocketsphinx hears none in the video's teacher track) gives NaN
+    ic = pd.read_parquet(ws / "in_class.parquet")
+    assert ("video", "student") in pu.index and ("video", "teacher") not in pu.index
+    assert ic.at["video", f"student_utt_{F0}"] == pytest.approx(
+        pu.loc[("video", "student"), F0].mean())
+    assert np.isnan(ic.at["video", f"teacher_utt_{F0}"])
+    assert np.isnan(ic.at["baddate", f"student_utt_{F0}"])
+
+
 def test_rerun_resumes_and_gives_identical_tables(extracted, tmp_path):
     rec, ws, first = extracted
     ws2 = tmp_path / "ws2"
@@ -84,11 +118,11 @@ def test_rerun_resumes_and_gives_identical_tables(extracted, tmp_path):
     parts = sorted((ws2 / "parts").iterdir())
     for p in parts[::2]:
         shutil.rmtree(p)
-    for t in ("sessions", "prosody", "utterances", "in_class"):
+    for t in TABLES:
         (ws2 / f"{t}.parquet").unlink()
     res = pipeline.extract(rec, ws2, CFG, workers=1, progress=False)
     assert res.n_resumed == len(parts) - len(parts[::2])
-    for t in ("sessions", "prosody", "utterances", "in_class"):
+    for t in TABLES:
         pd.testing.assert_frame_equal(
             pd.read_parquet(ws / f"{t}.parquet"), pd.read_parquet(ws2 / f"{t}.parquet")
         )
@@ -161,3 +195,115 @@ def test_prosody_failure_is_listed_not_silent(tmp_path, monkeypatch):
     ]
     assert [f["key"] for f in failures] == ["s1"]
     assert "prosody" in failures[0]["reason"]
+
+
+def _given_recordings(root):
+    """s1: 3 s teacher + 2 s student track; s2: corrupt student track; hand-made utterances."""
+    import soundfile as sf
+
+    from tests.conftest import voiced
+
+    for sid in ("s1", "s2"):
+        (root / sid).mkdir(parents=True)
+    sf.write(root / "s1" / "teacher.wav", voiced(120, seconds=3, seed=1), 16000)
+    sf.write(root / "s1" / "student.wav", voiced(240, seconds=2, seed=2), 16000)
+    sf.write(root / "s2" / "teacher.wav", voiced(130, seconds=2, seed=3), 16000)
+    (root / "s2" / "student.wav").write_bytes(b"not audio at all" * 100)
+    (root / "sessions.csv").write_text(
+        "session_id,student_id,teacher_id,start_time\n"
+        "s1,stu_1,tea_1,2024-03-01T10:00:00Z\ns2,stu_2,tea_1,2024-03-02T10:00:00Z\n"
+    )
+    (root / "utterances.csv").write_text(
+        "session_id,speaker,start_s,end_s,text\n"
+        "s1,teacher,0.2,1.2,what is seven times eight\n"
+        "s1,student,0.5,1.7,fifty six\n"
+        "s1,teacher,1.50,1.55,so\n"  # 0.05 s: too short to frame
+        "s1,teacher,2.5,9.0,good and then\n"  # runs past the 3 s track: clipped
+        "s1,teacher,4.0,5.0,and next\n"  # wholly beyond the track end
+        "s2,teacher,0.1,1.1,hello\n"
+        "s2,student,0.2,0.9,hi\n"  # its track cannot be decoded: no row
+    )
+    return root
+
+
+def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
+    """Edge cases of prosody_utterances, by hand; status and failures as without it."""
+    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.ingest.audio import load_audio
+
+    rec = _given_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts"})
+    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
+    u = pd.read_parquet(tmp_path / "ws" / "utterances.parquet")
+    # rows in the utterances table's order, without the undecodable track's utterance
+    expected = u[~((u.session_id == "s2") & (u.speaker == "student"))]
+    pd.testing.assert_frame_equal(pu.index.to_frame(index=False),
+                                  expected[["session_id", "speaker", "start_s", "end_s"]]
+                                  .reset_index(drop=True))
+    feats = pu.drop(columns="prosody_backend")
+    ex = ProsodyExtractor()
+    teacher = load_audio(rec / "s1" / "teacher.wav", 16000)
+    student = load_audio(rec / "s1" / "student.wav", 16000)
+    for key, signal in ((("s1", "teacher", 0.2, 1.2), teacher[3200:19200]),
+                        (("s1", "student", 0.5, 1.7), student[8000:27200]),
+                        (("s1", "teacher", 2.5, 9.0), teacher[40000:48000])):
+        np.testing.assert_array_equal(feats.loc[key].to_numpy(),
+                                      ex.process_signal(signal, 16000).to_numpy())
+    assert feats.loc[("s1", "teacher", 1.5, 1.55)].isna().all()  # 0.05 s
+    assert feats.loc[("s1", "teacher", 4.0, 5.0)].isna().all()  # beyond the track
+    assert feats.loc[("s1", "student", 0.5, 1.7), F0] > feats.loc[("s1", "teacher", 0.2, 1.2),
+                                                                  F0] + 10
+    # status and failures: only the undecodable track, as with per-utterance prosody off
+    shutil.copytree(tmp_path / "ws", tmp_path / "off")  # the setting is in the resume key
+    off = pipeline.extract(rec, tmp_path / "off", cfg.override({"prosody.per_utterance": False}),
+                           workers=1, progress=False)
+    assert off.n_resumed == 0
+    s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
+    assert list(s["status"]) == ["ok", "partial"] and s.at["s1", "error"] == ""
+    assert "s2/student.wav: cannot decode" in s.at["s2", "error"]
+    assert "prosody failed" not in s.at["s2", "error"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "off" / "sessions.parquet"),
+                                  s.reset_index())
+    assert res.failures == off.failures and [f["key"] for f in res.failures] == ["s2"]
+    # off: a table without rows, same columns; in_class has the columns, NaN
+    empty = pd.read_parquet(tmp_path / "off" / "prosody_utterances.parquet")
+    assert len(empty) == 0 and list(empty.columns) == list(pu.columns)
+    assert list(empty.index.names) == list(pu.index.names)
+    ic_on = pd.read_parquet(tmp_path / "ws" / "in_class.parquet")
+    ic_off = pd.read_parquet(tmp_path / "off" / "in_class.parquet")
+    assert list(ic_on.columns) == list(ic_off.columns)
+    assert ic_off.filter(like="_utt_").isna().all().all()
+    # mean over the teacher's utterances of s1: three defined rows (two are NaN)
+    assert ic_on.at["s1", f"teacher_utt_{F0}"] == pytest.approx(
+        feats.loc[("s1", "teacher"), F0].dropna().mean())
+    assert feats.loc[("s1", "teacher"), F0].notna().sum() == 2
+    assert np.isnan(ic_on.at["s2", f"student_utt_{F0}"])
+    pd.testing.assert_frame_equal(ic_on.drop(columns=ic_on.filter(like="_utt_").columns),
+                                  ic_off.drop(columns=ic_off.filter(like="_utt_").columns))
+
+
+def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
+    """openSMILE failing on one utterance: NaN row, session partial, reason listed."""
+    from atrisk.extractors.prosody import ProsodyExtractor
+
+    rec = _given_recordings(tmp_path / "rec")
+    real_run = ProsodyExtractor._run
+
+    def run_failing_on_one(self, level, x, rate):
+        # fault injection: a real openSMILE crash cannot be provoked on demand
+        if isinstance(x, np.ndarray) and x.size == 19200:  # s1 student 0.5-1.7 s
+            raise RuntimeError("injected openSMILE crash")
+        return real_run(self, level, x, rate)
+
+    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_one)
+    cfg = Config().override({"asr.backend": "transcripts"})
+    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
+    assert s.at["s1", "status"] == "partial"
+    assert "s1/student.wav: prosody failed on 1 of 1 utterance(s)" in s.at["s1", "error"]
+    assert "injected openSMILE crash" in s.at["s1", "error"]
+    assert sorted(f["key"] for f in res.failures) == ["s1", "s2"]
+    pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
+    assert pu.loc[("s1", "student", 0.5, 1.7)].drop("prosody_backend").isna().all()
+    assert pu.loc[("s1", "teacher", 0.2, 1.2), F0] > 0

@@ -65,6 +65,6 @@ def test_sigkill_mid_run_then_rerun_resumes_with_identical_tables(tmp_path):
     ref = tmp_path / "ref"
     clean = subprocess.run(_cmd(rec, ref), capture_output=True, text=True, timeout=600)
     assert clean.returncode == 0 and json.loads(clean.stdout)["n_resumed"] == 0
-    for table in ("sessions", "prosody", "utterances", "in_class"):
+    for table in ("sessions", "prosody", "utterances", "prosody_utterances", "in_class"):
         pd.testing.assert_frame_equal(pd.read_parquet(ws / f"{table}.parquet"),
                                       pd.read_parquet(ref / f"{table}.parquet"))

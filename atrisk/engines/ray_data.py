@@ -6,11 +6,13 @@ bounded memory)::
     manifest rows ──► lookup + decode + prosody   CPU tasks (num_cpus=1): resume key
                       │                           (content hash + config), decode both
                       │                           tracks to 16 kHz, openSMILE functionals
+                      │                           (and per given utterance: transcripts)
                       ▼
                       ASR                         actor pool, batches of sessions; each
                       │                           actor loads the model once; GPU actors
                       │                           (num_gpus=1) when CUDA, CPU actors else
-                      ▼                           (skipped for --asr-backend transcripts)
+                      │                           (skipped for --asr-backend transcripts);
+                      ▼                           then functionals per new utterance
                       text features               CPU tasks over batches of sessions
                       ▼                           (spaCy loaded once per worker process)
                       driver                      tables in manifest order → Parquet
@@ -107,7 +109,7 @@ def cpu_stage(row: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         payload: tuple = ("done", planned.cached, True)
     else:
         processor = _cpu_processor(ctx)
-        part = processor.decode(session, keep_signals=given is None)
+        part = processor.decode(session, keep_signals=given is None, given=given)
         if given is None and part.n_decoded > 0:
             payload = ("asr", part, planned.part)
         else:

@@ -62,6 +62,12 @@ from opensmile.core.lib import SMILE_RUNNING, smileapi
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
+from atrisk.extractors.segments import (  # noqa: F401  (SEGMENT_INDEX: public name here)
+    SEGMENT_INDEX,
+    SegmentFeatures,
+    SegmentJob,
+    index_from_keys,
+)
 from atrisk.ingest.audio import (
     DecodedSession,
     _check_file,
@@ -70,15 +76,12 @@ from atrisk.ingest.audio import (
     load_audio,
     mono_finite,
 )
-from atrisk.records import TRACKS, Utterance
+from atrisk.records import TRACKS
 
 log = logging.getLogger(__name__)
 
 #: Index names of :meth:`ProsodyExtractor.process_sessions` (the ``prosody`` table key).
 SESSION_INDEX = ["session_id", "track"]
-
-#: Index names of per-utterance features (DESIGN.md convention 2).
-SEGMENT_INDEX = ["session_id", "speaker", "start_s", "end_s"]
 
 #: Index names of the frames of :meth:`ProsodyExtractor.process_signal_lld`.
 FRAME_INDEX = ["start_s", "end_s"]
@@ -233,7 +236,7 @@ def _to_pcm16(x: np.ndarray) -> bytes:
     return y.astype(np.int16).tobytes()
 
 
-class ProsodyExtractor:
+class ProsodyExtractor(SegmentFeatures):
     """openSMILE functionals (or low-level descriptors) per track, file or utterance.
 
     Args:
@@ -270,7 +273,9 @@ class ProsodyExtractor:
         self.chunk_s = float(chunk_s)
         self._smiles: dict[str, opensmile.Smile] = {}
         #: ``(session_id, track) -> "session/track: reason"`` of the tracks openSMILE failed
-        #: on in the last :meth:`process_sessions` call (their features are NaN).
+        #: on in the last :meth:`process_sessions` call (their features are NaN); after
+        #: :meth:`process_segments`/:meth:`process_utterances`, keyed
+        #: ``(session_id, speaker, start_s, end_s)`` of the failed segments.
         self.failures: dict[tuple[str, str], str] = {}
 
     # -- state -----------------------------------------------------------------------
@@ -557,66 +562,17 @@ class ProsodyExtractor:
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
         return self._frame(results, index)
 
-    def process_segments(self, signal: np.ndarray, sampling_rate: int, session_id: str,
-                         speaker: str, segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
-        """Return the functionals of each segment of one track (e.g. each utterance).
+    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:
+        """Functionals of each cut (one openSMILE run each, :attr:`num_workers` processes).
 
-        Args:
-            signal: The whole track.
-            sampling_rate: Rate of ``signal`` (Hz).
-            session_id: Session of the track (first index level).
-            speaker: ``"teacher"`` or ``"student"`` (second index level).
-            segments: ``(start_s, end_s)`` pairs, seconds from the start of the track;
-                clipped to the track; an empty or reversed segment gives a NaN row.
-
-        Returns:
-            One row per segment, indexed ``(session_id, speaker, start_s, end_s)``.
-
-        Raises:
-            ValueError: As :meth:`process_signal`.
+        Used by ``process_segments``/``process_utterances``
+        (:class:`~atrisk.extractors.segments.SegmentFeatures`); failures recorded by key.
         """
-        segs = [(float(a), float(b)) for a, b in segments]
-        x = mono_finite(signal, sampling_rate)
-        rate = int(sampling_rate)
-        rows = []
-        for a, b in segs:
-            lo, hi = (min(x.size, max(0, int(round(t * rate)))) for t in (a, b))
-            rows.append(self.process_signal(x[lo:hi], rate))
-        index = pd.MultiIndex.from_tuples(
-            [(session_id, speaker, a, b) for a, b in segs], names=SEGMENT_INDEX
-        ) if segs else pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
-        return self._frame(rows, index)
-
-    def process_utterances(self, decoded: Iterable[DecodedSession],
-                           utterances: Iterable[Utterance]) -> pd.DataFrame:
-        """Return the functionals of each utterance (prosody of what was said, not of pauses).
-
-        Args:
-            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
-            utterances: Utterances (ASR segments or given transcripts); the track of
-                ``utterance.speaker`` in ``utterance.session_id`` is cut at its times.
-
-        Returns:
-            One row per utterance whose track was decoded, in the given order, indexed
-            ``(session_id, speaker, start_s, end_s)``.
-        """
-        signals = {(d.session.session_id, t): (s, getattr(d, "sample_rate", self.sample_rate))
-                   for d in decoded for t, s in d.signals.items() if s is not None}
-        jobs = []
-        for u in utterances:
-            found = signals.get((u.session_id, u.speaker))
-            if found is None:
-                log.warning("utterance %s/%s %.2f-%.2f s: no decoded track; skipped",
-                            u.session_id, u.speaker, u.start_s, u.end_s)
-                continue
-            signal, rate = found
-            lo, hi = (max(0, int(round(t * rate))) for t in (u.start_s, u.end_s))
-            jobs.append(((u.session_id, u.speaker, float(u.start_s), float(u.end_s)),
-                         signal[lo:hi], rate))
-        results = [result for result, _ in self._map(self._functionals_job, jobs)]
-        index = pd.MultiIndex.from_tuples([k for k, _, _ in jobs], names=SEGMENT_INDEX) \
-            if jobs else pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
-        return self._frame(results, index)
+        outcomes = self._map(self._functionals_job, jobs)
+        keys = [key for key, _, _ in jobs]
+        self.failures = {key: f"{key[0]}/{key[1]} {key[2]:.2f}-{key[3]:.2f} s: {reason}"
+                         for key, (_, reason) in zip(keys, outcomes, strict=True) if reason}
+        return self._frame([result for result, _ in outcomes], index_from_keys(keys))
 
     # -- helpers ---------------------------------------------------------------------
 

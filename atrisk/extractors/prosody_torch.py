@@ -44,6 +44,7 @@ import torchaudio.functional as AF
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
+from atrisk.extractors.segments import SegmentFeatures, SegmentJob, index_from_keys
 from atrisk.ingest.audio import DecodedSession, load_audio, mono_finite
 from atrisk.records import TRACKS
 
@@ -809,7 +810,7 @@ def functionals(llds: dict[str, np.ndarray]) -> np.ndarray:
 # -- extractor ---------------------------------------------------------------------------
 
 
-class TorchProsodyExtractor:
+class TorchProsodyExtractor(SegmentFeatures):
     """eGeMAPSv02 functionals computed with torch (licence-clean, batched, CPU or CUDA).
 
     Args:
@@ -979,8 +980,8 @@ class TorchProsodyExtractor:
             are skipped; ``attrs["backend"]`` names the backend.
         """
         keys: list[tuple[str, str]] = []
-        by_rate: dict[int, list[int]] = {}
         signals: list[np.ndarray] = []
+        rates: list[int] = []
         for item in decoded:
             rate = int(getattr(item, "sample_rate", self.sample_rate))
             for track in TRACKS:
@@ -988,14 +989,26 @@ class TorchProsodyExtractor:
                 if signal is None:
                     continue
                 keys.append((item.session.session_id, track))
-                by_rate.setdefault(rate, []).append(len(signals))
                 signals.append(signal)
-        data = np.full((len(signals), len(FEATURE_NAMES)), np.nan)
-        for rate, idx in by_rate.items():
-            data[idx] = self.process_signals([signals[i] for i in idx], rate)
+                rates.append(rate)
         index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
-        return self._frame(data, index)
+        return self._frame(self._process_by_rate(signals, rates), index)
+
+    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:
+        """Functionals of each cut, batched (for ``process_segments``/``process_utterances``)."""
+        data = self._process_by_rate([j[1] for j in jobs], [j[2] for j in jobs])
+        return self._frame(data, index_from_keys([j[0] for j in jobs]))
+
+    def _process_by_rate(self, signals: list[np.ndarray], rates: list[int]) -> np.ndarray:
+        """Functionals of ``signals`` (rows in order), batched per sampling rate."""
+        data = np.full((len(signals), len(FEATURE_NAMES)), np.nan)
+        by_rate: dict[int, list[int]] = {}
+        for i, rate in enumerate(rates):
+            by_rate.setdefault(int(rate), []).append(i)
+        for rate, idx in by_rate.items():
+            data[idx] = self.process_signals([signals[i] for i in idx], rate)
+        return data
 
     def _frame(self, data: np.ndarray, index: pd.Index) -> pd.DataFrame:
         df = pd.DataFrame(data.reshape(-1, len(FEATURE_NAMES)), index=index,

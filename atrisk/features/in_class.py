@@ -1,8 +1,11 @@
 """In-class features: one row per session, and their mean over the latest classes.
 
 :func:`build_in_class` joins the prosody table (indexed by ``(session_id, track)``,
-the 88 eGeMAPS functionals) and the text table (indexed by ``session_id``, columns
-already prefixed ``teacher_``/``student_``/``inter_``) into the ``in_class`` table.
+the 88 eGeMAPS functionals), the text table (indexed by ``session_id``, columns
+already prefixed ``teacher_``/``student_``/``inter_``) and, when given, the means over
+each speaker's utterances of a few per-utterance functionals (``teacher_utt_*``,
+``student_utt_*``: the prosody of the student's answers, not of the silence between
+them) into the ``in_class`` table.
 :func:`in_class_at` gives each ``<student, t>`` key the mean of these columns over the
 student's latest sessions that ended before ``t`` (prefix ``in_``).
 
@@ -19,13 +22,27 @@ from atrisk.features.logs import asof, to_utc
 #: Prefix of the in-class columns of a pair.
 IN_PREFIX = "in_"
 
+#: eGeMAPSv02 functionals averaged over a speaker's utterances (``<speaker>_utt_<name>``):
+#: pitch level and variability, loudness, voice quality (HNR), and two rate measures
+#: (loudness peaks and voiced stretches per second) plus the mean pause inside an answer.
+UTTERANCE_FEATURES = (
+    "F0semitoneFrom27.5Hz_sma3nz_amean",
+    "F0semitoneFrom27.5Hz_sma3nz_stddevNorm",
+    "loudness_sma3_amean",
+    "HNRdBACF_sma3nz_amean",
+    "loudnessPeaksPerSec",
+    "VoicedSegmentsPerSec",
+    "MeanUnvoicedSegmentLength",
+)
+
 
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:
     return df.select_dtypes(include=["number", "bool"]).astype(float)
 
 
 def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
-                   text: pd.DataFrame | None) -> pd.DataFrame:
+                   text: pd.DataFrame | None,
+                   utterance_prosody: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return the in-class table: one row per session of ``sessions``.
 
     Sessions that failed (or have no prosody/text rows) still get a row, of NaNs.
@@ -37,9 +54,18 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
             and prefixed ``teacher_``/``student_``.  ``None`` when not extracted.
         text: Text features indexed by ``session_id`` (or with that column), columns
             already prefixed; numeric columns are kept as given.  ``None`` when absent.
+        utterance_prosody: Per-utterance functionals (the ``prosody_utterances`` table)
+            indexed by (or with columns) ``session_id, speaker, …``; for each name of
+            :data:`UTTERANCE_FEATURES` it holds, ``<speaker>_utt_<name>`` is the mean over
+            that speaker's utterances in the session (NaN values skipped; NaN when none).
+            ``None``: no such columns.
 
     Returns:
         A float DataFrame indexed by ``session_id``.
+
+    Example:
+        Student utterances with F0 means 30 and 34 (and one too short to frame, NaN)
+        give ``student_utt_F0semitoneFrom27.5Hz_sma3nz_amean = 32``.
     """
     ids = sessions.index if "session_id" not in sessions.columns else sessions["session_id"]
     index = pd.Index(pd.unique(pd.Series(ids).astype(str)), name="session_id", dtype=object)
@@ -56,6 +82,8 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
             sel.index = pd.Index(sids[tracks == track], name="session_id")
             sel = sel[~sel.index.duplicated(keep="last")]
             parts.append(sel.add_prefix(f"{track}_"))
+    if utterance_prosody is not None:
+        parts += _utterance_means(utterance_prosody)
     if text is not None and len(text.columns):
         tx = text.set_index("session_id") if "session_id" in text.columns else text
         tx = _numeric(tx)
@@ -65,6 +93,25 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
         return pd.DataFrame(index=index)
     out = pd.concat([p.reindex(index) for p in parts], axis=1)
     out.index.name = "session_id"
+    return out
+
+
+def _utterance_means(table: pd.DataFrame) -> list[pd.DataFrame]:
+    """Per-session means of :data:`UTTERANCE_FEATURES` over each speaker's utterances."""
+    up = table
+    if "session_id" in up.columns and "speaker" in up.columns:
+        up = up.set_index(["session_id", "speaker"])
+    names = [n for n in UTTERANCE_FEATURES if n in up.columns]
+    if not names:
+        return []
+    vals = up[names].astype(float)
+    speakers = up.index.get_level_values("speaker").astype(str)
+    sids = up.index.get_level_values("session_id").astype(str)
+    out = []
+    for speaker in ("teacher", "student"):
+        sel = vals[speakers == speaker]
+        means = sel.groupby(pd.Index(sids[speakers == speaker], name="session_id")).mean()
+        out.append(means.add_prefix(f"{speaker}_utt_"))
     return out
 
 

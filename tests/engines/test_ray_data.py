@@ -12,7 +12,7 @@ from atrisk.config import Config
 
 pytest.importorskip("ray")
 
-TABLES = ("sessions", "prosody", "utterances", "in_class")
+TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,6 +103,19 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
                              progress=False)
     assert again.n_resumed == 3 and again.stage_seconds.get("prosody_s", 0.0) == 0.0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "in_class.parquet"), ic)
+
+
+@pytest.mark.slow  # ≈ 60 s on 2 cores: two extracts with the torch prosody backend
+def test_ray_engine_equals_local_with_the_torch_prosody_backend(tmp_path):
+    """Per-track and per-utterance torch prosody: the same tables from both engines."""
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch",
+                             "prosody.device": "cpu"})
+    pipeline.extract(rec, tmp_path / "local", cfg, workers=1, progress=False)
+    pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2, progress=False)
+    _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
+    pu = pd.read_parquet(tmp_path / "ray" / "prosody_utterances.parquet")
+    assert len(pu) == 5 and pu["prosody_backend"].str.startswith("torch-eGeMAPSv02").all()
 
 
 def test_unknown_engine_and_address_without_ray_are_config_errors(tmp_path):

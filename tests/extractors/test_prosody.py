@@ -259,6 +259,46 @@ def test_process_segments_and_utterances():
     np.testing.assert_array_equal(per_utt.to_numpy(), seg.iloc[[1, 0]].to_numpy())
 
 
+def test_segments_with_bad_times_give_defined_rows(extractor):
+    """0.05 s, partly/wholly beyond the end, reversed, missing time: each row by hand."""
+    track = np.concatenate([_tone(220, 1.0), np.zeros(SR, np.float32), _tone(330, 1.0)])
+    segs = [(0.5, 0.55), (2.5, 9.0), (4.0, 5.0), (1.0, 0.5), (math.nan, 1.0), (2.2, 3.0)]
+    seg = extractor.process_segments(track, SR, "s1", "student", segs)
+    pd.testing.assert_index_equal(seg.index, pd.MultiIndex.from_tuples(
+        [("s1", "student", a, b) for a, b in segs], names=["session_id", "speaker", "start_s",
+                                                           "end_s"]))
+    # 0.05 s = 800 samples: openSMILE cannot frame it (as the whole-signal call): NaN
+    assert seg.iloc[0].isna().all()
+    assert extractor.process_signal(track[8000:8800], SR).isna().all()
+    # partly beyond the end: clipped, equals the cut signal samples 40000..48000
+    np.testing.assert_array_equal(seg.iloc[1].to_numpy(),
+                                  extractor.process_signal(track[40000:], SR).to_numpy())
+    assert seg[F0].iloc[1] == pytest.approx(_semitones(330), abs=0.05)
+    assert seg.iloc[2:5].isna().all().all()  # beyond the end, reversed, NaN time: NaN rows
+    np.testing.assert_array_equal(seg.iloc[5].to_numpy(),
+                                  extractor.process_signal(track[35200:], SR).to_numpy())
+    assert extractor.failures == {}  # NaN rows for undefined input are not failures
+
+
+def test_segment_failures_are_recorded_per_segment(monkeypatch):
+    ex = ProsodyExtractor()
+    real_run = ProsodyExtractor._run
+
+    def run_failing_on_short(self, level, x, rate):
+        # fault injection: a real openSMILE crash cannot be provoked on demand
+        if isinstance(x, np.ndarray) and x.size == SR // 2:
+            raise RuntimeError("injected openSMILE crash")
+        return real_run(self, level, x, rate)
+
+    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_short)
+    track = _tone(220, 2.0)
+    seg = ex.process_segments(track, SR, "s1", "teacher", [(0.0, 1.0), (1.0, 1.5)])
+    assert seg.iloc[1].isna().all() and seg[F0].iloc[0] == pytest.approx(_semitones(220),
+                                                                          abs=0.05)
+    assert list(ex.failures) == [("s1", "teacher", 1.0, 1.5)]
+    assert "injected openSMILE crash" in ex.failures[("s1", "teacher", 1.0, 1.5)]
+
+
 # -- many files in parallel ---------------------------------------------------------------
 
 

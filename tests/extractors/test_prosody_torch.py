@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import opensmile
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
@@ -24,7 +25,7 @@ from atrisk.extractors.prosody_torch import (
     resolve_device,
 )
 from atrisk.ingest.audio import DecodedSession
-from atrisk.records import Session
+from atrisk.records import Session, Utterance
 
 SR = 16000
 F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
@@ -154,6 +155,35 @@ def test_batch_equals_single(ex):
                                    rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
+def test_segments_and_utterances_equal_the_cut_signals(ex):
+    """Each per-segment row is process_signal of the track cut at its times (batched too)."""
+    track = np.concatenate([tone(220, 1.0), np.zeros(SR, np.float32), tone(330, 1.0)])
+    segs = [(0.0, 1.0), (0.5, 0.55), (2.5, 9.0), (4.0, 5.0), (1.0, 0.5), (math.nan, 1.0)]
+    df = ex.process_segments(track, SR, "s1", "student", segs)
+    assert df.index.names == ["session_id", "speaker", "start_s", "end_s"]
+    pd.testing.assert_index_equal(df.index, pd.MultiIndex.from_tuples(
+        [("s1", "student", a, b) for a, b in segs], names=["session_id", "speaker", "start_s",
+                                                           "end_s"]))
+    assert list(df.columns) == FEATURE_NAMES and df.attrs["backend"] == ex.backend_name
+    np.testing.assert_array_equal(df.iloc[0].to_numpy(), ex.process_signal(track[:SR], SR))
+    np.testing.assert_array_equal(df.iloc[2].to_numpy(),
+                                  ex.process_signal(track[40000:], SR))  # clipped to the end
+    assert df[F0].iloc[0] == pytest.approx(ST_220, abs=0.05)
+    # 0.05 s is shorter than one 60 ms frame; beyond the end, reversed, NaN time: NaN rows
+    assert df.iloc[[1, 3, 4, 5]].isna().all().all()
+    batched = TorchProsodyExtractor(device="cpu", batch_size=4).process_segments(
+        track, SR, "s1", "student", segs)
+    np.testing.assert_allclose(batched.to_numpy(), df.to_numpy(), rtol=1e-4, atol=1e-5,
+                               equal_nan=True)
+    d = DecodedSession(_session("s1"), {"teacher": None, "student": track})
+    utts = [Utterance("s1", "student", 2.5, 9.0, "three"),
+            Utterance("s1", "teacher", 0.0, 1.0, "missing track: skipped"),
+            Utterance("s1", "student", 0.0, 1.0, "one")]
+    per_utt = ex.process_utterances([d], utts)
+    assert list(per_utt.index) == [("s1", "student", 2.5, 9.0), ("s1", "student", 0.0, 1.0)]
+    np.testing.assert_array_equal(per_utt.to_numpy(), df.iloc[[2, 0]].to_numpy())
+
+
 def _session(sid: str) -> Session:
     return Session(session_id=sid, student_id="st", teacher_id="te",
                    start_time=datetime(2024, 1, 1, tzinfo=UTC), teacher_path=None,
@@ -247,3 +277,16 @@ def test_extract_with_torch_backend(tmp_path):
     assert p.loc[("good", "teacher"), "loudness_sma3_amean"] > 0
     run = json.loads((tmp_path / "ws" / "run.json").read_text())
     assert run["prosody_backend"].startswith("torch-eGeMAPSv02")
+    # per utterance: the torch backend on the decoded track cut at the utterance's times
+    from atrisk.ingest.audio import load_audio
+
+    pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
+    assert len(pu) == res.n_utterances > 0 and list(pu.columns[:-1]) == FEATURE_NAMES
+    assert set(pu["prosody_backend"]) == {run["prosody_backend"]}
+    ex = TorchProsodyExtractor(device="cpu")
+    for (sid, speaker, a, b), row in pu.iterrows():
+        (path,) = (tmp_path / "recordings" / sid).glob(f"{speaker}.*")
+        signal = load_audio(path, SR)
+        lo, hi = round(a * SR), min(signal.size, round(b * SR))
+        np.testing.assert_array_equal(row.drop("prosody_backend").to_numpy(dtype=float),
+                                      ex.process_signal(signal[lo:hi], SR).to_numpy())

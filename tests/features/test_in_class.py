@@ -43,6 +43,34 @@ def test_build_in_class_one_row_per_session(sessions):
     assert np.isnan(table.at["a2", "teacher_n_questions"])
 
 
+def test_build_in_class_utterance_prosody_means(sessions):
+    """<speaker>_utt_<name> = mean over that speaker's utterances of the session, NaN skipped."""
+    f0, loud = "F0semitoneFrom27.5Hz_sma3nz_amean", "loudness_sma3_amean"
+    up = pd.DataFrame(
+        {f0: [30.0, 34.0, np.nan, 20.0, 22.0], loud: [0.2, 0.4, np.nan, 1.0, np.nan],
+         "prosody_backend": ["opensmile"] * 5},
+        index=pd.MultiIndex.from_tuples(
+            [("a1", "student", 1.0, 2.0), ("a1", "student", 3.0, 4.0),
+             ("a1", "student", 5.0, 5.05), ("a1", "teacher", 0.0, 1.0),
+             ("b1", "teacher", 0.0, 1.0)],
+            names=["session_id", "speaker", "start_s", "end_s"]))
+    table = build_in_class(sessions, None, None, utterance_prosody=up)
+    assert list(table.columns) == [f"teacher_utt_{f0}", f"teacher_utt_{loud}",
+                                   f"student_utt_{f0}", f"student_utt_{loud}"]
+    assert table.at["a1", f"student_utt_{f0}"] == 32.0  # (30 + 34) / 2, the NaN row skipped
+    assert table.at["a1", f"student_utt_{loud}"] == pytest.approx(0.3)
+    assert table.at["a1", f"teacher_utt_{f0}"] == 20.0
+    assert table.at["b1", f"teacher_utt_{f0}"] == 22.0
+    assert np.isnan(table.at["b1", f"teacher_utt_{loud}"])  # its only value is NaN
+    assert np.isnan(table.at["b1", f"student_utt_{f0}"])  # no student utterance
+    assert table.loc[["a2", "bad"]].isna().all().all()
+    # the same from the Parquet form (key columns instead of an index); no rows: NaN columns
+    flat = build_in_class(sessions, None, None, utterance_prosody=up.reset_index())
+    pd.testing.assert_frame_equal(flat, table)
+    empty = build_in_class(sessions, None, None, utterance_prosody=up.iloc[:0])
+    assert list(empty.columns) == list(table.columns) and empty.isna().all().all()
+
+
 def test_build_in_class_without_tables(sessions):
     table = build_in_class(sessions, None, None)
     assert len(table) == 6 and table.shape[1] == 0

@@ -1,0 +1,190 @@
+"""Cutting a track into segments (utterances) for per-segment features; backend-neutral.
+
+Both prosody backends (:mod:`atrisk.extractors.prosody`, openSMILE, and
+:mod:`atrisk.extractors.prosody_torch`) compute functionals per utterance by cutting the
+decoded track at the utterance times with these helpers, so both cut the same samples
+and index their rows the same way.  This module imports neither openSMILE nor torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from atrisk.ingest.audio import DecodedSession, mono_finite
+from atrisk.records import Utterance
+
+log = logging.getLogger(__name__)
+
+#: Index names of per-segment features (DESIGN.md convention 2).
+SEGMENT_INDEX = ["session_id", "speaker", "start_s", "end_s"]
+
+#: One cut segment: ``((session_id, speaker, start_s, end_s), samples, sampling rate)``.
+SegmentJob = tuple[tuple[str, str, float, float], np.ndarray, int]
+
+
+def segment_bounds(start_s: float, end_s: float, sampling_rate: int, n_samples: int
+                   ) -> tuple[int, int]:
+    """Return the sample range ``[lo, hi)`` of a segment, clipped to the track.
+
+    Args:
+        start_s: Segment start (seconds from the start of the track).
+        end_s: Segment end (seconds).
+        sampling_rate: Rate of the track (Hz).
+        n_samples: Length of the track (samples).
+
+    Returns:
+        ``(lo, hi)`` with ``0 <= lo, hi <= n_samples``; ``lo >= hi`` (an empty cut) when
+        the segment lies beyond the end of the track, is reversed or a time is not finite.
+
+    Example:
+        >>> segment_bounds(0.5, 9.0, 16000, 16000)
+        (8000, 16000)
+    """
+    if not (math.isfinite(start_s) and math.isfinite(end_s)):
+        return 0, 0
+    lo, hi = (min(n_samples, max(0, int(round(t * sampling_rate)))) for t in (start_s, end_s))
+    return lo, hi
+
+
+def cut_segments(signal: np.ndarray, sampling_rate: int,
+                 segments: Iterable[tuple[float, float]]) -> list[np.ndarray]:
+    """Return the samples of each segment of a 1-D ``signal`` (views, no copies).
+
+    Args:
+        signal: The whole track, 1-D.
+        sampling_rate: Its rate (Hz).
+        segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
+
+    Returns:
+        One array per segment; empty for a segment outside the track, reversed, or
+        with a non-finite time.
+    """
+    cuts = []
+    for a, b in segments:
+        lo, hi = segment_bounds(float(a), float(b), int(sampling_rate), signal.shape[-1])
+        cuts.append(signal[..., lo:max(lo, hi)])
+    return cuts
+
+
+def segment_jobs(signal: np.ndarray, sampling_rate: int, session_id: str, speaker: str,
+                 segments: Iterable[tuple[float, float]]) -> list[SegmentJob]:
+    """Cut one track into its segments, each with its index key.
+
+    Args:
+        signal: The whole track (1-D, as :func:`~atrisk.ingest.audio.mono_finite` gives).
+        sampling_rate: Its rate (Hz).
+        session_id: Session of the track.
+        speaker: ``"teacher"`` or ``"student"``.
+        segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
+
+    Returns:
+        ``((session_id, speaker, start_s, end_s), samples, rate)`` per segment, in order.
+    """
+    segs = [(float(a), float(b)) for a, b in segments]
+    rate = int(sampling_rate)
+    return [((session_id, speaker, a, b), cut, rate)
+            for (a, b), cut in zip(segs, cut_segments(signal, rate, segs), strict=True)]
+
+
+def index_from_keys(keys: list[tuple[str, str, float, float]]) -> pd.MultiIndex:
+    """Return a :data:`SEGMENT_INDEX` MultiIndex of ``keys`` (empty when there are none)."""
+    if keys:
+        return pd.MultiIndex.from_tuples(keys, names=SEGMENT_INDEX)
+    return pd.MultiIndex.from_arrays([[], [], [], []], names=SEGMENT_INDEX)
+
+
+def utterance_cuts(decoded: Iterable[DecodedSession], utterances: Iterable[Utterance],
+                   default_rate: int) -> list[SegmentJob]:
+    """Cut each utterance out of its decoded track.
+
+    Args:
+        decoded: Decoded sessions (:func:`~atrisk.ingest.audio.decode_session`).
+        utterances: Utterances; ``utterance.speaker`` names the track of
+            ``utterance.session_id`` that is cut at ``start_s``/``end_s``.
+        default_rate: Rate of sessions that carry no ``sample_rate``.
+
+    Returns:
+        ``(index key, samples, rate)`` per utterance whose track was decoded, in the given
+        order; an utterance whose track is missing is skipped with a warning.
+    """
+    signals = {(d.session.session_id, t): (s, int(getattr(d, "sample_rate", default_rate)))
+               for d in decoded for t, s in d.signals.items() if s is not None}
+    jobs = []
+    for u in utterances:
+        found = signals.get((u.session_id, u.speaker))
+        if found is None:
+            log.warning("utterance %s/%s %.2f-%.2f s: no decoded track; skipped",
+                        u.session_id, u.speaker, u.start_s, u.end_s)
+            continue
+        signal, rate = found
+        (cut,) = cut_segments(signal, rate, [(u.start_s, u.end_s)])
+        jobs.append(((u.session_id, u.speaker, float(u.start_s), float(u.end_s)), cut, rate))
+    return jobs
+
+
+class SegmentFeatures:
+    """``process_segments``/``process_utterances`` of the prosody backends (a mixin).
+
+    A backend defines ``sample_rate`` and ``_segment_frame(jobs)``, which returns the
+    functionals of :data:`SegmentJob` cuts, one row per job in order, indexed by
+    :data:`SEGMENT_INDEX` (openSMILE one run per cut, the torch backend in batches).
+    """
+
+    sample_rate: int
+
+    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def process_segments(self, signal: np.ndarray, sampling_rate: int, session_id: str,
+                         speaker: str, segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
+        """Return the functionals of each segment of one track (e.g. each utterance).
+
+        Each row equals ``process_signal`` of the track cut at the segment's times
+        (:func:`cut_segments`).
+
+        Args:
+            signal: The whole track, 1-D or ``(channels, samples)`` (channels averaged).
+            sampling_rate: Rate of ``signal`` (Hz).
+            session_id: Session of the track (first index level).
+            speaker: ``"teacher"`` or ``"student"`` (second index level).
+            segments: ``(start_s, end_s)`` pairs, seconds from the start of the track;
+                clipped to the track.  A segment beyond the end of the track, reversed,
+                with a non-finite time, or too short for the backend to frame (openSMILE:
+                0.05 s; torch: under one 60 ms frame) gives a NaN row.  The openSMILE
+                backend also gives a NaN row for a segment it fails on, with the reason in
+                its ``failures``, keyed ``(session_id, speaker, start_s, end_s)``.
+
+        Returns:
+            One row per segment, in order, indexed ``(session_id, speaker, start_s, end_s)``.
+
+        Raises:
+            ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
+                than 2 axes.
+
+        Example:
+            >>> ex.process_segments(track, 16000, "s1", "student", [(1.0, 2.5)])  # doctest: +SKIP
+        """
+        x = mono_finite(signal, sampling_rate)
+        return self._segment_frame(segment_jobs(x, sampling_rate, session_id, speaker, segments))
+
+    def process_utterances(self, decoded: Iterable[DecodedSession],
+                           utterances: Iterable[Utterance]) -> pd.DataFrame:
+        """Return the functionals of each utterance (prosody of what was said, not of pauses).
+
+        Args:
+            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
+            utterances: Utterances (ASR segments or given transcripts); the track of
+                ``utterance.speaker`` in ``utterance.session_id`` is cut at its times
+                (clipped as in :meth:`process_segments`).
+
+        Returns:
+            One row per utterance whose track was decoded, in the given order, indexed
+            ``(session_id, speaker, start_s, end_s)``; failures as in
+            :meth:`process_segments`.
+        """
+        return self._segment_frame(utterance_cuts(decoded, utterances, self.sample_rate))

@@ -411,6 +411,213 @@ def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> t
     return torch.where(off, 2 ** (med / 12), period)
 
 
+# -- pitch: subharmonic summation + Viterbi smoothing (openSMILE cPitchShs chain) ---------
+
+#: FFT size of the 60 ms pitch frames: openSMILE zero-pads 960 samples to 1024.
+SHS_NFFT = 1024
+#: Points of the octave-scale spectrum (as many as FFT bins: ``nPointsTarget = 0``).
+SHS_POINTS = SHS_NFFT // 2 + 1
+SHS_MIN_F = 25.0
+SHS_HARMONICS = 15
+SHS_COMPRESSION = 0.85
+SHS_CANDIDATES = 6
+#: Voicing probability above which a candidate counts as voiced (``voicingCutoff``).
+SHS_VOICING_CUTOFF = 0.7
+# Viterbi weights of eGeMAPSv02 (wTvvd is overwritten by wTvv inside openSMILE's
+# setWeights, so the delta-continuity weight in effect is 10, not the configured 5).
+VIT_LOCAL, VIT_TVV, VIT_TVVD, VIT_TVUV, VIT_THR, VIT_RANGE = 2.0, 10.0, 10.0, 10.0, 4.0, 1.0
+#: Cost of an unvoiced-to-unvoiced transition: openSMILE's ``i == j == n-1`` test is never
+#: true, so the fall-back cost 1.0 applies instead of ``wTuu`` (0).
+VIT_UU = 1.0
+VIT_EMPTY = 999.0  # transition into or out of an empty candidate slot
+
+_SHS_CACHE: dict[str, tuple[torch.Tensor, ...]] = {}
+
+
+def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int],
+                                                float, float]:
+    """Spline matrix (linear bins -> octave scale), auditory weights, SHS shifts, grid."""
+    key = str(device)
+    if key not in _SHS_CACHE:
+        from scipy.interpolate import CubicSpline  # only here: a one-off table
+
+        df = RATE / SHS_NFFT
+        max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
+        knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
+        knots[0] = 2 * knots[1] - knots[2]
+        lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
+        grid = np.linspace(lo, hi, SHS_POINTS)
+        spline = CubicSpline(knots, np.eye(SHS_POINTS), bc_type="natural")(grid)
+        ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
+        atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
+        audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
+        shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
+                  for h in range(2, SHS_HARMONICS + 1)]
+        step = (hi - lo) / (SHS_POINTS - 1)
+        _SHS_CACHE[key] = (torch.tensor(spline.T, dtype=torch.float32, device=device),
+                           torch.tensor(audw, dtype=torch.float32, device=device),
+                           shifts, lo, step)
+    return _SHS_CACHE[key]
+
+
+def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
+    """Zero bins 3 or more bins away from both neighbouring spectral maxima.
+
+    openSMILE's SHS peak enhancement (only between two maxima).
+    """
+    n = mag.shape[-1]
+    left = torch.ones_like(mag, dtype=torch.bool)
+    right = torch.ones_like(mag, dtype=torch.bool)
+    left[..., 1:] = mag[..., 1:] > mag[..., :-1]
+    right[..., :-1] = mag[..., :-1] >= mag[..., 1:]
+    peak = left & right
+    peak[..., 0] = mag[..., 0] > mag[..., 1]
+    peak[..., -1] = mag[..., -1] > mag[..., -2]
+    idx = torch.arange(n, device=mag.device).expand_as(mag)
+    prev = torch.where(peak, idx, torch.full_like(idx, -n)).cummax(-1).values
+    nxt = torch.where(peak, idx, torch.full_like(idx, 2 * n)).flip(-1).cummin(-1).values.flip(-1)
+    zero = (idx - prev >= 3) & (nxt - idx >= 3) & (prev >= 0) & (nxt < n)
+    # a single maximum: openSMILE reads posmax[1] (= 0) and zeroes every bin from 3 on
+    single = (peak.sum(-1, keepdim=True) == 1) & (idx >= 3)
+    return mag.masked_fill(zero | single, 0.0)
+
+
+def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pitch candidates of 60 ms frames by subharmonic summation (openSMILE cPitchShs).
+
+    The Gaussian-windowed frame's magnitude spectrum is peak-enhanced, smoothed,
+    spline-interpolated onto an octave (log2) frequency axis from 25 Hz and weighted by
+    an auditory sensitivity curve (cSpecScale); shifted copies of it at harmonics
+    2..15 are added with weights 0.85^(h-1) (cPitchShs).  The 6 highest peaks of the
+    sum are the candidates; a candidate's voicing is ``1 - mean(sum) / peak``.
+
+    Args:
+        fr: ``(..., 960)`` raw 60 ms frames.
+
+    Returns:
+        ``(freq, voicing)``, each ``(..., 6)``: candidates in 55-1000 Hz, the best
+        scoring first; empty slots have frequency and voicing 0.
+    """
+    spline, audw, shifts, lo, step = _shs_tables(fr.device)
+    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
+    mag = _spec_enhance(mag)
+    sm = mag.clone()
+    prev = torch.nn.functional.pad(mag[..., :-2], (1, 0))
+    sm[..., :-1] = (prev + 2 * mag[..., :-1] + mag[..., 1:]) / 4
+    oct_ = sm @ spline
+    oct_ = torch.where(oct_ > 0, oct_ * audw, torch.zeros_like(oct_))
+    n = oct_.shape[-1]
+    padded = torch.nn.functional.pad(oct_, (0, max(shifts)))
+    ss = oct_.clone()
+    w = SHS_COMPRESSION
+    for s in shifts:
+        ss = ss + w * padded[..., s:s + n]
+        w *= SHS_COMPRESSION
+    ss = torch.clamp(ss / SHS_HARMONICS, min=0.0)
+    ss_mean = ss.mean(-1, keepdim=True)
+    is_peak = torch.zeros_like(ss, dtype=torch.bool)
+    is_peak[..., 1:-1] = (ss[..., :-2] < ss[..., 1:-1]) & (ss[..., 1:-1] > ss[..., 2:])
+    score = torch.where(is_peak, ss, torch.full_like(ss, -1.0))
+    top, pos = score.topk(SHS_CANDIDATES, dim=-1)
+    found = top > 0
+    pos = pos.clamp(1, n - 2)
+    y0 = ss.gather(-1, pos - 1)
+    y1 = ss.gather(-1, pos)
+    y2 = ss.gather(-1, pos + 1)
+    den = y0 - 2 * y1 + y2
+    off = torch.where(den.abs() > 0, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
+    sc = y1 - 0.25 * (y0 - y2) * off
+    freq = torch.exp2(lo + (pos.to(ss.dtype) + off) * step)
+    voice = torch.where((sc > 0) & (sc > ss_mean), 1 - ss_mean / sc.clamp(min=1e-30),
+                        torch.zeros_like(sc))
+    valid = found & (freq >= F0_MIN) & (freq <= F0_MAX)
+    # compact the valid candidates to the front (order kept), then the best score first
+    order = torch.sort((~valid).to(torch.int8), dim=-1, stable=True).indices
+    freq, voice, sc, valid = (t.gather(-1, order) for t in (freq, voice, sc, valid))
+    best = torch.where(valid, sc, torch.full_like(sc, -math.inf)).argmax(-1, keepdim=True)
+    k = torch.arange(SHS_CANDIDATES, device=fr.device)
+    swap = torch.where(k == 0, best, torch.where(k == best, torch.zeros_like(best), k))
+    freq, voice, valid = (t.gather(-1, swap) for t in (freq, voice, valid))
+    zero = torch.zeros_like(freq)
+    return torch.where(valid, freq, zero), torch.where(valid, voice, zero)
+
+
+def _range_weight(f: np.ndarray) -> np.ndarray:
+    """Pitch range cost built into openSMILE: 0 in 100-350 Hz, rising outside."""
+    return np.select([f <= 0, f < 100, f < 350, f < 600],
+                     [2.0, 1.0 - f / 100.0, 0.0, (f - 350.0) / 250.0], 1.2)
+
+
+def _viterbi_costs(freq: np.ndarray, voice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``(T, 7)`` and transition ``(T, 7, 7)`` costs of openSMILE's pitch smoother.
+
+    States 0-5 are the candidates, 6 is unvoiced; ``trans[t, i, j]`` is the cost of
+    going from state ``j`` at ``t - 1`` to state ``i`` at ``t``.
+    """
+    n_t, k = freq.shape
+    pv = np.clip(voice, 0.01, 1.0)
+    local = np.empty((n_t, k + 1))
+    local[:, :k] = ((-np.log(pv) + np.where(pv < SHS_VOICING_CUTOFF, VIT_THR, 0.0))
+                    * VIT_LOCAL + _range_weight(freq) * VIT_RANGE)
+    local[:, k] = VIT_LOCAL * VIT_THR * (voice >= SHS_VOICING_CUTOFF).any(-1)
+    trans = np.empty((n_t, k + 1, k + 1))
+    trans[:, :k, k] = VIT_TVUV
+    trans[:, k, :k] = VIT_TVUV
+    trans[:, k, k] = VIT_UU
+    if n_t > 1:
+        f1 = freq[1:, :, None]  # current state i
+        f0 = freq[:-1, None, :]  # previous state j
+        ok = (f1 > 0) & (f0 > 0)
+        r = np.log(np.where(ok, f1, 1.0) / np.where(ok, f0, 1.0))
+        # openSMILE keeps the last log-ratio it computed in one member variable: within
+        # row i it is the ratio of the nearest valid (i, j') with j' < j, else 0
+        jj = np.arange(k)
+        last = np.where(ok, jj, -1)
+        last = np.maximum.accumulate(last, axis=-1)
+        last = np.concatenate([np.full(last.shape[:-1] + (1,), -1), last[..., :-1]], -1)
+        prev_r = np.where(last >= 0, np.take_along_axis(r, np.maximum(last, 0), -1), 0.0)
+        trans[1:, :k, :k] = np.where(ok, VIT_TVV * np.abs(r) + VIT_TVVD * np.abs(r - prev_r),
+                                     VIT_EMPTY)
+    return local, trans
+
+
+def _viterbi_path(local: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Minimum-cost state sequence ``(T,)`` through ``local``/``trans`` costs."""
+    n_t, n_s = local.shape
+    back = np.zeros((n_t, n_s), dtype=np.int64)
+    cost = local[0].copy()
+    for t in range(1, n_t):
+        tot = trans[t] + cost[None, :]
+        j = tot.argmin(-1)
+        back[t] = j
+        cost = tot[np.arange(n_s), j] + local[t]
+    path = np.empty(n_t, dtype=np.int64)
+    path[-1] = int(cost.argmin())
+    for t in range(n_t - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def _pitch_shs_viterbi(fr: torch.Tensor) -> torch.Tensor:
+    """F0 (Hz, 0 = unvoiced) of ``(B, T, 960)`` frames: SHS candidates + Viterbi smoothing.
+
+    Reproduces openSMILE's cPitchShs + cPitchSmootherViterbi (eGeMAPSv02 weights); the
+    smoother decides over the whole signal, where openSMILE decides within a 40-frame
+    look-ahead buffer (the two agree when the best paths merge within 40 frames).
+    """
+    freq, voice = _shs_candidates(fr)
+    f_np = freq.double().cpu().numpy()
+    v_np = voice.double().cpu().numpy()
+    out = np.zeros(f_np.shape[:2])
+    k = f_np.shape[-1]
+    for b in range(f_np.shape[0]):
+        local, trans = _viterbi_costs(f_np[b], v_np[b])
+        path = _viterbi_path(local, trans)
+        voiced = path < k
+        out[b, voiced] = f_np[b, np.nonzero(voiced)[0], path[voiced]]
+    return torch.from_numpy(out).to(fr.device, torch.float32)
+
+
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return the eGeMAPS low-level descriptors of a batch of 16 kHz signals.
 
@@ -425,16 +632,14 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """
     out = _spectral_llds(x, n_frames)
     fr = _frames(x, WIN_LONG, n_frames)
-    period, voiced = _yin(fr)
+    f0 = _pitch_shs_viterbi(fr)
     rms = (fr * _gauss(WIN_LONG, x.device)).pow(2).mean(-1).sqrt()
-    voiced = voiced & (rms > VOICING_RMS)
-    # majority of 3 frames: fills one-frame gaps and drops one-frame blips (a stand-in
-    # for the continuity openSMILE's Viterbi smoother imposes)
-    padded = torch.nn.functional.pad(voiced.float(), (1, 1))
-    voiced = (padded.unfold(-1, 3, 1).sum(-1) >= 2) & (rms > VOICING_RMS)
-    period = _octave_fix(period, voiced)
-    f0 = RATE / period.clamp(min=1.0)
-    out["F0semitone"] = torch.where(voiced, 12 * torch.log2(f0 / 27.5), torch.zeros_like(f0))
+    voiced = (f0 > 0) & (rms >= VOICING_RMS)  # eGeMAPS volmerge
+    f0 = torch.where(voiced, f0, torch.ones_like(f0))
+    period = RATE / f0
+    # openSMILE F0finalLog: semitones above 27.5 Hz, 1 for 0 < F0 <= 29.136 Hz
+    semi = torch.where(f0 > 29.136, 12 * torch.log2(f0 / 27.5), torch.ones_like(f0))
+    out["F0semitone"] = torch.where(voiced, semi, torch.zeros_like(f0))
     jit, shim = _jitter_shimmer(fr, period, voiced)
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)

@@ -687,57 +687,106 @@ def _mean_stdnorm(v: np.ndarray) -> tuple[float, float]:
     return m, (sd / m if m != 0 else math.nan)  # openSMILE: signed mean
 
 
-def _extrema(v: np.ndarray, rel: float = 0.1) -> list[tuple[int, int]]:
-    """Return alternating turning points ``(index, +1 max / -1 min)``.
+def _peaks2_extrema(v: np.ndarray, rel: float = 0.1) -> list[list]:
+    """Return the turning points ``[index, value, is_max]`` openSMILE's Peaks2 keeps.
 
-    Only swings of at least ``rel`` times the contour's range are kept.
+    All strict local extrema of ``v[2:-2]``; then extrema whose rise/fall from the
+    previous one is below ``rel`` times the contour's range are dropped or merged
+    (openSMILE's steps 2a/2b), and runs of maxima (minima) with no minimum (maximum)
+    in between are reduced to the highest (lowest).
     """
-    if v.size < 3:
-        return []
-    thr = rel * float(v.max() - v.min())
-    if thr <= 0:
-        return []
-    d = np.sign(np.diff(v))
-    # carry flat runs
-    for i in range(1, d.size):
-        if d[i] == 0:
-            d[i] = d[i - 1]
-    turn = np.nonzero(d[1:] != d[:-1])[0] + 1
-    pts: list[tuple[int, int]] = [(0, -int(d[0]) if d[0] != 0 else 1)]
-    for i in turn:
-        kind = 1 if d[i - 1] > 0 else -1
-        pts.append((int(i), kind))
-    pts.append((v.size - 1, 1 if d[-1] > 0 else -1))
-    kept: list[tuple[int, int]] = []
-    for i, kind in pts:
-        if not kept:
-            kept.append((i, kind))
+    n = v.size
+    thr = rel * float(v.max() - v.min()) if n else 0.0
+    d = np.diff(v)
+    i = np.arange(2, n - 2)
+    is_max = (d[i - 1] > 0) & (d[i] < 0)
+    is_min = (d[i - 1] < 0) & (d[i] > 0)
+    pts = [[int(k), float(v[k]), bool(m)] for k, m, lo in zip(i, is_max, is_min, strict=True)
+           if m or lo]
+    # step 2a: minimum rise before a maximum
+    alive = [True] * len(pts)
+    last_val = last_min = last_max = float(v[0]) if n else 0.0
+    min_flag = False
+    last_max_i = -1
+    for k, (_, y, mx) in enumerate(pts):
+        if mx:
+            if abs(y - last_val) < thr:
+                if y - last_min < thr:
+                    alive[k] = False
+                else:
+                    if y > last_max * 1.05:
+                        if last_max_i >= 0:
+                            alive[last_max_i] = False
+                        last_max, last_max_i = y, k
+                    elif min_flag:
+                        last_max, last_max_i = y, k
+                    else:
+                        alive[k] = False
+                    min_flag = False
+            else:
+                min_flag = False
+                last_max, last_max_i = y, k
+        elif not abs(y - last_val) < thr:
+            min_flag = True
+            last_min = y
+        last_val = y
+    pts = [p for p, a in zip(pts, alive, strict=True) if a]
+    # step 2b: minimum fall before a minimum
+    kept, last_max = [], float(v[0]) if n else 0.0
+    for p in pts:
+        if p[2]:
+            last_max = p[1]
+        elif last_max - p[1] < thr:
             continue
-        j, kj = kept[-1]
-        if kind == kj:
-            if (kind == 1 and v[i] > v[j]) or (kind == -1 and v[i] < v[j]):
-                kept[-1] = (i, kind)
-        elif abs(v[i] - v[j]) >= thr:
-            kept.append((i, kind))
-    return kept
+        kept.append(p)
+    # step 3: alternate maxima and minima (keep the extreme one of a run)
+    out: list[list] = []
+    for p in kept:
+        if out and out[-1][2] == p[2]:
+            if (p[1] > out[-1][1]) if p[2] else (p[1] < out[-1][1]):
+                out[-1] = p
+        else:
+            out.append(p)
+    return out
 
 
 def _slopes(v: np.ndarray) -> tuple[float, float, float, float, int]:
-    """Mean/std rising and falling slopes (units per second) and the number of peaks."""
-    pts = _extrema(v)
-    rise, fall = [], []
-    for (i, ki), (j, _kj) in zip(pts, pts[1:], strict=False):
-        dt = (j - i) * HOP / RATE
-        if dt <= 0:
-            continue
-        s = abs(v[j] - v[i]) / dt
-        (rise if ki == -1 else fall).append(s)
-    peaks = sum(1 for i, k in pts[1:-1] if k == 1)
+    """Mean/std rising and falling slopes (units per second) and the number of peaks.
 
-    def ms(a: list[float]) -> tuple[float, float]:
-        return (float(np.mean(a)), float(np.std(a))) if a else (0.0, 0.0)
-
-    return (*ms(rise), *ms(fall), peaks)
+    openSMILE's cFunctionalPeaks2 (relThresh 0.1): a slope joins consecutive turning
+    points (the first from the contour's first value); the last turning point is also
+    joined to the contour's last value (signed, and left out of the standard deviation,
+    as openSMILE does); a contour without turning points has one slope
+    ``(v[-1] - v[0]) / len(v)``.
+    """
+    n = v.size
+    t = HOP / RATE
+    pts = _peaks2_extrema(v)
+    rise: list[float] = []
+    fall: list[float] = []
+    last = {True: (float(v[0]), 0), False: (float(v[0]), 0)}
+    for x, y, mx in pts:
+        last[mx] = (y, x)
+        (ymax, xmax), (ymin, xmin) = last[True], last[False]
+        dx = xmax - xmin if mx else xmin - xmax
+        if dx > 0:
+            (rise if mx else fall).append((ymax - ymin) / (dx * t))
+    n_rise, n_fall = len(rise), len(fall)
+    if pts:
+        x_end, y_end, mx = pts[-1]
+        if n - 1 - x_end > 0:
+            extra = (float(v[-1]) - y_end) / ((n - 1 - x_end) * t)
+            (fall if mx else rise).append(extra)
+        mr = float(np.mean(rise)) if rise else 0.0
+        mf = float(np.mean(fall)) if fall else 0.0
+        sr = math.sqrt(sum((s - mr) ** 2 for s in rise[:n_rise]) / max(len(rise), 1))
+        sf = math.sqrt(sum((s - mf) ** 2 for s in fall[:n_fall]) / max(len(fall), 1))
+    else:
+        s = (float(v[-1]) - float(v[0])) / n
+        mr, mf = (s, 0.0) if s > 0 else (0.0, s if s < 0 else 0.0)
+        sr = sf = 0.0
+    peaks = sum(1 for p in pts if p[2])
+    return mr, sr, mf, sf, peaks
 
 
 def _segments(mask: np.ndarray) -> np.ndarray:

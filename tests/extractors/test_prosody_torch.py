@@ -18,9 +18,14 @@ from atrisk.extractors.prosody import make_prosody_extractor
 from atrisk.extractors.prosody_torch import (
     FEATURE_NAMES,
     TorchProsodyExtractor,
+    _frames,
     _mean_stdnorm,
     _segments,
+    _shs_candidates,
+    _slopes,
     _sma3,
+    _viterbi_costs,
+    _viterbi_path,
     resolve_device,
 )
 from atrisk.ingest.audio import DecodedSession
@@ -60,6 +65,45 @@ def test_smoothing_segments_and_stddevnorm_by_hand():
                                   [2, 1, 3])
     # openSMILE's stddevNorm divides by the signed mean: std([-1, -3]) = 1, mean -2
     assert _mean_stdnorm(np.array([-1.0, -3.0])) == (-2.0, -0.5)
+
+
+def test_shs_finds_a_missing_fundamental():
+    # harmonics 2..7 of 120 Hz, no energy at 120 Hz: the subharmonic sum peaks at 120 Hz
+    t = np.arange(SR) / SR
+    x = sum(np.sin(2 * np.pi * 120 * h * t) / h for h in range(2, 8)).astype(np.float32)
+    freq, voice = _shs_candidates(_frames(torch.from_numpy(x)[None], 960, 20))
+    assert freq[0, 5:15, 0].numpy() == pytest.approx(120, rel=0.01)
+    assert (voice[0, 5:15, 0] > 0.7).all()  # openSMILE's voicing cutoff
+
+
+def test_viterbi_removes_an_isolated_octave_jump_and_fills_a_weak_frame():
+    # 9 frames, candidates 200 and 100 Hz; frame 4 ranks 100 Hz first (an octave error)
+    freq = np.tile([200.0, 100.0, 0, 0, 0, 0], (9, 1))
+    voice = np.tile([0.9, 0.85, 0, 0, 0, 0], (9, 1))
+    freq[4, :2], voice[4, :2] = [100.0, 200.0], [0.9, 0.85]
+    # frame 6: both candidates below the 0.7 voicing cutoff. Staying voiced costs
+    # (-ln 0.5 + 4) * 2 = 9.4; leaving and coming back costs two v/uv transitions, 20.
+    voice[6, :2] = 0.5
+    path = _viterbi_path(*_viterbi_costs(freq, voice))
+    chosen = freq[np.arange(9), np.minimum(path, 5)]
+    assert (path < 6).all()  # never the unvoiced state
+    np.testing.assert_array_equal(chosen, 200.0)
+
+
+def test_peaks2_slopes_by_hand():
+    # one maximum at frame 3: rising slope (10 - 0) / 0.03 s; then openSMILE also joins
+    # it to the last value, a signed "falling" slope (0 - 10) / 0.03 s; one peak
+    v = np.array([0, 1, 2, 10, 2, 1, 0.0])
+    mr, sr, mf, sf, peaks = _slopes(v)
+    assert (mr, sr, sf, peaks) == (pytest.approx(1000 / 3), 0.0, 0.0, 1)
+    assert mf == pytest.approx(-1000 / 3)
+    # range 10 -> threshold 1: the minimum 3.1 right after the maximum 3.2 falls by less
+    # than 1 and is dropped; the maximum stays (it rose 3.2 from the first value):
+    # rising (3.2 - 0) / 0.04 s = 80, then to the last value (10 - 3.2) / 0.08 s = 85
+    w = np.array([0, 1, 2, 3, 3.2, 3.1, 4, 5, 6, 7, 8, 9, 10.0])
+    assert _slopes(w) == (pytest.approx(80), 0.0, pytest.approx(85), 0.0, 1)
+    # no turning point at all: one slope (last - first) / n, per frame (openSMILE)
+    assert _slopes(np.arange(11.0)) == (pytest.approx(10 / 11), 0.0, 0.0, 0.0, 0)
 
 
 def test_pure_tone_values(ex):

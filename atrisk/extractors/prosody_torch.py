@@ -618,6 +618,89 @@ def _pitch_shs_viterbi(fr: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out).to(fr.device, torch.float32)
 
 
+def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """H1-H2 and H1-A3 (dB) of voiced 60 ms frames, as openSMILE's cHarmonics.
+
+    On the Gaussian-windowed 1024-point magnitude spectrum, harmonic ``k`` of F0 is the
+    spectral peak nearest to the bin of ``k * F0`` within ``(k +- 0.5) * F0`` (right
+    side first on ties); its level is the parabolic peak value relative to the raw
+    magnitude of the F0 bin's peak.  openSMILE's "H1" and "H2" are the harmonics at
+    2 F0 and 3 F0 (indices 1 and 2 of its list), so "H1-H2" is their level difference
+    and "H1-A3" the 2 F0 harmonic minus A3, the strongest harmonic within 0.8-1.2 x F3
+    (-201 dB where there is none), as openSMILE computes them.
+
+    Args:
+        fr: ``(n, 960)`` raw frames (voiced only).
+        f0: ``(n,)`` F0 in Hz (> 0).
+        f3: ``(n,)`` third formant in Hz (NaN or 0 where none).
+
+    Returns:
+        ``(h1_h2, h1_a3)``, each ``(n,)``, clipped to +-201 dB like openSMILE.
+    """
+    n = fr.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, device=fr.device)
+        return empty, empty
+    df = RATE / SHS_NFFT
+    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
+    nb = mag.shape[-1]
+    peak = torch.zeros_like(mag, dtype=torch.bool)
+    peak[:, 1:-1] = (mag[:, 1:-1] > mag[:, :-2]) & (mag[:, 1:-1] > mag[:, 2:])
+    peak[:, 0] = mag[:, 0] > mag[:, 1]
+    peak[:, -1] = mag[:, -1] > mag[:, -2]
+    f3 = torch.nan_to_num(f3, nan=0.0).clamp(min=0.0)
+    n_harm = min(100, max(3, int(1.2 * float(f3.max()) / float(f0.min())) + 2))
+    k = torch.arange(1, n_harm + 1, device=fr.device, dtype=f0.dtype)
+
+    def to_bin(f: torch.Tensor) -> torch.Tensor:
+        return torch.floor(f / df + 0.5).long().clamp(0, nb - 1)
+
+    cand = to_bin(f0[:, None] * k)  # (n, H)
+    lower = to_bin(f0[:, None] * (k - 0.5))
+    upper = to_bin(f0[:, None] * (k + 0.5))
+    width = int(0.5 * float(f0.max()) / df) + 2
+    d = torch.arange(-width, width + 1, device=fr.device)
+    idx = cand[..., None] + d  # (n, H, D)
+    inside = ((idx >= lower[..., None]) & (idx <= upper[..., None])) | (d == 0)
+    idx_c = idx.clamp(0, nb - 1)
+    ok = inside & (idx >= 0) & (idx < nb) & peak.gather(-1, idx_c.reshape(n, -1)).reshape(
+        idx.shape)
+    key = (2 * d.abs() - (d > 0).long()).expand_as(idx)
+    key = torch.where(ok, key, torch.full_like(key, 10 ** 6))
+    best = key.argmin(-1, keepdim=True)
+    found = ok.gather(-1, best)[..., 0]
+    pbin = idx_c.gather(-1, best)[..., 0]
+    first = to_bin(0.5 * f0)[:, None]
+    found = found & (pbin >= first) & (pbin < nb - 1)
+    pb = pbin.clamp(1, nb - 2)
+    y0, y1, y2 = (mag.gather(-1, pb + s) for s in (-1, 0, 1))
+    den = y0 - 2 * y1 + y2
+    off = torch.where(den.abs() > 0, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
+    m_int = torch.where(found, y1 - 0.25 * (y0 - y2) * off, torch.zeros_like(y1))
+    m_raw = torch.where(found, y1, torch.zeros_like(y1))
+    f_int = torch.where(found, (pb + off) * df, torch.zeros_like(y1))
+    # a harmonic on the same bin as the one below it is dropped (openSMILE: -201 dB)
+    bins = torch.where(found, pbin, cand)
+    dup = torch.zeros_like(found)
+    dup[:, 1:] = bins[:, 1:] == bins[:, :-1]
+    h1 = m_raw[:, :1]
+    rel = 20 * (torch.log10(m_int.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
+    rel = torch.where(m_int > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
+    rel = torch.where(dup | (h1 <= 0), torch.full_like(rel, -201.0), rel)
+    rel[:, 0] = 0.0
+    # openSMILE parses "H1" and "H2" as harmonic indices 1 and 2 of its 0-based list,
+    # i.e. the 2nd and 3rd harmonics (measured: 0.3 sin(f0) + 0.15 sin(2 f0) +
+    # 0.1 sin(3 f0) gives "H1-H2" = 20 log10(0.15 / 0.1) = 3.5 dB)
+    h_a = rel[:, 1]
+    h1_h2 = (h_a - rel[:, 2]).clamp(-201, 201)
+    m_dup = torch.where(dup, torch.zeros_like(m_raw), m_raw)
+    near = (f_int >= 0.8 * f3[:, None]) & (f_int <= 1.2 * f3[:, None]) & (m_dup > 0)
+    a3 = torch.where(near, m_dup, torch.full_like(m_dup, -1.0)).argmax(-1, keepdim=True)
+    h1_a3 = torch.where(near.any(-1), h_a - rel.gather(-1, a3)[:, 0], h_a - 201.0)
+    return h1_h2, h1_a3.clamp(-201, 201)
+
+
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return the eGeMAPS low-level descriptors of a batch of 16 kHz signals.
 
@@ -644,6 +727,8 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
     harm = _harmonics(fr[voiced], period[voiced], formants)
+    harm["logRelF0-H1-H2"], harm["logRelF0-H1-A3"] = _harmonic_differences(
+        fr[voiced], f0[voiced], formants[..., 4])
     for i in range(3):
         harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
         harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]

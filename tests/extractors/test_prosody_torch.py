@@ -90,6 +90,15 @@ def test_viterbi_removes_an_isolated_octave_jump_and_fills_a_weak_frame():
     np.testing.assert_array_equal(chosen, 200.0)
 
 
+def test_h1_h2_is_opensmiles_second_minus_third_harmonic(ex):
+    # openSMILE's "H1-H2" compares the harmonics at 2 F0 and 3 F0 (measured on this
+    # signal: 3.55 dB): 20 log10(0.15 / 0.1) = 3.52 dB, not H1 - H2 = 6.02 dB
+    t = np.arange(SR) / SR
+    x = sum(a * np.sin(2 * np.pi * 200 * h * t) for h, a in ((1, 0.3), (2, 0.15), (3, 0.1)))
+    s = ex.process_signal(x.astype(np.float32), SR)
+    assert s["logRelF0-H1-H2_sma3nz_amean"] == pytest.approx(20 * math.log10(1.5), abs=0.1)
+
+
 def test_peaks2_slopes_by_hand():
     # one maximum at frame 3: rising slope (10 - 0) / 0.03 s; then openSMILE also joins
     # it to the last value, a signed "falling" slope (0 - 10) / 0.03 s; one peak

@@ -701,6 +701,157 @@ def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
     return h1_h2, h1_a3.clamp(-201, 201)
 
 
+def _quad_peak(y0: float, y1: float, y2: float) -> tuple[float, float]:
+    """Offset (-1..1) and value of the vertex of the parabola through 3 equidistant points."""
+    den = y0 - 2.0 * y1 + y2
+    if den == 0.0:
+        return 0.0, y1
+    off = 0.5 * (y0 - y2) / den
+    return off, y1 - 0.25 * (y0 - y2) * off
+
+
+def _pearson(x: np.ndarray, a: int, b: int, n: int) -> float:
+    sx = sy = sxx = syy = sxy = 0.0
+    for i in range(n):
+        u, v = x[a + i], x[b + i]
+        sx += u
+        sy += v
+    mx, my = sx / n, sy / n
+    for i in range(n):
+        u, v = x[a + i] - mx, x[b + i] - my
+        sxy += u * v
+        sxx += u * u
+        syy += v * v
+    if sxx <= 0.0 or syy <= 0.0:
+        return 0.0
+    return sxy / math.sqrt(sxx * syy)
+
+
+def _ptp(x: np.ndarray, a: int, n: int) -> float:
+    hi = lo = x[a + 1]
+    for i in range(a + 1, a + n - 1):
+        hi = max(hi, x[i])
+        lo = min(lo, x[i])
+    return hi - lo
+
+
+def _jitter_shimmer_walk(x: np.ndarray, f0: np.ndarray) -> np.ndarray:
+    """Local jitter and shimmer (dB) per 10 ms frame, as openSMILE's cPitchJitter.
+
+    A waveform-matching walk over the signal: in each voiced frame, consecutive pitch
+    periods are found by maximising the normalised cross-correlation of adjacent
+    waveform stretches over lengths within +-10 % of the frame's period; periods whose
+    correlation exceeds 0.5 count.  Jitter is the mean absolute difference of
+    consecutive periods (carried over from the previous voiced frame) over the mean
+    period; shimmer is ``20 log10(1 + mean |A_i - A_i+1| / mean A)`` with ``A`` the
+    peak-to-peak amplitude of a period.  A voiced frame without a new period repeats
+    the previous values; unvoiced frames are 0 and reset the state.
+
+    Args:
+        x: float64 samples at 16 kHz (zero padded to cover the last frame).
+        f0: F0 (Hz) per frame, 0 where unvoiced.
+
+    Returns:
+        ``(frames, 2)``: jitter (ratio, at most 1) and shimmer (dB).
+    """
+    n_frames = f0.shape[0]
+    out = np.zeros((n_frames, 2))
+    last_idx = 0
+    last_mis = 0
+    last_t0 = 0.0
+    last_jit = 0.0
+    last_shim = 0.0
+    cc = np.zeros(64)
+    n_x = x.shape[0]
+    for t in range(n_frames):
+        start_v = t * HOP
+        to_read0 = HOP + last_mis
+        to_read = to_read0
+        f = f0[t]
+        t0f = t0min = t0max = 0
+        if f > 0.0:
+            tf = RATE / f
+            t0f = int(round(tf))
+            t0min = int(math.floor(0.9 * tf))
+            t0max = int(math.ceil(1.1 * tf))
+            to_read = max(to_read, 2 * t0max + 2)
+        max_read = last_mis + WIN_LONG
+        to_read = min(to_read, max_read)
+        if start_v - last_mis != last_idx:
+            last_idx = start_v
+            to_read = min(to_read, WIN_LONG)
+        n_t = min(to_read, n_x - last_idx)
+        if f > 0.0 and n_t > 0:
+            base = last_idx
+            start = 0
+            last_period = 0
+            n_per = 0
+            n_loc = 0
+            sum_per = sum_diff = sum_amp = sum_ad = 0.0
+            n_lag = t0max - t0min + 1
+            if cc.shape[0] < n_lag:
+                cc = np.zeros(n_lag)
+            while start < n_t - 2 * t0max - 1:
+                for k in range(n_lag):
+                    lag = t0min + k
+                    cc[k] = _pearson(x, base + start, base + start + lag, lag)
+                best = -1
+                best_v = 0.0
+                for k in range(1, n_lag - 2):
+                    if cc[k - 1] < cc[k] and cc[k] > cc[k + 1] and (best < 0 or cc[k] > best_v):
+                        best, best_v = k, cc[k]
+                if best < 0:
+                    start += t0f
+                else:
+                    pp = t0min + best
+                    os_ = start
+                    start += pp
+                    a0 = _ptp(x, base + os_, pp)
+                    a1 = _ptp(x, base + start, pp)
+                    off, cci = _quad_peak(cc[best - 1], cc[best], cc[best + 1])
+                    if cci > 0.5:
+                        period = abs(t0min + best + off) / RATE
+                        sum_per += period
+                        n_per += 1
+                        if last_t0 > 0.0:
+                            sum_diff += abs(last_t0 - period)
+                            n_loc += 1
+                        last_t0 = period
+                        sum_amp += 0.5 * (a0 + a1)
+                        sum_ad += abs(a0 - a1)
+                if start < to_read0 - 1:
+                    last_period = start
+            last_mis = to_read0 - last_period
+            if n_per > 0 and n_loc > 0:
+                last_jit = (sum_diff / n_loc) / (sum_per / n_per)
+            if n_per > 0:
+                last_shim = sum_ad / sum_amp if sum_amp > 0.0 else 0.0
+            if n_per == 0 or n_loc > 0:
+                last_jit = min(last_jit, 1.0)
+                out[t, 0] = last_jit
+            last_shim = min(last_shim, 1.0)
+            out[t, 1] = 20.0 * math.log10(last_shim + 1.0)
+        else:
+            last_period = to_read0
+            last_mis = 0
+            last_t0 = 0.0
+            last_jit = 0.0
+            last_shim = 0.0
+        last_idx += last_period
+    return out
+
+
+try:  # numba ships with librosa (a dependency); without it the walk runs as Python
+    from numba import njit
+
+    _quad_peak = njit(cache=True)(_quad_peak)
+    _pearson = njit(cache=True)(_pearson)
+    _ptp = njit(cache=True)(_ptp)
+    _jitter_shimmer_walk = njit(cache=True)(_jitter_shimmer_walk)
+except ImportError:  # pragma: no cover
+    pass
+
+
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """Return the eGeMAPS low-level descriptors of a batch of 16 kHz signals.
 
@@ -723,7 +874,12 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     # openSMILE F0finalLog: semitones above 27.5 Hz, 1 for 0 < F0 <= 29.136 Hz
     semi = torch.where(f0 > 29.136, 12 * torch.log2(f0 / 27.5), torch.ones_like(f0))
     out["F0semitone"] = torch.where(voiced, semi, torch.zeros_like(f0))
-    jit, shim = _jitter_shimmer(fr, period, voiced)
+    f0_np = torch.where(voiced, f0, torch.zeros_like(f0)).double().cpu().numpy()
+    x_np = x.double().cpu().numpy()
+    walk = np.stack([_jitter_shimmer_walk(np.pad(x_np[b], (0, WIN_LONG)), f0_np[b])
+                     for b in range(x_np.shape[0])])
+    walk_t = torch.from_numpy(walk).to(x.device, torch.float32)
+    jit, shim = walk_t[..., 0], walk_t[..., 1]
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
     harm = _harmonics(fr[voiced], period[voiced], formants)

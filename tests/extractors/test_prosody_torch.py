@@ -19,6 +19,7 @@ from atrisk.extractors.prosody_torch import (
     FEATURE_NAMES,
     TorchProsodyExtractor,
     _frames,
+    _jitter_shimmer_walk,
     _mean_stdnorm,
     _segments,
     _shs_candidates,
@@ -97,6 +98,29 @@ def test_h1_h2_is_opensmiles_second_minus_third_harmonic(ex):
     x = sum(a * np.sin(2 * np.pi * 200 * h * t) for h, a in ((1, 0.3), (2, 0.15), (3, 0.1)))
     s = ex.process_signal(x.astype(np.float32), SR)
     assert s["logRelF0-H1-H2_sma3nz_amean"] == pytest.approx(20 * math.log10(1.5), abs=0.1)
+
+
+def _pulse_train(periods, amps) -> np.ndarray:
+    return np.concatenate([a * np.sin(np.pi * np.arange(p) / p) ** 3
+                           * np.sin(2 * np.pi * np.arange(p) / p)
+                           for p, a in zip(periods, amps, strict=True)])
+
+
+def test_jitter_shimmer_walk_on_pulse_trains():
+    # constant 100-sample periods, amplitudes alternating 1.0 / 0.8: no jitter; shimmer
+    # 20 log10(1 + mean|A_i - A_i+1| / mean A) = 20 log10(1 + 0.2 / 0.9) = 1.743 dB
+    x = _pulse_train([100] * 200, [1.0, 0.8] * 100)
+    out = _jitter_shimmer_walk(np.pad(x, (0, 960)), np.full(100, 160.0))
+    np.testing.assert_allclose(out[5:95, 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(out[5:95, 1], 20 * math.log10(1 + 0.2 / 0.9), atol=1e-3)
+    # periods 100, 102, ..., 106, ..., 102 (steps of 2 samples, mean 103): where a frame
+    # holds two new periods jitter = 2 / 103; never more; unvoiced frames are 0
+    x = _pulse_train([100, 102, 104, 106, 104, 102] * 40, [1.0] * 240)
+    f0 = np.full(100, 16000 / 103)
+    f0[50] = 0.0
+    out = _jitter_shimmer_walk(np.pad(x, (0, 960)), f0)
+    assert out[5:95, 0].max() == pytest.approx(2 / 103, rel=0.03)
+    assert out[50].tolist() == [0.0, 0.0]
 
 
 def test_peaks2_slopes_by_hand():

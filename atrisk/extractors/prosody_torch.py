@@ -473,10 +473,14 @@ def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
     peak = left & right
     peak[..., 0] = mag[..., 0] > mag[..., 1]
     peak[..., -1] = mag[..., -1] > mag[..., -2]
-    idx = torch.arange(n, device=mag.device).expand_as(mag)
-    prev = torch.where(peak, idx, torch.full_like(idx, -n)).cummax(-1).values
-    nxt = torch.where(peak, idx, torch.full_like(idx, 2 * n)).flip(-1).cummin(-1).values.flip(-1)
-    zero = (idx - prev >= 3) & (nxt - idx >= 3) & (prev >= 0) & (nxt < n)
+    # zero where no maximum lies within 2 bins but maxima lie on both sides
+    lead = peak.shape[:-1]
+    pk = peak.reshape(-1, 1, n).float()
+    near = torch.nn.functional.max_pool1d(pk, 5, stride=1, padding=2).reshape(*lead, n) > 0
+    idx = torch.arange(n, device=mag.device)
+    first = peak.float().argmax(-1, keepdim=True)
+    last = n - 1 - peak.flip(-1).float().argmax(-1, keepdim=True)
+    zero = ~near & (idx > first) & (idx < last)
     # a single maximum: openSMILE reads posmax[1] (= 0) and zeroes every bin from 3 on
     single = (peak.sum(-1, keepdim=True) == 1) & (idx >= 3)
     return mag.masked_fill(zero | single, 0.0)
@@ -650,8 +654,12 @@ def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
     peak[:, 0] = mag[:, 0] > mag[:, 1]
     peak[:, -1] = mag[:, -1] > mag[:, -2]
     f3 = torch.nan_to_num(f3, nan=0.0).clamp(min=0.0)
-    n_harm = min(100, max(3, int(1.2 * float(f3.max()) / float(f0.min())) + 2))
-    k = torch.arange(1, n_harm + 1, device=fr.device, dtype=f0.dtype)
+    # harmonic numbers: 1-3, then a window around 0.8-1.2 x F3 (openSMILE searches its
+    # first 100 harmonics; no other one can land in the A3 range)
+    span = int(math.ceil(float((0.4 * f3 / f0).max()))) + 5
+    k_lo = torch.floor(0.8 * f3 / f0 - 2.5).clamp(min=1)
+    k = torch.cat([torch.arange(1, 4, device=fr.device, dtype=f0.dtype).expand(n, 3),
+                   k_lo[:, None] + torch.arange(span, device=fr.device, dtype=f0.dtype)], 1)
 
     def to_bin(f: torch.Tensor) -> torch.Tensor:
         return torch.floor(f / df + 0.5).long().clamp(0, nb - 1)
@@ -659,6 +667,7 @@ def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
     cand = to_bin(f0[:, None] * k)  # (n, H)
     lower = to_bin(f0[:, None] * (k - 0.5))
     upper = to_bin(f0[:, None] * (k + 0.5))
+    in_list = k <= 100
     width = int(0.5 * float(f0.max()) / df) + 2
     d = torch.arange(-width, width + 1, device=fr.device)
     idx = cand[..., None] + d  # (n, H, D)
@@ -683,7 +692,8 @@ def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
     # a harmonic on the same bin as the one below it is dropped (openSMILE: -201 dB)
     bins = torch.where(found, pbin, cand)
     dup = torch.zeros_like(found)
-    dup[:, 1:] = bins[:, 1:] == bins[:, :-1]
+    dup[:, 1:3] = bins[:, 1:3] == bins[:, :2]
+    dup[:, 4:] = bins[:, 4:] == bins[:, 3:-1]  # the window's first one is never A3
     h1 = m_raw[:, :1]
     rel = 20 * (torch.log10(m_int.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
     rel = torch.where(m_int > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
@@ -695,7 +705,9 @@ def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
     h_a = rel[:, 1]
     h1_h2 = (h_a - rel[:, 2]).clamp(-201, 201)
     m_dup = torch.where(dup, torch.zeros_like(m_raw), m_raw)
-    near = (f_int >= 0.8 * f3[:, None]) & (f_int <= 1.2 * f3[:, None]) & (m_dup > 0)
+    near = ((f_int >= 0.8 * f3[:, None]) & (f_int <= 1.2 * f3[:, None]) & (m_dup > 0)
+            & in_list)
+    near[:, :3] = False
     a3 = torch.where(near, m_dup, torch.full_like(m_dup, -1.0)).argmax(-1, keepdim=True)
     h1_a3 = torch.where(near.any(-1), h_a - rel.gather(-1, a3)[:, 0], h_a - 201.0)
     return h1_h2, h1_a3.clamp(-201, 201)

@@ -11,11 +11,11 @@ openSMILE configuration files of eGeMAPSv02 (``egemaps/v02/*.conf.inc``):
   for F0, HNR, jitter, shimmer and harmonic differences; LPC order 11 at 11 kHz
   for formants F1-F3.  Frames start at 0 (``frameCenterSpecial = left``); a
   signal of ``N`` samples has ``floor((N - 960) / 160) + 1`` frames at 16 kHz.
-* F0 is a YIN (de Cheveigné & Kawahara 2002) estimate in 55-1000 Hz, voiced when
-  the cumulative-mean-normalised difference dips below :data:`YIN_THRESHOLD` and
-  the frame RMS exceeds 0.001 (eGeMAPS ``volmerge`` threshold); openSMILE uses
-  subharmonic summation with Viterbi smoothing instead, so voicing decisions
-  differ on some frames (see ``docs/prosody.md``).
+* F0 follows openSMILE's chain: subharmonic summation on an octave-scale spectrum
+  (cPitchShs, 6 candidates in 55-1000 Hz), Viterbi smoothing with eGeMAPSv02's
+  weights (cPitchSmootherViterbi) and the RMS threshold 0.001 (``volmerge``); jitter
+  and shimmer by cPitchJitter's waveform-matching walk, H1-H2 / H1-A3 as cHarmonics
+  computes them (see ``docs/prosody.md``).
 * Contours are smoothed with a 3-frame moving average (``sma3``; ``sma3nz`` keeps
   zeros and averages only non-zero neighbours) before the functionals.
 
@@ -59,8 +59,6 @@ WIN_LONG = 960  # 60 ms (pitch, voice quality)
 NFFT_SHORT = 512
 NFFT_LONG = 1280  # >= 960 + max lag (292): acf lags free of wrap-around
 F0_MIN, F0_MAX = 55.0, 1000.0
-#: YIN dip threshold for voicing.
-YIN_THRESHOLD = 0.25
 #: RMS of the 60 ms frame below which a frame is unvoiced (eGeMAPS ``volmerge``).
 VOICING_RMS = 1e-3
 LPC_RATE = 11000
@@ -226,78 +224,6 @@ def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _yin(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return YIN period (samples, fractional) and voicing flag of 60 ms frames."""
-    tau_min = int(RATE / F0_MAX)
-    tau_max = int(math.ceil(RATE / F0_MIN))
-    w = WIN_LONG - tau_max - 2
-    nfft = 1024  # >= frame length: the lags used are free of circular wrap-around
-    a = torch.fft.rfft(fr[..., :w], n=nfft)
-    b = torch.fft.rfft(fr, n=nfft)
-    corr = torch.fft.irfft(b * a.conj(), n=nfft)[..., : tau_max + 2]
-    sq = torch.nn.functional.pad(torch.cumsum(fr * fr, -1), (1, 0))
-    e0 = sq[..., w:w + 1]
-    lags = torch.arange(tau_max + 2, device=fr.device)
-    e_tau = sq[..., lags + w] - sq[..., lags]
-    diff = torch.clamp(e0 + e_tau - 2 * corr, min=0)
-    csum = torch.cumsum(diff[..., 1:], -1)
-    lag = lags[1:].to(fr.dtype)
-    cmnd = torch.ones_like(diff)
-    cmnd[..., 1:] = diff[..., 1:] * lag / torch.clamp(csum, min=1e-20)
-    search = cmnd[..., tau_min:tau_max + 1]
-    below = search < YIN_THRESHOLD
-    # first dip below the threshold, then walk to its local minimum
-    first = torch.where(below.any(-1), below.float().argmax(-1),
-                        search.argmin(-1))
-    # walk to the local minimum of the dip: the smallest value before the curve
-    # climbs back over the threshold (within 24 lags)
-    win = torch.clamp(first[..., None] + torch.arange(24, device=fr.device),
-                      max=search.shape[-1] - 1)
-    vals = search.gather(-1, win)
-    climbed = torch.cumsum((vals >= YIN_THRESHOLD).int(), -1) > 0
-    climbed[..., 0] = False
-    idx = win.gather(-1, vals.masked_fill(climbed, float("inf")).argmin(-1, keepdim=True))[..., 0]
-    tau = idx + tau_min
-    c0 = cmnd.gather(-1, (tau - 1)[..., None])[..., 0]
-    c1 = cmnd.gather(-1, tau[..., None])[..., 0]
-    c2 = cmnd.gather(-1, (tau + 1)[..., None])[..., 0]
-    den = c0 - 2 * c1 + c2
-    shift = torch.where(den.abs() > 1e-9, 0.5 * (c0 - c2) / den, torch.zeros_like(den))
-    period = tau.to(fr.dtype) + torch.clamp(shift, -1, 1)
-    voiced = c1 < YIN_THRESHOLD
-    return period, voiced
-
-
-def _jitter_shimmer(fr: torch.Tensor, period: torch.Tensor, voiced: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local jitter and shimmer (dB) from period peaks within each voiced 60 ms frame."""
-    jit = torch.zeros_like(period)
-    shim = torch.zeros_like(period)
-    p_int = torch.round(period).long()
-    bi, ti = torch.nonzero(voiced, as_tuple=True)
-    if bi.numel() == 0:
-        return jit, shim
-    sel = p_int[bi, ti]
-    for p in torch.unique(sel).tolist():
-        k = WIN_LONG // p
-        if k < 3:
-            continue
-        m = sel == p
-        b, t = bi[m], ti[m]
-        seg = fr[b, t, : k * p].reshape(-1, k, p)  # positive peak of each period
-        amp, pos = seg.max(-1)
-        pos = pos + torch.arange(k, device=fr.device) * p
-        periods = torch.diff(pos, dim=-1).to(fr.dtype)
-        j = (torch.diff(periods, dim=-1).abs().mean(-1)
-             / torch.clamp(periods.mean(-1), min=1.0))
-        amp = amp - seg.min(-1).values  # peak-to-peak: robust to DC offset
-        ratio = torch.clamp(amp[:, 1:], min=1e-10) / torch.clamp(amp[:, :-1], min=1e-10)
-        s = (20 * torch.log10(ratio)).abs().mean(-1)
-        jit[b, t] = j
-        shim[b, t] = s
-    return jit, shim
-
-
 def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
                ) -> dict[str, torch.Tensor]:
     """HNR (ACF, dB), H1-H2, H1-A3 and formant amplitudes relative to H1 (dB)."""
@@ -396,19 +322,6 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6).float()
 
 
-def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> torch.Tensor:
-    """Replace periods more than 5 semitones off the running median of voiced frames.
-
-    A cheap stand-in for openSMILE's Viterbi pitch smoothing: isolated octave jumps
-    of the frame-wise estimate are set to the median of the ``width`` frames around.
-    """
-    st = torch.where(voiced, 12 * torch.log2(period.clamp(min=1.0)),
-                     torch.full_like(period, float("nan")))
-    half = width // 2
-    padded = torch.nn.functional.pad(st, (half, half), value=float("nan"))
-    med = padded.unfold(-1, width, 1).nanmedian(-1).values
-    off = voiced & ((st - med).abs() > 5)
-    return torch.where(off, 2 ** (med / 12), period)
 
 
 # -- pitch: subharmonic summation + Viterbi smoothing (openSMILE cPitchShs chain) ---------

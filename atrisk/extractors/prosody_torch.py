@@ -428,7 +428,7 @@ def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ss = oct_.clone()
     w = SHS_COMPRESSION
     for s in shifts:
-        ss = ss + w * padded[..., s:s + n]
+        ss.add_(padded[..., s:s + n], alpha=w)
         w *= SHS_COMPRESSION
     ss = torch.clamp(ss / SHS_HARMONICS, min=0.0)
     ss_mean = ss.mean(-1, keepdim=True)

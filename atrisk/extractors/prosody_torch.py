@@ -11,11 +11,11 @@ openSMILE configuration files of eGeMAPSv02 (``egemaps/v02/*.conf.inc``):
   for F0, HNR, jitter, shimmer and harmonic differences; LPC order 11 at 11 kHz
   for formants F1-F3.  Frames start at 0 (``frameCenterSpecial = left``); a
   signal of ``N`` samples has ``floor((N - 960) / 160) + 1`` frames at 16 kHz.
-* F0 is a YIN (de Cheveigné & Kawahara 2002) estimate in 55-1000 Hz, voiced when
-  the cumulative-mean-normalised difference dips below :data:`YIN_THRESHOLD` and
-  the frame RMS exceeds 0.001 (eGeMAPS ``volmerge`` threshold); openSMILE uses
-  subharmonic summation with Viterbi smoothing instead, so voicing decisions
-  differ on some frames (see ``docs/prosody.md``).
+* F0 follows openSMILE's chain: subharmonic summation on an octave-scale spectrum
+  (cPitchShs, 6 candidates in 55-1000 Hz), Viterbi smoothing with eGeMAPSv02's
+  weights (cPitchSmootherViterbi) and the RMS threshold 0.001 (``volmerge``); jitter
+  and shimmer by cPitchJitter's waveform-matching walk, H1-H2 / H1-A3 as cHarmonics
+  computes them (see ``docs/prosody.md``).
 * Contours are smoothed with a 3-frame moving average (``sma3``; ``sma3nz`` keeps
   zeros and averages only non-zero neighbours) before the functionals.
 
@@ -61,8 +61,6 @@ WIN_LONG = 960  # 60 ms (pitch, voice quality)
 NFFT_SHORT = 512
 NFFT_LONG = 1280  # >= 960 + max lag (292): acf lags free of wrap-around
 F0_MIN, F0_MAX = 55.0, 1000.0
-#: YIN dip threshold for voicing.
-YIN_THRESHOLD = 0.25
 #: RMS of the 60 ms frame below which a frame is unvoiced (eGeMAPS ``volmerge``).
 VOICING_RMS = 1e-3
 LPC_RATE = 11000
@@ -265,90 +263,11 @@ def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _yin(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return YIN period (samples, fractional) and voicing flag of 60 ms frames."""
-    tau_min = int(RATE / F0_MAX)
-    tau_max = int(math.ceil(RATE / F0_MIN))
-    w = WIN_LONG - tau_max - 2
-    nfft = 1024  # >= frame length: the lags used are free of circular wrap-around
-    a = torch.fft.rfft(fr[..., :w], n=nfft)
-    b = torch.fft.rfft(fr, n=nfft)
-    corr = torch.fft.irfft(b * a.conj(), n=nfft)[..., : tau_max + 2]
-    sq = torch.nn.functional.pad(torch.cumsum(fr * fr, -1), (1, 0))
-    e0 = sq[..., w:w + 1]
-    lags = torch.arange(tau_max + 2, device=fr.device)
-    e_tau = sq[..., lags + w] - sq[..., lags]
-    diff = torch.clamp(e0 + e_tau - 2 * corr, min=0)
-    csum = torch.cumsum(diff[..., 1:], -1)
-    lag = lags[1:].to(fr.dtype)
-    cmnd = torch.ones_like(diff)
-    cmnd[..., 1:] = diff[..., 1:] * lag / torch.clamp(csum, min=1e-20)
-    search = cmnd[..., tau_min:tau_max + 1]
-    below = search < YIN_THRESHOLD
-    # first dip below the threshold, then walk to its local minimum
-    first = torch.where(below.any(-1), below.float().argmax(-1),
-                        search.argmin(-1))
-    # walk to the local minimum of the dip: the smallest value before the curve
-    # climbs back over the threshold (within 24 lags)
-    win = torch.clamp(first[..., None] + torch.arange(24, device=fr.device),
-                      max=search.shape[-1] - 1)
-    vals = search.gather(-1, win)
-    climbed = torch.cumsum((vals >= YIN_THRESHOLD).int(), -1) > 0
-    climbed[..., 0] = False
-    idx = win.gather(-1, vals.masked_fill(climbed, float("inf")).argmin(-1, keepdim=True))[..., 0]
-    tau = idx + tau_min
-    c0 = cmnd.gather(-1, (tau - 1)[..., None])[..., 0]
-    c1 = cmnd.gather(-1, tau[..., None])[..., 0]
-    c2 = cmnd.gather(-1, (tau + 1)[..., None])[..., 0]
-    den = c0 - 2 * c1 + c2
-    shift = torch.where(den.abs() > 1e-9, 0.5 * (c0 - c2) / den, torch.zeros_like(den))
-    period = tau.to(fr.dtype) + torch.clamp(shift, -1, 1)
-    voiced = c1 < YIN_THRESHOLD
-    return period, voiced
-
-
-def _jitter_shimmer(fr: torch.Tensor, period: torch.Tensor, voiced: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Local jitter and shimmer (dB) from period peaks within each voiced 60 ms frame."""
-    jit = torch.zeros_like(period)
-    shim = torch.zeros_like(period)
-    p_int = torch.round(period).long()
-    bi, ti = torch.nonzero(voiced, as_tuple=True)
-    if bi.numel() == 0:
-        return jit, shim
-    sel = p_int[bi, ti]
-    for p in torch.unique(sel).tolist():
-        k = WIN_LONG // p
-        if k < 3:
-            continue
-        m = sel == p
-        b, t = bi[m], ti[m]
-        seg = fr[b, t, : k * p].reshape(-1, k, p)  # positive peak of each period
-        amp, pos = seg.max(-1)
-        pos = pos + torch.arange(k, device=fr.device) * p
-        periods = torch.diff(pos, dim=-1).to(fr.dtype)
-        j = (torch.diff(periods, dim=-1).abs().mean(-1)
-             / torch.clamp(periods.mean(-1), min=1.0))
-        amp = amp - seg.min(-1).values  # peak-to-peak: robust to DC offset
-        ratio = torch.clamp(amp[:, 1:], min=1e-10) / torch.clamp(amp[:, :-1], min=1e-10)
-        s = (20 * torch.log10(ratio)).abs().mean(-1)
-        jit[b, t] = j
-        shim[b, t] = s
-    return jit, shim
-
-
-def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
-               ) -> dict[str, torch.Tensor]:
-    """HNR (ACF, dB), H1-H2, H1-A3 and formant amplitudes relative to H1 (dB)."""
-    dev = fr.device
+def _hnr_acf(fr: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """HNR (dB) of voiced 60 ms frames from the ACF of the Gaussian-windowed frame."""
     if fr.shape[0] == 0:  # no voiced frame: nothing to measure
-        empty = torch.zeros(0, device=dev)
-        return {k: empty for k in ("HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
-                                   "F1amplitudeLogRelF0", "F2amplitudeLogRelF0",
-                                   "F3amplitudeLogRelF0")}
-    win = fr * _gauss(WIN_LONG, dev)
-    full = torch.fft.rfft(win, n=NFFT_LONG)
-    spec = full.abs()
+        return torch.zeros(0, device=fr.device)
+    full = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=NFFT_LONG)
     acf = torch.fft.irfft(full.real ** 2 + full.imag ** 2, n=NFFT_LONG)
     # ACF of the Gaussian-windowed frame at T0 (best of the 3 lags around it), not
     # divided by the window's ACF: openSMILE's HNRdBACF is not either (measured: dividing
@@ -357,33 +276,7 @@ def _harmonics(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
     lag = torch.round(period).long().clamp(2, WIN_LONG - 2)[..., None]
     r = norm.gather(-1, torch.cat([lag - 1, lag, lag + 1], -1)).amax(-1)
     r = r.clamp(1e-4, 1 - 1e-4)
-    hnr = 10 * torch.log10(r / (1 - r))
-    f0 = RATE / period.clamp(min=1.0)
-    bin_hz = RATE / NFFT_LONG
-    nb = spec.shape[-1]
-
-    def peak_db(freq: torch.Tensor, half_width: torch.Tensor) -> torch.Tensor:
-        # max magnitude (dB) within freq ± half_width, gathered over a bounded bin window
-        lo = torch.clamp(((freq - half_width) / bin_hz).floor().long(), 0, nb - 1)
-        hi = torch.clamp(((freq + half_width) / bin_hz).ceil().long(), 0, nb - 1)
-        width = int((hi - lo).max()) + 1 if lo.numel() else 1
-        idx = lo[..., None] + torch.arange(width, device=dev)
-        inside = idx <= hi[..., None]
-        vals = spec.gather(-1, idx.clamp(max=nb - 1))
-        mag = torch.where(inside, vals, torch.zeros_like(vals)).amax(-1)
-        return 20 * torch.log10(torch.clamp(mag, min=1e-10))
-
-    h1 = peak_db(f0, 0.1 * f0)
-    h2 = peak_db(2 * f0, 0.1 * f0)
-    out = {"HNRdBACF": hnr, "logRelF0-H1-H2": h1 - h2}
-    for i in range(3):
-        fi = formants[..., 2 * i]
-        amp = peak_db(torch.nan_to_num(fi), 0.5 * f0) - h1
-        out[f"F{i + 1}amplitudeLogRelF0"] = torch.where(torch.isfinite(fi), amp,
-                                                        torch.zeros_like(amp))
-        if i == 2:
-            out["logRelF0-H1-A3"] = torch.where(torch.isfinite(fi), -amp, torch.zeros_like(amp))
-    return out
+    return 10 * torch.log10(r / (1 - r))
 
 
 #: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
@@ -556,7 +449,7 @@ def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.
     harmonic lies there. Checked frame by frame against openSMILE's
     gemapsv01b_harmonics level given its F0 and formants.
 
-    (openSMILE's ``logRelF0-H1-H2`` / ``-H1-A3``, left to :func:`_harmonics`, index
+    (openSMILE's ``logRelF0-H1-H2`` / ``-H1-A3``, computed by :func:`_harmonic_differences`, index
     its harmonic array from 0 = F0, so "H1" there is the harmonic at 2 F0: they equal
     ``L(2 F0) - L(3 F0)`` and ``L(2 F0) - A3`` of these relative levels ``L``.)
     """
@@ -588,19 +481,459 @@ def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.
     return out
 
 
-def _octave_fix(period: torch.Tensor, voiced: torch.Tensor, width: int = 7) -> torch.Tensor:
-    """Replace periods more than 5 semitones off the running median of voiced frames.
 
-    A cheap stand-in for openSMILE's Viterbi pitch smoothing: isolated octave jumps
-    of the frame-wise estimate are set to the median of the ``width`` frames around.
+
+# -- pitch: subharmonic summation + Viterbi smoothing (openSMILE cPitchShs chain) ---------
+
+#: FFT size of the 60 ms pitch frames: openSMILE zero-pads 960 samples to 1024.
+SHS_NFFT = 1024
+#: Points of the octave-scale spectrum (as many as FFT bins: ``nPointsTarget = 0``).
+SHS_POINTS = SHS_NFFT // 2 + 1
+SHS_MIN_F = 25.0
+SHS_HARMONICS = 15
+SHS_COMPRESSION = 0.85
+SHS_CANDIDATES = 6
+#: Voicing probability above which a candidate counts as voiced (``voicingCutoff``).
+SHS_VOICING_CUTOFF = 0.7
+# Viterbi weights of eGeMAPSv02 (wTvvd is overwritten by wTvv inside openSMILE's
+# setWeights, so the delta-continuity weight in effect is 10, not the configured 5).
+VIT_LOCAL, VIT_TVV, VIT_TVVD, VIT_TVUV, VIT_THR, VIT_RANGE = 2.0, 10.0, 10.0, 10.0, 4.0, 1.0
+#: Cost of an unvoiced-to-unvoiced transition: openSMILE's ``i == j == n-1`` test is never
+#: true, so the fall-back cost 1.0 applies instead of ``wTuu`` (0).
+VIT_UU = 1.0
+VIT_EMPTY = 999.0  # transition into or out of an empty candidate slot
+
+_SHS_CACHE: dict[str, tuple[torch.Tensor, ...]] = {}
+
+
+def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int],
+                                                float, float]:
+    """Spline matrix (linear bins -> octave scale), auditory weights, SHS shifts, grid."""
+    key = str(device)
+    if key not in _SHS_CACHE:
+        from scipy.interpolate import CubicSpline  # only here: a one-off table
+
+        df = RATE / SHS_NFFT
+        max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
+        knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
+        knots[0] = 2 * knots[1] - knots[2]
+        lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
+        grid = np.linspace(lo, hi, SHS_POINTS)
+        spline = CubicSpline(knots, np.eye(SHS_POINTS), bc_type="natural")(grid)
+        ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
+        atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
+        audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
+        shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
+                  for h in range(2, SHS_HARMONICS + 1)]
+        step = (hi - lo) / (SHS_POINTS - 1)
+        _SHS_CACHE[key] = (torch.tensor(spline.T, dtype=torch.float32, device=device),
+                           torch.tensor(audw, dtype=torch.float32, device=device),
+                           shifts, lo, step)
+    return _SHS_CACHE[key]
+
+
+def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
+    """Zero bins 3 or more bins away from both neighbouring spectral maxima.
+
+    openSMILE's SHS peak enhancement (only between two maxima).
     """
-    st = torch.where(voiced, 12 * torch.log2(period.clamp(min=1.0)),
-                     torch.full_like(period, float("nan")))
-    half = width // 2
-    padded = torch.nn.functional.pad(st, (half, half), value=float("nan"))
-    med = padded.unfold(-1, width, 1).nanmedian(-1).values
-    off = voiced & ((st - med).abs() > 5)
-    return torch.where(off, 2 ** (med / 12), period)
+    n = mag.shape[-1]
+    left = torch.ones_like(mag, dtype=torch.bool)
+    right = torch.ones_like(mag, dtype=torch.bool)
+    left[..., 1:] = mag[..., 1:] > mag[..., :-1]
+    right[..., :-1] = mag[..., :-1] >= mag[..., 1:]
+    peak = left & right
+    peak[..., 0] = mag[..., 0] > mag[..., 1]
+    peak[..., -1] = mag[..., -1] > mag[..., -2]
+    # zero where no maximum lies within 2 bins but maxima lie on both sides
+    lead = peak.shape[:-1]
+    pk = peak.reshape(-1, 1, n).float()
+    near = torch.nn.functional.max_pool1d(pk, 5, stride=1, padding=2).reshape(*lead, n) > 0
+    idx = torch.arange(n, device=mag.device)
+    first = peak.float().argmax(-1, keepdim=True)
+    last = n - 1 - peak.flip(-1).float().argmax(-1, keepdim=True)
+    zero = ~near & (idx > first) & (idx < last)
+    # a single maximum: openSMILE reads posmax[1] (= 0) and zeroes every bin from 3 on
+    single = (peak.sum(-1, keepdim=True) == 1) & (idx >= 3)
+    return mag.masked_fill(zero | single, 0.0)
+
+
+def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pitch candidates of 60 ms frames by subharmonic summation (openSMILE cPitchShs).
+
+    The Gaussian-windowed frame's magnitude spectrum is peak-enhanced, smoothed,
+    spline-interpolated onto an octave (log2) frequency axis from 25 Hz and weighted by
+    an auditory sensitivity curve (cSpecScale); shifted copies of it at harmonics
+    2..15 are added with weights 0.85^(h-1) (cPitchShs).  The 6 highest peaks of the
+    sum are the candidates; a candidate's voicing is ``1 - mean(sum) / peak``.
+
+    Args:
+        fr: ``(..., 960)`` raw 60 ms frames.
+
+    Returns:
+        ``(freq, voicing)``, each ``(..., 6)``: candidates in 55-1000 Hz, the best
+        scoring first; empty slots have frequency and voicing 0.
+    """
+    spline, audw, shifts, lo, step = _shs_tables(fr.device)
+    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
+    mag = _spec_enhance(mag)
+    sm = mag.clone()
+    prev = torch.nn.functional.pad(mag[..., :-2], (1, 0))
+    sm[..., :-1] = (prev + 2 * mag[..., :-1] + mag[..., 1:]) / 4
+    oct_ = sm @ spline
+    oct_ = torch.where(oct_ > 0, oct_ * audw, torch.zeros_like(oct_))
+    n = oct_.shape[-1]
+    padded = torch.nn.functional.pad(oct_, (0, max(shifts)))
+    ss = oct_.clone()
+    w = SHS_COMPRESSION
+    for s in shifts:
+        ss.add_(padded[..., s:s + n], alpha=w)
+        w *= SHS_COMPRESSION
+    ss = torch.clamp(ss / SHS_HARMONICS, min=0.0)
+    ss_mean = ss.mean(-1, keepdim=True)
+    is_peak = torch.zeros_like(ss, dtype=torch.bool)
+    is_peak[..., 1:-1] = (ss[..., :-2] < ss[..., 1:-1]) & (ss[..., 1:-1] > ss[..., 2:])
+    score = torch.where(is_peak, ss, torch.full_like(ss, -1.0))
+    top, pos = score.topk(SHS_CANDIDATES, dim=-1)
+    found = top > 0
+    pos = pos.clamp(1, n - 2)
+    y0 = ss.gather(-1, pos - 1)
+    y1 = ss.gather(-1, pos)
+    y2 = ss.gather(-1, pos + 1)
+    den = y0 - 2 * y1 + y2
+    off = torch.where(den.abs() > 0, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
+    sc = y1 - 0.25 * (y0 - y2) * off
+    freq = torch.exp2(lo + (pos.to(ss.dtype) + off) * step)
+    voice = torch.where((sc > 0) & (sc > ss_mean), 1 - ss_mean / sc.clamp(min=1e-30),
+                        torch.zeros_like(sc))
+    valid = found & (freq >= F0_MIN) & (freq <= F0_MAX)
+    # compact the valid candidates to the front (order kept), then the best score first
+    order = torch.sort((~valid).to(torch.int8), dim=-1, stable=True).indices
+    freq, voice, sc, valid = (t.gather(-1, order) for t in (freq, voice, sc, valid))
+    best = torch.where(valid, sc, torch.full_like(sc, -math.inf)).argmax(-1, keepdim=True)
+    k = torch.arange(SHS_CANDIDATES, device=fr.device)
+    swap = torch.where(k == 0, best, torch.where(k == best, torch.zeros_like(best), k))
+    freq, voice, valid = (t.gather(-1, swap) for t in (freq, voice, valid))
+    zero = torch.zeros_like(freq)
+    return torch.where(valid, freq, zero), torch.where(valid, voice, zero)
+
+
+def _range_weight(f: np.ndarray) -> np.ndarray:
+    """Pitch range cost built into openSMILE: 0 in 100-350 Hz, rising outside."""
+    return np.select([f <= 0, f < 100, f < 350, f < 600],
+                     [2.0, 1.0 - f / 100.0, 0.0, (f - 350.0) / 250.0], 1.2)
+
+
+def _viterbi_costs(freq: np.ndarray, voice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``(T, 7)`` and transition ``(T, 7, 7)`` costs of openSMILE's pitch smoother.
+
+    States 0-5 are the candidates, 6 is unvoiced; ``trans[t, i, j]`` is the cost of
+    going from state ``j`` at ``t - 1`` to state ``i`` at ``t``.
+    """
+    n_t, k = freq.shape
+    pv = np.clip(voice, 0.01, 1.0)
+    local = np.empty((n_t, k + 1))
+    local[:, :k] = ((-np.log(pv) + np.where(pv < SHS_VOICING_CUTOFF, VIT_THR, 0.0))
+                    * VIT_LOCAL + _range_weight(freq) * VIT_RANGE)
+    local[:, k] = VIT_LOCAL * VIT_THR * (voice >= SHS_VOICING_CUTOFF).any(-1)
+    trans = np.empty((n_t, k + 1, k + 1))
+    trans[:, :k, k] = VIT_TVUV
+    trans[:, k, :k] = VIT_TVUV
+    trans[:, k, k] = VIT_UU
+    if n_t > 1:
+        f1 = freq[1:, :, None]  # current state i
+        f0 = freq[:-1, None, :]  # previous state j
+        ok = (f1 > 0) & (f0 > 0)
+        r = np.log(np.where(ok, f1, 1.0) / np.where(ok, f0, 1.0))
+        # openSMILE keeps the last log-ratio it computed in one member variable: within
+        # row i it is the ratio of the nearest valid (i, j') with j' < j, else 0
+        jj = np.arange(k)
+        last = np.where(ok, jj, -1)
+        last = np.maximum.accumulate(last, axis=-1)
+        last = np.concatenate([np.full(last.shape[:-1] + (1,), -1), last[..., :-1]], -1)
+        prev_r = np.where(last >= 0, np.take_along_axis(r, np.maximum(last, 0), -1), 0.0)
+        trans[1:, :k, :k] = np.where(ok, VIT_TVV * np.abs(r) + VIT_TVVD * np.abs(r - prev_r),
+                                     VIT_EMPTY)
+    return local, trans
+
+
+def _viterbi_path(local: np.ndarray, trans: np.ndarray) -> np.ndarray:
+    """Minimum-cost state sequence ``(T,)`` through ``local``/``trans`` costs."""
+    n_t, n_s = local.shape
+    back = np.zeros((n_t, n_s), dtype=np.int64)
+    cost = local[0].copy()
+    for t in range(1, n_t):
+        tot = trans[t] + cost[None, :]
+        j = tot.argmin(-1)
+        back[t] = j
+        cost = tot[np.arange(n_s), j] + local[t]
+    path = np.empty(n_t, dtype=np.int64)
+    path[-1] = int(cost.argmin())
+    for t in range(n_t - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def _pitch_shs_viterbi(fr: torch.Tensor) -> torch.Tensor:
+    """F0 (Hz, 0 = unvoiced) of ``(B, T, 960)`` frames: SHS candidates + Viterbi smoothing.
+
+    Reproduces openSMILE's cPitchShs + cPitchSmootherViterbi (eGeMAPSv02 weights); the
+    smoother decides over the whole signal, where openSMILE decides within a 40-frame
+    look-ahead buffer (the two agree when the best paths merge within 40 frames).
+    """
+    freq, voice = _shs_candidates(fr)
+    f_np = freq.double().cpu().numpy()
+    v_np = voice.double().cpu().numpy()
+    out = np.zeros(f_np.shape[:2])
+    k = f_np.shape[-1]
+    for b in range(f_np.shape[0]):
+        local, trans = _viterbi_costs(f_np[b], v_np[b])
+        path = _viterbi_path(local, trans)
+        voiced = path < k
+        out[b, voiced] = f_np[b, np.nonzero(voiced)[0], path[voiced]]
+    return torch.from_numpy(out).to(fr.device, torch.float32)
+
+
+def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """H1-H2 and H1-A3 (dB) of voiced 60 ms frames, as openSMILE's cHarmonics.
+
+    On the Gaussian-windowed 1024-point magnitude spectrum, harmonic ``k`` of F0 is the
+    spectral peak nearest to the bin of ``k * F0`` within ``(k +- 0.5) * F0`` (right
+    side first on ties); its level is the parabolic peak value relative to the raw
+    magnitude of the F0 bin's peak.  openSMILE's "H1" and "H2" are the harmonics at
+    2 F0 and 3 F0 (indices 1 and 2 of its list), so "H1-H2" is their level difference
+    and "H1-A3" the 2 F0 harmonic minus A3, the strongest harmonic within 0.8-1.2 x F3
+    (-201 dB where there is none), as openSMILE computes them.
+
+    Args:
+        fr: ``(n, 960)`` raw frames (voiced only).
+        f0: ``(n,)`` F0 in Hz (> 0).
+        f3: ``(n,)`` third formant in Hz (NaN or 0 where none).
+
+    Returns:
+        ``(h1_h2, h1_a3)``, each ``(n,)``, clipped to +-201 dB like openSMILE.
+    """
+    n = fr.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, device=fr.device)
+        return empty, empty
+    df = RATE / SHS_NFFT
+    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
+    nb = mag.shape[-1]
+    peak = torch.zeros_like(mag, dtype=torch.bool)
+    peak[:, 1:-1] = (mag[:, 1:-1] > mag[:, :-2]) & (mag[:, 1:-1] > mag[:, 2:])
+    peak[:, 0] = mag[:, 0] > mag[:, 1]
+    peak[:, -1] = mag[:, -1] > mag[:, -2]
+    f3 = torch.nan_to_num(f3, nan=0.0).clamp(min=0.0)
+    # harmonic numbers: 1-3, then a window around 0.8-1.2 x F3 (openSMILE searches its
+    # first 100 harmonics; no other one can land in the A3 range)
+    span = int(math.ceil(float((0.4 * f3 / f0).max()))) + 5
+    k_lo = torch.floor(0.8 * f3 / f0 - 2.5).clamp(min=1)
+    k = torch.cat([torch.arange(1, 4, device=fr.device, dtype=f0.dtype).expand(n, 3),
+                   k_lo[:, None] + torch.arange(span, device=fr.device, dtype=f0.dtype)], 1)
+
+    def to_bin(f: torch.Tensor) -> torch.Tensor:
+        return torch.floor(f / df + 0.5).long().clamp(0, nb - 1)
+
+    cand = to_bin(f0[:, None] * k)  # (n, H)
+    lower = to_bin(f0[:, None] * (k - 0.5))
+    upper = to_bin(f0[:, None] * (k + 0.5))
+    in_list = k <= 100
+    width = int(0.5 * float(f0.max()) / df) + 2
+    d = torch.arange(-width, width + 1, device=fr.device)
+    idx = cand[..., None] + d  # (n, H, D)
+    inside = ((idx >= lower[..., None]) & (idx <= upper[..., None])) | (d == 0)
+    idx_c = idx.clamp(0, nb - 1)
+    ok = inside & (idx >= 0) & (idx < nb) & peak.gather(-1, idx_c.reshape(n, -1)).reshape(
+        idx.shape)
+    key = (2 * d.abs() - (d > 0).long()).expand_as(idx)
+    key = torch.where(ok, key, torch.full_like(key, 10 ** 6))
+    best = key.argmin(-1, keepdim=True)
+    found = ok.gather(-1, best)[..., 0]
+    pbin = idx_c.gather(-1, best)[..., 0]
+    first = to_bin(0.5 * f0)[:, None]
+    found = found & (pbin >= first) & (pbin < nb - 1)
+    pb = pbin.clamp(1, nb - 2)
+    y0, y1, y2 = (mag.gather(-1, pb + s) for s in (-1, 0, 1))
+    den = y0 - 2 * y1 + y2
+    off = torch.where(den.abs() > 0, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
+    m_int = torch.where(found, y1 - 0.25 * (y0 - y2) * off, torch.zeros_like(y1))
+    m_raw = torch.where(found, y1, torch.zeros_like(y1))
+    f_int = torch.where(found, (pb + off) * df, torch.zeros_like(y1))
+    # a harmonic on the same bin as the one below it is dropped (openSMILE: -201 dB)
+    bins = torch.where(found, pbin, cand)
+    dup = torch.zeros_like(found)
+    dup[:, 1:3] = bins[:, 1:3] == bins[:, :2]
+    dup[:, 4:] = bins[:, 4:] == bins[:, 3:-1]  # the window's first one is never A3
+    h1 = m_raw[:, :1]
+    rel = 20 * (torch.log10(m_int.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
+    rel = torch.where(m_int > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
+    rel = torch.where(dup | (h1 <= 0), torch.full_like(rel, -201.0), rel)
+    rel[:, 0] = 0.0
+    # openSMILE parses "H1" and "H2" as harmonic indices 1 and 2 of its 0-based list,
+    # i.e. the 2nd and 3rd harmonics (measured: 0.3 sin(f0) + 0.15 sin(2 f0) +
+    # 0.1 sin(3 f0) gives "H1-H2" = 20 log10(0.15 / 0.1) = 3.5 dB)
+    h_a = rel[:, 1]
+    h1_h2 = (h_a - rel[:, 2]).clamp(-201, 201)
+    m_dup = torch.where(dup, torch.zeros_like(m_raw), m_raw)
+    near = ((f_int >= 0.8 * f3[:, None]) & (f_int <= 1.2 * f3[:, None]) & (m_dup > 0)
+            & in_list)
+    near[:, :3] = False
+    a3 = torch.where(near, m_dup, torch.full_like(m_dup, -1.0)).argmax(-1, keepdim=True)
+    h1_a3 = torch.where(near.any(-1), h_a - rel.gather(-1, a3)[:, 0], h_a - 201.0)
+    return h1_h2, h1_a3.clamp(-201, 201)
+
+
+def _quad_peak(y0: float, y1: float, y2: float) -> tuple[float, float]:
+    """Offset (-1..1) and value of the vertex of the parabola through 3 equidistant points."""
+    den = y0 - 2.0 * y1 + y2
+    if den == 0.0:
+        return 0.0, y1
+    off = 0.5 * (y0 - y2) / den
+    return off, y1 - 0.25 * (y0 - y2) * off
+
+
+def _pearson(x: np.ndarray, a: int, b: int, n: int) -> float:
+    sx = sy = sxx = syy = sxy = 0.0
+    for i in range(n):
+        u, v = x[a + i], x[b + i]
+        sx += u
+        sy += v
+    mx, my = sx / n, sy / n
+    for i in range(n):
+        u, v = x[a + i] - mx, x[b + i] - my
+        sxy += u * v
+        sxx += u * u
+        syy += v * v
+    if sxx <= 0.0 or syy <= 0.0:
+        return 0.0
+    return sxy / math.sqrt(sxx * syy)
+
+
+def _ptp(x: np.ndarray, a: int, n: int) -> float:
+    hi = lo = x[a + 1]
+    for i in range(a + 1, a + n - 1):
+        hi = max(hi, x[i])
+        lo = min(lo, x[i])
+    return hi - lo
+
+
+def _jitter_shimmer_walk(x: np.ndarray, f0: np.ndarray) -> np.ndarray:
+    """Local jitter and shimmer (dB) per 10 ms frame, as openSMILE's cPitchJitter.
+
+    A waveform-matching walk over the signal: in each voiced frame, consecutive pitch
+    periods are found by maximising the normalised cross-correlation of adjacent
+    waveform stretches over lengths within +-10 % of the frame's period; periods whose
+    correlation exceeds 0.5 count.  Jitter is the mean absolute difference of
+    consecutive periods (carried over from the previous voiced frame) over the mean
+    period; shimmer is ``20 log10(1 + mean |A_i - A_i+1| / mean A)`` with ``A`` the
+    peak-to-peak amplitude of a period.  A voiced frame without a new period repeats
+    the previous values; unvoiced frames are 0 and reset the state.
+
+    Args:
+        x: float64 samples at 16 kHz (zero padded to cover the last frame).
+        f0: F0 (Hz) per frame, 0 where unvoiced.
+
+    Returns:
+        ``(frames, 2)``: jitter (ratio, at most 1) and shimmer (dB).
+    """
+    n_frames = f0.shape[0]
+    out = np.zeros((n_frames, 2))
+    last_idx = 0
+    last_mis = 0
+    last_t0 = 0.0
+    last_jit = 0.0
+    last_shim = 0.0
+    cc = np.zeros(64)
+    n_x = x.shape[0]
+    for t in range(n_frames):
+        start_v = t * HOP
+        to_read0 = HOP + last_mis
+        to_read = to_read0
+        f = f0[t]
+        t0f = t0min = t0max = 0
+        if f > 0.0:
+            tf = RATE / f
+            t0f = int(round(tf))
+            t0min = int(math.floor(0.9 * tf))
+            t0max = int(math.ceil(1.1 * tf))
+            to_read = max(to_read, 2 * t0max + 2)
+        max_read = last_mis + WIN_LONG
+        to_read = min(to_read, max_read)
+        if start_v - last_mis != last_idx:
+            last_idx = start_v
+            to_read = min(to_read, WIN_LONG)
+        n_t = min(to_read, n_x - last_idx)
+        if f > 0.0 and n_t > 0:
+            base = last_idx
+            start = 0
+            last_period = 0
+            n_per = 0
+            n_loc = 0
+            sum_per = sum_diff = sum_amp = sum_ad = 0.0
+            n_lag = t0max - t0min + 1
+            if cc.shape[0] < n_lag:
+                cc = np.zeros(n_lag)
+            while start < n_t - 2 * t0max - 1:
+                for k in range(n_lag):
+                    lag = t0min + k
+                    cc[k] = _pearson(x, base + start, base + start + lag, lag)
+                best = -1
+                best_v = 0.0
+                for k in range(1, n_lag - 2):
+                    if cc[k - 1] < cc[k] and cc[k] > cc[k + 1] and (best < 0 or cc[k] > best_v):
+                        best, best_v = k, cc[k]
+                if best < 0:
+                    start += t0f
+                else:
+                    pp = t0min + best
+                    os_ = start
+                    start += pp
+                    a0 = _ptp(x, base + os_, pp)
+                    a1 = _ptp(x, base + start, pp)
+                    off, cci = _quad_peak(cc[best - 1], cc[best], cc[best + 1])
+                    if cci > 0.5:
+                        period = abs(t0min + best + off) / RATE
+                        sum_per += period
+                        n_per += 1
+                        if last_t0 > 0.0:
+                            sum_diff += abs(last_t0 - period)
+                            n_loc += 1
+                        last_t0 = period
+                        sum_amp += 0.5 * (a0 + a1)
+                        sum_ad += abs(a0 - a1)
+                if start < to_read0 - 1:
+                    last_period = start
+            last_mis = to_read0 - last_period
+            if n_per > 0 and n_loc > 0:
+                last_jit = (sum_diff / n_loc) / (sum_per / n_per)
+            if n_per > 0:
+                last_shim = sum_ad / sum_amp if sum_amp > 0.0 else 0.0
+            if n_per == 0 or n_loc > 0:
+                last_jit = min(last_jit, 1.0)
+                out[t, 0] = last_jit
+            last_shim = min(last_shim, 1.0)
+            out[t, 1] = 20.0 * math.log10(last_shim + 1.0)
+        else:
+            last_period = to_read0
+            last_mis = 0
+            last_t0 = 0.0
+            last_jit = 0.0
+            last_shim = 0.0
+        last_idx += last_period
+    return out
+
+
+try:  # numba ships with librosa (a dependency); without it the walk runs as Python
+    from numba import njit
+
+    _quad_peak = njit(cache=True)(_quad_peak)
+    _pearson = njit(cache=True)(_pearson)
+    _ptp = njit(cache=True)(_ptp)
+    _jitter_shimmer_walk = njit(cache=True)(_jitter_shimmer_walk)
+except ImportError:  # pragma: no cover
+    pass
 
 
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
@@ -617,21 +950,26 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     """
     out = _spectral_llds(x, n_frames)
     fr = _frames(x, WIN_LONG, n_frames)
-    period, voiced = _yin(fr)
+    f0 = _pitch_shs_viterbi(fr)
     rms = (fr * _gauss(WIN_LONG, x.device)).pow(2).mean(-1).sqrt()
-    voiced = voiced & (rms > VOICING_RMS)
-    # majority of 3 frames: fills one-frame gaps and drops one-frame blips (a stand-in
-    # for the continuity openSMILE's Viterbi smoother imposes)
-    padded = torch.nn.functional.pad(voiced.float(), (1, 1))
-    voiced = (padded.unfold(-1, 3, 1).sum(-1) >= 2) & (rms > VOICING_RMS)
-    period = _octave_fix(period, voiced)
-    f0 = RATE / period.clamp(min=1.0)
-    out["F0semitone"] = torch.where(voiced, 12 * torch.log2(f0 / 27.5), torch.zeros_like(f0))
-    jit, shim = _jitter_shimmer(fr, period, voiced)
+    voiced = (f0 > 0) & (rms >= VOICING_RMS)  # eGeMAPS volmerge
+    f0 = torch.where(voiced, f0, torch.ones_like(f0))
+    period = RATE / f0
+    # openSMILE F0finalLog: semitones above 27.5 Hz, 1 for 0 < F0 <= 29.136 Hz
+    semi = torch.where(f0 > 29.136, 12 * torch.log2(f0 / 27.5), torch.ones_like(f0))
+    out["F0semitone"] = torch.where(voiced, semi, torch.zeros_like(f0))
+    f0_np = torch.where(voiced, f0, torch.zeros_like(f0)).double().cpu().numpy()
+    x_np = x.double().cpu().numpy()
+    walk = np.stack([_jitter_shimmer_walk(np.pad(x_np[b], (0, WIN_LONG)), f0_np[b])
+                     for b in range(x_np.shape[0])])
+    walk_t = torch.from_numpy(walk).to(x.device, torch.float32)
+    jit, shim = walk_t[..., 0], walk_t[..., 1]
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
-    harm = _harmonics(fr[voiced], period[voiced], formants)
-    harm.update(_formant_amplitudes(fr[voiced], period[voiced], formants))
+    harm = _formant_amplitudes(fr[voiced], period[voiced], formants)
+    harm["HNRdBACF"] = _hnr_acf(fr[voiced], period[voiced])
+    harm["logRelF0-H1-H2"], harm["logRelF0-H1-A3"] = _harmonic_differences(
+        fr[voiced], f0[voiced], formants[..., 4])
     for i in range(3):
         harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
         harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]
@@ -675,57 +1013,106 @@ def _mean_stdnorm(v: np.ndarray) -> tuple[float, float]:
     return m, (sd / m if m != 0 else math.nan)  # openSMILE: signed mean
 
 
-def _extrema(v: np.ndarray, rel: float = 0.1) -> list[tuple[int, int]]:
-    """Return alternating turning points ``(index, +1 max / -1 min)``.
+def _peaks2_extrema(v: np.ndarray, rel: float = 0.1) -> list[list]:
+    """Return the turning points ``[index, value, is_max]`` openSMILE's Peaks2 keeps.
 
-    Only swings of at least ``rel`` times the contour's range are kept.
+    All strict local extrema of ``v[2:-2]``; then extrema whose rise/fall from the
+    previous one is below ``rel`` times the contour's range are dropped or merged
+    (openSMILE's steps 2a/2b), and runs of maxima (minima) with no minimum (maximum)
+    in between are reduced to the highest (lowest).
     """
-    if v.size < 3:
-        return []
-    thr = rel * float(v.max() - v.min())
-    if thr <= 0:
-        return []
-    d = np.sign(np.diff(v))
-    # carry flat runs
-    for i in range(1, d.size):
-        if d[i] == 0:
-            d[i] = d[i - 1]
-    turn = np.nonzero(d[1:] != d[:-1])[0] + 1
-    pts: list[tuple[int, int]] = [(0, -int(d[0]) if d[0] != 0 else 1)]
-    for i in turn:
-        kind = 1 if d[i - 1] > 0 else -1
-        pts.append((int(i), kind))
-    pts.append((v.size - 1, 1 if d[-1] > 0 else -1))
-    kept: list[tuple[int, int]] = []
-    for i, kind in pts:
-        if not kept:
-            kept.append((i, kind))
+    n = v.size
+    thr = rel * float(v.max() - v.min()) if n else 0.0
+    d = np.diff(v)
+    i = np.arange(2, n - 2)
+    is_max = (d[i - 1] > 0) & (d[i] < 0)
+    is_min = (d[i - 1] < 0) & (d[i] > 0)
+    pts = [[int(k), float(v[k]), bool(m)] for k, m, lo in zip(i, is_max, is_min, strict=True)
+           if m or lo]
+    # step 2a: minimum rise before a maximum
+    alive = [True] * len(pts)
+    last_val = last_min = last_max = float(v[0]) if n else 0.0
+    min_flag = False
+    last_max_i = -1
+    for k, (_, y, mx) in enumerate(pts):
+        if mx:
+            if abs(y - last_val) < thr:
+                if y - last_min < thr:
+                    alive[k] = False
+                else:
+                    if y > last_max * 1.05:
+                        if last_max_i >= 0:
+                            alive[last_max_i] = False
+                        last_max, last_max_i = y, k
+                    elif min_flag:
+                        last_max, last_max_i = y, k
+                    else:
+                        alive[k] = False
+                    min_flag = False
+            else:
+                min_flag = False
+                last_max, last_max_i = y, k
+        elif not abs(y - last_val) < thr:
+            min_flag = True
+            last_min = y
+        last_val = y
+    pts = [p for p, a in zip(pts, alive, strict=True) if a]
+    # step 2b: minimum fall before a minimum
+    kept, last_max = [], float(v[0]) if n else 0.0
+    for p in pts:
+        if p[2]:
+            last_max = p[1]
+        elif last_max - p[1] < thr:
             continue
-        j, kj = kept[-1]
-        if kind == kj:
-            if (kind == 1 and v[i] > v[j]) or (kind == -1 and v[i] < v[j]):
-                kept[-1] = (i, kind)
-        elif abs(v[i] - v[j]) >= thr:
-            kept.append((i, kind))
-    return kept
+        kept.append(p)
+    # step 3: alternate maxima and minima (keep the extreme one of a run)
+    out: list[list] = []
+    for p in kept:
+        if out and out[-1][2] == p[2]:
+            if (p[1] > out[-1][1]) if p[2] else (p[1] < out[-1][1]):
+                out[-1] = p
+        else:
+            out.append(p)
+    return out
 
 
 def _slopes(v: np.ndarray) -> tuple[float, float, float, float, int]:
-    """Mean/std rising and falling slopes (units per second) and the number of peaks."""
-    pts = _extrema(v)
-    rise, fall = [], []
-    for (i, ki), (j, _kj) in zip(pts, pts[1:], strict=False):
-        dt = (j - i) * HOP / RATE
-        if dt <= 0:
-            continue
-        s = abs(v[j] - v[i]) / dt
-        (rise if ki == -1 else fall).append(s)
-    peaks = sum(1 for i, k in pts[1:-1] if k == 1)
+    """Mean/std rising and falling slopes (units per second) and the number of peaks.
 
-    def ms(a: list[float]) -> tuple[float, float]:
-        return (float(np.mean(a)), float(np.std(a))) if a else (0.0, 0.0)
-
-    return (*ms(rise), *ms(fall), peaks)
+    openSMILE's cFunctionalPeaks2 (relThresh 0.1): a slope joins consecutive turning
+    points (the first from the contour's first value); the last turning point is also
+    joined to the contour's last value (signed, and left out of the standard deviation,
+    as openSMILE does); a contour without turning points has one slope
+    ``(v[-1] - v[0]) / len(v)``.
+    """
+    n = v.size
+    t = HOP / RATE
+    pts = _peaks2_extrema(v)
+    rise: list[float] = []
+    fall: list[float] = []
+    last = {True: (float(v[0]), 0), False: (float(v[0]), 0)}
+    for x, y, mx in pts:
+        last[mx] = (y, x)
+        (ymax, xmax), (ymin, xmin) = last[True], last[False]
+        dx = xmax - xmin if mx else xmin - xmax
+        if dx > 0:
+            (rise if mx else fall).append((ymax - ymin) / (dx * t))
+    n_rise, n_fall = len(rise), len(fall)
+    if pts:
+        x_end, y_end, mx = pts[-1]
+        if n - 1 - x_end > 0:
+            extra = (float(v[-1]) - y_end) / ((n - 1 - x_end) * t)
+            (fall if mx else rise).append(extra)
+        mr = float(np.mean(rise)) if rise else 0.0
+        mf = float(np.mean(fall)) if fall else 0.0
+        sr = math.sqrt(sum((s - mr) ** 2 for s in rise[:n_rise]) / max(len(rise), 1))
+        sf = math.sqrt(sum((s - mf) ** 2 for s in fall[:n_fall]) / max(len(fall), 1))
+    else:
+        s = (float(v[-1]) - float(v[0])) / n
+        mr, mf = (s, 0.0) if s > 0 else (0.0, s if s < 0 else 0.0)
+        sr = sf = 0.0
+    peaks = sum(1 for p in pts if p[2])
+    return mr, sr, mf, sf, peaks
 
 
 def _segments(mask: np.ndarray) -> np.ndarray:

@@ -174,8 +174,8 @@ def extract(cohort: Path, ws: Path, backend: str, workers: int) -> dict:
         cost_file.write_text(json.dumps(info, indent=1) + "\n")
     else:  # every session resumed: the cost is that of the run that extracted them
         cost = json.loads(cost_file.read_text())
-        info.update({k: v for k, v in cost.items() if k not in info or k == "n_resumed"})
-        info["n_resumed"] = res.n_resumed
+        info.update({k: v for k, v in cost.items() if k not in info})
+        info["cost_run_n_resumed"] = cost["n_resumed"]  # sessions that run did not extract
         info["cost_from_earlier_run"] = True
     return info
 

@@ -88,6 +88,9 @@ def test_tiny_cohort_both_backends(tmp_path, capsys):
     capsys.readouterr()
     res2 = script.main(["--out", str(tmp_path / "out2"), "--work", str(work), *ARGS])
     assert res2["compare"]["auc"] == cmp["auc"]
+    assert res2["cohort"] == res["cohort"]  # not voiced again (same timings)
     for b in BACKENDS:
         assert res2["extract"][b]["n_resumed"] == cohort["n_sessions"]
         assert res2["extract"][b]["cost_from_earlier_run"] is True
+        assert res2["extract"][b]["cost_run_n_resumed"] == 0  # the first run extracted all
+        assert res2["extract"][b]["cpu_s"] == res["extract"][b]["cpu_s"]

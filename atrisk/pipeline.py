@@ -417,9 +417,12 @@ _PROCESSOR: _SessionProcessor | None = None
 
 def _worker_init(spec: _WorkerSpec) -> None:
     global _PROCESSOR
-    import torch
+    if spec.asr_backend != "transcripts" or spec.config.prosody.backend == "torch":
+        import torch
 
-    torch.set_num_threads(spec.torch_threads)
+        torch.set_num_threads(spec.torch_threads)
+    else:  # no torch model here: skip its import (≈ 3 CPU-s per worker); a later one obeys this
+        os.environ.setdefault("OMP_NUM_THREADS", str(spec.torch_threads))
     _PROCESSOR = _SessionProcessor(spec)
 
 

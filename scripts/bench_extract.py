@@ -16,11 +16,26 @@ Peak RSS is sampled (every 0.1 s) over this process and all its descendants
 (worker processes, and the local Ray's raylet and workers), summing VmRSS;
 ``ru_maxrss`` of this process is reported beside it.
 
+CPU per audio second (``cpu_s_per_track_s``): CPU-seconds of one core per second
+of **track** audio (each class has two tracks and prosody runs on each, so a
+60 s class is 120 track-seconds; ``audio_seconds`` is session seconds, the
+longer track).  ``prosody_plus_text`` is the goal's figure (prosody in the
+workers + text features, the spaCy pipeline loaded beforehand: a once-per-run
+cost, reported as ``text_model_load`` and in ``..._incl_text_model_load``);
+``by_stage`` splits everything the run spent: decode, prosody, text, the text
+model load, the parent's assembling and Parquet writes, and the workers' other
+CPU (process start-up, imports, pickling).  With
+openSMILE, ``opensmile_bound`` times ``opensmile.Smile.process_signal``
+(eGeMAPSv02 functionals) alone on the same decoded tracks in this process, and
+``ratio_to_opensmile_bound`` is prosody+text over it.
+
 Example::
 
     python scripts/bench_extract.py --sessions 16 --class-seconds 120 \\
         --asr-backend transcripts --workers 2
     python scripts/bench_extract.py --long-hours 3 --asr-backend transcripts --workers 1
+    python scripts/bench_extract.py --sessions 8 --class-seconds 120 \\
+        --asr-backend transcripts --workers 2 --prosody-backend torch
 """
 
 from __future__ import annotations
@@ -143,6 +158,75 @@ def make_long_class(root: Path, hours: float, seed: int = 0) -> Path:
     return out
 
 
+def _cpu_self_children() -> float | None:
+    """CPU seconds of this process plus its reaped children (workers)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_text_model(cfg) -> float:
+    """Load the text stage's spaCy pipeline (cached per config); return its CPU seconds."""
+    from atrisk.extractors.text import _cached_featurizer
+
+    c0 = time.process_time()
+    _cached_featurizer(cfg.text.model_dump_json()).linguistic.nlp  # noqa: B018 (loads it)
+    return time.process_time() - c0
+
+
+def _cpu_split(st: dict, cpu0: float, cpu1: float, engine: str,
+               text_load: float) -> dict[str, float | None]:
+    """Split the run's CPU into decode / prosody / text / parent rest / worker overhead.
+
+    The local engine's workers are reaped when extract returns, so their CPU is in
+    ``RUSAGE_CHILDREN``; Ray's workers outlive the call (its rest is not known here).
+    ``assemble_and_write`` is wall time of the parent's assembling and Parquet writes
+    (one process, so about its CPU).
+    """
+    decode, prosody, text = (st.get("decode_cpu_s", 0.0), st.get("prosody_cpu_s", 0.0),
+                             st.get("text_cpu_s", 0.0))
+    utterance_prosody = st.get("utterance_prosody_cpu_s", 0.0)
+    total = cpu1 - cpu0 if engine == "local" else None
+    staged = (decode + prosody + utterance_prosody + text + text_load
+              + st.get("assemble_s", 0.0))
+    return {"decode": decode, "prosody": prosody, "utterance_prosody": utterance_prosody,
+            "text": text,
+            "text_model_load": text_load,
+            "assemble_and_write": st.get("assemble_s"),
+            "workers_start_up_and_other": None if total is None else total - staged,
+            "total": total}
+
+
+def res_backend(ws: Path) -> str | None:
+    """The prosody backend recorded in the workspace's run.json."""
+    try:
+        return json.loads((ws / "run.json").read_text()).get("prosody_backend")
+    except (OSError, ValueError):
+        return None
+
+
+def opensmile_bound(sessions: pd.DataFrame, cfg) -> dict:
+    """CPU of ``opensmile.Smile.process_signal`` alone (eGeMAPSv02 functionals) per track-s."""
+    import opensmile
+
+    from atrisk.ingest.audio import load_audio
+
+    smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                            feature_level=opensmile.FeatureLevel.Functionals)
+    rate = cfg.audio.sample_rate
+    cpu, seconds = 0.0, 0.0
+    for col in ("teacher_path", "student_path"):
+        for path in sessions[col].dropna():
+            x = load_audio(path, rate)
+            c0 = time.process_time()
+            smile.process_signal(x, rate)
+            cpu += time.process_time() - c0
+            seconds += x.size / rate
+    return {"what": "opensmile.Smile(eGeMAPSv02, Functionals).process_signal per track, "
+            "one process, same tracks", "cpu_s": round(cpu, 3),
+            "track_seconds": round(seconds, 1), "cpu_s_per_track_s": round(cpu / seconds, 5)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and print its JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -155,6 +239,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--asr-backend", default="transcripts",
                     choices=("transcripts", "pocketsphinx", "wav2vec2"))
     ap.add_argument("--asr-model", default=None)
+    ap.add_argument("--prosody-backend", default="opensmile", choices=("opensmile", "torch"))
+    ap.add_argument("--no-bound", action="store_true",
+                    help="skip timing openSMILE alone on the tracks")
     ap.add_argument("--data", type=Path, default=Path("/tmp/atrisk_bench"))
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -170,14 +257,17 @@ def main(argv: list[str] | None = None) -> dict:
         cohort = make_classes(args.data, args.sessions, args.class_seconds)
     gen_s = time.perf_counter() - t0
 
-    overrides = {"asr.backend": args.asr_backend}
+    overrides = {"asr.backend": args.asr_backend, "prosody.backend": args.prosody_backend}
     if args.asr_model:
         overrides["asr.model"] = args.asr_model
     cfg = Config().override(overrides)
-    ws = args.data / f"ws-{cohort.name}-{args.engine}-{args.asr_backend}"
+    ws = args.data / (f"ws-{cohort.name}-{args.engine}-{args.asr_backend}"
+                      f"-{args.prosody_backend}")
     if ws.exists():
         shutil.rmtree(ws)  # measure a cold run, never a resumed one
     load0 = os.getloadavg()
+    cpu0 = _cpu_self_children()
+    text_load_cpu = _load_text_model(cfg)  # once per run; reported as start-up, not per audio-s
     with TreeRSS() as rss:
         t0 = time.perf_counter()
         res = pipeline.extract(
@@ -187,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress=False,
         )
         wall = time.perf_counter() - t0
+    cpu1 = _cpu_self_children()  # the local engine's pool is shut down (workers reaped)
     sessions = pd.read_parquet(ws / "sessions.parquet")
     audio_s = float(sessions["duration_s"].sum())
     track_s = sum(
@@ -198,9 +289,15 @@ def main(argv: list[str] | None = None) -> dict:
     n_tracks = int(len(pd.read_parquet(ws / "prosody.parquet")))
     cores = args.workers or os.cpu_count() or 1
     stage = {k: round(v, 3) for k, v in res.stage_seconds.items()}
-    prosody_text = (res.stage_seconds.get("prosody_cpu_s", 0)
-                    + res.stage_seconds.get("utterance_prosody_cpu_s", 0)  # per utterance
-                    + res.stage_seconds.get("text_cpu_s", 0))
+    st = res.stage_seconds
+    prosody_text = (st.get("prosody_cpu_s", 0)
+                    + st.get("utterance_prosody_cpu_s", 0)  # per utterance
+                    + st.get("text_cpu_s", 0))
+    cpu_split = _cpu_split(st, cpu0, cpu1, args.engine, text_load_cpu)
+    per_track_s = {k: None if v is None else round(v / track_s, 5) for k, v in cpu_split.items()}
+    bound = None
+    if args.prosody_backend == "opensmile" and not args.no_bound:
+        bound = opensmile_bound(sessions, cfg)
     device = args.device
     if args.asr_backend != "transcripts" and device == "auto":
         import torch
@@ -224,6 +321,19 @@ def main(argv: list[str] | None = None) -> dict:
         "prosody_plus_text_cpu_rtf": round(prosody_text / audio_s, 5),
         "track_audio_seconds": round(track_s, 1),
         "prosody_plus_text_cpu_rtf_per_track_second": round(prosody_text / track_s, 5),
+        "prosody_backend": res_backend(ws),
+        "audio_seconds_counted_as": "track-seconds (teacher + student durations) for "
+        "cpu_s_per_track_s; audio_seconds above are session seconds (longer track)",
+        "cpu_s_per_track_s": {
+            "prosody_plus_text": round(prosody_text / track_s, 5),
+            "prosody_plus_text_incl_text_model_load": round(
+                (prosody_text + text_load_cpu) / track_s, 5),
+            "end_to_end": None if cpu_split["total"] is None
+            else round(cpu_split["total"] / track_s, 5),
+            "by_stage": per_track_s,
+            "goal": "prosody_plus_text <= 0.015 per core (2-core CPU, --asr-backend transcripts)",
+        },
+        "cpu_seconds": {k: None if v is None else round(v, 3) for k, v in cpu_split.items()},
         "peak_rss_tree_mb": round(rss.peak / 2**20, 1),
         "peak_rss_driver_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -232,6 +342,10 @@ def main(argv: list[str] | None = None) -> dict:
         "generate_seconds": round(gen_s, 1),
         "exit_code": res.exit_code,
     }
+    if bound is not None:
+        out["opensmile_bound"] = bound
+        out["ratio_to_opensmile_bound"] = round(
+            (prosody_text / track_s) / bound["cpu_s_per_track_s"], 3)
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

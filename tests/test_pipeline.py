@@ -307,3 +307,24 @@ def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
     pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
     assert pu.loc[("s1", "student", 0.5, 1.7)].drop("prosody_backend").isna().all()
     assert pu.loc[("s1", "teacher", 0.2, 1.2), F0] > 0
+
+
+WORKER_IMPORTS = """
+import sys
+from atrisk import pipeline
+from atrisk.config import Config
+cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": sys.argv[1]})
+pipeline._worker_init(pipeline._WorkerSpec(cfg, "transcripts", "x", "cpu", 1, None))
+print("torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("prosody", "imports_torch"), [("opensmile", False), ("torch", True)])
+def test_extract_worker_imports_torch_only_for_a_torch_model(prosody, imports_torch):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", WORKER_IMPORTS, prosody], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(imports_torch)]

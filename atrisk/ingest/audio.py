@@ -4,6 +4,10 @@ Decoding uses torchcodec's :class:`~torchcodec.decoders.AudioDecoder` (FFmpeg
 libraries underneath), so WAV, FLAC, MP3, OGG/Opus, M4A and video containers
 (MP4, MKV, WebM, MOV: their first audio stream) all work.  When torchcodec
 cannot be imported, the ``ffmpeg``/``ffprobe`` binaries are used instead.
+Lossless PCM files (WAV, FLAC, AIFF) already at the wanted rate are read with
+soundfile (libsndfile): the same samples (PCM scaled alike, channels averaged
+alike), ≈ 13× less CPU per file, and no torch import (≈ 3 CPU-s per worker
+process); anything else, or a file soundfile refuses, goes through torchcodec.
 
 Conventions:
 
@@ -208,6 +212,26 @@ def _decode_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
     return data.mean(axis=1, dtype=np.float64) if channels > 1 else data[:, 0]
 
 
+#: Containers read with soundfile when already at the wanted rate (lossless PCM: the
+#: samples are the file's, so any decoder gives the same; lossy formats are left to
+#: FFmpeg, whose decoder delay/padding handling libsndfile's need not share).
+_SOUNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "FLAC", "AIFF"})
+
+
+def _decode_soundfile(path: Path, sample_rate: int) -> np.ndarray | None:
+    """Read a lossless PCM file at ``sample_rate`` with soundfile; ``None`` = not this path."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+        if info.format not in _SOUNDFILE_FORMATS or info.samplerate != sample_rate:
+            return None
+        data = sf.read(str(path), dtype="float32", always_2d=True)[0]  # (samples, channels)
+    except (sf.LibsndfileError, RuntimeError, ValueError):
+        return None  # torchcodec decodes it or words the error
+    return data.mean(axis=1, dtype=np.float64) if data.shape[1] > 1 else data[:, 0]
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -228,11 +252,13 @@ def load_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
     """
     path = Path(path)
     _check_file(path)
-    tc = _torchcodec()
-    if tc is not None:
-        signal = _decode_torchcodec(tc, path, sample_rate)
-    else:
-        signal = _decode_ffmpeg(path, sample_rate)
+    signal = _decode_soundfile(path, sample_rate)
+    if signal is None:
+        tc = _torchcodec()
+        if tc is not None:
+            signal = _decode_torchcodec(tc, path, sample_rate)
+        else:
+            signal = _decode_ffmpeg(path, sample_rate)
     signal = np.asarray(signal, dtype=np.float32)
     if signal.size == 0:
         raise AudioDecodeError(f"{path}: decoded to 0 samples")

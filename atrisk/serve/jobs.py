@@ -99,11 +99,16 @@ class JobRunner:
             self._queue.put(i)
         return ids
 
-    def submit(self, kind: str, params: dict) -> str:
-        """Persist a job as ``queued`` and schedule it; return its id."""
+    def submit(self, kind: str, params: dict) -> dict:
+        """Persist a job as ``queued`` and schedule it; return it as stored (``queued``).
+
+        The row is read before the job is handed to the worker thread, so the
+        answer never shows a state the worker reached in between.
+        """
         job_id = self.store.create_job(kind, params)
+        job = self.store.job(job_id)
         self._queue.put(job_id)
-        return job_id
+        return job
 
     def start(self) -> None:
         """Start the worker thread (idempotent)."""

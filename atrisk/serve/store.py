@@ -17,6 +17,12 @@ Tables (all times are naive UTC ``TIMESTAMP``):
   key ``(date, horizon, student_id)``; writing a day replaces that day's rows.
 - ``jobs(job_id, kind, state, params, result, error, attempts, created_at, updated_at)``,
   ``state`` ∈ queued | running | done | failed.
+
+Reads of a day's risk list are served from memory: the first query of a
+``(date, horizon)`` loads the whole ranked list once (rows JSON-encoded once),
+later pages are slices of it.  The cache is exact because the process that
+holds the store open for writing is the only one that can change it, and
+:meth:`Store.write_risk` drops the day's entry when it commits.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import re
 import secrets
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,11 +67,13 @@ CREATE TABLE IF NOT EXISTS events (
     event_id VARCHAR PRIMARY KEY, student_id VARCHAR NOT NULL, time TIMESTAMP NOT NULL,
     kind VARCHAR NOT NULL, teacher_id VARCHAR, session_id VARCHAR, words INTEGER,
     value DOUBLE, received_at TIMESTAMP NOT NULL);
+CREATE INDEX IF NOT EXISTS events_student ON events (student_id);
 CREATE TABLE IF NOT EXISTS risk (
     date DATE NOT NULL, horizon INTEGER NOT NULL, student_id VARCHAR NOT NULL,
     probability DOUBLE NOT NULL, rank INTEGER NOT NULL, flagged BOOLEAN NOT NULL,
     top_reasons VARCHAR, written_at TIMESTAMP NOT NULL,
     PRIMARY KEY (date, horizon, student_id));
+CREATE INDEX IF NOT EXISTS risk_student ON risk (student_id);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, state VARCHAR NOT NULL,
     params VARCHAR NOT NULL, result VARCHAR, error VARCHAR, attempts INTEGER NOT NULL,
@@ -74,6 +83,34 @@ CREATE TABLE IF NOT EXISTS jobs (
 _EVENT_COLS = ("event_id", "student_id", "time", "kind", "teacher_id", "session_id", "words",
                "value")
 _RISK_COLS = ("student_id", "probability", "rank", "flagged", "top_reasons")
+
+
+@dataclass(frozen=True)
+class RiskDay:
+    """One day's ranked list held in memory (best-ranked first).
+
+    Attributes:
+        rows: Per student ``(student_id, probability, rank, flagged, top_reasons)``.
+        encoded: The same rows as JSON objects (UTF-8 bytes), encoded once.
+        flagged: Indices into ``rows`` of the flagged students, in rank order.
+    """
+
+    rows: list[tuple]
+    encoded: list[bytes] = field(repr=False)
+    flagged: list[int] = field(repr=False)
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple]) -> RiskDay:
+        """Build from ``(student_id, probability, rank, flagged, top_reasons)`` in rank order."""
+        encoded = [json.dumps(dict(zip(_RISK_COLS, r, strict=True))).encode() for r in rows]
+        return cls(rows, encoded, [i for i, r in enumerate(rows) if r[3]])
+
+    def page(self, limit: int, offset: int, flagged_only: bool = False) -> tuple[int, list[int]]:
+        """Return ``(total, indices into rows)`` of one page."""
+        if flagged_only:
+            return len(self.flagged), self.flagged[offset:offset + limit]
+        n = len(self.rows)
+        return n, list(range(min(offset, n), min(offset + limit, n)))
 
 
 class StoreError(AtriskError):
@@ -167,6 +204,9 @@ class Store:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from None
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._risk_cache: OrderedDict[tuple[date, int], RiskDay] = OrderedDict()
+        self._risk_lock = threading.Lock()
+        self._risk_generation = 0  # bumped on every risk write: a racing load is not cached
         if not read_only:
             self._con.execute(_SCHEMA)
             self._con.execute(
@@ -427,54 +467,87 @@ class Store:
                 )
             finally:
                 cur.unregister("_risk_in")
+            with self._risk_lock:  # still under the write lock: no reader caches the old list
+                self._risk_generation += 1
+                self._risk_cache.pop((d, int(horizon)), None)
         return len(df)
+
+    RISK_CACHE_DAYS = 16
+    """How many ``(date, horizon)`` lists :meth:`risk_day` keeps in memory (LRU)."""
+
+    def risk_day(self, day: Any, horizon: int, cached_only: bool = False) -> RiskDay | None:
+        """Return a day's whole ranked list, loaded once and then served from memory.
+
+        Args:
+            day: The day (anything pandas parses).
+            horizon: Δ in days.
+            cached_only: Return ``None`` instead of querying when it is not in memory.
+
+        Returns:
+            The list (empty when none was written for that day and horizon).
+
+        Raises:
+            ConfigError: Not a date.
+        """
+        key = (_as_day(day), int(horizon))
+        with self._risk_lock:
+            hit = self._risk_cache.get(key)
+            if hit is not None:
+                self._risk_cache.move_to_end(key)
+                return hit
+            if cached_only:
+                return None
+            generation = self._risk_generation
+        rows = self.cursor().execute(
+            "SELECT student_id, probability, rank, flagged, top_reasons FROM risk "
+            "WHERE date = ? AND horizon = ? ORDER BY rank, student_id", list(key)
+        ).fetchall()
+        got = RiskDay.from_rows(rows)
+        with self._risk_lock:
+            if generation == self._risk_generation:
+                self._risk_cache[key] = got
+                while len(self._risk_cache) > self.RISK_CACHE_DAYS:
+                    self._risk_cache.popitem(last=False)
+        return got
 
     def risk_page(self, day: Any, horizon: int, limit: int = 100, offset: int = 0,
                   flagged_only: bool = False) -> tuple[int, list[dict]]:
-        """Return ``(total, rows)`` of a day's ranked list, best-ranked first."""
-        d = _as_day(day)
-        where = "date = ? AND horizon = ?" + (" AND flagged" if flagged_only else "")
-        cur = self.cursor()
-        total = cur.execute(f"SELECT count(*) FROM risk WHERE {where}", [d, horizon]).fetchone()[0]
-        rows = cur.execute(
-            f"SELECT student_id, probability, rank, flagged, top_reasons FROM risk WHERE {where} "
-            "ORDER BY rank LIMIT ? OFFSET ?", [d, horizon, limit, offset]
-        ).fetchall()
-        return int(total), [dict(zip(_RISK_COLS, r, strict=True)) for r in rows]
+        """Return ``(total, rows)`` of a day's ranked list, best-ranked first (cached)."""
+        risk = self.risk_day(day, horizon)
+        total, idx = risk.page(limit, offset, flagged_only)
+        return total, [dict(zip(_RISK_COLS, risk.rows[i], strict=True)) for i in idx]
 
     def student(self, student_id: str) -> dict | None:
-        """Return a student's record with risk history and stored events/sessions, or None."""
-        cur = self.cursor()
-        row = cur.execute(
-            "SELECT student_id, enrolled_at, grade FROM students WHERE student_id = ?",
-            [student_id],
+        """Return a student's record with risk history and stored events/sessions, or None.
+
+        One query (indexed lookups by ``student_id`` in ``risk`` and ``events``).
+        """
+        risk_cols = ("date", "horizon", "probability", "rank", "flagged", "top_reasons")
+        row = self.cursor().execute(
+            "SELECT student_id, enrolled_at, grade, "
+            "(SELECT count(*) FROM sessions WHERE student_id = $1), "
+            f"(SELECT list(({', '.join(risk_cols)}) ORDER BY date, horizon) FROM risk "
+            "WHERE student_id = $1), "
+            f"(SELECT list(({', '.join(_EVENT_COLS)}) ORDER BY time, event_id) FROM events "
+            "WHERE student_id = $1) "
+            "FROM students WHERE student_id = $1", [student_id]
         ).fetchone()
         if row is None:
             return None
-        risk = cur.execute(
-            "SELECT date, horizon, probability, rank, flagged, top_reasons FROM risk "
-            "WHERE student_id = ? ORDER BY date, horizon", [student_id]
-        ).fetchall()
-        events = cur.execute(
-            f"SELECT {', '.join(_EVENT_COLS)} FROM events WHERE student_id = ? "
-            "ORDER BY time, event_id", [student_id]
-        ).fetchall()
-        n_sessions = cur.execute(
-            "SELECT count(*) FROM sessions WHERE student_id = ?", [student_id]
-        ).fetchone()[0]
+        risk = [dict(zip(risk_cols, r, strict=True)) for r in row[4] or []]
+        events = [dict(zip(_EVENT_COLS, e, strict=True)) for e in row[5] or []]
         kinds: dict[str, int] = {}
         for e in events:
-            kinds[e[3]] = kinds.get(e[3], 0) + 1
+            kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
         return {
             "student_id": row[0],
             "enrolled_at": row[1],
             "grade": row[2],
-            "risk": [dict(zip(("date", "horizon", "probability", "rank", "flagged",
-                               "top_reasons"), r, strict=True)) for r in risk],
-            "n_sessions": int(n_sessions),
+            "risk": risk,
+            "n_sessions": int(row[3]),
             "n_events": len(events),
             "events_by_kind": kinds,
-            "events": [dict(zip(_EVENT_COLS, e, strict=True)) for e in events],
+            "events": events,
         }
 
     # ------------------------------------------------------------------ jobs

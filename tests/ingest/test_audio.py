@@ -94,6 +94,34 @@ def test_ffmpeg_fallback_matches_torchcodec(media, fmt, monkeypatch):
     assert (info.sample_rate, info.channels) == (SRC_RATE, 2)
 
 
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pcm_at_the_wanted_rate_is_read_by_soundfile_with_torchcodecs_samples(
+        tmp_path, fmt, channels, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-32768, 32767, size=(16000, channels))).astype(np.int16)
+    path = tmp_path / f"pcm.{fmt}"
+    sf.write(path, x, 16000, subtype="PCM_16")
+    tc = audio._torchcodec()
+    ref = np.asarray(audio._decode_torchcodec(tc, path, 16000), dtype=np.float32)
+    monkeypatch.setattr(audio, "_TORCHCODEC", False)  # torchcodec must not be imported
+    monkeypatch.setattr(audio, "_torchcodec", lambda: pytest.fail("torchcodec used"))
+    got = load_audio(path, 16000)
+    assert np.array_equal(got, ref)  # bit-identical
+    want = x.astype(np.float64).mean(axis=1) / 32768  # PCM / 2^15, channels averaged
+    assert np.array_equal(got, want.astype(np.float32))
+
+
+def test_soundfile_path_leaves_other_rates_and_lossy_files_to_torchcodec(media, monkeypatch):
+    used = []
+    real = audio._decode_torchcodec
+    monkeypatch.setattr(audio, "_decode_torchcodec",
+                        lambda tc, path, rate: used.append(path.suffix) or real(tc, path, rate))
+    load_audio(media["wav"], 16000)  # 44.1 kHz file: resampled by FFmpeg
+    load_audio(media["mp3"], 44100)  # lossy, even at its own rate
+    assert used == [".wav", ".mp3"]
+
+
 def test_audio_info_reads_header(media):
     info = audio_info(media["wav"])
     assert isinstance(info, AudioInfo)

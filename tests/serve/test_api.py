@@ -32,6 +32,11 @@ def test_docs_and_auth(service):
     spec = httpx.get(u + "/openapi.json").json()
     assert {"/v1/events", "/v1/risk", "/v1/jobs/extract", "/v1/students/{student_id}"} <= set(
         spec["paths"])
+    params = {p["name"]: p for p in spec["paths"]["/v1/risk"]["get"]["parameters"]}
+    assert params["limit"]["schema"]["default"] == 100 and params["offset"]["schema"][
+        "default"] == 0
+    assert {"total", "offset", "limit", "students"} <= set(
+        spec["components"]["schemas"]["RiskList"]["properties"])
     assert httpx.get(u + "/v1/risk", params={"date": "2024-01-01"}).status_code == 401
     r = httpx.get(u + "/v1/risk", params={"date": "2024-01-01"}, headers={"X-API-Key": "nope"})
     assert r.status_code == 401
@@ -67,6 +72,8 @@ def test_validation_names_the_field(service):
                                                params={"date": "2024-13-01"}))
     assert ["query", "horizon"] in _loc(httpx.get(u + "/v1/risk", headers=w,
                                                   params={"date": "2024-01-01", "horizon": 99}))
+    assert ["query", "limit"] in _loc(httpx.get(u + "/v1/risk", headers=w,
+                                                params={"date": "2024-01-01", "limit": 0}))
     r = httpx.post(u + "/v1/events/batch", headers=w,
                    json={"events": [good, {**good, "event_id": "v2", "student_id": "ghost"}]})
     assert ["body", "events", 1, "student_id"] in _loc(r)
@@ -104,6 +111,7 @@ def test_risk_list_and_student_history(service):
     day = str(service["day"].date())
     r = httpx.get(u + "/v1/risk", headers=rd, params={"date": day, "limit": 5}).json()
     assert r["total"] == len(risk) and len(r["students"]) == 5
+    assert (r["offset"], r["limit"], r["horizon"], r["date"]) == (0, 5, 1, day)
     top = r["students"][0]
     assert top["student_id"] == risk["student_id"].iloc[0] and top["rank"] == 1
     assert top["probability"] == pytest.approx(risk["probability"].iloc[0])

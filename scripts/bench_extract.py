@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> dict:
                     choices=("transcripts", "pocketsphinx", "wav2vec2"))
     ap.add_argument("--asr-model", default=None)
     ap.add_argument("--prosody-backend", default="opensmile", choices=("opensmile", "torch"))
+    ap.add_argument("--no-per-utterance", action="store_true",
+                    help="prosody per track only (prosody.per_utterance = false)")
     ap.add_argument("--no-bound", action="store_true",
                     help="skip timing openSMILE alone on the tracks")
     ap.add_argument("--data", type=Path, default=Path("/tmp/atrisk_bench"))
@@ -257,7 +259,8 @@ def main(argv: list[str] | None = None) -> dict:
         cohort = make_classes(args.data, args.sessions, args.class_seconds)
     gen_s = time.perf_counter() - t0
 
-    overrides = {"asr.backend": args.asr_backend, "prosody.backend": args.prosody_backend}
+    overrides = {"asr.backend": args.asr_backend, "prosody.backend": args.prosody_backend,
+                 "prosody.per_utterance": not args.no_per_utterance}
     if args.asr_model:
         overrides["asr.model"] = args.asr_model
     cfg = Config().override(overrides)
@@ -322,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
         "track_audio_seconds": round(track_s, 1),
         "prosody_plus_text_cpu_rtf_per_track_second": round(prosody_text / track_s, 5),
         "prosody_backend": res_backend(ws),
+        "per_utterance_prosody": not args.no_per_utterance,
         "audio_seconds_counted_as": "track-seconds (teacher + student durations) for "
         "cpu_s_per_track_s; audio_seconds above are session seconds (longer track)",
         "cpu_s_per_track_s": {

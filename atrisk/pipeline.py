@@ -115,6 +115,9 @@ class _WorkerSpec:
     device: str
     torch_threads: int
     recordings: Path | None = None
+    #: Tracks at least this long are streamed (taken from :data:`STREAM_TRACK_S` where
+    #: the spec is made, i.e. in the driver, so that worker processes use the same value).
+    stream_track_s: float = field(default_factory=lambda: STREAM_TRACK_S)
 
 
 class _SessionProcessor:
@@ -156,6 +159,10 @@ class _SessionProcessor:
 
         parts = []
         for track in tracks:
+            streamed = self._decode_streamed(session, track, keep_signals)
+            if streamed is not None:
+                parts.append(streamed)
+                continue
             only = dataclasses.replace(
                 session, **{f"{t}_path": None for t in TRACKS if t != track}
             )
@@ -194,6 +201,74 @@ class _SessionProcessor:
             del signal
         return _merge_parts(session, parts)
 
+    def _streams(self, path: Path | None) -> bool:
+        """Whether the track at ``path`` is long enough to be streamed instead of decoded whole.
+
+        Streaming needs the openSMILE backend (the torch backend takes whole signals)
+        and the rate the ASR models work at; a track whose header gives no duration
+        is streamed too.  A file that cannot be read is left to the in-memory path,
+        which reports it.
+        """
+        from atrisk.asr.base import MODEL_SAMPLE_RATE
+        from atrisk.errors import AudioDecodeError
+        from atrisk.extractors.prosody import ProsodyExtractor
+        from atrisk.ingest.audio import audio_info
+
+        if path is None or not isinstance(self.prosody, ProsodyExtractor):
+            return False
+        if self.spec.config.audio.sample_rate != MODEL_SAMPLE_RATE:
+            return False
+        try:
+            duration = audio_info(path).duration_s
+        except AudioDecodeError:
+            return False
+        return math.isnan(duration) or duration >= self.spec.stream_track_s
+
+    def _decode_streamed(
+        self, session: Session, track: str, keep_signals: bool
+    ) -> DecodedPart | None:
+        """Decode + prosody of one long track streamed from its file (``None``: not long).
+
+        The same outputs as the in-memory path (samples of ``load_audio``, openSMILE
+        fed the same sample stream, the same silent-track and failure messages), but
+        only one block of the track is held; the ASR stage decodes the file again
+        (``streams``) instead of keeping the signal.
+        """
+        from atrisk.errors import AudioDecodeError
+        from atrisk.ingest.audio import silence_message
+
+        path = session.track_path(track)
+        if not self._streams(path):
+            return None
+        cfg = self.spec.config.audio
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats: dict[str, float] = {"n": 0, "peak": 0.0, "decode_s": 0.0, "decode_cpu_s": 0.0}
+        try:
+            prosody = _stream_prosody(self.prosody, path, session.session_id, track,
+                                      cfg.sample_rate, stats)
+        except AudioDecodeError as exc:
+            ok, error, prosody = False, str(exc), self.prosody.process_sessions([])
+        else:
+            ok, error = True, silence_message(path, stats["peak"], cfg)
+            failed = self.prosody.failures.get((session.session_id, track))
+            if error is None and failed:
+                error = f"{path}: prosody {failed}"
+        return DecodedPart(
+            session=session,
+            signals={track: None},
+            n_decoded=int(ok),
+            errors={} if error is None else {track: error},
+            duration_s=stats["n"] / cfg.sample_rate if ok else math.nan,
+            prosody=prosody,
+            timings={
+                "decode_s": stats["decode_s"],
+                "prosody_s": time.perf_counter() - t0 - stats["decode_s"],
+                "decode_cpu_s": stats["decode_cpu_s"],
+                "prosody_cpu_s": time.process_time() - c0 - stats["decode_cpu_s"],
+            },
+            streams={track: path} if ok and keep_signals else {},
+        )
+
     def transcribe(self, part: DecodedPart, given: list[Utterance] | None) -> SessionResult:
         """Transcribe the decoded tracks of ``part`` (or take ``given``) and finish the result.
 
@@ -211,12 +286,17 @@ class _SessionProcessor:
         utterances: list[Utterance] = []
         for track in TRACKS:
             signal = part.signals.pop(track, None)
-            if signal is None:
+            path = part.streams.pop(track, None)
+            if signal is None and path is None:
                 continue
             try:
-                segments = self.transcriber.transcribe_signal(
-                    signal, self.spec.config.audio.sample_rate
-                )
+                if signal is None:  # a long track: decoded again, block by block
+                    segments = _stream_asr(self.transcriber, path,
+                                           self.spec.config.audio.sample_rate)
+                else:
+                    segments = self.transcriber.transcribe_signal(
+                        signal, self.spec.config.audio.sample_rate
+                    )
             except AtriskError as exc:
                 part.errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
                 continue
@@ -251,10 +331,57 @@ class DecodedPart:
     duration_s: float
     prosody: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    #: Long tracks whose signal is not held: the ASR stage streams them from these files.
+    streams: dict[str, Path] = field(default_factory=dict)
 
 
+#: Tracks at least this long (seconds, from the file header) are never decoded whole:
+#: prosody and ASR each stream them from the file (:func:`_stream_prosody`,
+#: :func:`_stream_asr`); same tables as the in-memory path.
+STREAM_TRACK_S = 600.0
+#: Samples per block of a streamed track (60 s at 16 kHz).
+STREAM_BLOCK = 16000 * 60
 #: Tracks at least this long (samples) give their freed memory back to the OS at once.
 LONG_TRACK_SAMPLES = 16000 * 600
+
+
+def _stream_prosody(
+    extractor: Any, path: Path, session_id: str, track: str, sample_rate: int,
+    stats: dict[str, float],
+) -> pd.DataFrame:
+    """Prosody row of one track streamed from ``path``; fills ``stats`` (n, peak, decode time).
+
+    Raises:
+        AudioDecodeError: When the file cannot be decoded.
+    """
+    from atrisk.ingest.audio import stream_audio
+
+    def blocks() -> Iterator[np.ndarray]:
+        source = stream_audio(path, sample_rate, STREAM_BLOCK)
+        while True:
+            t0, c0 = time.perf_counter(), time.process_time()
+            block = next(source, None)
+            if block is not None and block.size:
+                stats["n"] += block.size
+                stats["peak"] = max(stats["peak"], float(np.max(np.abs(block))))
+            stats["decode_s"] += time.perf_counter() - t0
+            stats["decode_cpu_s"] += time.process_time() - c0
+            if block is None:
+                return
+            yield block
+
+    return extractor.process_stream(blocks(), sample_rate, session_id, track)
+
+
+def _stream_asr(transcriber: Any, path: Path, sample_rate: int) -> list:
+    """Segments of one track streamed from ``path`` (:meth:`Transcriber.transcribe_blocks`).
+
+    Raises:
+        AudioDecodeError: When the file cannot be decoded.
+    """
+    from atrisk.ingest.audio import stream_audio
+
+    return transcriber.transcribe_blocks(stream_audio(path, sample_rate, STREAM_BLOCK))
 
 
 def _release_memory(n_samples: int | None) -> None:
@@ -286,6 +413,7 @@ def _merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
     return DecodedPart(
         session=session,
         signals={t: s for p in parts for t, s in p.signals.items()},
+        streams={t: f for p in parts for t, f in p.streams.items()},
         n_decoded=sum(p.n_decoded for p in parts),
         errors={t: e for p in parts for t, e in p.errors.items()},
         duration_s=max(durations) if durations else math.nan,

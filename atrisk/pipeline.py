@@ -243,13 +243,16 @@ class _SessionProcessor:
         cfg = self.spec.config.audio
         t0, c0 = time.perf_counter(), time.process_time()
         stats: dict[str, float] = {"n": 0, "peak": 0.0, "decode_s": 0.0, "decode_cpu_s": 0.0}
+        ok = True
         try:
             prosody = _stream_prosody(self.prosody, path, session.session_id, track,
                                       cfg.sample_rate, stats)
         except AudioDecodeError as exc:
             ok, error, prosody = False, str(exc), self.prosody.process_sessions([])
-        else:
-            ok, error = True, silence_message(path, stats["peak"], cfg)
+        finally:  # openSMILE's buffers were freed in its consumer thread's malloc arena
+            _release_memory(int(stats["n"]))
+        if ok:
+            error = silence_message(path, stats["peak"], cfg)
             failed = self.prosody.failures.get((session.session_id, track))
             if error is None and failed:
                 error = f"{path}: prosody {failed}"

@@ -119,6 +119,9 @@ class _WorkerSpec:
     device: str
     torch_threads: int
     recordings: Path | None = None
+    #: Tracks at least this long are streamed (taken from :data:`STREAM_TRACK_S` where
+    #: the spec is made, i.e. in the driver, so that worker processes use the same value).
+    stream_track_s: float = field(default_factory=lambda: STREAM_TRACK_S)
 
 
 class _SessionProcessor:
@@ -166,6 +169,13 @@ class _SessionProcessor:
 
         parts = []
         for track in tracks:
+            streamed = self._decode_streamed(session, track, keep_signals)
+            if streamed is not None:
+                if given is not None and streamed.n_decoded:
+                    self._utterance_prosody(streamed, track, session.track_path(track),
+                                            [u for u in given if u.speaker == track])
+                parts.append(streamed)
+                continue
             only = dataclasses.replace(
                 session, **{f"{t}_path": None for t in TRACKS if t != track}
             )
@@ -207,6 +217,77 @@ class _SessionProcessor:
             del signal, part
         return _merge_parts(session, parts)
 
+    def _streams(self, path: Path | None) -> bool:
+        """Whether the track at ``path`` is long enough to be streamed instead of decoded whole.
+
+        Streaming needs the openSMILE backend (the torch backend takes whole signals)
+        and the rate the ASR models work at; a track whose header gives no duration
+        is streamed too.  A file that cannot be read is left to the in-memory path,
+        which reports it.
+        """
+        from atrisk.asr.base import MODEL_SAMPLE_RATE
+        from atrisk.errors import AudioDecodeError
+        from atrisk.extractors.prosody import ProsodyExtractor
+        from atrisk.ingest.audio import audio_info
+
+        if path is None or not isinstance(self.prosody, ProsodyExtractor):
+            return False
+        if self.spec.config.audio.sample_rate != MODEL_SAMPLE_RATE:
+            return False
+        try:
+            duration = audio_info(path).duration_s
+        except AudioDecodeError:
+            return False
+        return math.isnan(duration) or duration >= self.spec.stream_track_s
+
+    def _decode_streamed(
+        self, session: Session, track: str, keep_signals: bool
+    ) -> DecodedPart | None:
+        """Decode + prosody of one long track streamed from its file (``None``: not long).
+
+        The same outputs as the in-memory path (samples of ``load_audio``, openSMILE
+        fed the same sample stream, the same silent-track and failure messages), but
+        only one block of the track is held; the ASR stage decodes the file again
+        (``streams``) instead of keeping the signal.
+        """
+        from atrisk.errors import AudioDecodeError
+        from atrisk.ingest.audio import silence_message
+
+        path = session.track_path(track)
+        if not self._streams(path):
+            return None
+        cfg = self.spec.config.audio
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats: dict[str, float] = {"n": 0, "peak": 0.0, "decode_s": 0.0, "decode_cpu_s": 0.0}
+        ok = True
+        try:
+            prosody = _stream_prosody(self.prosody, path, session.session_id, track,
+                                      cfg.sample_rate, stats)
+        except AudioDecodeError as exc:
+            ok, error, prosody = False, str(exc), self.prosody.process_sessions([])
+        finally:  # openSMILE's buffers were freed in its consumer thread's malloc arena
+            _release_memory(int(stats["n"]))
+        if ok:
+            error = silence_message(path, stats["peak"], cfg)
+            failed = self.prosody.failures.get((session.session_id, track))
+            if error is None and failed:
+                error = f"{path}: prosody {failed}"
+        return DecodedPart(
+            session=session,
+            signals={track: None},
+            n_decoded=int(ok),
+            errors={} if error is None else {track: error},
+            duration_s=stats["n"] / cfg.sample_rate if ok else math.nan,
+            prosody=prosody,
+            timings={
+                "decode_s": stats["decode_s"],
+                "prosody_s": time.perf_counter() - t0 - stats["decode_s"],
+                "decode_cpu_s": stats["decode_cpu_s"],
+                "prosody_cpu_s": time.process_time() - c0 - stats["decode_cpu_s"],
+            },
+            streams={track: path} if ok and keep_signals else {},
+        )
+
     def transcribe(self, part: DecodedPart, given: list[Utterance] | None) -> SessionResult:
         """Transcribe the decoded tracks of ``part`` (or take ``given``) and finish the result.
 
@@ -225,13 +306,18 @@ class _SessionProcessor:
         part.timings.setdefault("asr_cpu_s", 0.0)
         for track in TRACKS:
             signal = part.signals.pop(track, None)
-            if signal is None:
+            path = part.streams.pop(track, None)
+            if signal is None and path is None:
                 continue
             t0, c0 = time.perf_counter(), time.process_time()
             try:
-                segments = self.transcriber.transcribe_signal(
-                    signal, self.spec.config.audio.sample_rate
-                )
+                if signal is None:  # a long track: decoded again, block by block
+                    segments = _stream_asr(self.transcriber, path,
+                                           self.spec.config.audio.sample_rate)
+                else:
+                    segments = self.transcriber.transcribe_signal(
+                        signal, self.spec.config.audio.sample_rate
+                    )
             except AtriskError as exc:
                 part.errors[track] = f"{session.track_path(track)}: ASR failed: {exc}"
                 continue
@@ -240,11 +326,13 @@ class _SessionProcessor:
                 part.timings["asr_cpu_s"] += time.process_time() - c0
             track_utterances = segments_to_utterances(session.session_id, track, segments)
             utterances.extend(track_utterances)
-            self._utterance_prosody(part, track, signal, track_utterances)
+            self._utterance_prosody(part, track, path if signal is None else signal,
+                                    track_utterances)
         return utterances
 
     def _utterance_prosody(
-        self, part: DecodedPart, track: str, signal: np.ndarray, utterances: list[Utterance]
+        self, part: DecodedPart, track: str, signal: np.ndarray | Path,
+        utterances: list[Utterance],
     ) -> None:
         """Compute the functionals of ``utterances`` of ``track`` into ``part`` (if configured).
 
@@ -254,19 +342,26 @@ class _SessionProcessor:
         if not self.spec.config.prosody.per_utterance:
             return
         t0, c0 = time.perf_counter(), time.process_time()
-        frame, failed = utterance_prosody(
-            self.prosody,
-            signal,
-            self.spec.config.audio.sample_rate,
-            part.session.session_id,
-            track,
-            utterances,
-        )
-        part.utterance_prosody[track] = frame
+        try:
+            frame, failed = utterance_prosody(
+                self.prosody,
+                signal,
+                self.spec.config.audio.sample_rate,
+                part.session.session_id,
+                track,
+                utterances,
+            )
+        except AtriskError as exc:  # a streamed track that failed to decode this time
+            frame, failed = None, [str(exc)]
+        if frame is not None:
+            part.utterance_prosody[track] = frame
         if failed:
             msg = (
                 f"{part.session.track_path(track)}: prosody failed on {len(failed)} of "
                 f"{len(utterances)} utterance(s): {failed[0]}"
+                if frame is not None
+                else f"{part.session.track_path(track)}: per-utterance prosody failed: "
+                f"{failed[0]}"
             )
             part.errors[track] = f"{part.errors[track]}; {msg}" if track in part.errors else msg
         part.timings["utterance_prosody_s"] = (
@@ -296,7 +391,7 @@ class _SessionProcessor:
 
 def utterance_prosody(
     extractor: Any,
-    signal: np.ndarray,
+    signal: np.ndarray | Path,
     sampling_rate: int,
     session_id: str,
     track: str,
@@ -306,11 +401,13 @@ def utterance_prosody(
 
     The one place ``extract`` computes per-utterance prosody (both engines): the
     decoded ``signal`` of ``track`` is cut at each utterance's ``start_s``/``end_s``
-    (clipped to the track) by the extractor's ``process_segments``.
+    (clipped to the track) by the extractor's ``process_segments``; a long track that
+    is not held is given as its file and cut while it is decoded again
+    (``process_segment_stream``: the same rows).
 
     Args:
         extractor: A prosody extractor (``make_prosody_extractor``).
-        signal: The decoded track.
+        signal: The decoded track, or the file of a streamed (long) track.
         sampling_rate: Its rate (Hz).
         session_id: The session.
         track: ``"teacher"`` or ``"student"`` (the utterances' speaker).
@@ -322,9 +419,15 @@ def utterance_prosody(
         beyond the end of the track, reversed, with a missing time, or too short to
         frame gives a NaN row and no failure.
     """
-    frame = extractor.process_segments(
-        signal, sampling_rate, session_id, track, [(u.start_s, u.end_s) for u in utterances]
-    )
+    segments = [(u.start_s, u.end_s) for u in utterances]
+    if isinstance(signal, Path):  # a long track: cut from the file as it is decoded again
+        from atrisk.ingest.audio import stream_audio
+
+        frame = extractor.process_segment_stream(
+            stream_audio(signal, sampling_rate, STREAM_BLOCK), sampling_rate, session_id,
+            track, segments)
+    else:
+        frame = extractor.process_segments(signal, sampling_rate, session_id, track, segments)
     failures = getattr(extractor, "failures", {})
     keys = set(frame.index)
     return frame, [reason for key, reason in failures.items() if key in keys]
@@ -368,10 +471,57 @@ class DecodedPart:
     #: Per-utterance functionals per track (``prosody.per_utterance``), rows in the order
     #: of that track's utterances.
     utterance_prosody: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Long tracks whose signal is not held: the ASR stage streams them from these files.
+    streams: dict[str, Path] = field(default_factory=dict)
 
 
+#: Tracks at least this long (seconds, from the file header) are never decoded whole:
+#: prosody and ASR each stream them from the file (:func:`_stream_prosody`,
+#: :func:`_stream_asr`); same tables as the in-memory path.
+STREAM_TRACK_S = 600.0
+#: Samples per block of a streamed track (60 s at 16 kHz).
+STREAM_BLOCK = 16000 * 60
 #: Tracks at least this long (samples) give their freed memory back to the OS at once.
 LONG_TRACK_SAMPLES = 16000 * 600
+
+
+def _stream_prosody(
+    extractor: Any, path: Path, session_id: str, track: str, sample_rate: int,
+    stats: dict[str, float],
+) -> pd.DataFrame:
+    """Prosody row of one track streamed from ``path``; fills ``stats`` (n, peak, decode time).
+
+    Raises:
+        AudioDecodeError: When the file cannot be decoded.
+    """
+    from atrisk.ingest.audio import stream_audio
+
+    def blocks() -> Iterator[np.ndarray]:
+        source = stream_audio(path, sample_rate, STREAM_BLOCK)
+        while True:
+            t0, c0 = time.perf_counter(), time.process_time()
+            block = next(source, None)
+            if block is not None and block.size:
+                stats["n"] += block.size
+                stats["peak"] = max(stats["peak"], float(np.max(np.abs(block))))
+            stats["decode_s"] += time.perf_counter() - t0
+            stats["decode_cpu_s"] += time.process_time() - c0
+            if block is None:
+                return
+            yield block
+
+    return extractor.process_stream(blocks(), sample_rate, session_id, track)
+
+
+def _stream_asr(transcriber: Any, path: Path, sample_rate: int) -> list:
+    """Segments of one track streamed from ``path`` (:meth:`Transcriber.transcribe_blocks`).
+
+    Raises:
+        AudioDecodeError: When the file cannot be decoded.
+    """
+    from atrisk.ingest.audio import stream_audio
+
+    return transcriber.transcribe_blocks(stream_audio(path, sample_rate, STREAM_BLOCK))
 
 
 def _release_memory(n_samples: int | None) -> None:
@@ -403,6 +553,7 @@ def _merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
     return DecodedPart(
         session=session,
         signals={t: s for p in parts for t, s in p.signals.items()},
+        streams={t: f for p in parts for t, f in p.streams.items()},
         n_decoded=sum(p.n_decoded for p in parts),
         errors={t: e for p in parts for t, e in p.errors.items()},
         duration_s=max(durations) if durations else math.nan,

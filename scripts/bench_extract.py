@@ -12,9 +12,20 @@ Two shapes:
 * ``--long-hours H``: one class of H hours (a generated class tiled to that
   length, with its transcript tiled alike), for the bounded-memory check.
 
-Peak RSS is sampled (every 0.1 s) over this process and all its descendants
+Peak RSS is sampled (every 0.05 s) over this process and all its descendants
 (worker processes, and the local Ray's raylet and workers), summing VmRSS;
-``ru_maxrss`` of this process is reported beside it.
+``ru_maxrss`` of this process is reported beside it.  ``peak_rss_stage_mb`` is
+the peak of that sum while each stage ran (manifest, model load, decode,
+prosody, ASR, text, assemble, write): the stage functions are wrapped here to
+set a label the sampler reads, so it is exact with ``--engine local --workers 1``
+(sessions then run in this process); with more workers the sessions run in
+other processes, so their RSS counts under whatever the driver is doing.  ``cpu_seconds``
+is the user + system CPU time of this process and its waited-for children.
+
+``--tiny-wav2vec2`` builds a small random ``Wav2Vec2ForCTC``
+(:func:`atrisk.testing.make_tiny_wav2vec2`, saved with ``save_pretrained``) and
+transcribes with it: its text is random, but its memory and VAD work are those
+of the real backend on the same audio (the model itself is small).
 
 CPU per audio second (``cpu_s_per_track_s``): CPU-seconds of one core per second
 of **track** audio (each class has two tracks and prosody runs on each, so a
@@ -36,6 +47,8 @@ Example::
     python scripts/bench_extract.py --long-hours 3 --asr-backend transcripts --workers 1
     python scripts/bench_extract.py --sessions 8 --class-seconds 120 \\
         --asr-backend transcripts --workers 2 --prosody-backend torch
+    python scripts/bench_extract.py --long-hours 3 --asr-backend wav2vec2 --tiny-wav2vec2 \\
+        --workers 1 --device cpu
 """
 
 from __future__ import annotations
@@ -49,6 +62,8 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -76,11 +91,17 @@ def _rss_bytes(pid: int) -> int:
 
 
 class TreeRSS:
-    """Sample the summed RSS of this process and its descendants in a thread."""
+    """Sample the summed RSS of this process and its descendants in a thread.
 
-    def __init__(self, interval: float = 0.1):
+    ``peak`` is the overall peak; ``stage_peak`` the peak per value of ``stage``
+    (a label the code under measurement sets, see :func:`label_stages`).
+    """
+
+    def __init__(self, interval: float = 0.05):
         self.interval = interval
         self.peak = 0
+        self.stage = "setup"
+        self.stage_peak: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -95,9 +116,14 @@ class TreeRSS:
             todo += _children(pid)
         return total
 
+    def _record(self) -> None:
+        stage, rss = self.stage, self._sample()
+        self.peak = max(self.peak, rss)
+        self.stage_peak[stage] = max(self.stage_peak.get(stage, 0), rss)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self._record()
             self._stop.wait(self.interval)
 
     def __enter__(self) -> TreeRSS:
@@ -107,7 +133,68 @@ class TreeRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self._record()
+
+    @contextmanager
+    def label(self, stage: str):
+        """Set the stage label for the duration of a block (sampled once on entry)."""
+        before, self.stage = self.stage, stage
+        self._record()
+        try:
+            yield
+        finally:
+            self._record()
+            self.stage = before
+
+
+def _wrap(owner, name: str, stage: str, rss: TreeRSS) -> Callable[[], None]:
+    """Replace ``owner.name`` by a wrapper labelling its calls ``stage``; return the undo."""
+    real = getattr(owner, name)
+
+    def wrapped(*args, **kwargs):
+        with rss.label(stage):
+            return real(*args, **kwargs)
+
+    setattr(owner, name, wrapped)
+    return lambda: setattr(owner, name, real)
+
+
+@contextmanager
+def label_stages(rss: TreeRSS):
+    """Label the extract stages for ``rss`` while the block runs (restored after)."""
+    from atrisk import pipeline
+    from atrisk.extractors import prosody, text
+    from atrisk.features import in_class
+    from atrisk.ingest import audio, manifest
+    from atrisk.workspace import Workspace
+
+    targets = [
+        (manifest, "read_manifest", "manifest"),
+        (pipeline, "_load_transcriber", "load_model"),
+        (audio, "decode_session", "decode"),
+        (prosody.ProsodyExtractor, "process_sessions", "prosody"),
+        (pipeline._SessionProcessor, "_asr", "asr"),
+        (text, "text_features", "text"),
+        (in_class, "build_in_class", "assemble"),
+        (Workspace, "write", "write"),
+    ]
+    # stages of the streaming path of long tracks, where this version of the pipeline has it
+    targets += [(pipeline, n, st) for n, st in (("_stream_prosody", "decode+prosody"),
+                                                 ("_stream_asr", "asr"))
+                if hasattr(pipeline, n)]
+    undo = [_wrap(owner, name, stage, rss) for owner, name, stage in targets]
+    try:
+        yield
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def make_classes(root: Path, n_students: int, class_seconds: float, seed: int = 0) -> Path:
@@ -156,13 +243,6 @@ def make_long_class(root: Path, hours: float, seed: int = 0) -> Path:
         "session_id,student_id,teacher_id,start_time\nL1,S1,T1,2024-03-01T10:00:00Z\n"
     )
     return out
-
-
-def _cpu_self_children() -> float | None:
-    """CPU seconds of this process plus its reaped children (workers)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _load_text_model(cfg) -> float:
@@ -244,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="prosody per track only (prosody.per_utterance = false)")
     ap.add_argument("--no-bound", action="store_true",
                     help="skip timing openSMILE alone on the tracks")
+    ap.add_argument("--tiny-wav2vec2", action="store_true",
+                    help="transcribe with a small random Wav2Vec2 built here (memory, not words)")
     ap.add_argument("--data", type=Path, default=Path("/tmp/atrisk_bench"))
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -261,6 +343,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     overrides = {"asr.backend": args.asr_backend, "prosody.backend": args.prosody_backend,
                  "prosody.per_utterance": not args.no_per_utterance}
+    if args.tiny_wav2vec2:
+        from atrisk.testing import make_tiny_wav2vec2
+
+        tiny = args.data / "tiny-wav2vec2"
+        if not (tiny / "config.json").is_file():
+            make_tiny_wav2vec2(tiny)
+        args.asr_model = str(tiny)
     if args.asr_model:
         overrides["asr.model"] = args.asr_model
     cfg = Config().override(overrides)
@@ -269,9 +358,9 @@ def main(argv: list[str] | None = None) -> dict:
     if ws.exists():
         shutil.rmtree(ws)  # measure a cold run, never a resumed one
     load0 = os.getloadavg()
-    cpu0 = _cpu_self_children()
+    cpu0 = _cpu_seconds()
     text_load_cpu = _load_text_model(cfg)  # once per run; reported as start-up, not per audio-s
-    with TreeRSS() as rss:
+    with TreeRSS() as rss, label_stages(rss):
         t0 = time.perf_counter()
         res = pipeline.extract(
             cohort / "recordings", ws, cfg, device=args.device, engine=args.engine,
@@ -280,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress=False,
         )
         wall = time.perf_counter() - t0
-    cpu1 = _cpu_self_children()  # the local engine's pool is shut down (workers reaped)
+    cpu1 = _cpu_seconds()  # the local engine's pool is shut down (workers reaped)
     sessions = pd.read_parquet(ws / "sessions.parquet")
     audio_s = float(sessions["duration_s"].sum())
     track_s = sum(
@@ -339,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "cpu_seconds": {k: None if v is None else round(v, 3) for k, v in cpu_split.items()},
         "peak_rss_tree_mb": round(rss.peak / 2**20, 1),
+        "peak_rss_stage_mb": {k: round(v / 2**20, 1) for k, v in rss.stage_peak.items()},
         "peak_rss_driver_mb": round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "loadavg_1m_before": round(load0[0], 2),

@@ -136,3 +136,48 @@ def test_long_track_memory_release_keeps_the_tables(tmp_path, monkeypatch):
     for table in TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{table}.parquet"),
                                       pd.read_parquet(tmp_path / "b" / f"{table}.parquet"))
+
+
+def _resumed_plan(n: int, state: dict):
+    """n planned sessions that an earlier run finished (cached results), counted as pulled."""
+    import math
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from atrisk.records import Session
+
+    empty = pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["session_id", "track"]))
+    when = datetime(2024, 3, 1, 10, tzinfo=UTC)
+    for i in range(n):
+        s = Session(f"c{i}", "stu", "tea", when, None, None)
+        done = pipeline.SessionResult(s.session_id, "failed", "gone", math.nan, empty, [])
+        state["pulled"] += 1
+        yield pipeline.PlannedSession(i, s, [], Path(f"/nonexistent/{i}.pkl"), done)
+
+
+@pytest.mark.parametrize("n_workers", [1, 4])
+def test_resuming_10k_sessions_holds_a_window_and_starts_no_pool(tmp_path, monkeypatch,
+                                                                 n_workers):
+    """A rerun over a finished 10k folder: results stream out, a window planned ahead, no pool."""
+    monkeypatch.setattr(pipeline, "ProcessPoolExecutor",
+                        lambda *a, **k: pytest.fail("a finished session started a worker pool"))
+    peaks = {}
+    for n in (1_000, N):
+        state = {"pulled": 0}
+        ahead, ids = 0, []
+        tracemalloc.start()
+        stream = pipeline._run_sessions(_resumed_plan(n, state), tmp_path, CFG, "cpu", None,
+                                        n_workers=n_workers)
+        for result, resumed in stream:
+            assert resumed and result.status == "failed"
+            ids.append(int(result.session_id[1:]))
+            ahead = max(ahead, state["pulled"] - len(ids))
+        _, peaks[n] = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert sorted(ids) == list(range(n)) and state["pulled"] == n
+        if n_workers == 1:
+            assert ids == list(range(n))  # in manifest order
+        assert ahead <= 2 * n_workers  # never more than the window planned ahead
+    # nothing accumulates per session in the scheduler (the 10k ids list is ours: ~0.3 MB)
+    assert peaks[N] - peaks[1_000] < 1024 * 1024

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,8 +112,59 @@ class Transcriber(ABC):
         signal = load_audio(Path(path), sample_rate=MODEL_SAMPLE_RATE)
         return self.transcribe_signal(signal, MODEL_SAMPLE_RATE)
 
+    def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:
+        """Transcribe one 16 kHz mono signal given as consecutive blocks.
+
+        Gives exactly :meth:`transcribe_signal`'s segments for the joined blocks.  This
+        default joins the blocks first (the whole signal is held); backends that can
+        stream (:class:`~atrisk.asr.wav2vec2.Wav2Vec2Transcriber`) hold one VAD window.
+
+        Args:
+            blocks: Float samples at :data:`MODEL_SAMPLE_RATE`, in order (e.g. from
+                :func:`atrisk.ingest.audio.stream_audio`).
+
+        Returns:
+            Segments in time order, times from the start of the first block.
+
+        Raises:
+            AudioDecodeError: When the block source fails to decode.
+        """
+        parts = [np.asarray(b, dtype=np.float32) for b in blocks]
+        signal = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        del parts
+        return self.transcribe_signal(signal, MODEL_SAMPLE_RATE)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Regroup a stream of 1-D blocks into blocks of exactly ``size`` samples (last shorter).
+
+    Args:
+        blocks: 1-D arrays in order, of any lengths.
+        size: Samples per output block (at least 1).
+
+    Yields:
+        Finite float32 arrays (NaN/inf set to 0), each ``size`` long but the last.
+    """
+    size = max(1, int(size))
+    held: list[np.ndarray] = []
+    n = 0
+    for b in blocks:
+        b = np.asarray(b, dtype=np.float32).ravel()
+        while b.size:
+            take = min(size - n, b.size)
+            held.append(b[:take])
+            n += take
+            b = b[take:]
+            if n == size:
+                out = np.concatenate(held) if len(held) > 1 else held[0]
+                yield np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+                held, n = [], 0
+    if n:
+        out = np.concatenate(held) if len(held) > 1 else held[0]
+        yield np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def prepare_signal(signal: np.ndarray, sample_rate: int) -> np.ndarray:

@@ -29,6 +29,7 @@ from atrisk.asr.base import (
     Transcriber,
     iter_audio_blocks,
     prepare_signal,
+    rechunk,
 )
 from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
@@ -310,10 +311,31 @@ class Wav2Vec2Transcriber(Transcriber):
             AudioDecodeError: When the file is missing or cannot be decoded.
         """
         blocks = _timed(iter_audio_blocks(path, block_s=BLOCK_S), self.timings, "decode")
+        return self.transcribe_blocks(blocks)
+
+    def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:
+        """Transcribe a 16 kHz signal given as consecutive blocks, in bounded memory.
+
+        The blocks are regrouped into :data:`BLOCK_S`-second blocks (as
+        :meth:`transcribe_signal` cuts a signal), so the segments are exactly
+        :meth:`transcribe_signal`'s on the joined blocks, while only about one VAD
+        window (:attr:`vad_window_s`) and one pool of segments are held.
+
+        Args:
+            blocks: Float samples at 16 kHz, in order (e.g. from
+                :func:`atrisk.ingest.audio.stream_audio`).
+
+        Returns:
+            Segments in time order, times from the start of the first block.
+
+        Raises:
+            AudioDecodeError: When the block source fails to decode.
+        """
+        step = max(1, int(BLOCK_S * MODEL_SAMPLE_RATE))
         pieces = (
             (0, start_s, end_s, piece)
-            for start_s, end_s, piece in stream_speech(blocks, self.config, self.vad_window_s,
-                                                       self.timings)
+            for start_s, end_s, piece in stream_speech(rechunk(blocks, step), self.config,
+                                                       self.vad_window_s, self.timings)
         )
         pool = POOL_BATCHES * int(self.config.batch_size)
         segments = [seg for _, seg in self._transcribe_pieces(pieces, pool=pool)]

@@ -69,13 +69,17 @@ class StageContext:
     config: Config
     asr_identity: str
     device: str
+    #: Tracks at least this long are streamed (the driver's ``pipeline.STREAM_TRACK_S``).
+    stream_track_s: float | None = None
 
     def spec(self):
         """Return the worker spec of :mod:`atrisk.pipeline` for these settings."""
-        from atrisk.pipeline import _WorkerSpec
+        from atrisk.pipeline import STREAM_TRACK_S, _WorkerSpec
 
         cfg = self.config
-        return _WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings)
+        return _WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings,
+                           stream_track_s=STREAM_TRACK_S if self.stream_track_s is None
+                           else self.stream_track_s)
 
 
 _CPU: tuple[StageContext, Any] | None = None  # per worker process: (context, processor)
@@ -320,6 +324,8 @@ def run_ray(
         import ray
         from ray.data import DataContext
 
+        from atrisk import pipeline
+
         dctx = DataContext.get_current()
         dctx.enable_progress_bars = False
         dctx.print_on_execution_start = False
@@ -329,6 +335,7 @@ def run_ray(
             config=config,
             asr_identity=asr_identity,
             device=_resolve_device(device, ray.cluster_resources().get("GPU", 0)),
+            stream_track_s=pipeline.STREAM_TRACK_S,
         )
         rows = [
             {

@@ -45,7 +45,6 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -70,11 +69,9 @@ from atrisk.extractors.segments import (  # noqa: F401  (SEGMENT_INDEX: public n
 )
 from atrisk.ingest.audio import (
     DecodedSession,
-    _check_file,
-    _ffprobe,
-    _tool_reason,
     load_audio,
     mono_finite,
+    stream_audio,
 )
 from atrisk.records import TRACKS
 
@@ -161,43 +158,12 @@ def _ring_source(ring: int) -> str:
 
 
 def _stream_file(path: Path, sample_rate: int, chunk: int) -> Iterator[np.ndarray]:
-    """Yield ``chunk``-sample mono float32 pieces of ``path`` decoded by ffmpeg.
-
-    Channels are averaged and non-finite samples set to 0 as in
-    :func:`~atrisk.ingest.audio.load_audio`.
+    """Yield ``chunk``-sample pieces of ``path`` (:func:`~atrisk.ingest.audio.stream_audio`).
 
     Raises:
         AudioDecodeError: When the file is missing, empty, undecodable or has 0 samples.
     """
-    _check_file(path)
-    channels = int(_ffprobe(path).get("channels") or 1)
-    proc = subprocess.Popen(
-        [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-i", str(path),
-         "-map", "0:a:0", "-ar", str(sample_rate), "-f", "f32le", "-"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    n = 0
-    try:
-        out, err = proc.stdout, proc.stderr  # both pipes (never None here)
-        while raw := out.read(4 * channels * chunk):
-            data = np.frombuffer(raw[: len(raw) - len(raw) % (4 * channels)], dtype="<f4")
-            data = data.reshape(-1, channels)
-            x = (data.mean(axis=1, dtype=np.float64) if channels > 1 else data[:, 0])
-            x = np.asarray(x, dtype=np.float32)
-            if not np.isfinite(x).all():
-                x = np.where(np.isfinite(x), x, np.float32(0))
-            n += x.size
-            yield x
-        stderr = err.read().decode("utf-8", "replace")
-        if proc.wait() != 0:
-            reason = _tool_reason(stderr, path, "ffmpeg failed")
-            raise AudioDecodeError(f"{path}: cannot decode: {reason}")
-        if n == 0:
-            raise AudioDecodeError(f"{path}: decoded to 0 samples")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return stream_audio(path, sample_rate, chunk)
 
 
 def _split(pieces: Iterable[np.ndarray], chunk: int) -> Iterator[np.ndarray]:
@@ -420,16 +386,26 @@ class ProsodyExtractor(SegmentFeatures):
     def _functionals(self, signal: np.ndarray, sampling_rate: int
                      ) -> tuple[pd.Series, str | None]:
         """Return :meth:`process_signal`'s result and why openSMILE failed (``None``: ok)."""
-        x = mono_finite(signal, sampling_rate)
+        return self._functionals_of([mono_finite(signal, sampling_rate)], sampling_rate)
+
+    def _functionals_of(self, pieces: Iterable[np.ndarray], sampling_rate: int
+                        ) -> tuple[pd.Series, str | None]:
+        """Functionals of the signal made of ``pieces`` (mono, finite) and openSMILE's failure.
+
+        Raises:
+            AudioDecodeError: When ``pieces`` (a decoding stream) raises it.
+        """
         names = self.feature_names
         reason = None
         try:
-            data, _, _ = self._run("functionals", x, int(sampling_rate))
+            data, _, _ = self._run("functionals", pieces, int(sampling_rate))
             values = data[0] if len(data) else np.full(len(names), math.nan)
             values = self._undefined_to_nan(values, names)
+        except AudioDecodeError:  # the input's fault, not openSMILE's
+            raise
         except Exception as exc:  # openSMILE errors must not stop a batch
             reason = f"openSMILE failed: {type(exc).__name__}: {exc}"
-            log.warning("%s on a %d-sample signal; features set to NaN", reason, x.size)
+            log.warning("%s; features set to NaN", reason)
             values = np.full(len(names), math.nan)
         return pd.Series(values, index=names, dtype="float64"), reason
 
@@ -561,6 +537,36 @@ class ProsodyExtractor(SegmentFeatures):
         index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
         return self._frame(results, index)
+
+    def process_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int, session_id: str,
+                       track: str) -> pd.DataFrame:
+        """Return :meth:`process_sessions`'s row of one track given as consecutive blocks.
+
+        The blocks are written to openSMILE as they come (the track is never held), so
+        the functionals are bit-identical to those of the joined signal.
+
+        Args:
+            blocks: Mono float samples in order (e.g. from
+                :func:`~atrisk.ingest.audio.stream_audio`); non-finite values count as 0.
+            sampling_rate: Rate of the blocks (Hz).
+            session_id: Session of the track (first index level).
+            track: ``"teacher"`` or ``"student"`` (second index level).
+
+        Returns:
+            One row indexed by ``(session_id, track)``; NaN features (and the reason in
+            :attr:`failures`) when openSMILE fails.
+
+        Raises:
+            AudioDecodeError: When the block source fails to decode (no row then).
+            ConfigError: When the extractor computes LLDs (``feature_level="lld"``).
+        """
+        if self.config.feature_level != "functionals":
+            raise ConfigError("process_stream computes functionals (feature_level='functionals')")
+        pieces = (mono_finite(b, sampling_rate) for b in blocks)
+        series, reason = self._functionals_of(pieces, sampling_rate)
+        key = (session_id, track)
+        self.failures = {key: f"{session_id}/{track}: {reason}"} if reason else {}
+        return self._frame([series], pd.MultiIndex.from_tuples([key], names=SESSION_INDEX))
 
     def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:
         """Functionals of each cut (one openSMILE run each, :attr:`num_workers` processes).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -89,6 +89,68 @@ def segment_jobs(signal: np.ndarray, sampling_rate: int, session_id: str, speake
     rate = int(sampling_rate)
     return [((session_id, speaker, a, b), cut, rate)
             for (a, b), cut in zip(segs, cut_segments(signal, rate, segs), strict=True)]
+
+
+def segment_jobs_from_blocks(blocks: Iterable[np.ndarray], sampling_rate: int, session_id: str,
+                             speaker: str, segments: Iterable[tuple[float, float]],
+                             flush_samples: int = 16000 * 120,
+                             ) -> Iterator[list[tuple[int, SegmentJob]]]:
+    """Cut a track given as consecutive blocks into its segments, never holding the track.
+
+    The cuts equal :func:`segment_jobs` of the joined blocks (same clipping to the
+    track's end, empty cuts for segments beyond it, reversed or with a non-finite
+    time); only the blocks' overlap with segments still open is kept.
+
+    Args:
+        blocks: Mono samples in order (e.g. :func:`~atrisk.ingest.audio.stream_audio`);
+            non-finite samples count as 0 (:func:`~atrisk.ingest.audio.mono_finite`).
+        sampling_rate: Their rate (Hz).
+        session_id: Session of the track.
+        speaker: ``"teacher"`` or ``"student"``.
+        segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
+        flush_samples: Yield the finished cuts once they hold this many samples.
+
+    Yields:
+        Lists of ``(position in segments, job)`` for the cuts finished so far; every
+        segment appears exactly once over all lists.
+    """
+    segs = [(float(a), float(b)) for a, b in segments]
+    rate = int(sampling_rate)
+    # the unclipped sample range of each segment; clipping to the end happens as the
+    # blocks run out (min(n, .) in segment_bounds)
+    bounds = [segment_bounds(a, b, rate, 2 ** 62) for a, b in segs]
+    open_ = {i: [] for i, (lo, hi) in enumerate(bounds) if hi > lo}
+    done: list[tuple[int, SegmentJob]] = []
+    held = 0
+
+    def finish(i: int) -> None:
+        nonlocal held
+        pieces = open_.pop(i, [])
+        cut = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        held += cut.size
+        done.append((i, ((session_id, speaker, *segs[i]), cut, rate)))
+
+    for i, (lo, hi) in enumerate(bounds):
+        if hi <= lo:
+            finish(i)
+    offset = 0
+    for block in blocks:
+        x = mono_finite(block, rate)
+        end = offset + x.size
+        for i in list(open_):
+            lo, hi = bounds[i]
+            if lo < end and hi > offset:
+                open_[i].append(x[max(lo, offset) - offset:min(hi, end) - offset].copy())
+            if hi <= end:
+                finish(i)
+        offset = end
+        if held >= flush_samples:
+            yield done
+            done, held = [], 0
+    for i in list(open_):  # segments running past the end: clipped; beyond it: empty
+        finish(i)
+    if done:
+        yield done
 
 
 def index_from_keys(keys: list[tuple[str, str, float, float]]) -> pd.MultiIndex:
@@ -171,6 +233,44 @@ class SegmentFeatures:
         """
         x = mono_finite(signal, sampling_rate)
         return self._segment_frame(segment_jobs(x, sampling_rate, session_id, speaker, segments))
+
+    def process_segment_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int,
+                               session_id: str, speaker: str,
+                               segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
+        """Return :meth:`process_segments` of a track given as consecutive blocks.
+
+        For tracks too long to hold (the pipeline's streamed tracks): the segments are
+        cut as the blocks pass (:func:`segment_jobs_from_blocks`) and their features
+        computed a batch at a time, so the rows equal :meth:`process_segments` of the
+        joined blocks.  Failures (openSMILE) are collected over all batches.
+
+        Args:
+            blocks: Mono samples in order (e.g. :func:`~atrisk.ingest.audio.stream_audio`).
+            sampling_rate: Their rate (Hz).
+            session_id: Session of the track (first index level).
+            speaker: ``"teacher"`` or ``"student"`` (second index level).
+            segments: ``(start_s, end_s)`` pairs, as in :meth:`process_segments`.
+
+        Returns:
+            One row per segment, in the order of ``segments``.
+
+        Raises:
+            AudioDecodeError: When the block source fails to decode.
+        """
+        segs = list(segments)
+        if not segs:  # nothing to cut: the blocks are not decoded
+            return self._segment_frame([])
+        frames: list[pd.DataFrame] = []
+        order: list[int] = []
+        failures: dict = {}
+        for batch in segment_jobs_from_blocks(blocks, sampling_rate, session_id, speaker, segs):
+            frames.append(self._segment_frame([job for _, job in batch]))
+            failures.update(getattr(self, "failures", {}) or {})
+            order.extend(i for i, _ in batch)
+        rows = pd.concat(frames)
+        if hasattr(self, "failures"):
+            self.failures = failures
+        return rows.iloc[np.argsort(order, kind="stable")]
 
     def process_utterances(self, decoded: Iterable[DecodedSession],
                            utterances: Iterable[Utterance]) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import math
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -269,6 +270,89 @@ def load_audio(path: Path | str, sample_rate: int = 16000) -> np.ndarray:
     return np.ascontiguousarray(signal)
 
 
+def stream_audio(path: Path | str, sample_rate: int = 16000, block: int = 16000 * 60
+                 ) -> Iterator[np.ndarray]:
+    """Decode a track in blocks: :func:`load_audio`'s samples without holding the track.
+
+    The ``ffmpeg`` binary decodes and resamples the first audio stream and its
+    output is read ``block`` samples at a time; channels are averaged (in float64,
+    as :func:`load_audio` does) and non-finite samples set to 0, so the blocks
+    joined are exactly :func:`load_audio`'s signal (tested for WAV, FLAC, MP3,
+    OGG/Opus and MP4 at other rates and channel counts).  Without the ``ffmpeg``
+    binary the whole track is decoded by :func:`load_audio` and yielded in blocks.
+
+    Args:
+        path: An audio file or a video whose first audio stream is the track.
+        sample_rate: Output rate (Hz).
+        block: Samples per block (every block but the last is exactly this long).
+
+    Yields:
+        1-D float32 arrays.
+
+    Raises:
+        AudioDecodeError: When the file is missing, empty, cannot be decoded, has no
+            audio stream, or decodes to 0 samples (raised when the stream gets there).
+    """
+    path = Path(path)
+    block = max(1, int(block))
+    exe = shutil.which("ffmpeg")
+    if exe is None:  # torchcodec only: the whole track, then its blocks
+        signal = load_audio(path, sample_rate)
+        for i in range(0, signal.size, block):
+            yield signal[i:i + block]
+        return
+    _check_file(path)
+    channels = int(_ffprobe(path).get("channels") or 1)
+    frame = 4 * channels
+    proc = subprocess.Popen(
+        [exe, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
+         "-ar", str(sample_rate), "-f", "f32le", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    n = 0
+    try:
+        out, err = proc.stdout, proc.stderr  # both pipes (never None here)
+        while raw := out.read(frame * block):  # a buffered read: full blocks until the end
+            data = np.frombuffer(raw[: len(raw) - len(raw) % frame], dtype="<f4")
+            data = data.reshape(-1, channels)
+            x = np.asarray(data.mean(axis=1, dtype=np.float64) if channels > 1 else data[:, 0],
+                           dtype=np.float32)
+            if not np.isfinite(x).all():
+                x = np.where(np.isfinite(x), x, np.float32(0))
+            n += x.size
+            yield x
+        stderr = err.read().decode("utf-8", "replace")
+        if proc.wait() != 0:
+            raise AudioDecodeError(
+                f"{path}: cannot decode: {_tool_reason(stderr, path, 'ffmpeg failed')}"
+            )
+        if n == 0:
+            raise AudioDecodeError(f"{path}: decoded to 0 samples")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def silence_message(path: Path | str, signal_peak: float, config: AudioConfig) -> str | None:
+    """Return the silent-track warning of a track whose peak is ``signal_peak`` (else ``None``).
+
+    Args:
+        path: The track file (named in the message).
+        signal_peak: Largest absolute sample value of the decoded track.
+        config: Holds the threshold ``silence_peak``.
+
+    Returns:
+        ``"<path>: track is silent (peak …)"`` when the peak is below the threshold.
+    """
+    if signal_peak < config.silence_peak:
+        return f"{path}: track is silent (peak {signal_peak:.4f} < {config.silence_peak:g})"
+    return None
+
+
 def audio_info(path: Path | str) -> AudioInfo:
     """Read duration, sample rate and channel count of the first audio stream from the header.
 
@@ -396,9 +480,9 @@ def decode_session(
             errors[track] = str(exc)
             continue
         signals[track] = signal
-        p = peak(signal)
-        if p < config.silence_peak:
-            errors[track] = f"{path}: track is silent (peak {p:.4f} < {config.silence_peak:g})"
+        silent = silence_message(path, peak(signal), config)
+        if silent:
+            errors[track] = silent
     lengths = [s.size / config.sample_rate for s in signals.values() if s is not None]
     return DecodedSession(
         session=session,

@@ -254,3 +254,21 @@ def test_path_objects_and_strings(w2v2, sentence, tmp_path: Path):
     path = tmp_path / "t.flac"
     sf.write(path, sentence, SR)
     assert w2v2.transcribe_file(str(path)) == w2v2.transcribe_file(path)
+
+
+def test_transcribe_blocks_of_any_size_equals_transcribe_signal(tiny_model_dir, long_signal):
+    """Blocks of odd sizes are regrouped as transcribe_signal cuts: same segments, many windows."""
+    from atrisk.asr.base import Transcriber, rechunk
+
+    tr = Wav2Vec2Transcriber.from_pretrained(str(tiny_model_dir), device="cpu", config=SHORT)
+    tr.vad_window_s = 10.0
+    expected = tr.transcribe_signal(long_signal, SR)
+    assert len(expected) == 21
+    assert tr.transcribe_blocks(blocks_of(long_signal, 0.77)) == expected
+    assert tr.transcribe_blocks(iter([long_signal])) == expected
+    # the base class's default (backends that cannot stream) joins the blocks
+    assert Transcriber.transcribe_blocks(tr, blocks_of(long_signal, 3.3)) == expected
+    sizes = [b.size for b in rechunk(blocks_of(np.arange(10, dtype=np.float32), 3 / SR), 4)]
+    assert sizes == [4, 4, 2]
+    assert rechunk([np.array([np.nan, 1, np.inf], dtype=np.float32)], 2).__next__().tolist() \
+        == [0.0, 1.0]

@@ -219,3 +219,30 @@ def test_decode_session_missing_and_corrupt_tracks(tmp_path):
     assert d.errors["student"].startswith("recordings/s3/student.*: no student track found")
     assert d.failed_tracks == ["teacher", "student"]
     assert math.isnan(d.duration_s)
+
+
+@pytest.mark.parametrize("kind", ["wav", "flac", "mp3", "ogg", "mp4"])
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_stream_audio_gives_exactly_load_audio_samples(media, kind, rate):
+    """Streamed blocks (odd block size) joined are load_audio's signal, bit for bit."""
+    from atrisk.ingest.audio import stream_audio
+
+    whole = load_audio(media[kind], rate)
+    blocks = list(stream_audio(media[kind], rate, block=7001))
+    assert all(b.size == 7001 for b in blocks[:-1]) and 0 < blocks[-1].size <= 7001
+    assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+    assert np.array_equal(np.concatenate(blocks), whole)
+
+
+def test_stream_audio_errors_name_the_file(tmp_path):
+    from atrisk.ingest.audio import stream_audio
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(np.random.default_rng(0).bytes(5000))
+    for path, why in ((tmp_path / "none.wav", "file not found"),
+                      (empty, "file is empty"), (junk, "cannot decode")):
+        with pytest.raises(AudioDecodeError, match=why) as err:
+            list(stream_audio(path, 16000))
+        assert str(path) in str(err.value)

@@ -286,7 +286,8 @@ def test_segment_failures_are_recorded_per_segment(monkeypatch):
 
     def run_failing_on_short(self, level, x, rate):
         # fault injection: a real openSMILE crash cannot be provoked on demand
-        if isinstance(x, np.ndarray) and x.size == SR // 2:
+        pieces = [x] if isinstance(x, np.ndarray) else x  # a signal, or its list of pieces
+        if isinstance(pieces, list) and sum(p.size for p in pieces) == SR // 2:
             raise RuntimeError("injected openSMILE crash")
         return real_run(self, level, x, rate)
 

@@ -621,11 +621,11 @@ def _enhance_smooth_rows(mag: np.ndarray, out: np.ndarray) -> None:
         if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
             first = 0
             last = n - 1
+        last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
         for k in range(n):
-            near = False
-            for j in range(max(0, k - 2), min(n, k + 3)):
-                if peak[j]:
-                    near = True
+            if peak[k]:
+                last_pk = k
+            near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
             zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
             e[k] = np.float32(0.0) if zero else m[k]
         o = out[r]
@@ -1009,8 +1009,10 @@ def _sma3(v: np.ndarray, nz: bool) -> np.ndarray:
         w = (v != 0).astype(np.float64)
     else:
         w = np.ones_like(v, dtype=np.float64)
-    vp = np.pad(v * w, 1)
-    wp = np.pad(w, 1)
+    vp = np.zeros(v.size + 2)  # zero padded by one frame each side
+    vp[1:-1] = v * w
+    wp = np.zeros(v.size + 2)
+    wp[1:-1] = w
     s = vp[:-2] + vp[1:-1] + vp[2:]
     c = wp[:-2] + wp[1:-1] + wp[2:]
     out = np.divide(s, c, out=np.zeros_like(s), where=c > 0)

@@ -677,20 +677,21 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     dev = mag.device
     spline, audw, shifts, lo, step = _shs_tables(dev)
-    oct_ = _enhance_smooth(mag) @ spline
-    oct_ = torch.where(oct_ > 0, oct_ * audw, torch.zeros_like(oct_))
+    # in place on fresh tensors (the same values as out-of-place ops, fewer passes):
+    # the auditory weights are > 0, so weighting then clipping at 0 keeps only oct_ > 0
+    oct_ = (_enhance_smooth(mag) @ spline).mul_(audw).clamp_(min=0.0)
     n = oct_.shape[-1]
     padded = torch.nn.functional.pad(oct_, (0, max(shifts)))
-    ss = oct_.clone()
+    ss = oct_  # the shifted copies are read from ``padded``
     w = SHS_COMPRESSION
     for s in shifts:
         ss.add_(padded[..., s:s + n], alpha=w)
         w *= SHS_COMPRESSION
-    ss = torch.clamp(ss / SHS_HARMONICS, min=0.0)
+    ss = ss.div_(SHS_HARMONICS).clamp_(min=0.0)
     ss_mean = ss.mean(-1, keepdim=True)
     is_peak = torch.zeros_like(ss, dtype=torch.bool)
     is_peak[..., 1:-1] = (ss[..., :-2] < ss[..., 1:-1]) & (ss[..., 1:-1] > ss[..., 2:])
-    score = torch.where(is_peak, ss, torch.full_like(ss, -1.0))
+    score = ss.masked_fill(~is_peak, -1.0)
     top, pos = score.topk(SHS_CANDIDATES, dim=-1)
     found = top > 0
     pos = pos.clamp(1, n - 2)

@@ -263,11 +263,11 @@ def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def _hnr_acf(fr: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
-    """HNR (dB) of voiced 60 ms frames from the ACF of the Gaussian-windowed frame."""
-    if fr.shape[0] == 0:  # no voiced frame: nothing to measure
-        return torch.zeros(0, device=fr.device)
-    full = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=NFFT_LONG)
+def _hnr_acf(gw: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
+    """HNR (dB) of voiced 60 ms frames from the ACF of the Gaussian-windowed frame ``gw``."""
+    if gw.shape[0] == 0:  # no voiced frame: nothing to measure
+        return torch.zeros(0, device=gw.device)
+    full = torch.fft.rfft(gw, n=NFFT_LONG)
     acf = torch.fft.irfft(full.real ** 2 + full.imag ** 2, n=NFFT_LONG)
     # ACF of the Gaussian-windowed frame at T0 (best of the 3 lags around it), not
     # divided by the window's ACF: openSMILE's HNRdBACF is not either (measured: dividing
@@ -281,9 +281,8 @@ def _hnr_acf(fr: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
 
 #: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
 FORMANT_MIN, FORMANT_MAX = 50.0, 5450.0
-#: Spectrum for the harmonic peaks of the formant amplitudes: 60 ms Gaussian frames
-#: zero padded to the next power of two, as openSMILE's cTransformFFT does.
-NFFT_HARM = 1024
+
+
 def _levinson(acf: torch.Tensor) -> torch.Tensor:
     """Prediction-error filter ``[1, a_1, ..., a_p]`` of ``A(z) = 1 + sum a_k z^-k``.
 
@@ -373,7 +372,7 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
 
 
 def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: int | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Peaks of harmonics 1..``n_harm`` of ``f0`` in magnitude spectra ``(N, bins)``.
 
     As openSMILE's cHarmonics: harmonic ``h`` is the spectral peak nearest the bin of
@@ -389,8 +388,9 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
             interest lie below it; bounds the work).
 
     Returns:
-        ``(magnitude, interpolated magnitude, interpolated frequency)``, each
-        ``(N, n_harm)``; 0 where no peak was found.
+        ``(magnitude, interpolated magnitude, interpolated frequency, duplicate)``,
+        each ``(N, n_harm)``; the first three are 0 where no peak was found (or the
+        harmonic is a duplicate).
     """
     dev = spec.device
     nb = spec.shape[-1]
@@ -435,51 +435,74 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
     mag = torch.where(found, y2, zero)
     mag_i = torch.where(found, y2 - 0.25 * (y1 - y3) * delta, zero)
     freq_i = torch.where(found, (pc + delta) * bin_hz, zero)
-    return mag, mag_i, freq_i
+    return mag, mag_i, freq_i, dup
 
 
-def _formant_amplitudes(fr: torch.Tensor, period: torch.Tensor, formants: torch.Tensor
-                        ) -> dict[str, torch.Tensor]:
-    """F1-F3 amplitude relative to the F0 harmonic (dB) of voiced 60 ms frames.
+def _harmonics(mag: torch.Tensor, f0: torch.Tensor, formants: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+    """F1-F3 amplitudes, H1-H2 and H1-A3 (dB) of voiced 60 ms frames (openSMILE cHarmonics).
 
-    As openSMILE's cHarmonics (``FormantAmplitudeByMaxHarmonicLogRelF0``): the
-    strongest F0 harmonic whose (interpolated) frequency lies within 0.8-1.2 times
-    the formant frequency, ``20 log10`` of its interpolated magnitude over H1's
-    magnitude in the Gaussian-windowed 60 ms spectrum; 0 (undefined) when no
-    harmonic lies there. Checked frame by frame against openSMILE's
-    gemapsv01b_harmonics level given its F0 and formants.
+    One harmonic search (:func:`_harmonic_peaks`) on the Gaussian-windowed 1024-point
+    magnitude spectrum serves all five descriptors.  A harmonic's level is its
+    parabolically interpolated peak value relative to the raw magnitude of the F0
+    harmonic (``20 log10``; -200 dB where not found, -201 dB for a duplicate or
+    without F0 harmonic, 0 for the F0 harmonic itself).
 
-    (openSMILE's ``logRelF0-H1-H2`` / ``-H1-A3``, computed by :func:`_harmonic_differences`, index
-    its harmonic array from 0 = F0, so "H1" there is the harmonic at 2 F0: they equal
-    ``L(2 F0) - L(3 F0)`` and ``L(2 F0) - A3`` of these relative levels ``L``.)
+    * ``F{i}amplitudeLogRelF0`` (``FormantAmplitudeByMaxHarmonicLogRelF0``): the level
+      of the strongest harmonic whose interpolated frequency lies within 0.8-1.2
+      times the formant frequency; 0 (undefined) when no harmonic lies there.
+      Checked frame by frame against openSMILE's gemapsv01b_harmonics level given
+      its F0 and formants.
+    * ``logRelF0-H1-H2`` / ``-H1-A3``: openSMILE indexes its harmonic list from
+      0 = F0, so "H1" and "H2" are the harmonics at 2 F0 and 3 F0: H1-H2 is their
+      level difference and H1-A3 the 2 F0 level minus A3, the level of the strongest
+      harmonic (of the first 100) within 0.8-1.2 x F3 (the F3 amplitude's
+      harmonic; ``level(2 F0) - 201`` where there is none), clipped to +-201 dB.
+
+    Args:
+        mag: ``(n, 513)`` magnitude spectra (:func:`_gauss_mag`) of the voiced frames.
+        f0: ``(n,)`` F0 in Hz (> 0).
+        formants: ``(n, 6)`` F1-F3 frequency and bandwidth (NaN where none).
+
+    Returns:
+        ``{name: (n,) tensor}`` for the three formant amplitudes, ``logRelF0-H1-H2``
+        and ``logRelF0-H1-A3``.
     """
-    dev = fr.device
     names = [f"F{i + 1}amplitudeLogRelF0" for i in range(3)]
-    if fr.shape[0] == 0:
-        empty = torch.zeros(0, device=dev)
-        return {k: empty for k in names}
-    win = _cached(("gauss", WIN_LONG, str(dev)), lambda: _gauss(WIN_LONG, dev))
-    spec = torch.fft.rfft(fr * win, n=NFFT_HARM).abs()
-    f0 = RATE / period.clamp(min=1.0)
-    fmax = torch.nan_to_num(formants[..., 0::2], nan=0.0).amax() if formants.numel() else 0
-    n_harm = int(min(100, max(2, math.ceil(1.2 * float(fmax) / float(f0.min()) + 0.5) + 1)))
-    # harmonics whose peak may lie near a formant: within 1.2 * the highest formant
-    n_bins = math.ceil((1.2 * float(fmax) + float(f0.max())) / (RATE / NFFT_HARM)) + 2
-    mag, mag_i, freq_i = _harmonic_peaks(spec, f0, n_harm, n_bins)
-    h1 = mag[..., :1]
-    rel = 20 * (torch.log10(mag_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
-    rel = torch.where(mag_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
-    rel = torch.where(h1 > 0, rel, torch.full_like(rel, -201.0))
+    if mag.shape[0] == 0:
+        empty = torch.zeros(0, device=mag.device)
+        return {k: empty for k in (*names, "logRelF0-H1-H2", "logRelF0-H1-A3")}
+    fq = torch.nan_to_num(formants[..., 0::2], nan=0.0).clamp(min=0.0)
+    fmax = float(fq.amax())
+    f0_min, f0_max = float(f0.min()), float(f0.max())
+    # every harmonic whose peak may lie within 1.2 x the highest formant (at most 100),
+    # and at least the harmonics at 2 F0 and 3 F0
+    n_harm = int(min(100, max(3, math.ceil(1.2 * fmax / f0_min + 0.5) + 1)))
+    bin_hz = RATE / SHS_NFFT
+    n_bins = math.ceil(max(1.2 * fmax + f0_max, 3.5 * f0_max) / bin_hz) + 2
+    pk, pk_i, freq_i, dup = _harmonic_peaks(mag, f0, n_harm, n_bins)
+    h1 = pk[..., :1]
+    rel = 20 * (torch.log10(pk_i.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
+    rel = torch.where(pk_i > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
+    rel = torch.where(dup | (h1 <= 0), torch.full_like(rel, -201.0), rel)
     rel[..., 0] = 0.0  # H1 relative to itself (openSMILE sets it, not interpolated)
     out = {}
+    zero = torch.zeros_like(f0)
     for i, name in enumerate(names):
-        fi = torch.nan_to_num(formants[..., 2 * i], nan=0.0)[:, None]
-        near = (freq_i >= 0.8 * fi) & (freq_i <= 1.2 * fi) & (mag > 0)
-        pick = torch.where(near, mag, torch.full_like(mag, -1.0)).argmax(-1, keepdim=True)
+        fi = fq[..., i : i + 1]
+        near = (freq_i >= 0.8 * fi) & (freq_i <= 1.2 * fi) & (pk > 0)
+        pick = torch.where(near, pk, torch.full_like(pk, -1.0)).argmax(-1, keepdim=True)
+        level = rel.gather(-1, pick)[..., 0]
         any_near = near.any(-1)
-        out[name] = torch.where(any_near, rel.gather(-1, pick)[..., 0], torch.zeros_like(f0))
+        out[name] = torch.where(any_near, level, zero)
+    # openSMILE parses "H1" and "H2" as harmonic indices 1 and 2 of its 0-based list,
+    # i.e. the 2nd and 3rd harmonics (measured: 0.3 sin(f0) + 0.15 sin(2 f0) +
+    # 0.1 sin(3 f0) gives "H1-H2" = 20 log10(0.15 / 0.1) = 3.5 dB)
+    h_a = rel[:, 1]
+    out["logRelF0-H1-H2"] = (h_a - rel[:, 2]).clamp(-201, 201)
+    a3 = torch.where(any_near, h_a - level, h_a - 201.0)  # any_near, level: of F3
+    out["logRelF0-H1-A3"] = a3.clamp(-201, 201)
     return out
-
 
 
 
@@ -558,7 +581,85 @@ def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
     return mag.masked_fill(zero | single, 0.0)
 
 
-def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _smooth3(mag: torch.Tensor) -> torch.Tensor:
+    """Smooth SHS spectra as openSMILE: ``(m[k-1] + 2 m[k] + m[k+1]) / 4`` (last bin kept)."""
+    sm = mag.clone()
+    prev = torch.nn.functional.pad(mag[..., :-2], (1, 0))
+    sm[..., :-1] = (prev + 2 * mag[..., :-1] + mag[..., 1:]) / 4
+    return sm
+
+
+def _enhance_smooth_rows(mag: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_spec_enhance` then :func:`_smooth3` of float32 rows ``(R, n)`` into ``out``.
+
+    The same comparisons and float32 arithmetic in one pass per row (compiled with
+    numba: on CPU this replaces about twenty whole-array torch passes).
+    """
+    n_rows, n = mag.shape
+    peak = np.zeros(n, dtype=np.bool_)
+    e = np.zeros(n, dtype=np.float32)
+    two = np.float32(2.0)
+    four = np.float32(4.0)
+    for r in range(n_rows):
+        m = mag[r]
+        n_pk = 0
+        first = -1
+        last = -1
+        for k in range(n):
+            if k == 0:
+                p = m[0] > m[1]
+            elif k == n - 1:
+                p = m[k] > m[k - 1]
+            else:
+                p = m[k] > m[k - 1] and m[k] >= m[k + 1]
+            peak[k] = p
+            if p:
+                n_pk += 1
+                if first < 0:
+                    first = k
+                last = k
+        if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
+            first = 0
+            last = n - 1
+        last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
+        for k in range(n):
+            if peak[k]:
+                last_pk = k
+            near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
+            zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
+            e[k] = np.float32(0.0) if zero else m[k]
+        o = out[r]
+        o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
+        for k in range(1, n - 1):
+            o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
+        o[n - 1] = e[n - 1]
+
+
+def _enhance_smooth(mag: torch.Tensor) -> torch.Tensor:
+    """Peak enhancement and smoothing of SHS spectra ``(..., n)`` (numba on CPU, else torch)."""
+    if mag.device.type != "cpu" or not _HAVE_NUMBA or mag.dtype != torch.float32:
+        return _smooth3(_spec_enhance(mag))
+    flat = np.ascontiguousarray(mag.reshape(-1, mag.shape[-1]).numpy())
+    out = np.empty_like(flat)
+    _enhance_smooth_rows(flat, out)
+    return torch.from_numpy(out).reshape(mag.shape)
+
+
+def _gauss_window(fr: torch.Tensor) -> torch.Tensor:
+    """60 ms frames ``(..., 960)`` times openSMILE's Gaussian window (sigma 0.4)."""
+    return fr * _cached(("gauss", WIN_LONG, str(fr.device)), lambda: _gauss(WIN_LONG, fr.device))
+
+
+def _gauss_mag(gw: torch.Tensor) -> torch.Tensor:
+    """Magnitude spectrum ``(..., 513)`` of Gaussian-windowed 60 ms frames.
+
+    Zero padded to 1024 points (openSMILE's cTransformFFT); shared by the pitch
+    candidates and the harmonics.
+    """
+    return torch.fft.rfft(gw, n=SHS_NFFT).abs()
+
+
+def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pitch candidates of 60 ms frames by subharmonic summation (openSMILE cPitchShs).
 
     The Gaussian-windowed frame's magnitude spectrum is peak-enhanced, smoothed,
@@ -568,32 +669,29 @@ def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     sum are the candidates; a candidate's voicing is ``1 - mean(sum) / peak``.
 
     Args:
-        fr: ``(..., 960)`` raw 60 ms frames.
+        mag: ``(..., 513)`` magnitude spectra of the frames (:func:`_gauss_mag`).
 
     Returns:
         ``(freq, voicing)``, each ``(..., 6)``: candidates in 55-1000 Hz, the best
         scoring first; empty slots have frequency and voicing 0.
     """
-    spline, audw, shifts, lo, step = _shs_tables(fr.device)
-    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
-    mag = _spec_enhance(mag)
-    sm = mag.clone()
-    prev = torch.nn.functional.pad(mag[..., :-2], (1, 0))
-    sm[..., :-1] = (prev + 2 * mag[..., :-1] + mag[..., 1:]) / 4
-    oct_ = sm @ spline
-    oct_ = torch.where(oct_ > 0, oct_ * audw, torch.zeros_like(oct_))
+    dev = mag.device
+    spline, audw, shifts, lo, step = _shs_tables(dev)
+    # in place on fresh tensors (the same values as out-of-place ops, fewer passes):
+    # the auditory weights are > 0, so weighting then clipping at 0 keeps only oct_ > 0
+    oct_ = (_enhance_smooth(mag) @ spline).mul_(audw).clamp_(min=0.0)
     n = oct_.shape[-1]
     padded = torch.nn.functional.pad(oct_, (0, max(shifts)))
-    ss = oct_.clone()
+    ss = oct_  # the shifted copies are read from ``padded``
     w = SHS_COMPRESSION
     for s in shifts:
         ss.add_(padded[..., s:s + n], alpha=w)
         w *= SHS_COMPRESSION
-    ss = torch.clamp(ss / SHS_HARMONICS, min=0.0)
+    ss = ss.div_(SHS_HARMONICS).clamp_(min=0.0)
     ss_mean = ss.mean(-1, keepdim=True)
     is_peak = torch.zeros_like(ss, dtype=torch.bool)
     is_peak[..., 1:-1] = (ss[..., :-2] < ss[..., 1:-1]) & (ss[..., 1:-1] > ss[..., 2:])
-    score = torch.where(is_peak, ss, torch.full_like(ss, -1.0))
+    score = ss.masked_fill(~is_peak, -1.0)
     top, pos = score.topk(SHS_CANDIDATES, dim=-1)
     found = top > 0
     pos = pos.clamp(1, n - 2)
@@ -611,7 +709,7 @@ def _shs_candidates(fr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.sort((~valid).to(torch.int8), dim=-1, stable=True).indices
     freq, voice, sc, valid = (t.gather(-1, order) for t in (freq, voice, sc, valid))
     best = torch.where(valid, sc, torch.full_like(sc, -math.inf)).argmax(-1, keepdim=True)
-    k = torch.arange(SHS_CANDIDATES, device=fr.device)
+    k = torch.arange(SHS_CANDIDATES, device=dev)
     swap = torch.where(k == 0, best, torch.where(k == best, torch.zeros_like(best), k))
     freq, voice, valid = (t.gather(-1, swap) for t in (freq, voice, valid))
     zero = torch.zeros_like(freq)
@@ -662,11 +760,17 @@ def _viterbi_path(local: np.ndarray, trans: np.ndarray) -> np.ndarray:
     n_t, n_s = local.shape
     back = np.zeros((n_t, n_s), dtype=np.int64)
     cost = local[0].copy()
+    new = np.empty(n_s)
     for t in range(1, n_t):
-        tot = trans[t] + cost[None, :]
-        j = tot.argmin(-1)
-        back[t] = j
-        cost = tot[np.arange(n_s), j] + local[t]
+        for i in range(n_s):
+            best, best_v = 0, trans[t, i, 0] + cost[0]
+            for j in range(1, n_s):
+                v = trans[t, i, j] + cost[j]
+                if v < best_v:  # first minimum, as argmin
+                    best, best_v = j, v
+            back[t, i] = best
+            new[i] = best_v + local[t, i]
+        cost[:] = new
     path = np.empty(n_t, dtype=np.int64)
     path[-1] = int(cost.argmin())
     for t in range(n_t - 1, 0, -1):
@@ -674,14 +778,14 @@ def _viterbi_path(local: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return path
 
 
-def _pitch_shs_viterbi(fr: torch.Tensor) -> torch.Tensor:
-    """F0 (Hz, 0 = unvoiced) of ``(B, T, 960)`` frames: SHS candidates + Viterbi smoothing.
+def _pitch_shs_viterbi(mag: torch.Tensor) -> torch.Tensor:
+    """F0 (Hz, 0 = unvoiced) of ``(B, T, 513)`` frame spectra: SHS candidates + Viterbi.
 
     Reproduces openSMILE's cPitchShs + cPitchSmootherViterbi (eGeMAPSv02 weights); the
     smoother decides over the whole signal, where openSMILE decides within a 40-frame
     look-ahead buffer (the two agree when the best paths merge within 40 frames).
     """
-    freq, voice = _shs_candidates(fr)
+    freq, voice = _shs_candidates(mag)
     f_np = freq.double().cpu().numpy()
     v_np = voice.double().cpu().numpy()
     out = np.zeros(f_np.shape[:2])
@@ -691,98 +795,7 @@ def _pitch_shs_viterbi(fr: torch.Tensor) -> torch.Tensor:
         path = _viterbi_path(local, trans)
         voiced = path < k
         out[b, voiced] = f_np[b, np.nonzero(voiced)[0], path[voiced]]
-    return torch.from_numpy(out).to(fr.device, torch.float32)
-
-
-def _harmonic_differences(fr: torch.Tensor, f0: torch.Tensor, f3: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """H1-H2 and H1-A3 (dB) of voiced 60 ms frames, as openSMILE's cHarmonics.
-
-    On the Gaussian-windowed 1024-point magnitude spectrum, harmonic ``k`` of F0 is the
-    spectral peak nearest to the bin of ``k * F0`` within ``(k +- 0.5) * F0`` (right
-    side first on ties); its level is the parabolic peak value relative to the raw
-    magnitude of the F0 bin's peak.  openSMILE's "H1" and "H2" are the harmonics at
-    2 F0 and 3 F0 (indices 1 and 2 of its list), so "H1-H2" is their level difference
-    and "H1-A3" the 2 F0 harmonic minus A3, the strongest harmonic within 0.8-1.2 x F3
-    (-201 dB where there is none), as openSMILE computes them.
-
-    Args:
-        fr: ``(n, 960)`` raw frames (voiced only).
-        f0: ``(n,)`` F0 in Hz (> 0).
-        f3: ``(n,)`` third formant in Hz (NaN or 0 where none).
-
-    Returns:
-        ``(h1_h2, h1_a3)``, each ``(n,)``, clipped to +-201 dB like openSMILE.
-    """
-    n = fr.shape[0]
-    if n == 0:
-        empty = torch.zeros(0, device=fr.device)
-        return empty, empty
-    df = RATE / SHS_NFFT
-    mag = torch.fft.rfft(fr * _gauss(WIN_LONG, fr.device), n=SHS_NFFT).abs()
-    nb = mag.shape[-1]
-    peak = torch.zeros_like(mag, dtype=torch.bool)
-    peak[:, 1:-1] = (mag[:, 1:-1] > mag[:, :-2]) & (mag[:, 1:-1] > mag[:, 2:])
-    peak[:, 0] = mag[:, 0] > mag[:, 1]
-    peak[:, -1] = mag[:, -1] > mag[:, -2]
-    f3 = torch.nan_to_num(f3, nan=0.0).clamp(min=0.0)
-    # harmonic numbers: 1-3, then a window around 0.8-1.2 x F3 (openSMILE searches its
-    # first 100 harmonics; no other one can land in the A3 range)
-    span = int(math.ceil(float((0.4 * f3 / f0).max()))) + 5
-    k_lo = torch.floor(0.8 * f3 / f0 - 2.5).clamp(min=1)
-    k = torch.cat([torch.arange(1, 4, device=fr.device, dtype=f0.dtype).expand(n, 3),
-                   k_lo[:, None] + torch.arange(span, device=fr.device, dtype=f0.dtype)], 1)
-
-    def to_bin(f: torch.Tensor) -> torch.Tensor:
-        return torch.floor(f / df + 0.5).long().clamp(0, nb - 1)
-
-    cand = to_bin(f0[:, None] * k)  # (n, H)
-    lower = to_bin(f0[:, None] * (k - 0.5))
-    upper = to_bin(f0[:, None] * (k + 0.5))
-    in_list = k <= 100
-    width = int(0.5 * float(f0.max()) / df) + 2
-    d = torch.arange(-width, width + 1, device=fr.device)
-    idx = cand[..., None] + d  # (n, H, D)
-    inside = ((idx >= lower[..., None]) & (idx <= upper[..., None])) | (d == 0)
-    idx_c = idx.clamp(0, nb - 1)
-    ok = inside & (idx >= 0) & (idx < nb) & peak.gather(-1, idx_c.reshape(n, -1)).reshape(
-        idx.shape)
-    key = (2 * d.abs() - (d > 0).long()).expand_as(idx)
-    key = torch.where(ok, key, torch.full_like(key, 10 ** 6))
-    best = key.argmin(-1, keepdim=True)
-    found = ok.gather(-1, best)[..., 0]
-    pbin = idx_c.gather(-1, best)[..., 0]
-    first = to_bin(0.5 * f0)[:, None]
-    found = found & (pbin >= first) & (pbin < nb - 1)
-    pb = pbin.clamp(1, nb - 2)
-    y0, y1, y2 = (mag.gather(-1, pb + s) for s in (-1, 0, 1))
-    den = y0 - 2 * y1 + y2
-    off = torch.where(den.abs() > 0, 0.5 * (y0 - y2) / den, torch.zeros_like(den))
-    m_int = torch.where(found, y1 - 0.25 * (y0 - y2) * off, torch.zeros_like(y1))
-    m_raw = torch.where(found, y1, torch.zeros_like(y1))
-    f_int = torch.where(found, (pb + off) * df, torch.zeros_like(y1))
-    # a harmonic on the same bin as the one below it is dropped (openSMILE: -201 dB)
-    bins = torch.where(found, pbin, cand)
-    dup = torch.zeros_like(found)
-    dup[:, 1:3] = bins[:, 1:3] == bins[:, :2]
-    dup[:, 4:] = bins[:, 4:] == bins[:, 3:-1]  # the window's first one is never A3
-    h1 = m_raw[:, :1]
-    rel = 20 * (torch.log10(m_int.clamp(min=1e-30)) - torch.log10(h1.clamp(min=1e-30)))
-    rel = torch.where(m_int > 0, rel.clamp(min=-200.0), torch.full_like(rel, -200.0))
-    rel = torch.where(dup | (h1 <= 0), torch.full_like(rel, -201.0), rel)
-    rel[:, 0] = 0.0
-    # openSMILE parses "H1" and "H2" as harmonic indices 1 and 2 of its 0-based list,
-    # i.e. the 2nd and 3rd harmonics (measured: 0.3 sin(f0) + 0.15 sin(2 f0) +
-    # 0.1 sin(3 f0) gives "H1-H2" = 20 log10(0.15 / 0.1) = 3.5 dB)
-    h_a = rel[:, 1]
-    h1_h2 = (h_a - rel[:, 2]).clamp(-201, 201)
-    m_dup = torch.where(dup, torch.zeros_like(m_raw), m_raw)
-    near = ((f_int >= 0.8 * f3[:, None]) & (f_int <= 1.2 * f3[:, None]) & (m_dup > 0)
-            & in_list)
-    near[:, :3] = False
-    a3 = torch.where(near, m_dup, torch.full_like(m_dup, -1.0)).argmax(-1, keepdim=True)
-    h1_a3 = torch.where(near.any(-1), h_a - rel.gather(-1, a3)[:, 0], h_a - 201.0)
-    return h1_h2, h1_a3.clamp(-201, 201)
+    return torch.from_numpy(out).to(mag.device, torch.float32)
 
 
 def _quad_peak(y0: float, y1: float, y2: float) -> tuple[float, float]:
@@ -925,15 +938,18 @@ def _jitter_shimmer_walk(x: np.ndarray, f0: np.ndarray) -> np.ndarray:
     return out
 
 
-try:  # numba ships with librosa (a dependency); without it the walk runs as Python
+try:  # numba ships with librosa (a dependency); without it these loops run as Python
     from numba import njit
 
+    _HAVE_NUMBA = True
+    _enhance_smooth_rows = njit(cache=True)(_enhance_smooth_rows)
+    _viterbi_path = njit(cache=True)(_viterbi_path)
     _quad_peak = njit(cache=True)(_quad_peak)
     _pearson = njit(cache=True)(_pearson)
     _ptp = njit(cache=True)(_ptp)
     _jitter_shimmer_walk = njit(cache=True)(_jitter_shimmer_walk)
 except ImportError:  # pragma: no cover
-    pass
+    _HAVE_NUMBA = False
 
 
 def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
@@ -949,9 +965,10 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
         frames, as in openSMILE's voiced selections.
     """
     out = _spectral_llds(x, n_frames)
-    fr = _frames(x, WIN_LONG, n_frames)
-    f0 = _pitch_shs_viterbi(fr)
-    rms = (fr * _gauss(WIN_LONG, x.device)).pow(2).mean(-1).sqrt()
+    gw = _gauss_window(_frames(x, WIN_LONG, n_frames))
+    mag = _gauss_mag(gw)  # one spectrum for the pitch candidates and the harmonics
+    f0 = _pitch_shs_viterbi(mag)
+    rms = gw.pow(2).mean(-1).sqrt()
     voiced = (f0 > 0) & (rms >= VOICING_RMS)  # eGeMAPS volmerge
     f0 = torch.where(voiced, f0, torch.ones_like(f0))
     period = RATE / f0
@@ -966,10 +983,8 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     jit, shim = walk_t[..., 0], walk_t[..., 1]
     # formants and harmonics only where they are used: the voiced frames
     formants = _formants(x, n_frames, voiced)
-    harm = _formant_amplitudes(fr[voiced], period[voiced], formants)
-    harm["HNRdBACF"] = _hnr_acf(fr[voiced], period[voiced])
-    harm["logRelF0-H1-H2"], harm["logRelF0-H1-A3"] = _harmonic_differences(
-        fr[voiced], f0[voiced], formants[..., 4])
+    harm = _harmonics(mag[voiced], f0[voiced], formants)
+    harm["HNRdBACF"] = _hnr_acf(gw[voiced], period[voiced])
     for i in range(3):
         harm[f"F{i + 1}frequency"] = formants[..., 2 * i]
         harm[f"F{i + 1}bandwidth"] = formants[..., 2 * i + 1]
@@ -995,8 +1010,10 @@ def _sma3(v: np.ndarray, nz: bool) -> np.ndarray:
         w = (v != 0).astype(np.float64)
     else:
         w = np.ones_like(v, dtype=np.float64)
-    vp = np.pad(v * w, 1)
-    wp = np.pad(w, 1)
+    vp = np.zeros(v.size + 2)  # zero padded by one frame each side
+    vp[1:-1] = v * w
+    wp = np.zeros(v.size + 2)
+    wp[1:-1] = w
     s = vp[:-2] + vp[1:-1] + vp[2:]
     c = wp[:-2] + wp[1:-1] + wp[2:]
     out = np.divide(s, c, out=np.zeros_like(s), where=c > 0)

@@ -20,6 +20,8 @@ from atrisk.extractors.prosody_torch import (
     FEATURE_NAMES,
     TorchProsodyExtractor,
     _frames,
+    _gauss_mag,
+    _gauss_window,
     _jitter_shimmer_walk,
     _mean_stdnorm,
     _segments,
@@ -73,7 +75,8 @@ def test_shs_finds_a_missing_fundamental():
     # harmonics 2..7 of 120 Hz, no energy at 120 Hz: the subharmonic sum peaks at 120 Hz
     t = np.arange(SR) / SR
     x = sum(np.sin(2 * np.pi * 120 * h * t) / h for h in range(2, 8)).astype(np.float32)
-    freq, voice = _shs_candidates(_frames(torch.from_numpy(x)[None], 960, 20))
+    frames = _frames(torch.from_numpy(x)[None], 960, 20)
+    freq, voice = _shs_candidates(_gauss_mag(_gauss_window(frames)))
     assert freq[0, 5:15, 0].numpy() == pytest.approx(120, rel=0.01)
     assert (voice[0, 5:15, 0] > 0.7).all()  # openSMILE's voicing cutoff
 
@@ -367,3 +370,29 @@ def test_extract_with_torch_backend(tmp_path):
         lo, hi = round(a * SR), min(signal.size, round(b * SR))
         np.testing.assert_array_equal(row.drop("prosody_backend").to_numpy(dtype=float),
                                       ex.process_signal(signal[lo:hi], SR).to_numpy())
+
+
+def test_compiled_peak_enhancement_equals_the_torch_version():
+    # the CPU path (numba, one pass per frame) must give the torch path's values
+    # bit for bit: random spectra, an all-zero row (no maximum: every inner bin zeroed),
+    # a rising row (one maximum, at the end: openSMILE zeroes every bin from 3 on, the
+    # maximum too) and ties between bins
+    from atrisk.extractors import prosody_torch as pt
+
+    if not pt._HAVE_NUMBA:
+        pytest.skip("numba not installed: only the torch path exists")
+    rng = np.random.default_rng(0)
+    mag = rng.random((6, 513)).astype(np.float32) ** 4
+    mag[1] = 0.0
+    mag[2] = np.linspace(0, 1, 513, dtype=np.float32)
+    mag[3, 100:110] = 0.5
+    mag = torch.from_numpy(mag)
+    want = pt._smooth3(pt._spec_enhance(mag))
+    got = pt._enhance_smooth(mag)
+    assert torch.equal(got, want)
+    assert got[1].abs().sum().item() == 0.0
+    # bins 0-2 kept (m_k = k / 512), then smoothed: bin 2 = (m1 + 2 m2 + 0) / 4,
+    # bin 3 = m2 / 4, nothing from bin 4 on
+    assert (got[2, 4:] == 0).all()
+    assert got[2, 3].item() == pytest.approx(2 / 2048, rel=1e-6)
+    assert got[2, 2].item() == pytest.approx(5 / 2048, rel=1e-6)

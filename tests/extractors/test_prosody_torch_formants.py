@@ -108,7 +108,7 @@ def test_formant_amplitudes_are_the_strongest_harmonic_near_each_formant():
     period = torch.full((2,), SR / 125.0)
     formants = torch.tensor([[500, 80, 1500, 90, 2500, 120],
                              [500, 80, 1500, 90, float("nan"), float("nan")]])
-    out = pt._formant_amplitudes(fr, period, formants)
+    out = pt._harmonics(pt._gauss_mag(pt._gauss_window(fr)), SR / period, formants)
     def db(v: float) -> float:
         return 20 * math.log10(v)
 
@@ -119,16 +119,16 @@ def test_formant_amplitudes_are_the_strongest_harmonic_near_each_formant():
     assert out["F3amplitudeLogRelF0"][1].item() == 0.0
     # F1 at F0: the harmonic found is H1 itself, 0 dB exactly (openSMILE)
     fr1 = torch.tensor(harmonic_frame(250.0, {1: 1.0})[None], dtype=torch.float32)
-    out1 = pt._formant_amplitudes(fr1, torch.tensor([64.0]),
-                                  torch.tensor([[260.0, 50, 750, 80, 2500, 100]]))
+    out1 = pt._harmonics(pt._gauss_mag(pt._gauss_window(fr1)), torch.tensor([250.0]),
+                         torch.tensor([[260.0, 50, 750, 80, 2500, 100]]))
     assert out1["F1amplitudeLogRelF0"].item() == 0.0
 
 
 def test_formant_amplitude_is_zero_without_a_harmonic_near_the_formant():
     # F0 = 250 Hz, F1 = 100 Hz: 80-120 Hz holds no harmonic -> 0
     fr = torch.tensor(harmonic_frame(250.0, {1: 1.0})[None], dtype=torch.float32)
-    out = pt._formant_amplitudes(fr, torch.tensor([64.0]),
-                                 torch.tensor([[100.0, 50, 750, 80, 2500, 100]]))
+    out = pt._harmonics(pt._gauss_mag(pt._gauss_window(fr)), torch.tensor([250.0]),
+                        torch.tensor([[100.0, 50, 750, 80, 2500, 100]]))
     assert out["F1amplitudeLogRelF0"].item() == 0.0
     # 600-900 Hz holds h3 (amp 0.01 vs H1 = 1): -40 dB
     assert out["F2amplitudeLogRelF0"].item() == pytest.approx(-40.0, abs=0.1)

@@ -25,7 +25,8 @@ What is real and what is simulated:
   PCA, LightGBM), on the same folds grouped by student for both backends: ``--folds 5``
   (default) holds every student out once; ``--folds 1`` is ``atrisk train``'s single
   80/20 split.  Feature sets: ``all`` (what ``atrisk train`` uses: prosody + text +
-  logs), ``prosody_only`` (the 2 × 88 eGeMAPS columns alone: isolates the backend) and
+  logs), ``prosody_only`` (the 2 × 88 eGeMAPS columns and the 2 × 7 per-utterance means
+  alone: isolates the backend) and
   ``no_prosody`` (text + logs, the same for both backends: what prosody adds).
 
 Prints and writes ``OUT/results.json`` (both AUC series per Δ, the difference
@@ -188,10 +189,19 @@ def _f(x: float | None, fmt: str = ".4f") -> str:
 
 
 def prosody_columns(ws: Path) -> list[str]:
-    """The pairs' prosody columns: ``in_teacher_<f>`` and ``in_student_<f>``."""
+    """The pairs' prosody columns.
+
+    ``in_teacher_<f>`` / ``in_student_<f>`` (per-track functionals) and the means
+    over each speaker's utterances, ``in_<speaker>_utt_<f>`` (per-utterance prosody).
+    """
+    from atrisk.features.in_class import UTTERANCE_FEATURES
+
     pros = Workspace(ws).read("prosody")
     names = [c for c in pros.columns if c not in ("session_id", "track")]
-    return [f"in_{track}_{c}" for track in ("teacher", "student") for c in names]
+    per_track = [f"in_{track}_{c}" for track in ("teacher", "student") for c in names]
+    per_utt = [f"in_{track}_utt_{c}" for track in ("teacher", "student")
+               for c in UTTERANCE_FEATURES if c in names]
+    return per_track + per_utt
 
 
 def compare(cohort: Path, wss: dict[str, Path], args: argparse.Namespace) -> dict:

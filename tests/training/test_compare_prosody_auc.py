@@ -62,7 +62,7 @@ def test_tiny_cohort_both_backends(tmp_path, capsys):
     assert a.index.equals(b.index) and not a.equals(b)  # but the values differ
 
     cmp = res["compare"]
-    assert cmp["n_features"]["prosody_only"] == 2 * 88
+    assert cmp["n_features"]["prosody_only"] == 2 * 88 + 2 * 7  # + per-utterance means
     assert cmp["n_features"]["all"] == cmp["n_features"]["prosody_only"] + \
         cmp["n_features"]["no_prosody"]
     assert cmp["non_prosody_columns_identical"] is True  # same transcripts, same logs

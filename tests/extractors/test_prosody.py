@@ -602,3 +602,40 @@ def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
     # a whole signal is sized from its length
     np.testing.assert_array_equal(ex.process_signal(x, SR).to_numpy(), expected)
     assert Path(seen[-1]["bufferModeConf"]).name == "buffer_mode_4000.conf.inc"
+
+
+def test_pruned_egemaps_config_drops_only_unused_components():
+    path = prosody_module._pruned_egemaps()
+    assert path is not None and Path(path).is_file()
+    assert ProsodyExtractor().smile.config_path == path  # the functionals use it
+    assert ProsodyExtractor(ProsodyConfig(feature_level="lld"))._smile_for(
+        "lld").config_path.endswith("opensmile/core/config/egemaps/v02/eGeMAPSv02.conf")
+    gemaps = Path(path).parents[2] / "gemaps" / "v01b"
+    text = "".join((gemaps / n).read_text() for n in prosody_module._GEMAPS_INCLUDES)
+    for name in prosody_module._EGEMAPS_UNUSED:
+        assert f"instance[gemapsv01b_{name}]" not in text
+    # the components eGeMAPSv02's functionals need stay
+    for name in ("smoF0", "smoLoudness", "functionalsF0", "functionalsLoudness",
+                 "temporalF0", "pitchSmoothViterbi", "logSpectral"):
+        assert f"instance[gemapsv01b_{name}]." in text
+
+
+SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+
+
+@pytest.mark.realdata
+def test_pruned_egemaps_config_equals_shipped_on_real_speech():
+    """The generated eGeMAPSv02 config without the unused GeMAPSv01b components gives
+    bit-identical functionals to the shipped config on every real recording here."""
+    files = sorted(p for p in SPEECH.rglob("*") if p.suffix in (".wav", ".flac"))
+    if len(files) < 10:
+        pytest.skip(f"real speech not found under {SPEECH}")
+    shipped = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                              feature_level=opensmile.FeatureLevel.Functionals)
+    pruned = opensmile.Smile(feature_set=prosody_module._pruned_egemaps(),
+                             feature_level=opensmile.FeatureLevel.Functionals)
+    assert pruned.feature_names == shipped.feature_names
+    for f in files:
+        x = load_audio(f, SR)
+        np.testing.assert_array_equal(pruned.process_signal(x, SR).to_numpy(),
+                                      shipped.process_signal(x, SR).to_numpy(), err_msg=str(f))

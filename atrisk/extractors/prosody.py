@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import math
@@ -195,7 +196,8 @@ def _pruned_egemaps() -> str | None:
     dropped); nothing of openSMILE's configs is kept in this repository.  When the
     installed configs do not contain exactly those lines, the shipped config is used.
     """
-    folder = _cache_folder() / f"config-{opensmile.__version__}"
+    key = hashlib.sha1(" ".join(_EGEMAPS_UNUSED).encode()).hexdigest()[:8]  # what is dropped
+    folder = _cache_folder() / f"config-{opensmile.__version__}-{key}"
     conf = folder / "egemaps" / "v02" / "eGeMAPSv02.conf"
     if conf.is_file():
         return str(conf)

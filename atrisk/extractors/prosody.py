@@ -398,6 +398,11 @@ class ProsodyExtractor(SegmentFeatures):
             ``(features, frame starts, frame ends)``.
         """
         smile = self._smile_for(level)
+        try:
+            smile.config_path  # noqa: B018 (raises when the file is gone)
+        except FileNotFoundError:  # generated config removed (tmp cleaner): make it again
+            del self._smiles[level]
+            smile = self._smile_for(level)
         chunk = self._chunk_samples(sampling_rate)
         pieces = _split([x] if isinstance(x, np.ndarray) else x, chunk)  # views, no copies
         options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)

@@ -639,3 +639,18 @@ def test_pruned_egemaps_config_equals_shipped_on_real_speech():
         x = load_audio(f, SR)
         np.testing.assert_array_equal(pruned.process_signal(x, SR).to_numpy(),
                                       shipped.process_signal(x, SR).to_numpy(), err_msg=str(f))
+
+
+def test_generated_config_removed_between_runs_is_made_again(speech, tmp_path, monkeypatch):
+    import shutil
+
+    # a private cache folder: the shared one may be in use by other processes
+    monkeypatch.setattr(prosody_module, "_cache_folder", lambda: tmp_path)
+    ex = ProsodyExtractor()
+    x = load_audio(speech["ref"], SR)
+    first = ex.process_signal(x, SR)
+    shutil.rmtree(Path(ex.smile.config_path).parents[2])  # e.g. a tmp cleaner
+    again = ex.process_signal(x, SR)
+    np.testing.assert_array_equal(again.to_numpy(), first.to_numpy())
+    assert Path(ex.smile.config_path).is_file()
+    assert Path(ex.smile.config_path).is_relative_to(tmp_path)

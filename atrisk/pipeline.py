@@ -226,17 +226,14 @@ class _SessionProcessor:
         which reports it.
         """
         from atrisk.asr.base import MODEL_SAMPLE_RATE
-        from atrisk.errors import AudioDecodeError
         from atrisk.extractors.prosody import ProsodyExtractor
-        from atrisk.ingest.audio import audio_info
 
         if path is None or not isinstance(self.prosody, ProsodyExtractor):
             return False
         if self.spec.config.audio.sample_rate != MODEL_SAMPLE_RATE:
             return False
-        try:
-            duration = audio_info(path).duration_s
-        except AudioDecodeError:
+        duration = _header_seconds(path)
+        if duration is None:
             return False
         return math.isnan(duration) or duration >= self.spec.stream_track_s
 
@@ -262,7 +259,7 @@ class _SessionProcessor:
         ok = True
         try:
             prosody = _stream_prosody(self.prosody, path, session.session_id, track,
-                                      cfg.sample_rate, stats)
+                                      cfg.sample_rate, stats, _header_seconds(path))
         except AudioDecodeError as exc:
             ok, error, prosody = False, str(exc), self.prosody.process_sessions([])
         finally:  # openSMILE's buffers were freed in its consumer thread's malloc arena
@@ -485,11 +482,24 @@ STREAM_BLOCK = 16000 * 60
 LONG_TRACK_SAMPLES = 16000 * 600
 
 
+def _header_seconds(path: Path) -> float | None:
+    """Duration the header of ``path`` gives (NaN: none given; ``None``: unreadable)."""
+    from atrisk.errors import AudioDecodeError
+    from atrisk.ingest.audio import audio_info
+
+    try:
+        return audio_info(path).duration_s
+    except AudioDecodeError:
+        return None
+
+
 def _stream_prosody(
     extractor: Any, path: Path, session_id: str, track: str, sample_rate: int,
-    stats: dict[str, float],
+    stats: dict[str, float], duration_s: float | None = None,
 ) -> pd.DataFrame:
     """Prosody row of one track streamed from ``path``; fills ``stats`` (n, peak, decode time).
+
+    ``duration_s`` (the header's) sizes openSMILE's whole-track buffers once.
 
     Raises:
         AudioDecodeError: When the file cannot be decoded.
@@ -510,7 +520,8 @@ def _stream_prosody(
                 return
             yield block
 
-    return extractor.process_stream(blocks(), sample_rate, session_id, track)
+    return extractor.process_stream(blocks(), sample_rate, session_id, track,
+                                    duration_s=duration_s)
 
 
 def _stream_asr(transcriber: Any, path: Path, sample_rate: int) -> list:

@@ -13,7 +13,10 @@ Two shapes:
   length, with its transcript tiled alike), for the bounded-memory check.
 
 Peak RSS is sampled (every 0.05 s) over this process and all its descendants
-(worker processes, and the local Ray's raylet and workers), summing VmRSS;
+(worker processes, and the local Ray's raylet and workers), summing VmRSS; a
+child spawned but not yet exec'd (e.g. each ``ffmpeg`` decoder, for an instant)
+reports its parent's memory as its own and is not counted (before this, such an
+instant could add the parent's whole RSS a second time to the peak);
 ``ru_maxrss`` of this process is reported beside it.  ``peak_rss_stage_mb`` is
 the peak of that sum while each stage ran (manifest, model load, decode,
 prosody, ASR, text, assemble, write): the stage functions are wrapped here to
@@ -79,6 +82,16 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _mm_key(pid: int) -> tuple[str, ...] | None:
+    """Code and stack addresses of ``pid`` (equal to its parent's until it execs)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return tuple(fields[23:26])  # startcode, endcode, startstack (stat fields 26-28)
+
+
 def _rss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -106,14 +119,19 @@ class TreeRSS:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> int:
-        todo, total, seen = [os.getpid()], 0, set()
+        todo, total, seen = [(os.getpid(), None)], 0, set()
         while todo:
-            pid = todo.pop()
+            pid, parent_mm = todo.pop()
             if pid in seen:
                 continue
             seen.add(pid)
-            total += _rss_bytes(pid)
-            todo += _children(pid)
+            mm = _mm_key(pid)
+            # a child spawned but not yet exec'd (subprocess's vfork/fork, e.g. each
+            # ffmpeg decoder) reports its parent's memory as its own VmRSS: counting it
+            # would add the parent's RSS a second time at every spawn
+            if mm is None or mm != parent_mm:
+                total += _rss_bytes(pid)
+            todo += [(c, mm) for c in _children(pid)]
         return total
 
     def _record(self) -> None:

@@ -290,12 +290,12 @@ def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
     rec = _given_recordings(tmp_path / "rec")
     real_run = ProsodyExtractor._run
 
-    def run_failing_on_one(self, level, x, rate):
+    def run_failing_on_one(self, level, x, rate, **kwargs):
         # fault injection: a real openSMILE crash cannot be provoked on demand
         pieces = [x] if isinstance(x, np.ndarray) else x  # a signal, or its list of pieces
         if isinstance(pieces, list) and sum(p.size for p in pieces) == 19200:  # s1 student
             raise RuntimeError("injected openSMILE crash")
-        return real_run(self, level, x, rate)
+        return real_run(self, level, x, rate, **kwargs)
 
     monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_one)
     cfg = Config().override({"asr.backend": "transcripts"})

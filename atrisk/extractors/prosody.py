@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import math
@@ -103,6 +104,32 @@ nBits=\\cm[nBits{{16}}:sample bits]
 channels=\\cm[channels{{1}}:channel size]
 """
 
+# The levels the functionals read (``bufferModeConf`` of the shipped GeMAPS/eGeMAPS/ComParE
+# configs: ``BufferMode.conf.inc``, ``growDyn=1, isRb=0, nT=1000``) hold every 10 ms frame
+# of the track, each with two 64-byte time-meta records.  Growing from 1000 frames they
+# double, so a 3 h track (1.08 M frames) ends in buffers for 2.05 M frames and briefly
+# holds both the old and the new buffers; sized from the duration they are allocated
+# once.  The buffer size does not change any value (tested bit-identical).
+_BUFFER_MODE = """writer.levelconf.growDyn = 1
+writer.levelconf.isRb = 0
+writer.levelconf.nT = {frames}
+"""
+#: Frames per second of the levels sized by :data:`_BUFFER_MODE` (10 ms hop).
+_LLD_RATE = 100
+#: ``nT`` of the shipped ``BufferMode.conf.inc``.
+_SHIPPED_NT = 1000
+#: Extra frames over the duration (the last frames, rounding); more still grow.
+_FRAME_MARGIN = 1000
+
+# Components of the shipped eGeMAPSv02 config whose output no eGeMAPSv02 functional reads:
+# GeMAPSv01b's smoothed LLD sets and its two functionals of them, superseded by
+# eGeMAPSv02's own (``funcconcat`` takes none of their levels).  Three of those smoothed
+# sets are whole-track levels; without them the functionals of a 3 h track need about a
+# quarter less memory, and the values are bit-identical (tested).
+_EGEMAPS_UNUSED = ("smoFnz", "smoE", "smoNoF0andLoudnNz", "smoSpectralZ", "smoSpectralNz",
+                   "functionalsMeanSpectralUV", "functionalsMVRVoiced")
+_GEMAPS_INCLUDES = ("GeMAPSv01b_core.lld.conf.inc", "GeMAPSv01b_core.func.conf.inc")
+
 _F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
 _UV_MEANS = ("alphaRatioUV_sma3nz_amean", "hammarbergIndexUV_sma3nz_amean",
              "slopeUV0-500_sma3nz_amean", "slopeUV500-1500_sma3nz_amean",
@@ -146,15 +173,82 @@ def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int
 
 def _ring_source(ring: int) -> str:
     """Path of an openSMILE source config with a ``ring``-sample wave ring buffer."""
-    folder = Path(tempfile.gettempdir()) / f"atrisk-opensmile-{os.getuid()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"ring_source_{ring}.conf"
+    path = _cache_folder() / f"ring_source_{ring}.conf"
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(_RING_SOURCE.format(name=smile_config.EXTERNAL_SOURCE_COMPONENT,
                                            ring=ring))
         os.replace(tmp, path)
     return str(path)
+
+
+def _cache_folder() -> Path:
+    folder = Path(tempfile.gettempdir()) / f"atrisk-opensmile-{os.getuid()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _pruned_egemaps() -> str | None:
+    """Path of eGeMAPSv02.conf without :data:`_EGEMAPS_UNUSED` (``None``: not possible).
+
+    Generated at run time from the installed opensmile package (its config tree is
+    copied to a per-user cache folder and the seven ``instance[...]`` lines are
+    dropped); nothing of openSMILE's configs is kept in this repository.  When the
+    installed configs do not contain exactly those lines, the shipped config is used.
+    """
+    key = hashlib.sha1(" ".join(_EGEMAPS_UNUSED).encode()).hexdigest()[:8]  # what is dropped
+    folder = _cache_folder() / f"config-{opensmile.__version__}-{key}"
+    conf = folder / "egemaps" / "v02" / "eGeMAPSv02.conf"
+    if conf.is_file():
+        return str(conf)
+    src = Path(opensmile.__file__).parent / "core" / "config"
+    work = Path(tempfile.mkdtemp(dir=_cache_folder()))
+    try:
+        shutil.copytree(src, work / "config")
+        dropped = 0
+        for name in _GEMAPS_INCLUDES:
+            path = work / "config" / "gemaps" / "v01b" / name
+            lines = path.read_text().splitlines(keepends=True)
+            keep = [ln for ln in lines if not any(
+                ln.startswith(f"instance[gemapsv01b_{c}].") for c in _EGEMAPS_UNUSED)]
+            dropped += len(lines) - len(keep)
+            path.write_text("".join(keep))
+        if dropped != len(_EGEMAPS_UNUSED):
+            log.warning("unexpected openSMILE configs (%d of %d unused components found); "
+                        "using the shipped eGeMAPSv02 config", dropped, len(_EGEMAPS_UNUSED))
+            return None
+        try:
+            os.replace(work / "config", folder)
+        except OSError:  # another process made it first
+            pass
+        return str(conf) if conf.is_file() else None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _buffer_mode(frames: int) -> str:
+    """Path of an openSMILE ``bufferModeConf`` include sized for ``frames`` frames.
+
+    Generated at run time (3 lines, nothing of the shipped configs is copied) into the
+    same per-user cache folder as :func:`_ring_source`.
+    """
+    path = _cache_folder() / f"buffer_mode_{frames}.conf.inc"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(_BUFFER_MODE.format(frames=frames))
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _frames_for(seconds: float | None) -> int | None:
+    """Frames to allocate up front for ``seconds`` of audio (``None``: unknown/short)."""
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        return None
+    if seconds * _LLD_RATE <= _SHIPPED_NT:  # fits the shipped buffer: nothing to gain
+        return None
+    frames = int(math.ceil(seconds * _LLD_RATE)) + _FRAME_MARGIN
+    # whole multiples of the margin, so tracks of about one length share one file
+    return -(-frames // _FRAME_MARGIN) * _FRAME_MARGIN
 
 
 def _stream_file(path: Path, sample_rate: int, chunk: int) -> Iterator[np.ndarray]:
@@ -248,10 +342,11 @@ class ProsodyExtractor(SegmentFeatures):
 
     def _smile_for(self, level: str) -> opensmile.Smile:
         if level not in self._smiles:
-            self._smiles[level] = opensmile.Smile(
-                feature_set=getattr(opensmile.FeatureSet, self.config.feature_set),
-                feature_level=_LEVELS[level],
-            )
+            feature_set: Any = getattr(opensmile.FeatureSet, self.config.feature_set)
+            if level == "functionals" and self.config.feature_set == "eGeMAPSv02":
+                feature_set = _pruned_egemaps() or feature_set  # same values, less memory
+            self._smiles[level] = opensmile.Smile(feature_set=feature_set,
+                                                  feature_level=_LEVELS[level])
         return self._smiles[level]
 
     @property
@@ -291,20 +386,34 @@ class ProsodyExtractor(SegmentFeatures):
     def _chunk_samples(self, sampling_rate: int) -> int:
         return max(1, int(round(self.chunk_s * sampling_rate)))
 
-    def _run(self, level: str, x: np.ndarray | Iterable[np.ndarray], sampling_rate: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, level: str, x: np.ndarray | Iterable[np.ndarray], sampling_rate: int,
+             duration_s: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stream ``x`` (a signal or its chunks) through one openSMILE instance.
+
+        ``duration_s`` (known for a signal, else e.g. from the file header) sizes the
+        whole-track levels of the functionals once (:data:`_BUFFER_MODE`); a wrong
+        value only costs memory (they still grow), never changes the results.
 
         Returns:
             ``(features, frame starts, frame ends)``.
         """
         smile = self._smile_for(level)
+        try:
+            smile.config_path  # noqa: B018 (raises when the file is gone)
+        except FileNotFoundError:  # generated config removed (tmp cleaner): make it again
+            del self._smiles[level]
+            smile = self._smile_for(level)
         chunk = self._chunk_samples(sampling_rate)
         pieces = _split([x] if isinstance(x, np.ndarray) else x, chunk)  # views, no copies
         options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)
         options["source"] = _ring_source(2 * chunk)
         options["sampleRate"] = int(sampling_rate)
         options["nBits"] = 16
+        if isinstance(x, np.ndarray):
+            duration_s = x.size / sampling_rate
+        frames = _frames_for(duration_s) if level == "functionals" else None
+        if frames is not None:
+            options["bufferModeConf"] = _buffer_mode(frames)
         api = smile._smile(options=options)
         rows: list[np.ndarray] = []
         starts: list[float] = []
@@ -386,11 +495,14 @@ class ProsodyExtractor(SegmentFeatures):
     def _functionals(self, signal: np.ndarray, sampling_rate: int
                      ) -> tuple[pd.Series, str | None]:
         """Return :meth:`process_signal`'s result and why openSMILE failed (``None``: ok)."""
-        return self._functionals_of([mono_finite(signal, sampling_rate)], sampling_rate)
+        signal = mono_finite(signal, sampling_rate)
+        return self._functionals_of([signal], sampling_rate, signal.size / sampling_rate)
 
-    def _functionals_of(self, pieces: Iterable[np.ndarray], sampling_rate: int
-                        ) -> tuple[pd.Series, str | None]:
+    def _functionals_of(self, pieces: Iterable[np.ndarray], sampling_rate: int,
+                        duration_s: float | None = None) -> tuple[pd.Series, str | None]:
         """Functionals of the signal made of ``pieces`` (mono, finite) and openSMILE's failure.
+
+        ``duration_s`` (when known) sizes openSMILE's whole-track buffers (see :meth:`_run`).
 
         Raises:
             AudioDecodeError: When ``pieces`` (a decoding stream) raises it.
@@ -398,7 +510,8 @@ class ProsodyExtractor(SegmentFeatures):
         names = self.feature_names
         reason = None
         try:
-            data, _, _ = self._run("functionals", pieces, int(sampling_rate))
+            data, _, _ = self._run("functionals", pieces, int(sampling_rate),
+                                   duration_s=duration_s)
             values = data[0] if len(data) else np.full(len(names), math.nan)
             values = self._undefined_to_nan(values, names)
         except AudioDecodeError:  # the input's fault, not openSMILE's
@@ -539,7 +652,7 @@ class ProsodyExtractor(SegmentFeatures):
         return self._frame(results, index)
 
     def process_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int, session_id: str,
-                       track: str) -> pd.DataFrame:
+                       track: str, duration_s: float | None = None) -> pd.DataFrame:
         """Return :meth:`process_sessions`'s row of one track given as consecutive blocks.
 
         The blocks are written to openSMILE as they come (the track is never held), so
@@ -551,6 +664,9 @@ class ProsodyExtractor(SegmentFeatures):
             sampling_rate: Rate of the blocks (Hz).
             session_id: Session of the track (first index level).
             track: ``"teacher"`` or ``"student"`` (second index level).
+            duration_s: Expected length (e.g. from the file header), used only to size
+                openSMILE's whole-track buffers once (a 3 h track otherwise ends in
+                buffers for twice its frames); the features never depend on it.
 
         Returns:
             One row indexed by ``(session_id, track)``; NaN features (and the reason in
@@ -563,7 +679,7 @@ class ProsodyExtractor(SegmentFeatures):
         if self.config.feature_level != "functionals":
             raise ConfigError("process_stream computes functionals (feature_level='functionals')")
         pieces = (mono_finite(b, sampling_rate) for b in blocks)
-        series, reason = self._functionals_of(pieces, sampling_rate)
+        series, reason = self._functionals_of(pieces, sampling_rate, duration_s)
         key = (session_id, track)
         self.failures = {key: f"{session_id}/{track}: {reason}"} if reason else {}
         return self._frame([series], pd.MultiIndex.from_tuples([key], names=SESSION_INDEX))

@@ -284,12 +284,12 @@ def test_segment_failures_are_recorded_per_segment(monkeypatch):
     ex = ProsodyExtractor()
     real_run = ProsodyExtractor._run
 
-    def run_failing_on_short(self, level, x, rate):
+    def run_failing_on_short(self, level, x, rate, **kwargs):
         # fault injection: a real openSMILE crash cannot be provoked on demand
         pieces = [x] if isinstance(x, np.ndarray) else x  # a signal, or its list of pieces
         if isinstance(pieces, list) and sum(p.size for p in pieces) == SR // 2:
             raise RuntimeError("injected openSMILE crash")
-        return real_run(self, level, x, rate)
+        return real_run(self, level, x, rate, **kwargs)
 
     monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_short)
     track = _tone(220, 2.0)
@@ -554,3 +554,103 @@ def test_real_two_speaker_recording_streamed_and_per_turn():
     assert per_turn[F0].notna().mean() >= 0.9  # speech turns are voiced
     # the turn-level loudness mean brackets the whole file's (speech + pauses)
     assert per_turn[LOUD].max() > ours[LOUD].iloc[0] * 0.9
+
+
+def test_frames_for_sizes_whole_track_levels_from_the_duration():
+    frames_for = prosody_module._frames_for
+    # 10 ms frames; tracks that fit the shipped nT = 1000 keep the shipped include
+    assert frames_for(None) is None and frames_for(math.nan) is None
+    assert frames_for(0.0) is None and frames_for(10.0) is None  # 1000 frames fit
+    # 10.01 s = 1001 frames + 1000 margin = 2001 -> next multiple of 1000
+    assert frames_for(10.01) == 3000
+    # the 3 h bench track: 10,827 s = 1,082,700 frames + 1000 = 1,083,700 -> 1,084,000
+    assert frames_for(10827.0) == 1_084_000
+    path = Path(prosody_module._buffer_mode(1_084_000))
+    assert path.read_text().split() == ["writer.levelconf.growDyn", "=", "1",
+                                        "writer.levelconf.isRb", "=", "0",
+                                        "writer.levelconf.nT", "=", "1084000"]
+
+
+@pytest.mark.realdata
+def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
+    """openSMILE with its whole-track levels sized from the duration (generated
+    ``bufferModeConf``) gives exactly the functionals of the shipped config, whether the
+    duration is right, too short (the levels still grow) or unknown."""
+    wav = PYANNOTE / "sample.wav"
+    if not wav.is_file():
+        pytest.skip(f"real data not found at {wav}")
+    x = load_audio(wav, SR).astype("float64")
+    shipped = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                              feature_level=opensmile.FeatureLevel.Functionals)
+    expected = shipped.process_file(str(wav)).iloc[0].to_numpy(dtype="float64")
+    ex = ProsodyExtractor(chunk_s=1.7)
+    seen: list[dict] = []
+    smile = ex._smile_for("functionals")
+    real = smile._smile
+    monkeypatch.setattr(smile, "_smile", lambda options: seen.append(dict(options))
+                        or real(options=options))
+    duration = x.size / SR
+    assert 29 < duration < 31
+    blocks = [x[i:i + 16000 * 7] for i in range(0, x.size, 16000 * 7)]
+    for hint, include in ((duration, "buffer_mode_4000.conf.inc"),  # 30 s: 3000 + 1000
+                          (11.0, "buffer_mode_3000.conf.inc"),  # too short: grows
+                          (None, None)):
+        row = ex.process_stream(iter(blocks), SR, "s", "teacher", duration_s=hint)
+        np.testing.assert_array_equal(row.to_numpy()[0], expected)  # bit-identical
+        got = seen[-1].get("bufferModeConf")
+        assert (got is None) if include is None else Path(got).name == include
+    # a whole signal is sized from its length
+    np.testing.assert_array_equal(ex.process_signal(x, SR).to_numpy(), expected)
+    assert Path(seen[-1]["bufferModeConf"]).name == "buffer_mode_4000.conf.inc"
+
+
+def test_pruned_egemaps_config_drops_only_unused_components():
+    path = prosody_module._pruned_egemaps()
+    assert path is not None and Path(path).is_file()
+    assert ProsodyExtractor().smile.config_path == path  # the functionals use it
+    assert ProsodyExtractor(ProsodyConfig(feature_level="lld"))._smile_for(
+        "lld").config_path.endswith("opensmile/core/config/egemaps/v02/eGeMAPSv02.conf")
+    gemaps = Path(path).parents[2] / "gemaps" / "v01b"
+    text = "".join((gemaps / n).read_text() for n in prosody_module._GEMAPS_INCLUDES)
+    for name in prosody_module._EGEMAPS_UNUSED:
+        assert f"instance[gemapsv01b_{name}]" not in text
+    # the components eGeMAPSv02's functionals need stay
+    for name in ("smoF0", "smoLoudness", "functionalsF0", "functionalsLoudness",
+                 "temporalF0", "pitchSmoothViterbi", "logSpectral"):
+        assert f"instance[gemapsv01b_{name}]." in text
+
+
+SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+
+
+@pytest.mark.realdata
+def test_pruned_egemaps_config_equals_shipped_on_real_speech():
+    """The generated eGeMAPSv02 config without the unused GeMAPSv01b components gives
+    bit-identical functionals to the shipped config on every real recording here."""
+    files = sorted(p for p in SPEECH.rglob("*") if p.suffix in (".wav", ".flac"))
+    if len(files) < 10:
+        pytest.skip(f"real speech not found under {SPEECH}")
+    shipped = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                              feature_level=opensmile.FeatureLevel.Functionals)
+    pruned = opensmile.Smile(feature_set=prosody_module._pruned_egemaps(),
+                             feature_level=opensmile.FeatureLevel.Functionals)
+    assert pruned.feature_names == shipped.feature_names
+    for f in files:
+        x = load_audio(f, SR)
+        np.testing.assert_array_equal(pruned.process_signal(x, SR).to_numpy(),
+                                      shipped.process_signal(x, SR).to_numpy(), err_msg=str(f))
+
+
+def test_generated_config_removed_between_runs_is_made_again(speech, tmp_path, monkeypatch):
+    import shutil
+
+    # a private cache folder: the shared one may be in use by other processes
+    monkeypatch.setattr(prosody_module, "_cache_folder", lambda: tmp_path)
+    ex = ProsodyExtractor()
+    x = load_audio(speech["ref"], SR)
+    first = ex.process_signal(x, SR)
+    shutil.rmtree(Path(ex.smile.config_path).parents[2])  # e.g. a tmp cleaner
+    again = ex.process_signal(x, SR)
+    np.testing.assert_array_equal(again.to_numpy(), first.to_numpy())
+    assert Path(ex.smile.config_path).is_file()
+    assert Path(ex.smile.config_path).is_relative_to(tmp_path)

@@ -992,16 +992,11 @@ def extract(
     sessions_df = pd.DataFrame(sess_rows, columns=SESSION_COLUMNS)
     sessions_df["start_time"] = pd.to_datetime(sessions_df["start_time"], utc=True)
 
-    prosody_parts = [results[sid].prosody for sid in order if len(results[sid].prosody)]
-    prosody_df = (
-        pd.concat(prosody_parts)
-        if prosody_parts
-        else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["session_id", "track"]))
-    )
+    prosody_extractor = make_prosody_extractor(config.prosody)
+    prosody_df = prosody_table([results[sid].prosody for sid in order], prosody_extractor)
     utterances_df = utterances_frame(
         [u for sid in order for u in results[sid].utterances], asr_identity
     )
-    prosody_extractor = make_prosody_extractor(config.prosody)
     utterance_prosody_df = utterance_prosody_table(
         [getattr(results[sid], "utterance_prosody", None) for sid in order],
         prosody_extractor,
@@ -1055,6 +1050,29 @@ def extract(
             "assemble_s": time.perf_counter() - t_assemble - t_text,
         },
     )
+
+
+def prosody_table(frames: Iterable[pd.DataFrame], extractor: Any) -> pd.DataFrame:
+    """Return the per-track ``prosody`` table from the sessions' rows.
+
+    The one place both engines (``local`` and ``ray``) assemble the table, for
+    in-memory and streamed tracks alike; the backend is recorded in every row, as in
+    ``prosody_utterances`` (the resume key holds the prosody config, so a reused
+    session was computed by this backend).
+
+    Args:
+        frames: Each session's rows (``SessionResult.prosody``, indexed ``(session_id,
+            track)``) in manifest order; empty frames are skipped.
+        extractor: The prosody extractor of the run (feature names, backend name).
+
+    Returns:
+        Rows indexed ``(session_id, track)``, the functionals, and a string
+        ``prosody_backend`` column (e.g. ``opensmile-eGeMAPSv02-2.6.0``); no rows (same
+        columns) when there are none.
+    """
+    parts = [f for f in frames if len(f)]
+    table = pd.concat(parts) if parts else extractor.process_sessions([])
+    return table.assign(prosody_backend=extractor.backend_name)
 
 
 def utterance_prosody_table(

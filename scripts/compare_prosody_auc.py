@@ -196,8 +196,9 @@ def prosody_columns(ws: Path) -> list[str]:
     """
     from atrisk.features.in_class import UTTERANCE_FEATURES
 
-    pros = Workspace(ws).read("prosody")
-    names = [c for c in pros.columns if c not in ("session_id", "track")]
+    pros = Workspace(ws).read("prosody")  # indexed (session_id, track)
+    # the functionals: numeric columns, as build_in_class keeps them (not prosody_backend)
+    names = list(pros.select_dtypes(include="number").columns)
     per_track = [f"in_{track}_{c}" for track in ("teacher", "student") for c in names]
     per_utt = [f"in_{track}_utt_{c}" for track in ("teacher", "student")
                for c in UTTERANCE_FEATURES if c in names]

@@ -59,7 +59,11 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
         ("silent", "student"),
     } <= have
     assert ("corrupt", "teacher") not in have and ("nostudent", "student") not in have
-    assert p.shape[1] == 88
+    # the 88 functionals and, in every row, the backend that computed them
+    from atrisk.extractors.prosody import ProsodyExtractor
+
+    assert list(p.columns) == [*ProsodyExtractor().feature_names, "prosody_backend"]
+    assert set(p["prosody_backend"]) == {"opensmile-eGeMAPSv02-2.6.0"}
     # failures.jsonl lists them all, with file and reason
     failures = [json.loads(line) for line in (ws / "failures.jsonl").read_text().splitlines()]
     keys = {f["key"] for f in failures}
@@ -70,6 +74,9 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
     ic = pd.read_parquet(ws / "in_class.parquet")
     assert {"good", "stereo", "video", "corrupt"} <= set(ic.index)
     assert any(c.startswith("teacher_loudness") for c in ic.columns)
+    # the backend string is not a feature: in_class is the 2 x 88 + 2 x 7 + text floats
+    assert not [c for c in ic.columns if "backend" in c]
+    assert set(ic.dtypes) == {np.dtype("float64")}
     assert ic.loc["corrupt"].filter(like="teacher_loudness").isna().all()
     assert ic.loc["corrupt"].filter(like="student_loudness").notna().all()
     # the silent student track transcribes to nothing

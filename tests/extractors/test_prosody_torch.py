@@ -353,10 +353,11 @@ def test_extract_with_torch_backend(tmp_path):
     res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
     assert res.exit_code == 1  # the bad recordings are listed, the rest completes
     p = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
-    assert list(p.columns) == FEATURE_NAMES
+    assert list(p.columns) == [*FEATURE_NAMES, "prosody_backend"]
     assert p.loc[("good", "teacher"), "loudness_sma3_amean"] > 0
     run = json.loads((tmp_path / "ws" / "run.json").read_text())
     assert run["prosody_backend"].startswith("torch-eGeMAPSv02")
+    assert set(p["prosody_backend"]) == {run["prosody_backend"]}
     # per utterance: the torch backend on the decoded track cut at the utterance's times
     from atrisk.ingest.audio import load_audio
 

@@ -135,7 +135,12 @@ def extract(
         ),
     ],
     device: Annotated[
-        Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
+        Device,
+        typer.Option(
+            help="Where the ASR model and the torch prosody backend run (--engine ray: "
+            "prosody on the CPU); auto = CUDA when available, else CPU. Not part of the "
+            "resume key.",
+        ),
     ] = Device.auto,
     engine: Annotated[
         Engine,

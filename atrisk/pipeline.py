@@ -116,12 +116,15 @@ class _WorkerSpec:
     config: Config
     asr_backend: str
     asr_model: str
+    #: The run's ``--device`` (``auto``/``cpu``/``cuda``): ASR and the torch prosody backend.
     device: str
     torch_threads: int
     recordings: Path | None = None
     #: Tracks at least this long are streamed (taken from :data:`STREAM_TRACK_S` where
     #: the spec is made, i.e. in the driver, so that worker processes use the same value).
     stream_track_s: float = field(default_factory=lambda: STREAM_TRACK_S)
+    #: Where the torch prosody backend runs when not on ``device`` (the ray engine: ``cpu``).
+    prosody_device: str | None = None
 
 
 class _SessionProcessor:
@@ -132,7 +135,8 @@ class _SessionProcessor:
 
         self.spec = spec
         self.prosody = make_prosody_extractor(
-            spec.config.prosody, sample_rate=spec.config.audio.sample_rate
+            spec.config.prosody, sample_rate=spec.config.audio.sample_rate,
+            device=spec.prosody_device or spec.device,
         )
         self.transcriber = transcriber
         if self.transcriber is None and load_asr and spec.asr_backend != "transcripts":
@@ -855,7 +859,9 @@ def extract(
         recordings: Folder with ``sessions.csv`` and one sub-folder per session.
         out: Workspace folder (created; earlier results there are reused).
         config: Output-changing settings; defaults when ``None``.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``: where the ASR model
+            and the torch prosody backend run (the ray engine runs prosody on the CPU).
+            Not part of the resume key: a run on another device reuses earlier results.
         engine: ``local`` (process pool on this machine) or ``ray`` (a Ray Data
             pipeline, see :mod:`atrisk.engines.ray_data`); both give the same tables.
         workers: Processes for decode/prosody/ASR (default: CPU count, at most

@@ -152,8 +152,7 @@ def same_as_paper_scale(folder: Path, seed: int) -> bool:
 def extract(cohort: Path, ws: Path, backend: str, workers: int) -> dict:
     """Run ``atrisk extract`` with one prosody backend; return its cost and status."""
     cost_file = ws / "compare_extract.json"
-    config = Config().override({"asr.backend": "transcripts", "prosody.backend": backend,
-                                "prosody.device": "cpu"})
+    config = Config().override({"asr.backend": "transcripts", "prosody.backend": backend})
     t, c, load = time.perf_counter(), cpu_seconds(), os.getloadavg()
     res = pipeline.extract(cohort / "recordings", ws, config, device="cpu", workers=workers,
                            transcripts=cohort / "utterances.csv", progress=False)

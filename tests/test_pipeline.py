@@ -138,6 +138,28 @@ def test_rerun_resumes_and_gives_identical_tables(extracted, tmp_path):
     assert res3.n_resumed == res3.n_sessions
 
 
+def test_device_is_the_runs_option_and_not_in_the_resume_key(tmp_path):
+    """--device reaches the torch prosody backend; another device reuses every session."""
+    import torch
+
+    from tests.engines.test_ray_data import _small_recordings
+
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    spec = pipeline._WorkerSpec(cfg, "transcripts", cfg.asr.model, "cpu", 1)
+    assert pipeline._SessionProcessor(spec).prosody.device == torch.device("cpu")
+    rec = _small_recordings(tmp_path / "rec")
+    first = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+                             progress=False)
+    tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
+    again = pipeline.extract(rec, tmp_path / "ws", cfg, device="auto", workers=1,
+                             progress=False)
+    assert first.n_resumed == 0 and again.n_resumed == again.n_sessions == 3
+    for t in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ws" / f"{t}.parquet"),
+                                      tables[t])
+    assert "device" not in (tmp_path / "ws" / "config.toml").read_text()
+
+
 def test_changed_track_is_recomputed(tmp_path):
     import soundfile as sf
 

@@ -112,9 +112,8 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
 def test_ray_engine_equals_local_with_the_torch_prosody_backend(tmp_path):
     """Per-track and per-utterance torch prosody: the same tables from both engines."""
     rec = _small_recordings(tmp_path / "rec")
-    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch",
-                             "prosody.device": "cpu"})
-    pipeline.extract(rec, tmp_path / "local", cfg, workers=1, progress=False)
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    pipeline.extract(rec, tmp_path / "local", cfg, device="cpu", workers=1, progress=False)
     pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2, progress=False)
     _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     pu = pd.read_parquet(tmp_path / "ray" / "prosody_utterances.parquet")

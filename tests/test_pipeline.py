@@ -160,6 +160,68 @@ def test_device_is_the_runs_option_and_not_in_the_resume_key(tmp_path):
     assert "device" not in (tmp_path / "ws" / "config.toml").read_text()
 
 
+@pytest.mark.parametrize(("threads", "usable", "expected"), [(None, 3, 3), (2, 3, 2)])
+def test_workers_1_caps_torch_threads(tmp_path, monkeypatch, threads, usable, expected):
+    """--workers 1: torch runs on ``threads`` (default usable CPUs), torch prosody on 1.
+
+    The count the caller had is restored afterwards (the run is in this process).
+    """
+    import torch
+
+    from atrisk.extractors.prosody_torch import TorchProsodyExtractor
+    from tests.engines.test_ray_data import _small_recordings
+
+    seen: dict[str, set[int]] = {"session": set(), "prosody": set(), "utterances": set()}
+    real_call, real_track, real_utts = (pipeline._SessionProcessor.__call__,
+                                        TorchProsodyExtractor.process_sessions,
+                                        pipeline.utterance_prosody)
+
+    def spy(key, fn):
+        def wrapped(*args, **kwargs):
+            seen[key].add(torch.get_num_threads())
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(pipeline._SessionProcessor, "__call__", spy("session", real_call))
+    monkeypatch.setattr(TorchProsodyExtractor, "process_sessions", spy("prosody", real_track))
+    monkeypatch.setattr(pipeline, "utterance_prosody", spy("utterances", real_utts))
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: usable)
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    before = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        res = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+                               threads=threads, progress=False)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert res.n_sessions == 3 and res.n_resumed == 0
+    assert seen == {"session": {expected}, "prosody": {1}, "utterances": {1}}
+    assert after == 5
+
+
+def test_usable_cpus_honours_the_affinity_mask():
+    """A process allowed on one CPU counts one (os.cpu_count() would count them all)."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from atrisk.pipeline import usable_cpus; print(usable_cpus(), os.cpu_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) == 1 and int(out[1]) >= 1
+
+
+def test_threads_option_is_for_the_local_engine(tmp_path):
+    from atrisk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads is for --engine local"):
+        pipeline.extract(tmp_path, tmp_path / "ws", engine="ray", threads=2, progress=False)
+    with pytest.raises(ConfigError, match="at least 1, got 0"):
+        pipeline.extract(tmp_path, tmp_path / "ws", threads=0, progress=False)
+
+
 def test_changed_track_is_recomputed(tmp_path):
     import soundfile as sf
 

@@ -4,7 +4,8 @@ Each public function here is what one CLI command calls.  ``extract`` streams
 sessions through decode → prosody → ASR, writing each session's result
 atomically to ``WORKSPACE/parts/`` as it finishes; a rerun skips every session
 whose key (track content hashes + session row + output-changing config +
-package version + ASR model) is already there, so a crashed run resumes and
+package version + ASR model + fingerprint of the extractor code,
+:mod:`atrisk.fingerprint`) is already there, so a crashed run resumes and
 gives the same tables as an uninterrupted one.
 
 Two engines run the sessions: ``local`` (default), a process pool with a
@@ -690,7 +691,15 @@ def session_key(
     given: list[Utterance] | None,
     digests: dict[Path, str] | None = None,
 ) -> str:
-    """Return the resume key of a session: inputs' content + output-changing config + version."""
+    """Return the resume key of a session.
+
+    The key hashes the inputs' content, the output-changing config, the package
+    version, the ASR model and the fingerprint of the code and packages that compute
+    the session's results (:func:`atrisk.fingerprint.extract_fingerprint`: a backend
+    changed without a version bump is recomputed, not reused).
+    """
+    from atrisk import fingerprint
+
     digests = {} if digests is None else digests
     payload = {
         "session": [
@@ -706,6 +715,7 @@ def session_key(
         if given is None
         else [(u.speaker, u.start_s, u.end_s, u.text) for u in given],
         "version": atrisk.__version__,
+        "code": fingerprint.extract_fingerprint(config),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :20
@@ -944,6 +954,7 @@ def extract(
         ManifestError: ``sessions.csv`` missing or unusable.
         ModelLoadError: The ASR model cannot be loaded (and no fallback).
     """
+    from atrisk import fingerprint
     from atrisk.extractors.prosody import make_prosody_extractor
     from atrisk.extractors.text import text_features
     from atrisk.features.in_class import build_in_class
@@ -1101,6 +1112,7 @@ def extract(
             "recordings": str(recordings.resolve()),
             "asr": asr_identity,
             "prosody_backend": prosody_extractor.backend_name,
+            "code_fingerprint": fingerprint.extract_fingerprint(config),
             "engine": engine,
         },
     )
@@ -1128,8 +1140,8 @@ def prosody_table(frames: Iterable[pd.DataFrame], extractor: Any) -> pd.DataFram
 
     The one place both engines (``local`` and ``ray``) assemble the table, for
     in-memory and streamed tracks alike; the backend is recorded in every row, as in
-    ``prosody_utterances`` (the resume key holds the prosody config, so a reused
-    session was computed by this backend).
+    ``prosody_utterances`` (the resume key holds the prosody config and the backend's
+    code and package versions, so a reused session was computed by this backend).
 
     Args:
         frames: Each session's rows (``SessionResult.prosody``, indexed ``(session_id,

@@ -34,9 +34,9 @@ opensmile − torch, its bootstrap CI over students, cohort size, audio seconds,
 extraction CPU seconds, the command) and ``OUT/results.md``.
 
 Extraction resumes per session through the pipeline's cache when ``--work`` is
-reused; the cache key holds the backend name and torch version, not the backend's
-code: after changing a backend, use a fresh ``--work`` (the default is a new
-temporary folder).
+reused; the resume key holds a fingerprint of the backend's code and package versions
+(:mod:`atrisk.fingerprint`), so after a backend change its sessions are extracted again
+(the default ``--work`` is a new temporary folder).
 """
 
 from __future__ import annotations

@@ -222,6 +222,31 @@ def test_threads_option_is_for_the_local_engine(tmp_path):
         pipeline.extract(tmp_path, tmp_path / "ws", threads=0, progress=False)
 
 
+def test_extractor_code_is_in_the_resume_key(tmp_path, monkeypatch):
+    """Another code fingerprint recomputes every session; the same one reuses them."""
+    from atrisk import fingerprint
+    from tests.engines.test_ray_data import _small_recordings
+
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts"})
+
+    def run():
+        return pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+
+    first = run()
+    tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
+    run_json = json.loads((tmp_path / "ws" / "run.json").read_text())
+    assert run_json["code_fingerprint"] == fingerprint.extract_fingerprint(cfg)
+    assert (first.n_resumed, run().n_resumed) == (0, 3)  # same code: reused
+    monkeypatch.setattr(fingerprint, "extract_fingerprint", lambda config: "0" * 16)
+    changed = run()  # e.g. a backend edited without a version bump
+    assert changed.n_resumed == 0 and changed.stage_seconds["prosody_s"] > 0
+    assert run().n_resumed == 3  # and that code's results are reused in turn
+    for t in TABLES:  # (the code did not really change: the same tables)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ws" / f"{t}.parquet"),
+                                      tables[t])
+
+
 def test_changed_track_is_recomputed(tmp_path):
     import soundfile as sf
 

@@ -135,7 +135,12 @@ def extract(
         ),
     ],
     device: Annotated[
-        Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
+        Device,
+        typer.Option(
+            help="Where the ASR model and the torch prosody backend run (--engine ray: "
+            "prosody on the CPU); auto = CUDA when available, else CPU. Not part of the "
+            "resume key.",
+        ),
     ] = Device.auto,
     engine: Annotated[
         Engine,
@@ -200,7 +205,17 @@ def extract(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes [default: CPU count].", min=1)
+        int | None,
+        typer.Option(help="Worker processes (default: the CPUs this process may use).", min=1),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            help="torch threads per worker process, --workers 1 included (--engine local; "
+            "default: usable CPUs / workers); the torch prosody backend on the CPU uses 1.",
+            min=1,
+        ),
     ] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
@@ -236,6 +251,7 @@ def extract(
         transcripts=transcripts,
         progress=not (quiet or as_json),
         address=address,
+        threads=threads,
     )
     if as_json:
         _emit_json(res.__dict__)

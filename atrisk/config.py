@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,9 +49,6 @@ class ProsodyConfig(_Section):
         "opensmile",
         description="opensmile (research/education licence) or torch (licence-clean "
         "eGeMAPSv02 re-implementation; see docs/prosody.md).",
-    )
-    device: str = Field(
-        "auto", description="torch backend: auto (CUDA when available), cpu or cuda[:i]."
     )
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
         "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
@@ -306,4 +304,35 @@ def load_config(path: Path | str | None = None) -> Config:
         raise ConfigError(f"cannot parse config file {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table/mapping at the top level")
-    return _validate(data, str(path))
+    return _validate(_without_prosody_device(data, path), str(path))
+
+
+def _without_prosody_device(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Drop the retired ``prosody.device`` key of a config file (``auto`` only; else an error).
+
+    The device is the run's ``--device`` option, not part of the saved config or the
+    resume key.  Configs saved before that change hold ``device = "auto"`` (the old
+    default, what ``--device`` defaults to): it is dropped with a ``FutureWarning``.
+    Any other value would now be ignored and the model might run elsewhere than asked,
+    so it is an error naming the option to use instead.
+
+    Raises:
+        ConfigError: When ``prosody.device`` is set to something other than ``auto``.
+    """
+    prosody = data.get("prosody")
+    if not isinstance(prosody, dict) or "device" not in prosody:
+        return data
+    value = prosody["device"]
+    if value != "auto":
+        raise ConfigError(
+            f"config file {path}: prosody.device = {value!r} is no longer a config setting; "
+            f"remove it and pass --device {value} on the command line (one device for the "
+            "run: ASR and the torch prosody backend)"
+        )
+    warnings.warn(
+        f"config file {path}: prosody.device is no longer a config setting and is ignored "
+        "(it was 'auto', the default of --device); remove it and use --device",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return {**data, "prosody": {k: v for k, v in prosody.items() if k != "device"}}

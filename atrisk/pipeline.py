@@ -4,7 +4,8 @@ Each public function here is what one CLI command calls.  ``extract`` streams
 sessions through decode → prosody → ASR, writing each session's result
 atomically to ``WORKSPACE/parts/`` as it finishes; a rerun skips every session
 whose key (track content hashes + session row + output-changing config +
-package version + ASR model) is already there, so a crashed run resumes and
+package version + ASR model + fingerprint of the extractor code,
+:mod:`atrisk.fingerprint`) is already there, so a crashed run resumes and
 gives the same tables as an uninterrupted one.
 
 Two engines run the sessions: ``local`` (default), a process pool with a
@@ -27,9 +28,11 @@ import multiprocessing
 import os
 import pickle
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +51,47 @@ from atrisk.workspace import Workspace, atomic_path, write_text
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
+
+#: torch intra-op threads of the torch prosody backend on the CPU, whatever the run's
+#: ``threads``: its tensors are one track or utterance, and extra threads mostly spin (on
+#: a loaded 2-core machine per-utterance prosody took 18.7 CPU-s with torch's default
+#: threads against 1.68 with one; one thread on a quiet machine: 155.7 audio-s per
+#: CPU-second against 171.5 wall audio-s/s with all threads, docs/prosody.md).
+PROSODY_TORCH_THREADS = 1
+
+
+def usable_cpus() -> int:
+    """Return the CPUs this process may use: its affinity and cgroup CPU quota, at least 1.
+
+    ``os.cpu_count()`` counts the host's CPUs, so in a container limited to 2 CPUs of a
+    16-CPU host it gives 16 (and torch starts 16 threads); joblib's ``cpu_count``
+    honours the affinity mask and the cgroup quota.
+    """
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count()))
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count set to ``n``; restored afterwards.
+
+    Args:
+        n: Threads (at least 1); ``None`` leaves the count alone.  Nothing is done when
+            torch is not imported (no torch model in this process).
+    """
+    torch = sys.modules.get("torch")
+    if n is None or torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- results
@@ -116,12 +160,20 @@ class _WorkerSpec:
     config: Config
     asr_backend: str
     asr_model: str
+    #: The run's ``--device`` (``auto``/``cpu``/``cuda``): ASR and the torch prosody backend.
     device: str
     torch_threads: int
     recordings: Path | None = None
     #: Tracks at least this long are streamed (taken from :data:`STREAM_TRACK_S` where
     #: the spec is made, i.e. in the driver, so that worker processes use the same value).
     stream_track_s: float = field(default_factory=lambda: STREAM_TRACK_S)
+    #: Where the torch prosody backend runs when not on ``device`` (the ray engine: ``cpu``).
+    prosody_device: str | None = None
+
+    @property
+    def uses_torch(self) -> bool:
+        """Whether a torch model runs in the worker (ASR other than transcripts, torch prosody)."""
+        return self.asr_backend != "transcripts" or self.config.prosody.backend == "torch"
 
 
 class _SessionProcessor:
@@ -132,11 +184,19 @@ class _SessionProcessor:
 
         self.spec = spec
         self.prosody = make_prosody_extractor(
-            spec.config.prosody, sample_rate=spec.config.audio.sample_rate
+            spec.config.prosody, sample_rate=spec.config.audio.sample_rate,
+            device=spec.prosody_device or spec.device,
         )
         self.transcriber = transcriber
         if self.transcriber is None and load_asr and spec.asr_backend != "transcripts":
             self.transcriber = _load_transcriber(spec)
+
+    def _prosody_threads(self):
+        """Context of a prosody call: :data:`PROSODY_TORCH_THREADS` for torch on the CPU."""
+        device = getattr(self.prosody, "device", None)
+        if device is None or getattr(device, "type", None) != "cpu":
+            return torch_threads(None)  # openSMILE (its own threads) or torch on CUDA
+        return torch_threads(min(PROSODY_TORCH_THREADS, self.spec.torch_threads))
 
     def __call__(self, session: Session, given: list[Utterance] | None) -> SessionResult:
         """Decode, extract prosody and transcribe one session, one track in memory at a time."""
@@ -185,7 +245,8 @@ class _SessionProcessor:
             signal_size = None if signal is None else signal.size
             _release_memory(signal_size)  # the decoder's freed buffers, before openSMILE's
             t1, c1 = time.perf_counter(), time.process_time()
-            prosody = self.prosody.process_sessions([decoded])
+            with self._prosody_threads():
+                prosody = self.prosody.process_sessions([decoded])
             # a prosody failure is the session's error too (listed in failures.jsonl)
             failed = getattr(self.prosody, "failures", {}).get((session.session_id, track))
             if error is None and failed:
@@ -340,14 +401,15 @@ class _SessionProcessor:
             return
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            frame, failed = utterance_prosody(
-                self.prosody,
-                signal,
-                self.spec.config.audio.sample_rate,
-                part.session.session_id,
-                track,
-                utterances,
-            )
+            with self._prosody_threads():
+                frame, failed = utterance_prosody(
+                    self.prosody,
+                    signal,
+                    self.spec.config.audio.sample_rate,
+                    part.session.session_id,
+                    track,
+                    utterances,
+                )
         except AtriskError as exc:  # a streamed track that failed to decode this time
             frame, failed = None, [str(exc)]
         if frame is not None:
@@ -579,7 +641,7 @@ _PROCESSOR: _SessionProcessor | None = None
 
 def _worker_init(spec: _WorkerSpec) -> None:
     global _PROCESSOR
-    if spec.asr_backend != "transcripts" or spec.config.prosody.backend == "torch":
+    if spec.uses_torch:
         import torch
 
         torch.set_num_threads(spec.torch_threads)
@@ -629,7 +691,15 @@ def session_key(
     given: list[Utterance] | None,
     digests: dict[Path, str] | None = None,
 ) -> str:
-    """Return the resume key of a session: inputs' content + output-changing config + version."""
+    """Return the resume key of a session.
+
+    The key hashes the inputs' content, the output-changing config, the package
+    version, the ASR model and the fingerprint of the code and packages that compute
+    the session's results (:func:`atrisk.fingerprint.extract_fingerprint`: a backend
+    changed without a version bump is recomputed, not reused).
+    """
+    from atrisk import fingerprint
+
     digests = {} if digests is None else digests
     payload = {
         "session": [
@@ -645,6 +715,7 @@ def session_key(
         if given is None
         else [(u.speaker, u.start_s, u.end_s, u.text) for u in given],
         "version": atrisk.__version__,
+        "code": fingerprint.extract_fingerprint(config),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
         :20
@@ -844,6 +915,7 @@ def extract(
     asr_fallback: bool = False,
     progress: bool = True,
     address: str | None = None,
+    threads: int | None = None,
 ) -> ExtractResult:
     """Turn a recordings folder into the workspace tables.
 
@@ -855,18 +927,24 @@ def extract(
         recordings: Folder with ``sessions.csv`` and one sub-folder per session.
         out: Workspace folder (created; earlier results there are reused).
         config: Output-changing settings; defaults when ``None``.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``: where the ASR model
+            and the torch prosody backend run (the ray engine runs prosody on the CPU).
+            Not part of the resume key: a run on another device reuses earlier results.
         engine: ``local`` (process pool on this machine) or ``ray`` (a Ray Data
             pipeline, see :mod:`atrisk.engines.ray_data`); both give the same tables.
-        workers: Processes for decode/prosody/ASR (default: CPU count, at most
-            the number of sessions); with ``ray`` and no ``address``, the CPUs
-            of the local Ray instance.
+        workers: Processes for decode/prosody/ASR (default: the CPUs this process may
+            use, :func:`usable_cpus`, at most the number of sessions); with ``ray`` and
+            no ``address``, the CPUs of the local Ray instance.
         known_students: When given, manifest rows naming other students fail.
         transcripts: Utterance file for the ``transcripts`` backend.
         asr_fallback: Fall back to pocketsphinx when the wav2vec2 model cannot
             be loaded (``atrisk demo``); otherwise that is an error.
         progress: Show a progress bar.
         address: Ray cluster to join (``ray`` engine; ``None`` starts Ray locally).
+        threads: torch intra-op threads per worker process, ``workers=1`` included
+            (``local`` engine; default: :func:`usable_cpus` // workers); the torch
+            prosody backend on the CPU uses :data:`PROSODY_TORCH_THREADS` whatever this
+            says.  Not part of the resume key.
 
     Returns:
         The run summary; ``exit_code`` is 1 when something failed.
@@ -876,6 +954,7 @@ def extract(
         ManifestError: ``sessions.csv`` missing or unusable.
         ModelLoadError: The ASR model cannot be loaded (and no fallback).
     """
+    from atrisk import fingerprint
     from atrisk.extractors.prosody import make_prosody_extractor
     from atrisk.extractors.text import text_features
     from atrisk.features.in_class import build_in_class
@@ -886,6 +965,9 @@ def extract(
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if address is not None and engine != "ray":
         raise ConfigError("--address is for --engine ray")
+    if threads is not None and (engine != "local" or threads < 1):
+        raise ConfigError("--threads is for --engine local (Ray gives each task its CPUs) "
+                          f"and must be at least 1, got {threads}")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
     if config.prosody.feature_level != "functionals":
@@ -923,11 +1005,11 @@ def extract(
             )
         else:
             plan = iter_plan(sessions, ws.root, config, asr_identity, given)
-            n_workers = max(1, min(workers or os.cpu_count() or 1, len(sessions)))
+            n_workers = max(1, min(workers or usable_cpus(), len(sessions)))
             stream = (
                 (r, resumed, None)
                 for r, resumed in _run_sessions(
-                    plan, recordings, config, device, transcriber, n_workers
+                    plan, recordings, config, device, transcriber, n_workers, threads
                 )
             )
         for result, resumed, text_row in stream:
@@ -992,16 +1074,11 @@ def extract(
     sessions_df = pd.DataFrame(sess_rows, columns=SESSION_COLUMNS)
     sessions_df["start_time"] = pd.to_datetime(sessions_df["start_time"], utc=True)
 
-    prosody_parts = [results[sid].prosody for sid in order if len(results[sid].prosody)]
-    prosody_df = (
-        pd.concat(prosody_parts)
-        if prosody_parts
-        else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=["session_id", "track"]))
-    )
+    prosody_extractor = make_prosody_extractor(config.prosody)
+    prosody_df = prosody_table([results[sid].prosody for sid in order], prosody_extractor)
     utterances_df = utterances_frame(
         [u for sid in order for u in results[sid].utterances], asr_identity
     )
-    prosody_extractor = make_prosody_extractor(config.prosody)
     utterance_prosody_df = utterance_prosody_table(
         [getattr(results[sid], "utterance_prosody", None) for sid in order],
         prosody_extractor,
@@ -1035,6 +1112,7 @@ def extract(
             "recordings": str(recordings.resolve()),
             "asr": asr_identity,
             "prosody_backend": prosody_extractor.backend_name,
+            "code_fingerprint": fingerprint.extract_fingerprint(config),
             "engine": engine,
         },
     )
@@ -1055,6 +1133,29 @@ def extract(
             "assemble_s": time.perf_counter() - t_assemble - t_text,
         },
     )
+
+
+def prosody_table(frames: Iterable[pd.DataFrame], extractor: Any) -> pd.DataFrame:
+    """Return the per-track ``prosody`` table from the sessions' rows.
+
+    The one place both engines (``local`` and ``ray``) assemble the table, for
+    in-memory and streamed tracks alike; the backend is recorded in every row, as in
+    ``prosody_utterances`` (the resume key holds the prosody config and the backend's
+    code and package versions, so a reused session was computed by this backend).
+
+    Args:
+        frames: Each session's rows (``SessionResult.prosody``, indexed ``(session_id,
+            track)``) in manifest order; empty frames are skipped.
+        extractor: The prosody extractor of the run (feature names, backend name).
+
+    Returns:
+        Rows indexed ``(session_id, track)``, the functionals, and a string
+        ``prosody_backend`` column (e.g. ``opensmile-eGeMAPSv02-2.6.0``); no rows (same
+        columns) when there are none.
+    """
+    parts = [f for f in frames if len(f)]
+    table = pd.concat(parts) if parts else extractor.process_sessions([])
+    return table.assign(prosody_backend=extractor.backend_name)
 
 
 def utterance_prosody_table(
@@ -1104,25 +1205,32 @@ def _run_sessions(
     device: str,
     transcriber: Any | None,
     n_workers: int,
+    threads: int | None = None,
 ) -> Iterator[tuple[SessionResult, bool]]:
     """Process planned sessions, writing each result to its part file as soon as it is done.
 
     Yields ``(result, resumed)``; sessions done by an earlier run are yielded as
     they come, the others from a process pool with at most ``2 * n_workers``
-    sessions in flight (the plan is consumed lazily).
+    sessions in flight (the plan is consumed lazily).  torch's intra-op threads are
+    capped at ``threads`` per worker (default: :func:`usable_cpus` // ``n_workers``),
+    with one worker too (in this process, restored afterwards); the torch prosody
+    backend on the CPU uses :data:`PROSODY_TORCH_THREADS`.
     """
-    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    threads = threads or max(1, usable_cpus() // n_workers)
     spec = _WorkerSpec(config, config.asr.backend, config.asr.model, device, threads, recordings)
     if n_workers == 1:
-        processor = None
-        for item in plan:
-            if item.cached is not None:
-                yield item.cached, True
-                continue
-            processor = processor or _SessionProcessor(spec, transcriber=transcriber)
-            result = processor(item.session, item.given)
-            _write_part(item.part, result)
-            yield result, False
+        if spec.uses_torch:
+            import torch  # noqa: F401  (so that its thread count is set before the models run)
+        with torch_threads(threads if spec.uses_torch else None):
+            processor = None
+            for item in plan:
+                if item.cached is not None:
+                    yield item.cached, True
+                    continue
+                processor = processor or _SessionProcessor(spec, transcriber=transcriber)
+                result = processor(item.session, item.given)
+                _write_part(item.part, result)
+                yield result, False
         return
     ctx = multiprocessing.get_context("spawn")
     pool: ProcessPoolExecutor | None = None

@@ -34,9 +34,9 @@ opensmile − torch, its bootstrap CI over students, cohort size, audio seconds,
 extraction CPU seconds, the command) and ``OUT/results.md``.
 
 Extraction resumes per session through the pipeline's cache when ``--work`` is
-reused; the cache key holds the backend name and torch version, not the backend's
-code: after changing a backend, use a fresh ``--work`` (the default is a new
-temporary folder).
+reused; the resume key holds a fingerprint of the backend's code and package versions
+(:mod:`atrisk.fingerprint`), so after a backend change its sessions are extracted again
+(the default ``--work`` is a new temporary folder).
 """
 
 from __future__ import annotations
@@ -152,8 +152,7 @@ def same_as_paper_scale(folder: Path, seed: int) -> bool:
 def extract(cohort: Path, ws: Path, backend: str, workers: int) -> dict:
     """Run ``atrisk extract`` with one prosody backend; return its cost and status."""
     cost_file = ws / "compare_extract.json"
-    config = Config().override({"asr.backend": "transcripts", "prosody.backend": backend,
-                                "prosody.device": "cpu"})
+    config = Config().override({"asr.backend": "transcripts", "prosody.backend": backend})
     t, c, load = time.perf_counter(), cpu_seconds(), os.getloadavg()
     res = pipeline.extract(cohort / "recordings", ws, config, device="cpu", workers=workers,
                            transcripts=cohort / "utterances.csv", progress=False)
@@ -196,8 +195,9 @@ def prosody_columns(ws: Path) -> list[str]:
     """
     from atrisk.features.in_class import UTTERANCE_FEATURES
 
-    pros = Workspace(ws).read("prosody")
-    names = [c for c in pros.columns if c not in ("session_id", "track")]
+    pros = Workspace(ws).read("prosody")  # indexed (session_id, track)
+    # the functionals: numeric columns, as build_in_class keeps them (not prosody_backend)
+    names = list(pros.select_dtypes(include="number").columns)
     per_track = [f"in_{track}_{c}" for track in ("teacher", "student") for c in names]
     per_utt = [f"in_{track}_utt_{c}" for track in ("teacher", "student")
                for c in UTTERANCE_FEATURES if c in names]

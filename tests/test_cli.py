@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from atrisk.cli import app
@@ -37,15 +38,24 @@ def test_extract_without_manifest_is_usage_error(tmp_path):
     assert "sessions.csv" in r.output
 
 
-def test_invalid_config_file_is_usage_error(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[training]\nlookback = -3\n", ["training.lookback"]),
+        # the device is --device now: a config that still sets another one is not ignored
+        ('[prosody]\ndevice = "cuda"\n', ["prosody.device", "--device cuda"]),
+    ],
+)
+def test_invalid_config_file_is_usage_error(tmp_path, text, expected):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[training]\nlookback = -3\n")
+    cfg.write_text(text)
     (tmp_path / "rec").mkdir()
     r = runner.invoke(
         app, ["extract", str(tmp_path / "rec"), "--out", str(tmp_path / "ws"), "--config", str(cfg)]
     )
     assert r.exit_code == 2
-    assert "training.lookback" in r.output
+    for part in expected:
+        assert part in r.output
 
 
 def test_unknown_option_value_is_usage_error(tmp_path):

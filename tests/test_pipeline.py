@@ -59,7 +59,11 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
         ("silent", "student"),
     } <= have
     assert ("corrupt", "teacher") not in have and ("nostudent", "student") not in have
-    assert p.shape[1] == 88
+    # the 88 functionals and, in every row, the backend that computed them
+    from atrisk.extractors.prosody import ProsodyExtractor
+
+    assert list(p.columns) == [*ProsodyExtractor().feature_names, "prosody_backend"]
+    assert set(p["prosody_backend"]) == {"opensmile-eGeMAPSv02-2.6.0"}
     # failures.jsonl lists them all, with file and reason
     failures = [json.loads(line) for line in (ws / "failures.jsonl").read_text().splitlines()]
     keys = {f["key"] for f in failures}
@@ -70,6 +74,9 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
     ic = pd.read_parquet(ws / "in_class.parquet")
     assert {"good", "stereo", "video", "corrupt"} <= set(ic.index)
     assert any(c.startswith("teacher_loudness") for c in ic.columns)
+    # the backend string is not a feature: in_class is the 2 x 88 + 2 x 7 + text floats
+    assert not [c for c in ic.columns if "backend" in c]
+    assert set(ic.dtypes) == {np.dtype("float64")}
     assert ic.loc["corrupt"].filter(like="teacher_loudness").isna().all()
     assert ic.loc["corrupt"].filter(like="student_loudness").notna().all()
     # the silent student track transcribes to nothing
@@ -129,6 +136,115 @@ def test_rerun_resumes_and_gives_identical_tables(extracted, tmp_path):
     # a second rerun reuses everything
     res3 = pipeline.extract(rec, ws2, CFG, workers=1, progress=False)
     assert res3.n_resumed == res3.n_sessions
+
+
+def test_device_is_the_runs_option_and_not_in_the_resume_key(tmp_path):
+    """--device reaches the torch prosody backend; another device reuses every session."""
+    import torch
+
+    from tests.engines.test_ray_data import _small_recordings
+
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    spec = pipeline._WorkerSpec(cfg, "transcripts", cfg.asr.model, "cpu", 1)
+    assert pipeline._SessionProcessor(spec).prosody.device == torch.device("cpu")
+    rec = _small_recordings(tmp_path / "rec")
+    first = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+                             progress=False)
+    tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
+    again = pipeline.extract(rec, tmp_path / "ws", cfg, device="auto", workers=1,
+                             progress=False)
+    assert first.n_resumed == 0 and again.n_resumed == again.n_sessions == 3
+    for t in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ws" / f"{t}.parquet"),
+                                      tables[t])
+    assert "device" not in (tmp_path / "ws" / "config.toml").read_text()
+
+
+@pytest.mark.parametrize(("threads", "usable", "expected"), [(None, 3, 3), (2, 3, 2)])
+def test_workers_1_caps_torch_threads(tmp_path, monkeypatch, threads, usable, expected):
+    """--workers 1: torch runs on ``threads`` (default usable CPUs), torch prosody on 1.
+
+    The count the caller had is restored afterwards (the run is in this process).
+    """
+    import torch
+
+    from atrisk.extractors.prosody_torch import TorchProsodyExtractor
+    from tests.engines.test_ray_data import _small_recordings
+
+    seen: dict[str, set[int]] = {"session": set(), "prosody": set(), "utterances": set()}
+    real_call, real_track, real_utts = (pipeline._SessionProcessor.__call__,
+                                        TorchProsodyExtractor.process_sessions,
+                                        pipeline.utterance_prosody)
+
+    def spy(key, fn):
+        def wrapped(*args, **kwargs):
+            seen[key].add(torch.get_num_threads())
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(pipeline._SessionProcessor, "__call__", spy("session", real_call))
+    monkeypatch.setattr(TorchProsodyExtractor, "process_sessions", spy("prosody", real_track))
+    monkeypatch.setattr(pipeline, "utterance_prosody", spy("utterances", real_utts))
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: usable)
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    before = torch.get_num_threads()
+    torch.set_num_threads(5)
+    try:
+        res = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+                               threads=threads, progress=False)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert res.n_sessions == 3 and res.n_resumed == 0
+    assert seen == {"session": {expected}, "prosody": {1}, "utterances": {1}}
+    assert after == 5
+
+
+def test_usable_cpus_honours_the_affinity_mask():
+    """A process allowed on one CPU counts one (os.cpu_count() would count them all)."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from atrisk.pipeline import usable_cpus; print(usable_cpus(), os.cpu_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert int(out[0]) == 1 and int(out[1]) >= 1
+
+
+def test_threads_option_is_for_the_local_engine(tmp_path):
+    from atrisk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads is for --engine local"):
+        pipeline.extract(tmp_path, tmp_path / "ws", engine="ray", threads=2, progress=False)
+    with pytest.raises(ConfigError, match="at least 1, got 0"):
+        pipeline.extract(tmp_path, tmp_path / "ws", threads=0, progress=False)
+
+
+def test_extractor_code_is_in_the_resume_key(tmp_path, monkeypatch):
+    """Another code fingerprint recomputes every session; the same one reuses them."""
+    from atrisk import fingerprint
+    from tests.engines.test_ray_data import _small_recordings
+
+    rec = _small_recordings(tmp_path / "rec")
+    cfg = Config().override({"asr.backend": "transcripts"})
+
+    def run():
+        return pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+
+    first = run()
+    tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
+    run_json = json.loads((tmp_path / "ws" / "run.json").read_text())
+    assert run_json["code_fingerprint"] == fingerprint.extract_fingerprint(cfg)
+    assert (first.n_resumed, run().n_resumed) == (0, 3)  # same code: reused
+    monkeypatch.setattr(fingerprint, "extract_fingerprint", lambda config: "0" * 16)
+    changed = run()  # e.g. a backend edited without a version bump
+    assert changed.n_resumed == 0 and changed.stage_seconds["prosody_s"] > 0
+    assert run().n_resumed == 3  # and that code's results are reused in turn
+    for t in TABLES:  # (the code did not really change: the same tables)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ws" / f"{t}.parquet"),
+                                      tables[t])
 
 
 def test_changed_track_is_recomputed(tmp_path):

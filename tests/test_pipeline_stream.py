@@ -94,6 +94,8 @@ def test_streamed_given_transcripts_and_resume(tmp_path, monkeypatch):
     assert decoded == [] and len(streamed) == 5  # 3 teacher + 2 student tracks
     assert res.stage_seconds["prosody_s"] > 0
     _assert_same_outputs(tmp_path / "stream", tmp_path / "whole")
+    prosody = pd.read_parquet(tmp_path / "stream" / "prosody.parquet")
+    assert prosody["prosody_backend"].tolist() == ["opensmile-eGeMAPSv02-2.6.0"] * 5
     again, decoded, streamed = _run(rec, tmp_path / "stream", cfg, monkeypatch, stream=True,
                                     workers=1)
     assert again.n_resumed == 3 and decoded == streamed == []

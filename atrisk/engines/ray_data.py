@@ -61,7 +61,8 @@ class StageContext:
         recordings: Recordings folder (absolute).
         config: Output-changing settings.
         asr_identity: Name of the ASR model (part of the resume key).
-        device: ``cpu`` or ``cuda`` (resolved against the cluster's resources).
+        device: ``cpu`` or ``cuda`` (resolved against the cluster's resources) for the
+            ASR actors; the torch prosody backend runs on the CPU.
     """
 
     workspace: Path
@@ -77,9 +78,11 @@ class StageContext:
         from atrisk.pipeline import STREAM_TRACK_S, _WorkerSpec
 
         cfg = self.config
+        # the torch prosody backend runs on the CPU in both stages: the CPU stage holds no
+        # GPU, and the ASR actors' per-utterance rows then come from the same device
         return _WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings,
                            stream_track_s=STREAM_TRACK_S if self.stream_track_s is None
-                           else self.stream_track_s)
+                           else self.stream_track_s, prosody_device="cpu")
 
 
 _CPU: tuple[StageContext, Any] | None = None  # per worker process: (context, processor)
@@ -306,7 +309,7 @@ def run_ray(
         recordings: Recordings folder.
         config: Output-changing settings.
         asr_identity: Name of the ASR model.
-        device: ``auto``, ``cpu`` or ``cuda`` (for the ASR actors).
+        device: ``auto``, ``cpu`` or ``cuda`` (for the ASR actors; prosody runs on the CPU).
         workers: CPUs of a local Ray (default: all).
         address: Ray cluster to join instead of starting one.
 

@@ -137,7 +137,7 @@ _UV_MEANS = ("alphaRatioUV_sma3nz_amean", "hammarbergIndexUV_sma3nz_amean",
 
 
 def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int = 16000,
-                           **kwargs: Any) -> Any:
+                           device: str | None = None, **kwargs: Any) -> Any:
     """Return the prosody extractor of the configured backend.
 
     Args:
@@ -145,7 +145,10 @@ def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int
             (:class:`ProsodyExtractor`) or ``torch``
             (``atrisk.extractors.prosody_torch.TorchProsodyExtractor``, imported lazily).
         sample_rate: Rate (Hz) files are decoded to.
-        **kwargs: Passed on to the extractor (e.g. ``num_workers``, ``device``).
+        device: Where the ``torch`` backend runs (``auto``/``None``: CUDA when
+            available, ``cpu``, ``cuda[:i]``; the run's ``--device``, not a config
+            setting); openSMILE runs on the CPU and ignores it.
+        **kwargs: Passed on to the extractor (e.g. ``num_workers``).
 
     Returns:
         An extractor with ``process_signal``/``process_file``/``process_files``/
@@ -167,7 +170,7 @@ def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int
                 f"prosody.backend='torch' is not available: {exc}; use --prosody-backend "
                 "opensmile"
             ) from exc
-        return cls(config, sample_rate=sample_rate, **kwargs)
+        return cls(config, sample_rate=sample_rate, device=device, **kwargs)
     raise ConfigError(f"unknown prosody.backend {backend!r} (opensmile or torch)")
 
 

@@ -1221,8 +1221,8 @@ class TorchProsodyExtractor(SegmentFeatures):
         config: Prosody section (defaults when ``None``); ``backend`` must be ``"torch"``
             or ``"opensmile"`` (the feature set must be eGeMAPSv02, the level functionals).
         sample_rate: Rate (Hz) files are decoded to by :meth:`process_file`.
-        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda[:i]"``;
-            ``None`` takes ``config.device``.
+        device: ``"auto"`` or ``None`` (CUDA when available, else CPU), ``"cpu"`` or
+            ``"cuda[:i]"`` (``atrisk extract`` passes its ``--device``).
         batch_size: Signals processed together (padded to the longest of the batch);
             ``None``: 1 on CPU (measured fastest there), 32 on CUDA.
         max_batch_seconds: Cap on the padded audio of one batch (seconds), bounding memory.
@@ -1244,8 +1244,7 @@ class TorchProsodyExtractor(SegmentFeatures):
             raise ConfigError("the torch prosody backend writes functionals only "
                               "(prosody.feature_level='functionals')")
         self.sample_rate = int(sample_rate)
-        self.device = resolve_device(device if device is not None
-                                     else getattr(self.config, "device", "auto"))
+        self.device = resolve_device(device)
         if batch_size is None:  # CPU: one signal at a time is faster (cache); GPU: batches
             batch_size = 1 if self.device.type == "cpu" else 32
         self.batch_size = max(1, int(batch_size))

@@ -95,6 +95,9 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
     assert (ray_res.n_ok, ray_res.n_partial, ray_res.exit_code) == (2, 1, 1)
     assert (local.n_ok, local.n_partial, local.exit_code) == (2, 1, 1)
     _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
+    prosody = pd.read_parquet(tmp_path / "ray" / "prosody.parquet")
+    assert len(prosody) == 5  # 3 teacher + 2 student tracks, each with its backend
+    assert prosody["prosody_backend"].tolist() == ["opensmile-eGeMAPSv02-2.6.0"] * 5
     ic = pd.read_parquet(tmp_path / "ray" / "in_class.parquet")
     assert ic.loc["s1", "inter_qa_rounds"] == 1  # text features came from the ray text stage
     assert ray_res.stage_seconds["text_s"] > 0 and ray_res.stage_seconds["prosody_s"] > 0
@@ -109,13 +112,14 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
 def test_ray_engine_equals_local_with_the_torch_prosody_backend(tmp_path):
     """Per-track and per-utterance torch prosody: the same tables from both engines."""
     rec = _small_recordings(tmp_path / "rec")
-    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch",
-                             "prosody.device": "cpu"})
-    pipeline.extract(rec, tmp_path / "local", cfg, workers=1, progress=False)
+    cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
+    pipeline.extract(rec, tmp_path / "local", cfg, device="cpu", workers=1, progress=False)
     pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2, progress=False)
     _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     pu = pd.read_parquet(tmp_path / "ray" / "prosody_utterances.parquet")
     assert len(pu) == 5 and pu["prosody_backend"].str.startswith("torch-eGeMAPSv02").all()
+    p = pd.read_parquet(tmp_path / "ray" / "prosody.parquet")
+    assert set(p["prosody_backend"]) == set(pu["prosody_backend"])
 
 
 def test_unknown_engine_and_address_without_ray_are_config_errors(tmp_path):

@@ -286,10 +286,16 @@ def test_sessions_files_and_backend_recorded(ex, tmp_path):
 
 
 def test_config_factory_and_device():
-    cfg = ProsodyConfig(backend="torch", device="cpu")
-    extractor = make_prosody_extractor(cfg)
+    # the device is the run's --device, passed to the factory; not an output-changing setting
+    assert "device" not in ProsodyConfig.model_fields
+    cfg = ProsodyConfig(backend="torch")
+    extractor = make_prosody_extractor(cfg, device="cpu")
     assert isinstance(extractor, TorchProsodyExtractor)
     assert extractor.device == torch.device("cpu")
+    assert make_prosody_extractor(cfg).device == resolve_device("auto")
+    # openSMILE runs on the CPU: the factory does not pass it a device
+    assert make_prosody_extractor(ProsodyConfig(), device="cpu").backend_name.startswith(
+        "opensmile-")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="functionals"):
         TorchProsodyExtractor(ProsodyConfig(backend="torch", feature_level="lld"))
@@ -347,16 +353,16 @@ def test_extract_with_torch_backend(tmp_path):
     from atrisk.config import Config
     from tests.conftest import make_bad_recordings
 
-    cfg = Config().override({"asr.backend": "pocketsphinx", "prosody.backend": "torch",
-                             "prosody.device": "cpu"})
+    cfg = Config().override({"asr.backend": "pocketsphinx", "prosody.backend": "torch"})
     rec = make_bad_recordings(tmp_path / "recordings")
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    res = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1, progress=False)
     assert res.exit_code == 1  # the bad recordings are listed, the rest completes
     p = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
-    assert list(p.columns) == FEATURE_NAMES
+    assert list(p.columns) == [*FEATURE_NAMES, "prosody_backend"]
     assert p.loc[("good", "teacher"), "loudness_sma3_amean"] > 0
     run = json.loads((tmp_path / "ws" / "run.json").read_text())
     assert run["prosody_backend"].startswith("torch-eGeMAPSv02")
+    assert set(p["prosody_backend"]) == {run["prosody_backend"]}
     # per utterance: the torch backend on the decoded track cut at the utterance's times
     from atrisk.ingest.audio import load_audio
 

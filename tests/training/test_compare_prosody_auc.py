@@ -56,7 +56,9 @@ def test_tiny_cohort_both_backends(tmp_path, capsys):
         assert e["prosody_backend"].startswith(f"{b}-eGeMAPSv02")
         assert e["n_ok"] == e["n_sessions"] == cohort["n_sessions"] and e["n_failed"] == 0
         pros = Workspace(work / f"ws_{b}").read("prosody")
-        assert pros.shape == (2 * cohort["n_sessions"], 88)  # indexed (session_id, track)
+        # indexed (session_id, track): 88 functionals + the backend that computed them
+        assert pros.shape == (2 * cohort["n_sessions"], 89)
+        assert set(pros["prosody_backend"]) == {e["prosody_backend"]}
     a, b = (Workspace(work / f"ws_{x}").read("prosody") for x in BACKENDS)
     assert list(a.columns) == list(b.columns)  # same names, so the same pairs columns
     assert a.index.equals(b.index) and not a.equals(b)  # but the values differ

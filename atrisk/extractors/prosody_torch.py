@@ -529,6 +529,28 @@ VIT_EMPTY = 999.0  # transition into or out of an empty candidate slot
 _SHS_CACHE: dict[str, tuple[torch.Tensor, ...]] = {}
 
 
+def _shs_axis() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], float, float]:
+    """Knots (log2 Hz of the FFT bins), octave grid, auditory weights, SHS shifts, grid start/step.
+
+    The natural cubic spline through the knots maps a 513-bin magnitude spectrum onto
+    the 513-point octave grid from 25 Hz (openSMILE cSpecScale); bin 0's knot is
+    extrapolated linearly from bins 1 and 2.
+    """
+    df = RATE / SHS_NFFT
+    max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
+    knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
+    knots[0] = 2 * knots[1] - knots[2]
+    lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
+    grid = np.linspace(lo, hi, SHS_POINTS)
+    ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
+    atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
+    audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
+    shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
+              for h in range(2, SHS_HARMONICS + 1)]
+    step = (hi - lo) / (SHS_POINTS - 1)
+    return knots, grid, audw, shifts, lo, step
+
+
 def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int],
                                                 float, float]:
     """Spline matrix (linear bins -> octave scale), auditory weights, SHS shifts, grid."""
@@ -536,23 +558,49 @@ def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[
     if key not in _SHS_CACHE:
         from scipy.interpolate import CubicSpline  # only here: a one-off table
 
-        df = RATE / SHS_NFFT
-        max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
-        knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
-        knots[0] = 2 * knots[1] - knots[2]
-        lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
-        grid = np.linspace(lo, hi, SHS_POINTS)
+        knots, grid, audw, shifts, lo, step = _shs_axis()
         spline = CubicSpline(knots, np.eye(SHS_POINTS), bc_type="natural")(grid)
-        ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
-        atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
-        audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
-        shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
-                  for h in range(2, SHS_HARMONICS + 1)]
-        step = (hi - lo) / (SHS_POINTS - 1)
         _SHS_CACHE[key] = (torch.tensor(spline.T, dtype=torch.float32, device=device),
                            torch.tensor(audw, dtype=torch.float32, device=device),
                            shifts, lo, step)
     return _SHS_CACHE[key]
+
+
+def _spline_tables() -> tuple[np.ndarray, ...]:
+    """Tables of the O(n) natural-spline evaluation of :func:`_shs_rows` (float64).
+
+    Returns ``(inv_h, lower, cp, inv_piv, interval, weights)``: ``1 / h_i`` of the knot
+    spacings; the Thomas factorisation of the natural spline's tridiagonal system for
+    the inner second derivatives ``M_1..M_{n-2}`` (``h_{i-1} M_{i-1} + 2 (h_{i-1} + h_i)
+    M_i + h_i M_{i+1} = 6 (d_i - d_{i-1})``, ``d_i`` the slope of interval ``i``; its
+    sub-diagonal divided by the pivots, the eliminated super-diagonal and the inverse
+    pivots, shared by every frame); and per grid point its knot interval ``j`` and the
+    weights ``(A, B, C, D)`` of ``S = A y_j + B y_{j+1} + C M_j + D M_{j+1}`` (the last
+    interval's cubic beyond the last knot, as scipy's ``CubicSpline`` extrapolates).
+    """
+    key = ("spline-tables",)
+    if key in _CACHE:
+        return _CACHE[key]
+    knots, grid, *_ = _shs_axis()
+    n = knots.size
+    h = np.diff(knots)
+    lower = np.zeros(n)
+    cp = np.zeros(n)
+    inv_piv = np.zeros(n)
+    for i in range(1, n - 1):  # row i of the system, unknown M_i
+        lower[i] = h[i - 1] if i > 1 else 0.0
+        piv = 2.0 * (h[i - 1] + h[i]) - lower[i] * cp[i - 1]
+        inv_piv[i] = 1.0 / piv
+        cp[i] = h[i] / piv if i < n - 2 else 0.0
+    lower *= inv_piv  # forward sweep: M_i = rhs_i / piv_i - (lower_i / piv_i) M_{i-1}
+    j = np.clip(np.searchsorted(knots, grid, side="right") - 1, 0, n - 2)
+    hj = h[j]
+    a = (knots[j + 1] - grid) / hj
+    b = 1.0 - a
+    weights = np.stack([a, b, (a ** 3 - a) * hj * hj / 6.0, (b ** 3 - b) * hj * hj / 6.0], -1)
+    _CACHE[key] = (1.0 / h, lower, cp, inv_piv, j.astype(np.int64),
+                   np.ascontiguousarray(weights))
+    return _CACHE[key]
 
 
 def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
@@ -589,50 +637,58 @@ def _smooth3(mag: torch.Tensor) -> torch.Tensor:
     return sm
 
 
+def _enhance_smooth_row(m: np.ndarray, peak: np.ndarray, e: np.ndarray, o: np.ndarray
+                        ) -> None:
+    """:func:`_spec_enhance` then :func:`_smooth3` of one float32 row ``m`` into ``o``.
+
+    ``peak`` (bool) and ``e`` (float32) are scratch rows of the same length.
+    """
+    n = m.shape[0]
+    two = np.float32(2.0)
+    four = np.float32(4.0)
+    n_pk = 0
+    first = -1
+    last = -1
+    for k in range(n):
+        if k == 0:
+            p = m[0] > m[1]
+        elif k == n - 1:
+            p = m[k] > m[k - 1]
+        else:
+            p = m[k] > m[k - 1] and m[k] >= m[k + 1]
+        peak[k] = p
+        if p:
+            n_pk += 1
+            if first < 0:
+                first = k
+            last = k
+    if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
+        first = 0
+        last = n - 1
+    last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
+    for k in range(n):
+        if peak[k]:
+            last_pk = k
+        near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
+        zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
+        e[k] = np.float32(0.0) if zero else m[k]
+    o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
+    for k in range(1, n - 1):
+        o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
+    o[n - 1] = e[n - 1]
+
+
 def _enhance_smooth_rows(mag: np.ndarray, out: np.ndarray) -> None:
     """:func:`_spec_enhance` then :func:`_smooth3` of float32 rows ``(R, n)`` into ``out``.
 
     The same comparisons and float32 arithmetic in one pass per row (compiled with
     numba: on CPU this replaces about twenty whole-array torch passes).
     """
-    n_rows, n = mag.shape
+    n = mag.shape[1]
     peak = np.zeros(n, dtype=np.bool_)
     e = np.zeros(n, dtype=np.float32)
-    two = np.float32(2.0)
-    four = np.float32(4.0)
-    for r in range(n_rows):
-        m = mag[r]
-        n_pk = 0
-        first = -1
-        last = -1
-        for k in range(n):
-            if k == 0:
-                p = m[0] > m[1]
-            elif k == n - 1:
-                p = m[k] > m[k - 1]
-            else:
-                p = m[k] > m[k - 1] and m[k] >= m[k + 1]
-            peak[k] = p
-            if p:
-                n_pk += 1
-                if first < 0:
-                    first = k
-                last = k
-        if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
-            first = 0
-            last = n - 1
-        last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
-        for k in range(n):
-            if peak[k]:
-                last_pk = k
-            near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
-            zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
-            e[k] = np.float32(0.0) if zero else m[k]
-        o = out[r]
-        o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
-        for k in range(1, n - 1):
-            o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
-        o[n - 1] = e[n - 1]
+    for r in range(mag.shape[0]):
+        _enhance_smooth_row(mag[r], peak, e, out[r])
 
 
 def _enhance_smooth(mag: torch.Tensor) -> torch.Tensor:
@@ -675,6 +731,8 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(freq, voicing)``, each ``(..., 6)``: candidates in 55-1000 Hz, the best
         scoring first; empty slots have frequency and voicing 0.
     """
+    if mag.device.type == "cpu" and _HAVE_NUMBA and mag.dtype == torch.float32:
+        return _shs_candidates_cpu(mag)
     dev = mag.device
     spline, audw, shifts, lo, step = _shs_tables(dev)
     # in place on fresh tensors (the same values as out-of-place ops, fewer passes):
@@ -714,6 +772,154 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     freq, voice, valid = (t.gather(-1, swap) for t in (freq, voice, valid))
     zero = torch.zeros_like(freq)
     return torch.where(valid, freq, zero), torch.where(valid, voice, zero)
+
+
+def _natural_spline_row(y: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndarray,
+                        inv_piv: np.ndarray, interval: np.ndarray, weights: np.ndarray,
+                        d2: np.ndarray, m2: np.ndarray, out: np.ndarray) -> None:
+    """Natural cubic spline through ``(knots, y)`` at the grid points, in O(n) (float64).
+
+    The tables are those of :func:`_spline_tables`; ``d2`` and ``m2`` are float64
+    scratch rows of ``y``'s length; the values are written to ``out``.
+    """
+    n = y.shape[0]
+    # second derivatives M (M_0 = M_{n-1} = 0) by the Thomas algorithm; the right-hand
+    # sides first, so that the recursion itself is one multiply-add per step
+    for i in range(n - 1):
+        d2[i] = (np.float64(y[i + 1]) - np.float64(y[i])) * inv_h[i]
+    for i in range(1, n - 1):
+        d2[i - 1] = 6.0 * (d2[i] - d2[i - 1]) * inv_piv[i]
+    m2[0] = 0.0
+    for i in range(1, n - 1):
+        m2[i] = d2[i - 1] - lower[i] * m2[i - 1]
+    m2[n - 1] = 0.0
+    for i in range(n - 3, 0, -1):
+        m2[i] -= cp[i] * m2[i + 1]
+    for g in range(out.shape[0]):
+        j = interval[g]
+        out[g] = (weights[g, 0] * y[j] + weights[g, 1] * y[j + 1] + weights[g, 2] * m2[j]
+                  + weights[g, 3] * m2[j + 1])
+
+
+def _shs_rows(mag: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndarray,
+              inv_piv: np.ndarray, interval: np.ndarray, weights: np.ndarray,
+              audw: np.ndarray, shifts: np.ndarray, hw: np.ndarray, lo: np.float32,
+              step: np.float32, freq: np.ndarray, voice: np.ndarray) -> None:
+    """SHS pitch candidates of float32 magnitude rows ``(R, 513)`` (CPU path, numba).
+
+    Per row, in cache: peak enhancement + smoothing (:func:`_enhance_smooth_row`); the
+    natural cubic spline onto the octave grid in O(n) -- the tridiagonal solve for the
+    second derivatives with the shared factorisation of :func:`_spline_tables`, then each
+    grid point from its two knots (float64, the same spline as the dense matrix of
+    :func:`_shs_tables`); auditory weighting and clipping; the subharmonic sum (float32,
+    harmonic weights ``hw``); the 6 highest peaks with parabolic interpolation, compacted
+    and the best scoring first as in :func:`_shs_candidates`.  Writes ``freq`` and
+    ``voice`` ``(R, 6)`` (0 in empty slots).
+    """
+    n_rows, n = mag.shape
+    n_c = freq.shape[1]
+    peak = np.zeros(n, dtype=np.bool_)
+    e = np.zeros(n, dtype=np.float32)
+    y = np.zeros(n, dtype=np.float32)
+    m2 = np.zeros(n)
+    d2 = np.zeros(n)
+    sp = np.zeros(n)
+    oct_ = np.zeros(n, dtype=np.float32)
+    ss = np.zeros(n, dtype=np.float32)
+    top_v = np.zeros(n_c, dtype=np.float32)
+    top_k = np.zeros(n_c, dtype=np.int64)
+    f_c = np.zeros(n_c, dtype=np.float32)
+    v_c = np.zeros(n_c, dtype=np.float32)
+    s_c = np.zeros(n_c, dtype=np.float32)
+    zero = np.float32(0.0)
+    n_h = np.float32(shifts.shape[0] + 1)
+    for r in range(n_rows):
+        _enhance_smooth_row(mag[r], peak, e, y)
+        _natural_spline_row(y, inv_h, lower, cp, inv_piv, interval, weights, d2, m2, sp)
+        for g in range(n):
+            o = np.float32(sp[g]) * audw[g]
+            oct_[g] = o if o > zero else zero
+        for k in range(n):
+            ss[k] = oct_[k]
+        for h in range(shifts.shape[0]):
+            wh = hw[h]
+            src = oct_[shifts[h]:]  # a view: non-negative indices, the loop vectorises
+            for k in range(n - shifts[h]):
+                ss[k] += wh * src[k]
+        total = 0.0
+        for k in range(n):
+            v = ss[k] / n_h
+            ss[k] = v if v > zero else zero
+            total += ss[k]
+        mean = np.float32(total / n)
+        # the n_c highest strict local maxima (all > 0), highest first
+        n_found = 0
+        for k in range(1, n - 1):
+            v = ss[k]
+            if ss[k - 1] < v and v > ss[k + 1]:
+                if n_found < n_c:
+                    n_found += 1
+                elif v <= top_v[n_c - 1]:
+                    continue
+                c = n_found - 1
+                while c > 0 and top_v[c - 1] < v:
+                    top_v[c] = top_v[c - 1]
+                    top_k[c] = top_k[c - 1]
+                    c -= 1
+                top_v[c] = v
+                top_k[c] = k
+        n_valid = 0
+        best = 0
+        for c in range(n_found):
+            k = top_k[c]
+            y0, y1, y2 = ss[k - 1], ss[k], ss[k + 1]
+            den = y0 - np.float32(2.0) * y1 + y2
+            off = np.float32(0.5) * (y0 - y2) / den if den != zero else zero
+            sc = y1 - np.float32(0.25) * (y0 - y2) * off
+            f = np.float32(2.0) ** (lo + (np.float32(k) + off) * step)
+            if f < F0_MIN or f > F0_MAX:
+                continue
+            if sc > zero and sc > mean:
+                v_c[n_valid] = np.float32(1.0) - mean / max(sc, np.float32(1e-30))
+            else:
+                v_c[n_valid] = zero
+            f_c[n_valid] = f
+            s_c[n_valid] = sc
+            if n_valid == 0 or sc > s_c[best]:  # the first best, as argmax
+                best = n_valid
+            n_valid += 1
+        for c in range(n_c):
+            freq[r, c] = zero
+            voice[r, c] = zero
+        for c in range(n_valid):
+            dst = 0 if c == best else (best if c == 0 else c)
+            freq[r, dst] = f_c[c]
+            voice[r, dst] = v_c[c]
+
+
+def _shs_candidates_cpu(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_shs_candidates` on CPU: one compiled pass per frame (:func:`_shs_rows`).
+
+    The same candidates as the torch path up to float32 rounding (the spline is
+    evaluated in O(n) instead of as a dense 513 x 513 float32 product).
+    """
+    def make() -> tuple:
+        _, _, audw, shifts, lo, step = _shs_axis()
+        hw = np.empty(len(shifts), dtype=np.float32)  # 0.85^(h-1), as the torch path's alpha
+        w = SHS_COMPRESSION
+        for i in range(len(shifts)):
+            hw[i] = w
+            w *= SHS_COMPRESSION
+        return (*_spline_tables(), audw.astype(np.float32), np.array(shifts, dtype=np.int64),
+                hw, np.float32(lo), np.float32(step))
+
+    tables = _cached(("shs-cpu",), make)
+    flat = np.ascontiguousarray(mag.reshape(-1, mag.shape[-1]).numpy())
+    freq = np.empty((flat.shape[0], SHS_CANDIDATES), dtype=np.float32)
+    voice = np.empty_like(freq)
+    _shs_rows(flat, *tables, freq, voice)
+    shape = (*mag.shape[:-1], SHS_CANDIDATES)
+    return torch.from_numpy(freq).reshape(shape), torch.from_numpy(voice).reshape(shape)
 
 
 def _range_weight(f: np.ndarray) -> np.ndarray:
@@ -942,7 +1148,10 @@ try:  # numba ships with librosa (a dependency); without it these loops run as P
     from numba import njit
 
     _HAVE_NUMBA = True
+    _enhance_smooth_row = njit(cache=True)(_enhance_smooth_row)
     _enhance_smooth_rows = njit(cache=True)(_enhance_smooth_rows)
+    _natural_spline_row = njit(cache=True)(_natural_spline_row)
+    _shs_rows = njit(cache=True)(_shs_rows)
     _viterbi_path = njit(cache=True)(_viterbi_path)
     _quad_peak = njit(cache=True)(_quad_peak)
     _pearson = njit(cache=True)(_pearson)

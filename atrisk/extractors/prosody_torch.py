@@ -267,6 +267,11 @@ def _hnr_acf(gw: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     """HNR (dB) of voiced 60 ms frames from the ACF of the Gaussian-windowed frame ``gw``."""
     if gw.shape[0] == 0:  # no voiced frame: nothing to measure
         return torch.zeros(0, device=gw.device)
+    if gw.device.type == "cpu" and _HAVE_NUMBA and gw.dtype == torch.float32:
+        lag = torch.round(period).long().clamp(2, WIN_LONG - 2).numpy()
+        out = np.empty(gw.shape[0], dtype=np.float32)
+        _hnr_rows(np.ascontiguousarray(gw.numpy()), np.ascontiguousarray(lag), out)
+        return torch.from_numpy(out)
     full = torch.fft.rfft(gw, n=NFFT_LONG)
     acf = torch.fft.irfft(full.real ** 2 + full.imag ** 2, n=NFFT_LONG)
     # ACF of the Gaussian-windowed frame at T0 (best of the 3 lags around it), not
@@ -277,6 +282,39 @@ def _hnr_acf(gw: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     r = norm.gather(-1, torch.cat([lag - 1, lag, lag + 1], -1)).amax(-1)
     r = r.clamp(1e-4, 1 - 1e-4)
     return 10 * torch.log10(r / (1 - r))
+
+
+def _hnr_rows(gw: np.ndarray, lag: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_hnr_acf` on CPU: the 4 ACF values it reads, as direct float64 lag sums.
+
+    ``gw`` ``(N, 960)`` float32 frames, ``lag`` ``(N,)`` the rounded periods (2..958);
+    the normalised ACF at ``lag - 1``, ``lag``, ``lag + 1`` (the best of the three),
+    clipped to ``[1e-4, 1 - 1e-4]``, as dB into ``out``.  The same values as the
+    1280-point FFT pair of the torch path (no wrap-around: lags <= 320) up to its
+    float32 rounding, at a small fraction of its cost.
+    """
+    n = gw.shape[1]
+    for r in range(gw.shape[0]):
+        x = gw[r]
+        e0 = 0.0
+        for i in range(n):
+            e0 += np.float64(x[i]) * np.float64(x[i])
+        lg = lag[r]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        for i in range(n - lg - 1):  # the three lags together, independent sums
+            xi = np.float64(x[i])
+            a0 += xi * np.float64(x[i + lg - 1])
+            a1 += xi * np.float64(x[i + lg])
+            a2 += xi * np.float64(x[i + lg + 1])
+        i = n - lg - 1
+        a0 += np.float64(x[i]) * np.float64(x[i + lg - 1])
+        a1 += np.float64(x[i]) * np.float64(x[i + lg])
+        a0 += np.float64(x[i + 1]) * np.float64(x[i + lg])
+        best = max(a0, a1, a2) / max(e0, 1e-20)
+        best = min(max(best, 1e-4), 1.0 - 1e-4)
+        out[r] = 10.0 * math.log10(best / (1.0 - best))
 
 
 #: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
@@ -311,6 +349,19 @@ def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
     ``|angle| * rate / 2 pi`` in 50-5450 Hz, sorted by frequency; bandwidth
     ``-ln|r| * rate / pi``. NaN where fewer than three roots qualify.
     """
+    if a.device.type == "cpu" and _HAVE_NUMBA:
+        flat = np.ascontiguousarray(a.reshape(-1, a.shape[-1]).double().numpy())
+        out = np.empty((flat.shape[0], 6))
+        failed = np.zeros(flat.shape[0], dtype=np.bool_)
+        _lpc_formant_rows(flat, float(rate), out, failed)
+        if failed.any():  # the compiled QR did not converge: LAPACK for those rows
+            out[failed] = _lpc_formants_lapack(torch.from_numpy(flat[failed]), rate).numpy()
+        return torch.from_numpy(out).reshape(*a.shape[:-1], 6)
+    return _lpc_formants_lapack(a, rate)
+
+
+def _lpc_formants_lapack(a: torch.Tensor, rate: float) -> torch.Tensor:
+    """:func:`_lpc_formants` by ``torch.linalg.eigvals`` (LAPACK) of the companion matrices."""
     dev, p = a.device, a.shape[-1] - 1
     # roots = eigenvalues of the companion matrix
     comp = torch.zeros(*a.shape[:-1], p, p, dtype=torch.float64, device=dev)
@@ -331,6 +382,249 @@ def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
     freq_s = torch.where(valid, freq_s, nan)
     bw_s = torch.where(valid, bw_s, nan)
     return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6)
+
+
+def _levinson_rows(acf: np.ndarray, a: np.ndarray) -> None:
+    """:func:`_levinson` of rows ``acf`` ``(N, p + 1)`` into ``a`` (float64, compiled).
+
+    The same recursion per frame (the torch version is a dozen small whole-batch
+    operations per order).
+    """
+    p = a.shape[1] - 1
+    prev = np.zeros(p + 1)
+    for r in range(acf.shape[0]):
+        c = acf[r]
+        ar = a[r]
+        ar[:] = 0.0
+        ar[0] = 1.0
+        err = max(c[0], 1e-300)
+        for i in range(1, p + 1):
+            acc = 0.0
+            for j in range(i):
+                acc += ar[j] * c[i - j]
+            k = -acc / err if err > 1e-300 else 0.0
+            for j in range(i + 1):
+                prev[j] = ar[j]
+            for j in range(1, i + 1):
+                ar[j] = prev[j] + k * prev[i - j]
+            err = max(err * (1.0 - k * k), 1e-300)
+
+
+def _balance(a: np.ndarray) -> None:
+    """Balance a square matrix in place by powers of 2 (EISPACK ``balanc``, no permutation).
+
+    Row and column norms are equalised by diagonal similarity transforms (exact in
+    binary), which keeps the eigenvalues and improves their accuracy, as LAPACK's
+    ``geev`` does before its QR iteration.
+    """
+    n = a.shape[0]
+    done = False
+    while not done:
+        done = True
+        for i in range(n):
+            c = 0.0
+            r = 0.0
+            for j in range(n):
+                if j != i:
+                    c += abs(a[j, i])
+                    r += abs(a[i, j])
+            if c != 0.0 and r != 0.0:
+                g = r / 2.0
+                f = 1.0
+                s = c + r
+                while c < g:
+                    f *= 2.0
+                    c *= 4.0
+                g = r * 2.0
+                while c > g:
+                    f /= 2.0
+                    c /= 4.0
+                if (c + r) / f < 0.95 * s:
+                    done = False
+                    g = 1.0 / f
+                    for j in range(n):
+                        a[i, j] *= g
+                    for j in range(n):
+                        a[j, i] *= f
+
+
+def _hqr(a: np.ndarray, wr: np.ndarray, wi: np.ndarray) -> bool:
+    """Eigenvalues ``wr + i wi`` of an upper Hessenberg matrix (destroyed), Francis QR.
+
+    The double-shift QR iteration of EISPACK's ``hqr`` (as in Numerical Recipes):
+    deflation at negligible subdiagonal elements, an exceptional shift every 10
+    iterations of one eigenvalue (EISPACK: at 10 and 20 only, and gives up at 30, which
+    11 of 46,506 LPC polynomials of real speech needed). Real eigenvalues have
+    ``wi == 0`` exactly; complex ones come in conjugate pairs. Returns False when an
+    eigenvalue needs more than 60 iterations (the caller falls back to LAPACK).
+    """
+    n = a.shape[0]
+    anorm = 0.0
+    for i in range(n):
+        for j in range(max(i - 1, 0), n):
+            anorm += abs(a[i, j])
+    nn = n - 1
+    t = 0.0
+    while nn >= 0:
+        its = 0
+        while True:
+            ll = nn
+            while ll >= 1:  # a negligible subdiagonal element splits the matrix
+                s = abs(a[ll - 1, ll - 1]) + abs(a[ll, ll])
+                if s == 0.0:
+                    s = anorm
+                if abs(a[ll, ll - 1]) + s == s:
+                    a[ll, ll - 1] = 0.0
+                    break
+                ll -= 1
+            x = a[nn, nn]
+            if ll == nn:  # one real root
+                wr[nn] = x + t
+                wi[nn] = 0.0
+                nn -= 1
+                break
+            y = a[nn - 1, nn - 1]
+            w = a[nn, nn - 1] * a[nn - 1, nn]
+            if ll == nn - 1:  # two roots of the trailing 2 x 2 block
+                p = 0.5 * (y - x)
+                q = p * p + w
+                z = math.sqrt(abs(q))
+                x += t
+                if q >= 0.0:
+                    z = p + (z if p >= 0.0 else -z)
+                    wr[nn - 1] = wr[nn] = x + z
+                    if z != 0.0:
+                        wr[nn] = x - w / z
+                    wi[nn - 1] = wi[nn] = 0.0
+                else:
+                    wr[nn - 1] = wr[nn] = x + p
+                    wi[nn - 1] = -z
+                    wi[nn] = z
+                nn -= 2
+                break
+            if its == 60:
+                return False
+            if its > 0 and its % 10 == 0:  # exceptional shift
+                t += x
+                for i in range(nn + 1):
+                    a[i, i] -= x
+                s = abs(a[nn, nn - 1]) + abs(a[nn - 1, nn - 2])
+                x = y = 0.75 * s
+                w = -0.4375 * s * s
+            its += 1
+            m = nn - 2
+            while m >= ll:  # two consecutive small subdiagonal elements
+                z = a[m, m]
+                r = x - z
+                s = y - z
+                p = (r * s - w) / a[m + 1, m] + a[m, m + 1]
+                q = a[m + 1, m + 1] - z - r - s
+                r = a[m + 2, m + 1]
+                s = abs(p) + abs(q) + abs(r)
+                p /= s
+                q /= s
+                r /= s
+                if m == ll:
+                    break
+                u = abs(a[m, m - 1]) * (abs(q) + abs(r))
+                v = abs(p) * (abs(a[m - 1, m - 1]) + abs(z) + abs(a[m + 1, m + 1]))
+                if u + v == v:
+                    break
+                m -= 1
+            for i in range(m + 2, nn + 1):
+                a[i, i - 2] = 0.0
+                if i != m + 2:
+                    a[i, i - 3] = 0.0
+            for k in range(m, nn):  # double QR step on rows ll..nn, columns m..nn
+                if k != m:
+                    p = a[k, k - 1]
+                    q = a[k + 1, k - 1]
+                    r = a[k + 2, k - 1] if k != nn - 1 else 0.0
+                    x = abs(p) + abs(q) + abs(r)
+                    if x != 0.0:
+                        p /= x
+                        q /= x
+                        r /= x
+                s = math.sqrt(p * p + q * q + r * r)
+                if p < 0.0:
+                    s = -s
+                if s != 0.0:
+                    if k == m:
+                        if ll != m:
+                            a[k, k - 1] = -a[k, k - 1]
+                    else:
+                        a[k, k - 1] = -s * x
+                    p += s
+                    x = p / s
+                    y = q / s
+                    z = r / s
+                    q /= p
+                    r /= p
+                    for j in range(k, nn + 1):
+                        p = a[k, j] + q * a[k + 1, j]
+                        if k != nn - 1:
+                            p += r * a[k + 2, j]
+                            a[k + 2, j] -= p * z
+                        a[k + 1, j] -= p * y
+                        a[k, j] -= p * x
+                    for i in range(ll, min(nn, k + 3) + 1):
+                        p = x * a[i, k] + y * a[i, k + 1]
+                        if k != nn - 1:
+                            p += z * a[i, k + 2]
+                            a[i, k + 2] -= p * r
+                        a[i, k + 1] -= p * q
+                        a[i, k] -= p
+            if ll >= nn - 1:
+                break
+    return True
+
+
+def _lpc_formant_rows(a: np.ndarray, rate: float, out: np.ndarray, failed: np.ndarray
+                      ) -> None:
+    """:func:`_lpc_formants` of rows ``a`` ``(N, p + 1)`` into ``out`` ``(N, 6)`` (compiled).
+
+    The companion matrix's eigenvalues by :func:`_balance` + :func:`_hqr` per row;
+    ``failed[r]`` is set (and ``out[r]`` left undefined) where the QR did not converge.
+    """
+    n_rows = a.shape[0]
+    p = a.shape[1] - 1
+    comp = np.zeros((p, p))
+    wr = np.zeros(p)
+    wi = np.zeros(p)
+    fq = np.zeros(p)
+    bw = np.zeros(p)
+    for r in range(n_rows):
+        comp[:, :] = 0.0
+        for j in range(p):
+            comp[0, j] = a[r, j + 1]
+        for i in range(1, p):
+            comp[i, i - 1] = 1.0
+        _balance(comp)
+        if not _hqr(comp, wr, wi):
+            failed[r] = True
+            continue
+        n_ok = 0
+        for i in range(p):
+            if wi[i] < 0.0:
+                continue
+            f = abs(math.atan2(wi[i], wr[i])) * rate / (2.0 * math.pi)
+            if f < FORMANT_MIN or f > FORMANT_MAX:
+                continue
+            mag = math.hypot(wr[i], wi[i])
+            if mag > 1.0:  # into the unit circle
+                mag = 1.0 / mag
+            b = -math.log(max(mag, 1e-12)) * rate / math.pi
+            c = n_ok  # insertion by frequency
+            while c > 0 and fq[c - 1] > f:
+                fq[c] = fq[c - 1]
+                bw[c] = bw[c - 1]
+                c -= 1
+            fq[c] = f
+            bw[c] = b
+            n_ok += 1
+        for i in range(3):
+            out[r, 2 * i] = fq[i] if i < n_ok else math.nan
+            out[r, 2 * i + 1] = bw[i] if i < n_ok else math.nan
 
 
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
@@ -368,6 +662,10 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     z[:, 1:n // 2] = spec[:, 1:n // 2]
     y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
     acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
+    if dev.type == "cpu" and _HAVE_NUMBA:  # Levinson per frame, compiled
+        a = np.empty_like(acf.numpy())
+        _levinson_rows(np.ascontiguousarray(acf.numpy()), a)
+        return _lpc_formants(torch.from_numpy(a)).float()
     return _lpc_formants(_levinson(acf)).float()
 
 
@@ -1151,6 +1449,11 @@ try:  # numba ships with librosa (a dependency); without it these loops run as P
     _enhance_smooth_row = njit(cache=True)(_enhance_smooth_row)
     _enhance_smooth_rows = njit(cache=True)(_enhance_smooth_rows)
     _natural_spline_row = njit(cache=True)(_natural_spline_row)
+    _levinson_rows = njit(cache=True)(_levinson_rows)
+    _hnr_rows = njit(cache=True)(_hnr_rows)
+    _balance = njit(cache=True)(_balance)
+    _hqr = njit(cache=True)(_hqr)
+    _lpc_formant_rows = njit(cache=True)(_lpc_formant_rows)
     _shs_rows = njit(cache=True)(_shs_rows)
     _viterbi_path = njit(cache=True)(_viterbi_path)
     _quad_peak = njit(cache=True)(_quad_peak)

@@ -1,11 +1,16 @@
-"""torch prosody backend: the compiled CPU path of the SHS pitch candidates.
+"""torch prosody backend: the compiled CPU paths equal the torch paths (used on CUDA).
 
-On CPU (with numba) :func:`_shs_candidates` runs :func:`_shs_rows`: the octave-scale
-spline in O(n) (a tridiagonal solve per frame) instead of the dense 513 x 513 product
-the torch path (CUDA) uses. Both must give the same candidates up to float32 rounding.
+On CPU (with numba) :func:`_shs_candidates` runs :func:`_shs_rows` (the octave-scale
+spline in O(n), a tridiagonal solve per frame, instead of the dense 513 x 513 product),
+:func:`_hnr_acf` reads 4 direct lag sums instead of a 1280-point FFT pair, and the
+formants use :func:`_levinson_rows` and a compiled Francis QR (:func:`_hqr`) instead of
+LAPACK per 11 x 11 companion matrix. Each must give the torch path's values up to
+float32 (HNR, SHS) or float64 (formants) rounding.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -87,3 +92,73 @@ def test_cpu_candidates_of_flat_and_single_peak_rows_equal_the_torch_path(monkey
     assert (got[0][0, 0] == 0).all()  # no candidate without a maximum
     # harmonics of 468.75 Hz (bins 30, 60, ...): the best candidate is near it
     assert got[0][0, 2, 0].item() == pytest.approx(30 * SR / pt.SHS_NFFT, rel=0.02)
+
+
+def test_hnr_lag_sums_equal_the_fft_path_and_a_direct_computation(monkeypatch):
+    rng = np.random.default_rng(11)
+    t = np.arange(pt.WIN_LONG) / SR
+    rows, periods = [], []
+    for f0, noise in ((155.0, 0.0), (155.2, 0.05), (154.8, 0.3), (155.1, 1.0)):
+        x = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 6))
+        rows.append(x + noise * rng.standard_normal(t.size))
+        periods.append(SR / f0)
+    gw = pt._gauss_window(torch.tensor(np.array(rows), dtype=torch.float32))
+    period = torch.tensor(periods, dtype=torch.float32)
+    got = pt._hnr_acf(gw, period).numpy()
+    # by hand: normalised linear ACF at the rounded period +- 1, the best, in dB
+    g = gw.numpy().astype(np.float64)
+    want = []
+    for row, p in zip(g, periods, strict=True):
+        lag = round(p)
+        r = max((row[: -k] * row[k:]).sum() for k in (lag - 1, lag, lag + 1)) / (row @ row)
+        r = min(max(r, 1e-4), 1 - 1e-4)
+        want.append(10 * math.log10(r / (1 - r)))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
+    assert got[0] > got[1] > got[2] > got[3]  # HNR falls with the noise
+    monkeypatch.setattr(pt, "_HAVE_NUMBA", False)
+    np.testing.assert_allclose(got, pt._hnr_acf(gw, period).numpy(), rtol=0, atol=1e-3)
+
+
+def _lpc_filters(n: int = 200) -> torch.Tensor:
+    """Prediction-error filters of order 11 from random AR(4) signals and noise."""
+    rng = np.random.default_rng(2)
+    acfs = []
+    for k in range(n):
+        e = rng.standard_normal(400)
+        if k % 4:  # a resonant AR(4) process: two formant-like pole pairs
+            x = np.zeros_like(e)
+            c = np.convolve([1, -1.6, 0.9], [1, 0.5, 0.7])
+            for i in range(4, x.size):
+                x[i] = e[i] - c[1] * x[i - 1] - c[2] * x[i - 2] - c[3] * x[i - 3] - c[4] * x[i - 4]
+            e = x[180:]
+        acfs.append([(e[: e.size - j] * e[j:]).sum() for j in range(12)])
+    acf = np.array(acfs)
+    a = np.empty_like(acf)
+    pt._levinson_rows(acf, a)
+    np.testing.assert_allclose(a, pt._levinson(torch.from_numpy(acf)).numpy(), rtol=0,
+                               atol=1e-9)
+    return torch.from_numpy(a)
+
+
+def test_compiled_roots_equal_lapack():
+    a = _lpc_filters()
+    got = pt._lpc_formants(a).numpy()  # CPU: compiled QR
+    want = pt._lpc_formants_lapack(a, pt.LPC_RATE).numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert np.isfinite(got).all(axis=1).mean() > 0.5  # most rows have 3 formants
+    # (hand-made roots through this path: test_prosody_torch_formants.py)
+
+
+def test_roots_fall_back_to_lapack_where_the_qr_does_not_converge(monkeypatch):
+    # the compiled QR reports non-convergence through ``failed``: those rows (here all,
+    # a stand-in for the rare non-converging polynomial) are computed by LAPACK
+    a = _lpc_filters(8)
+
+    def never_converges(rows, rate, out, failed):
+        out[:] = -1.0
+        failed[:] = True
+
+    monkeypatch.setattr(pt, "_lpc_formant_rows", never_converges)
+    np.testing.assert_array_equal(pt._lpc_formants(a).numpy(),
+                                  pt._lpc_formants_lapack(a, pt.LPC_RATE).numpy())

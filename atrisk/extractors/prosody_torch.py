@@ -939,37 +939,36 @@ def _enhance_smooth_row(m: np.ndarray, peak: np.ndarray, e: np.ndarray, o: np.nd
                         ) -> None:
     """:func:`_spec_enhance` then :func:`_smooth3` of one float32 row ``m`` into ``o``.
 
-    ``peak`` (bool) and ``e`` (float32) are scratch rows of the same length.
+    ``peak`` (uint8, 4 longer than ``m``) and ``e`` (float32, as ``m``) are scratch rows.
+    Written without branches in the inner loops (they vectorise); the same comparisons
+    and float32 arithmetic as the torch version.
     """
     n = m.shape[0]
     two = np.float32(2.0)
     four = np.float32(4.0)
+    # peak[k + 2]: m[k] is a maximum (2 zeros of padding each side)
+    peak[0] = peak[1] = peak[n + 2] = peak[n + 3] = 0
+    peak[2] = m[0] > m[1]
+    for k in range(1, n - 1):
+        peak[k + 2] = (m[k] > m[k - 1]) & (m[k] >= m[k + 1])
+    peak[n + 1] = m[n - 1] > m[n - 2]
     n_pk = 0
-    first = -1
-    last = -1
     for k in range(n):
-        if k == 0:
-            p = m[0] > m[1]
-        elif k == n - 1:
-            p = m[k] > m[k - 1]
-        else:
-            p = m[k] > m[k - 1] and m[k] >= m[k + 1]
-        peak[k] = p
-        if p:
-            n_pk += 1
-            if first < 0:
-                first = k
-            last = k
-    if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
-        first = 0
-        last = n - 1
-    last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
-    for k in range(n):
-        if peak[k]:
-            last_pk = k
-        near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
-        zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
-        e[k] = np.float32(0.0) if zero else m[k]
+        n_pk += peak[k + 2]
+    first = 0  # as argmax of an all-False row: first = 0, last = n - 1
+    last = n - 1
+    if n_pk > 0:
+        while not peak[first + 2]:
+            first += 1
+        while not peak[last + 2]:
+            last -= 1
+    if n_pk == 1:  # a single maximum: openSMILE zeroes every bin from 3 on
+        for k in range(n):
+            e[k] = m[k] if k < 3 else np.float32(0.0)
+    else:  # zero bins with no maximum within 2 bins, strictly between first and last
+        for k in range(n):
+            near = (peak[k] | peak[k + 1] | peak[k + 2] | peak[k + 3] | peak[k + 4]) != 0
+            e[k] = m[k] if (near or k <= first or k >= last) else np.float32(0.0)
     o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
     for k in range(1, n - 1):
         o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
@@ -983,7 +982,7 @@ def _enhance_smooth_rows(mag: np.ndarray, out: np.ndarray) -> None:
     numba: on CPU this replaces about twenty whole-array torch passes).
     """
     n = mag.shape[1]
-    peak = np.zeros(n, dtype=np.bool_)
+    peak = np.zeros(n + 4, dtype=np.uint8)
     e = np.zeros(n, dtype=np.float32)
     for r in range(mag.shape[0]):
         _enhance_smooth_row(mag[r], peak, e, out[r])
@@ -1004,13 +1003,27 @@ def _gauss_window(fr: torch.Tensor) -> torch.Tensor:
     return fr * _cached(("gauss", WIN_LONG, str(fr.device)), lambda: _gauss(WIN_LONG, fr.device))
 
 
+#: Frames per block of :func:`_gauss_mag`'s transforms on CPU (about 1 MB of spectra).
+MAG_BLOCK = 256
+
+
 def _gauss_mag(gw: torch.Tensor) -> torch.Tensor:
     """Magnitude spectrum ``(..., 513)`` of Gaussian-windowed 60 ms frames.
 
     Zero padded to 1024 points (openSMILE's cTransformFFT); shared by the pitch
-    candidates and the harmonics.
+    candidates and the harmonics.  On CPU the frames are transformed in blocks of
+    :data:`MAG_BLOCK` into one output tensor: the same values, but the complex
+    spectra of a long signal are never held at once (a fresh 25 MB buffer per 60 s
+    costs about as many page faults as the transform itself).
     """
-    return torch.fft.rfft(gw, n=SHS_NFFT).abs()
+    if gw.device.type != "cpu" or gw.dim() != 3 or gw.shape[1] <= MAG_BLOCK:
+        return torch.fft.rfft(gw, n=SHS_NFFT).abs()
+    out = torch.empty(*gw.shape[:-1], SHS_POINTS, dtype=gw.dtype)
+    for b in range(gw.shape[0]):
+        for t in range(0, gw.shape[1], MAG_BLOCK):
+            torch.abs(torch.fft.rfft(gw[b, t:t + MAG_BLOCK], n=SHS_NFFT),
+                      out=out[b, t:t + MAG_BLOCK])
+    return out
 
 
 def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1072,31 +1085,42 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(valid, freq, zero), torch.where(valid, voice, zero)
 
 
-def _natural_spline_row(y: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndarray,
-                        inv_piv: np.ndarray, interval: np.ndarray, weights: np.ndarray,
-                        d2: np.ndarray, m2: np.ndarray, out: np.ndarray) -> None:
-    """Natural cubic spline through ``(knots, y)`` at the grid points, in O(n) (float64).
+def _natural_spline_cols(y: np.ndarray, nb: int, inv_h: np.ndarray, lower: np.ndarray,
+                         cp: np.ndarray, inv_piv: np.ndarray, interval: np.ndarray,
+                         weights: np.ndarray, d2: np.ndarray, m2: np.ndarray, out: np.ndarray
+                         ) -> None:
+    """Natural cubic splines through ``(knots, y[:, c])`` at the grid points, O(n) (float64).
 
-    The tables are those of :func:`_spline_tables`; ``d2`` and ``m2`` are float64
-    scratch rows of ``y``'s length; the values are written to ``out``.
+    Columns ``0..nb-1`` of ``y`` ``(n_knots, B)`` are splined together (the recursions
+    then run across the columns, which hides their latency, and each grid point reads
+    contiguous knot rows); the tables are those of :func:`_spline_tables`; ``d2`` and
+    ``m2`` are float64 scratch arrays shaped as ``y``; the values are written to
+    ``out`` ``(n_grid, B)``.
     """
     n = y.shape[0]
     # second derivatives M (M_0 = M_{n-1} = 0) by the Thomas algorithm; the right-hand
     # sides first, so that the recursion itself is one multiply-add per step
     for i in range(n - 1):
-        d2[i] = (np.float64(y[i + 1]) - np.float64(y[i])) * inv_h[i]
+        for c in range(nb):
+            d2[i, c] = (np.float64(y[i + 1, c]) - np.float64(y[i, c])) * inv_h[i]
     for i in range(1, n - 1):
-        d2[i - 1] = 6.0 * (d2[i] - d2[i - 1]) * inv_piv[i]
-    m2[0] = 0.0
+        for c in range(nb):
+            d2[i - 1, c] = 6.0 * (d2[i, c] - d2[i - 1, c]) * inv_piv[i]
+    for c in range(nb):
+        m2[0, c] = 0.0
+        m2[n - 1, c] = 0.0
     for i in range(1, n - 1):
-        m2[i] = d2[i - 1] - lower[i] * m2[i - 1]
-    m2[n - 1] = 0.0
+        for c in range(nb):
+            m2[i, c] = d2[i - 1, c] - lower[i] * m2[i - 1, c]
     for i in range(n - 3, 0, -1):
-        m2[i] -= cp[i] * m2[i + 1]
+        for c in range(nb):
+            m2[i, c] -= cp[i] * m2[i + 1, c]
     for g in range(out.shape[0]):
         j = interval[g]
-        out[g] = (weights[g, 0] * y[j] + weights[g, 1] * y[j + 1] + weights[g, 2] * m2[j]
-                  + weights[g, 3] * m2[j + 1])
+        w0, w1, w2, w3 = weights[g, 0], weights[g, 1], weights[g, 2], weights[g, 3]
+        for c in range(nb):
+            out[g, c] = (w0 * y[j, c] + w1 * y[j + 1, c] + w2 * m2[j, c]
+                         + w3 * m2[j + 1, c])
 
 
 def _shs_rows(mag: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndarray,
@@ -1106,22 +1130,24 @@ def _shs_rows(mag: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndar
     """SHS pitch candidates of float32 magnitude rows ``(R, 513)`` (CPU path, numba).
 
     Per row, in cache: peak enhancement + smoothing (:func:`_enhance_smooth_row`); the
-    natural cubic spline onto the octave grid in O(n) -- the tridiagonal solve for the
-    second derivatives with the shared factorisation of :func:`_spline_tables`, then each
-    grid point from its two knots (float64, the same spline as the dense matrix of
-    :func:`_shs_tables`); auditory weighting and clipping; the subharmonic sum (float32,
-    harmonic weights ``hw``); the 6 highest peaks with parabolic interpolation, compacted
-    and the best scoring first as in :func:`_shs_candidates`.  Writes ``freq`` and
-    ``voice`` ``(R, 6)`` (0 in empty slots).
+    natural cubic spline onto the octave grid in O(n) (:func:`_natural_spline_cols`, 8
+    frames at a time) -- the tridiagonal solve for the second derivatives with the
+    shared factorisation of :func:`_spline_tables`, then each grid point from its two
+    knots (float64, the same spline as the dense matrix of :func:`_shs_tables`);
+    auditory weighting and clipping; the subharmonic sum (float32, harmonic weights
+    ``hw``); the 6 highest peaks with parabolic interpolation, compacted and the best
+    scoring first as in :func:`_shs_candidates`.  Writes ``freq`` and ``voice``
+    ``(R, 6)`` (0 in empty slots).
     """
     n_rows, n = mag.shape
     n_c = freq.shape[1]
-    peak = np.zeros(n, dtype=np.bool_)
+    peak = np.zeros(n + 4, dtype=np.uint8)
     e = np.zeros(n, dtype=np.float32)
-    y = np.zeros(n, dtype=np.float32)
-    m2 = np.zeros(n)
-    d2 = np.zeros(n)
-    sp = np.zeros(n)
+    blk = 8  # frames splined together
+    yb = np.zeros((n, blk), dtype=np.float32)
+    m2 = np.zeros((n, blk))
+    d2 = np.zeros((n, blk))
+    sp = np.zeros((n, blk))
     oct_ = np.zeros(n, dtype=np.float32)
     ss = np.zeros(n, dtype=np.float32)
     top_v = np.zeros(n_c, dtype=np.float32)
@@ -1132,10 +1158,17 @@ def _shs_rows(mag: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndar
     zero = np.float32(0.0)
     n_h = np.float32(shifts.shape[0] + 1)
     for r in range(n_rows):
-        _enhance_smooth_row(mag[r], peak, e, y)
-        _natural_spline_row(y, inv_h, lower, cp, inv_piv, interval, weights, d2, m2, sp)
+        c = r % blk
+        if c == 0:  # enhance, smooth and spline the next block of frames
+            nb = min(blk, n_rows - r)
+            for b in range(nb):
+                _enhance_smooth_row(mag[r + b], peak, e, oct_)
+                for k in range(n):
+                    yb[k, b] = oct_[k]
+            _natural_spline_cols(yb, nb, inv_h, lower, cp, inv_piv, interval, weights, d2,
+                                 m2, sp)
         for g in range(n):
-            o = np.float32(sp[g]) * audw[g]
+            o = np.float32(sp[g, c]) * audw[g]
             oct_[g] = o if o > zero else zero
         for k in range(n):
             ss[k] = oct_[k]
@@ -1448,7 +1481,7 @@ try:  # numba ships with librosa (a dependency); without it these loops run as P
     _HAVE_NUMBA = True
     _enhance_smooth_row = njit(cache=True)(_enhance_smooth_row)
     _enhance_smooth_rows = njit(cache=True)(_enhance_smooth_rows)
-    _natural_spline_row = njit(cache=True)(_natural_spline_row)
+    _natural_spline_cols = njit(cache=True)(_natural_spline_cols)
     _levinson_rows = njit(cache=True)(_levinson_rows)
     _hnr_rows = njit(cache=True)(_hnr_rows)
     _balance = njit(cache=True)(_balance)

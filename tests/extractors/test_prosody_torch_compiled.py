@@ -26,10 +26,13 @@ pytestmark = pytest.mark.skipif(not pt._HAVE_NUMBA, reason="numba not installed:
 
 
 def _spline(y: np.ndarray) -> np.ndarray:
+    # one column of a block of 3 (the other two: garbage that must not leak in)
     n = y.size
-    out, d2, m2 = np.zeros(n), np.zeros(n), np.zeros(n)
-    pt._natural_spline_row(y.astype(np.float32), *pt._spline_tables(), d2, m2, out)
-    return out
+    cols = np.random.default_rng(0).random((n, 3)).astype(np.float32)
+    cols[:, 1] = y
+    out, d2, m2 = np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3))
+    pt._natural_spline_cols(cols, 3, *pt._spline_tables(), d2, m2, out)
+    return out[:, 1]
 
 
 def test_spline_reproduces_a_straight_line_and_scipys_natural_spline():

@@ -694,6 +694,16 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
     nb = spec.shape[-1]
     m = nb if n_bins is None else max(2, min(nb, n_bins))
     bin_hz = RATE / ((nb - 1) * 2)
+    if (dev.type == "cpu" and _HAVE_NUMBA and spec.dtype == torch.float32
+            and f0.dtype == torch.float32 and spec.dim() == 2):
+        outs = (np.empty((spec.shape[0], n_harm), dtype=np.float32) for _ in range(3))
+        mag, mag_i, freq_i = outs
+        dup = np.empty((spec.shape[0], n_harm), dtype=np.bool_)
+        _harmonic_peak_rows(np.ascontiguousarray(spec.numpy()),
+                            np.ascontiguousarray(f0.numpy()), m, np.float32(bin_hz),
+                            mag, mag_i, freq_i, dup)
+        return (torch.from_numpy(mag), torch.from_numpy(mag_i), torch.from_numpy(freq_i),
+                torch.from_numpy(dup))
     sp = spec[..., : min(nb, m + 1)]  # one more bin: the right neighbour of bin m - 1
     left = torch.nn.functional.pad(sp, (1, 0), value=-1.0)[..., :-1]
     right = torch.nn.functional.pad(sp, (0, 1), value=-1.0)[..., 1:]
@@ -734,6 +744,75 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
     mag_i = torch.where(found, y2 - 0.25 * (y1 - y3) * delta, zero)
     freq_i = torch.where(found, (pc + delta) * bin_hz, zero)
     return mag, mag_i, freq_i, dup
+
+
+def _harmonic_peak_rows(spec: np.ndarray, f0: np.ndarray, m: int, bin_hz: np.float32,
+                        mag: np.ndarray, mag_i: np.ndarray, freq_i: np.ndarray,
+                        dup: np.ndarray) -> None:
+    """:func:`_harmonic_peaks` per frame (CPU, compiled), into ``(N, n_harm)`` outputs.
+
+    The same comparisons, float32 arithmetic and half-to-even rounding as the torch
+    version (which runs on CUDA).
+    """
+    n_rows, nb = spec.shape
+    n_harm = mag.shape[1]
+    span = min(nb, m + 1)
+    right_pk = np.zeros(m, dtype=np.int64)
+    left_pk = np.zeros(m, dtype=np.int64)
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    for r in range(n_rows):
+        sp = spec[r]
+        nxt = m + 1  # nearest maximum at or right of k (m + 1: none)
+        for k in range(m - 1, -1, -1):
+            if k == 0:
+                pk = sp[0] > sp[1]
+            else:
+                right = sp[k + 1] if k + 1 < span else np.float32(-1.0)
+                pk = sp[k] > sp[k - 1] and sp[k] > right
+            if pk:
+                nxt = k
+            right_pk[k] = nxt
+        prv = -(m + 1)
+        for k in range(m):
+            if right_pk[k] == k:
+                prv = k
+            left_pk[k] = prv
+        f0r = f0[r]
+        first = np.rint(half * f0r / bin_hz)
+        prev_bin = -1
+        for h in range(n_harm):
+            f = f0r * np.float32(h + 1)
+            cand = np.int64(np.rint(f / bin_hz))
+            lower = np.int64(np.rint((f - half * f0r) / bin_hz))
+            upper = np.int64(np.rint((f + half * f0r) / bin_hz))
+            c = min(cand, m - 1)
+            rb = right_pk[c]
+            lb = left_pk[c]
+            r_ok = rb < m and (rb == c or rb <= upper)
+            l_ok = lb >= lower
+            take_r = r_ok and (not l_ok or rb - c <= c - lb)
+            pbin = rb if take_r else lb
+            found = (r_ok or l_ok) and cand < m
+            found = found and pbin >= first and pbin < nb - 1
+            if not found:
+                pbin = c
+            is_dup = h > 0 and pbin == prev_bin
+            prev_bin = pbin
+            found = found and not is_dup
+            dup[r, h] = is_dup
+            pc = min(max(pbin, 1), nb - 2)
+            y1, y2, y3 = sp[pc - 1], sp[pc], sp[pc + 1]
+            den = y1 - np.float32(2.0) * y2 + y3
+            delta = half * (y1 - y3) / den if abs(den) > zero else zero
+            if found:
+                mag[r, h] = y2
+                mag_i[r, h] = y2 - np.float32(0.25) * (y1 - y3) * delta
+                freq_i[r, h] = (np.float32(pc) + delta) * bin_hz
+            else:
+                mag[r, h] = zero
+                mag_i[r, h] = zero
+                freq_i[r, h] = zero
 
 
 def _harmonics(mag: torch.Tensor, f0: torch.Tensor, formants: torch.Tensor
@@ -1484,6 +1563,7 @@ try:  # numba ships with librosa (a dependency); without it these loops run as P
     _natural_spline_cols = njit(cache=True)(_natural_spline_cols)
     _levinson_rows = njit(cache=True)(_levinson_rows)
     _hnr_rows = njit(cache=True)(_hnr_rows)
+    _harmonic_peak_rows = njit(cache=True)(_harmonic_peak_rows)
     _balance = njit(cache=True)(_balance)
     _hqr = njit(cache=True)(_hqr)
     _lpc_formant_rows = njit(cache=True)(_lpc_formant_rows)

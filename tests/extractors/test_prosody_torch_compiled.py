@@ -2,10 +2,11 @@
 
 On CPU (with numba) :func:`_shs_candidates` runs :func:`_shs_rows` (the octave-scale
 spline in O(n), a tridiagonal solve per frame, instead of the dense 513 x 513 product),
-:func:`_hnr_acf` reads 4 direct lag sums instead of a 1280-point FFT pair, and the
-formants use :func:`_levinson_rows` and a compiled Francis QR (:func:`_hqr`) instead of
-LAPACK per 11 x 11 companion matrix. Each must give the torch path's values up to
-float32 (HNR, SHS) or float64 (formants) rounding.
+:func:`_hnr_acf` reads 4 direct lag sums instead of a 1280-point FFT pair,
+:func:`_harmonic_peaks` searches each frame in one compiled loop, and the formants use
+:func:`_levinson_rows` and a compiled Francis QR (:func:`_hqr`) instead of LAPACK per
+11 x 11 companion matrix. Each must give the torch path's values up to
+float32 (HNR, SHS) or float64 (formants) rounding; the harmonic peaks bit for bit.
 """
 
 from __future__ import annotations
@@ -165,3 +166,26 @@ def test_roots_fall_back_to_lapack_where_the_qr_does_not_converge(monkeypatch):
     monkeypatch.setattr(pt, "_lpc_formant_rows", never_converges)
     np.testing.assert_array_equal(pt._lpc_formants(a).numpy(),
                                   pt._lpc_formants_lapack(a, pt.LPC_RATE).numpy())
+
+
+def test_compiled_harmonic_peaks_equal_the_torch_path_bit_for_bit(monkeypatch):
+    mag = _speech_like_spectra()[0]
+    rng = np.random.default_rng(4)
+    # F0 per frame: on exact bins (ties between the two nearest peaks), off-bin, low, high
+    f0 = torch.tensor(rng.choice([125.0, 93.75, 131.3, 57.1, 212.0, 480.0], mag.shape[0]),
+                      dtype=torch.float32)
+    flat = mag.clone()
+    flat[::7, 40:60] = 0.25  # plateaus: no strict maximum there
+    for spec in (mag, flat):
+        for n_harm, n_bins in ((100, 420), (3, 60), (40, None)):
+            got = pt._harmonic_peaks(spec, f0, n_harm, n_bins)
+            with monkeypatch.context() as mp:
+                mp.setattr(pt, "_HAVE_NUMBA", False)
+                want = pt._harmonic_peaks(spec, f0, n_harm, n_bins)
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == w.dtype and torch.equal(g, w)
+    # the glide's frames find their first harmonics (found: a positive magnitude)
+    pk, _, freq_i, dup = pt._harmonic_peaks(mag, f0, 3, None)
+    voiced = mag.amax(-1) > 1.0
+    assert (pk[voiced, 0] > 0).float().mean() > 0.5
+    assert not dup[:, 0].any()  # the first harmonic is never a duplicate

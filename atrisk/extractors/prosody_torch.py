@@ -627,6 +627,28 @@ def _lpc_formant_rows(a: np.ndarray, rate: float, out: np.ndarray, failed: np.nd
             out[r, 2 * i + 1] = bw[i] if i < n_ok else math.nan
 
 
+def _lpc_acf(frames: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """ACF (lags 0..11, float64) of the 11 kHz LPC input of 20 ms frames ``(N, 320)``.
+
+    See :func:`_formants` for the chain (openSMILE cTransformFFT -> cSpecResample).
+    """
+    frames = frames.double() * win
+    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
+    pad = (NFFT_SHORT - WIN_SHORT) // 2
+    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
+    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
+    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
+    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
+    n_dft = NFFT_SHORT * LPC_RATE // RATE
+    n = LPC_FRAME
+    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=frames.device)
+    z[:, 0] = 2 * spec[:, 0]
+    z[:, 1:n // 2] = spec[:, 1:n // 2]
+    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
+    return torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)],
+                       -1)
+
+
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
     """F1-F3 frequency and bandwidth (Hz) of the ``select``-ed frames, ``(n_selected, 6)``.
 
@@ -648,20 +670,11 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     if not bool(select.any()):
         return torch.zeros(0, 6, device=dev)
     win = _cached(("hamming64", str(dev)), lambda: _hamming(WIN_SHORT, dev).double())
-    frames = _frames(x, WIN_SHORT, n_frames)[select].double() * win
-    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
-    pad = (NFFT_SHORT - WIN_SHORT) // 2
-    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
-    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
-    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
-    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
-    n_dft = NFFT_SHORT * LPC_RATE // RATE
-    n = LPC_FRAME
-    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=dev)
-    z[:, 0] = 2 * spec[:, 0]
-    z[:, 1:n // 2] = spec[:, 1:n // 2]
-    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
-    acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
+    frames = _frames(x, WIN_SHORT, n_frames)[select]
+    # on CPU in blocks of frames (the same values; no 50 MB of fresh temporaries)
+    block = MAG_BLOCK if dev.type == "cpu" else max(1, frames.shape[0])
+    acf = torch.cat([_lpc_acf(frames[i:i + block], win)
+                     for i in range(0, frames.shape[0], block)])
     if dev.type == "cpu" and _HAVE_NUMBA:  # Levinson per frame, compiled
         a = np.empty_like(acf.numpy())
         _levinson_rows(np.ascontiguousarray(acf.numpy()), a)
@@ -1102,6 +1115,17 @@ def _gauss_mag(gw: torch.Tensor) -> torch.Tensor:
         for t in range(0, gw.shape[1], MAG_BLOCK):
             torch.abs(torch.fft.rfft(gw[b, t:t + MAG_BLOCK], n=SHS_NFFT),
                       out=out[b, t:t + MAG_BLOCK])
+    return out
+
+
+def _frame_rms(gw: torch.Tensor) -> torch.Tensor:
+    """RMS ``(B, T)`` of windowed frames ``(B, T, n)`` (in blocks on CPU, same values)."""
+    if gw.device.type != "cpu" or gw.shape[1] <= MAG_BLOCK:
+        return gw.pow(2).mean(-1).sqrt()
+    out = torch.empty(gw.shape[:-1], dtype=gw.dtype)
+    for b in range(gw.shape[0]):
+        for t in range(0, gw.shape[1], MAG_BLOCK):
+            torch.sqrt(gw[b, t:t + MAG_BLOCK].pow(2).mean(-1), out=out[b, t:t + MAG_BLOCK])
     return out
 
 
@@ -1593,7 +1617,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     gw = _gauss_window(_frames(x, WIN_LONG, n_frames))
     mag = _gauss_mag(gw)  # one spectrum for the pitch candidates and the harmonics
     f0 = _pitch_shs_viterbi(mag)
-    rms = gw.pow(2).mean(-1).sqrt()
+    rms = _frame_rms(gw)
     voiced = (f0 > 0) & (rms >= VOICING_RMS)  # eGeMAPS volmerge
     f0 = torch.where(voiced, f0, torch.ones_like(f0))
     period = RATE / f0

@@ -189,3 +189,26 @@ def test_compiled_harmonic_peaks_equal_the_torch_path_bit_for_bit(monkeypatch):
     voiced = mag.amax(-1) > 1.0
     assert (pk[voiced, 0] > 0).float().mean() > 0.5
     assert not dup[:, 0].any()  # the first harmonic is never a duplicate
+
+
+def test_blocked_cpu_transforms_equal_whole_batch_ones():
+    # _gauss_mag, _frame_rms and the LPC input of _formants run in blocks of MAG_BLOCK
+    # frames on CPU (fewer fresh temporaries): bit for bit the one-batch values
+    rng = np.random.default_rng(8)
+    x = torch.from_numpy((0.1 * rng.standard_normal((2, 6 * SR))).astype(np.float32))
+    n_frames = (x.shape[-1] - pt.WIN_LONG) // pt.HOP + 1
+    assert n_frames > 2 * pt.MAG_BLOCK
+    gw = pt._gauss_window(pt._frames(x, pt.WIN_LONG, n_frames))
+    assert torch.equal(pt._gauss_mag(gw), torch.fft.rfft(gw, n=pt.SHS_NFFT).abs())
+    assert torch.equal(pt._frame_rms(gw), gw.pow(2).mean(-1).sqrt())
+    select = torch.ones(2, n_frames, dtype=torch.bool)
+    select[1, ::3] = False
+    frames = pt._frames(x, pt.WIN_SHORT, n_frames)[select]
+    acf = pt._lpc_acf(frames, pt._hamming(pt.WIN_SHORT, torch.device("cpu")).double())
+    a = np.empty_like(acf.numpy())
+    pt._levinson_rows(acf.numpy(), a)
+    want = pt._lpc_formants(torch.from_numpy(a)).float()
+    got = pt._formants(x, n_frames, select)
+    assert got.shape == (int(select.sum()), 6)
+    assert torch.equal(got.isnan(), want.isnan())
+    assert torch.equal(got.nan_to_num(), want.nan_to_num())

@@ -212,3 +212,15 @@ def test_blocked_cpu_transforms_equal_whole_batch_ones():
     assert got.shape == (int(select.sum()), 6)
     assert torch.equal(got.isnan(), want.isnan())
     assert torch.equal(got.nan_to_num(), want.nan_to_num())
+
+
+def test_torch_paths_alone_still_give_the_pinned_functionals(monkeypatch):
+    # without the compiled CPU paths (as on CUDA: dense spline product, FFT HNR, LAPACK
+    # roots, torch peak searches) the pinned signal's 88 values are still those pinned
+    # before the speed work
+    from tests.extractors.test_prosody_torch_pinned import PINNED, pinned_signal
+
+    monkeypatch.setattr(pt, "_HAVE_NUMBA", False)
+    got = pt.TorchProsodyExtractor(device="cpu").process_signals([pinned_signal()], SR)[0]
+    want = np.array([PINNED[k] for k in pt.FEATURE_NAMES])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)

@@ -267,6 +267,11 @@ def _hnr_acf(gw: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     """HNR (dB) of voiced 60 ms frames from the ACF of the Gaussian-windowed frame ``gw``."""
     if gw.shape[0] == 0:  # no voiced frame: nothing to measure
         return torch.zeros(0, device=gw.device)
+    if gw.device.type == "cpu" and _HAVE_NUMBA and gw.dtype == torch.float32:
+        lag = torch.round(period).long().clamp(2, WIN_LONG - 2).numpy()
+        out = np.empty(gw.shape[0], dtype=np.float32)
+        _hnr_rows(np.ascontiguousarray(gw.numpy()), np.ascontiguousarray(lag), out)
+        return torch.from_numpy(out)
     full = torch.fft.rfft(gw, n=NFFT_LONG)
     acf = torch.fft.irfft(full.real ** 2 + full.imag ** 2, n=NFFT_LONG)
     # ACF of the Gaussian-windowed frame at T0 (best of the 3 lags around it), not
@@ -277,6 +282,39 @@ def _hnr_acf(gw: torch.Tensor, period: torch.Tensor) -> torch.Tensor:
     r = norm.gather(-1, torch.cat([lag - 1, lag, lag + 1], -1)).amax(-1)
     r = r.clamp(1e-4, 1 - 1e-4)
     return 10 * torch.log10(r / (1 - r))
+
+
+def _hnr_rows(gw: np.ndarray, lag: np.ndarray, out: np.ndarray) -> None:
+    """:func:`_hnr_acf` on CPU: the 4 ACF values it reads, as direct float64 lag sums.
+
+    ``gw`` ``(N, 960)`` float32 frames, ``lag`` ``(N,)`` the rounded periods (2..958);
+    the normalised ACF at ``lag - 1``, ``lag``, ``lag + 1`` (the best of the three),
+    clipped to ``[1e-4, 1 - 1e-4]``, as dB into ``out``.  The same values as the
+    1280-point FFT pair of the torch path (no wrap-around: lags <= 320) up to its
+    float32 rounding, at a small fraction of its cost.
+    """
+    n = gw.shape[1]
+    for r in range(gw.shape[0]):
+        x = gw[r]
+        e0 = 0.0
+        for i in range(n):
+            e0 += np.float64(x[i]) * np.float64(x[i])
+        lg = lag[r]
+        a0 = 0.0
+        a1 = 0.0
+        a2 = 0.0
+        for i in range(n - lg - 1):  # the three lags together, independent sums
+            xi = np.float64(x[i])
+            a0 += xi * np.float64(x[i + lg - 1])
+            a1 += xi * np.float64(x[i + lg])
+            a2 += xi * np.float64(x[i + lg + 1])
+        i = n - lg - 1
+        a0 += np.float64(x[i]) * np.float64(x[i + lg - 1])
+        a1 += np.float64(x[i]) * np.float64(x[i + lg])
+        a0 += np.float64(x[i + 1]) * np.float64(x[i + lg])
+        best = max(a0, a1, a2) / max(e0, 1e-20)
+        best = min(max(best, 1e-4), 1.0 - 1e-4)
+        out[r] = 10.0 * math.log10(best / (1.0 - best))
 
 
 #: Formant search range (Hz) and number of roots kept, as cFormantLpc in eGeMAPSv02.
@@ -311,6 +349,19 @@ def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
     ``|angle| * rate / 2 pi`` in 50-5450 Hz, sorted by frequency; bandwidth
     ``-ln|r| * rate / pi``. NaN where fewer than three roots qualify.
     """
+    if a.device.type == "cpu" and _HAVE_NUMBA:
+        flat = np.ascontiguousarray(a.reshape(-1, a.shape[-1]).double().numpy())
+        out = np.empty((flat.shape[0], 6))
+        failed = np.zeros(flat.shape[0], dtype=np.bool_)
+        _lpc_formant_rows(flat, float(rate), out, failed)
+        if failed.any():  # the compiled QR did not converge: LAPACK for those rows
+            out[failed] = _lpc_formants_lapack(torch.from_numpy(flat[failed]), rate).numpy()
+        return torch.from_numpy(out).reshape(*a.shape[:-1], 6)
+    return _lpc_formants_lapack(a, rate)
+
+
+def _lpc_formants_lapack(a: torch.Tensor, rate: float) -> torch.Tensor:
+    """:func:`_lpc_formants` by ``torch.linalg.eigvals`` (LAPACK) of the companion matrices."""
     dev, p = a.device, a.shape[-1] - 1
     # roots = eigenvalues of the companion matrix
     comp = torch.zeros(*a.shape[:-1], p, p, dtype=torch.float64, device=dev)
@@ -331,6 +382,271 @@ def _lpc_formants(a: torch.Tensor, rate: float = LPC_RATE) -> torch.Tensor:
     freq_s = torch.where(valid, freq_s, nan)
     bw_s = torch.where(valid, bw_s, nan)
     return torch.stack([freq_s, bw_s], -1).reshape(*freq_s.shape[:-1], 6)
+
+
+def _levinson_rows(acf: np.ndarray, a: np.ndarray) -> None:
+    """:func:`_levinson` of rows ``acf`` ``(N, p + 1)`` into ``a`` (float64, compiled).
+
+    The same recursion per frame (the torch version is a dozen small whole-batch
+    operations per order).
+    """
+    p = a.shape[1] - 1
+    prev = np.zeros(p + 1)
+    for r in range(acf.shape[0]):
+        c = acf[r]
+        ar = a[r]
+        ar[:] = 0.0
+        ar[0] = 1.0
+        err = max(c[0], 1e-300)
+        for i in range(1, p + 1):
+            acc = 0.0
+            for j in range(i):
+                acc += ar[j] * c[i - j]
+            k = -acc / err if err > 1e-300 else 0.0
+            for j in range(i + 1):
+                prev[j] = ar[j]
+            for j in range(1, i + 1):
+                ar[j] = prev[j] + k * prev[i - j]
+            err = max(err * (1.0 - k * k), 1e-300)
+
+
+def _balance(a: np.ndarray) -> None:
+    """Balance a square matrix in place by powers of 2 (EISPACK ``balanc``, no permutation).
+
+    Row and column norms are equalised by diagonal similarity transforms (exact in
+    binary), which keeps the eigenvalues and improves their accuracy, as LAPACK's
+    ``geev`` does before its QR iteration.
+    """
+    n = a.shape[0]
+    done = False
+    while not done:
+        done = True
+        for i in range(n):
+            c = 0.0
+            r = 0.0
+            for j in range(n):
+                if j != i:
+                    c += abs(a[j, i])
+                    r += abs(a[i, j])
+            if c != 0.0 and r != 0.0:
+                g = r / 2.0
+                f = 1.0
+                s = c + r
+                while c < g:
+                    f *= 2.0
+                    c *= 4.0
+                g = r * 2.0
+                while c > g:
+                    f /= 2.0
+                    c /= 4.0
+                if (c + r) / f < 0.95 * s:
+                    done = False
+                    g = 1.0 / f
+                    for j in range(n):
+                        a[i, j] *= g
+                    for j in range(n):
+                        a[j, i] *= f
+
+
+def _hqr(a: np.ndarray, wr: np.ndarray, wi: np.ndarray) -> bool:
+    """Eigenvalues ``wr + i wi`` of an upper Hessenberg matrix (destroyed), Francis QR.
+
+    The double-shift QR iteration of EISPACK's ``hqr`` (as in Numerical Recipes):
+    deflation at negligible subdiagonal elements, an exceptional shift every 10
+    iterations of one eigenvalue (EISPACK: at 10 and 20 only, and gives up at 30, which
+    11 of 46,506 LPC polynomials of real speech needed). Real eigenvalues have
+    ``wi == 0`` exactly; complex ones come in conjugate pairs. Returns False when an
+    eigenvalue needs more than 60 iterations (the caller falls back to LAPACK).
+    """
+    n = a.shape[0]
+    anorm = 0.0
+    for i in range(n):
+        for j in range(max(i - 1, 0), n):
+            anorm += abs(a[i, j])
+    nn = n - 1
+    t = 0.0
+    while nn >= 0:
+        its = 0
+        while True:
+            ll = nn
+            while ll >= 1:  # a negligible subdiagonal element splits the matrix
+                s = abs(a[ll - 1, ll - 1]) + abs(a[ll, ll])
+                if s == 0.0:
+                    s = anorm
+                if abs(a[ll, ll - 1]) + s == s:
+                    a[ll, ll - 1] = 0.0
+                    break
+                ll -= 1
+            x = a[nn, nn]
+            if ll == nn:  # one real root
+                wr[nn] = x + t
+                wi[nn] = 0.0
+                nn -= 1
+                break
+            y = a[nn - 1, nn - 1]
+            w = a[nn, nn - 1] * a[nn - 1, nn]
+            if ll == nn - 1:  # two roots of the trailing 2 x 2 block
+                p = 0.5 * (y - x)
+                q = p * p + w
+                z = math.sqrt(abs(q))
+                x += t
+                if q >= 0.0:
+                    z = p + (z if p >= 0.0 else -z)
+                    wr[nn - 1] = wr[nn] = x + z
+                    if z != 0.0:
+                        wr[nn] = x - w / z
+                    wi[nn - 1] = wi[nn] = 0.0
+                else:
+                    wr[nn - 1] = wr[nn] = x + p
+                    wi[nn - 1] = -z
+                    wi[nn] = z
+                nn -= 2
+                break
+            if its == 60:
+                return False
+            if its > 0 and its % 10 == 0:  # exceptional shift
+                t += x
+                for i in range(nn + 1):
+                    a[i, i] -= x
+                s = abs(a[nn, nn - 1]) + abs(a[nn - 1, nn - 2])
+                x = y = 0.75 * s
+                w = -0.4375 * s * s
+            its += 1
+            m = nn - 2
+            while m >= ll:  # two consecutive small subdiagonal elements
+                z = a[m, m]
+                r = x - z
+                s = y - z
+                p = (r * s - w) / a[m + 1, m] + a[m, m + 1]
+                q = a[m + 1, m + 1] - z - r - s
+                r = a[m + 2, m + 1]
+                s = abs(p) + abs(q) + abs(r)
+                p /= s
+                q /= s
+                r /= s
+                if m == ll:
+                    break
+                u = abs(a[m, m - 1]) * (abs(q) + abs(r))
+                v = abs(p) * (abs(a[m - 1, m - 1]) + abs(z) + abs(a[m + 1, m + 1]))
+                if u + v == v:
+                    break
+                m -= 1
+            for i in range(m + 2, nn + 1):
+                a[i, i - 2] = 0.0
+                if i != m + 2:
+                    a[i, i - 3] = 0.0
+            for k in range(m, nn):  # double QR step on rows ll..nn, columns m..nn
+                if k != m:
+                    p = a[k, k - 1]
+                    q = a[k + 1, k - 1]
+                    r = a[k + 2, k - 1] if k != nn - 1 else 0.0
+                    x = abs(p) + abs(q) + abs(r)
+                    if x != 0.0:
+                        p /= x
+                        q /= x
+                        r /= x
+                s = math.sqrt(p * p + q * q + r * r)
+                if p < 0.0:
+                    s = -s
+                if s != 0.0:
+                    if k == m:
+                        if ll != m:
+                            a[k, k - 1] = -a[k, k - 1]
+                    else:
+                        a[k, k - 1] = -s * x
+                    p += s
+                    x = p / s
+                    y = q / s
+                    z = r / s
+                    q /= p
+                    r /= p
+                    for j in range(k, nn + 1):
+                        p = a[k, j] + q * a[k + 1, j]
+                        if k != nn - 1:
+                            p += r * a[k + 2, j]
+                            a[k + 2, j] -= p * z
+                        a[k + 1, j] -= p * y
+                        a[k, j] -= p * x
+                    for i in range(ll, min(nn, k + 3) + 1):
+                        p = x * a[i, k] + y * a[i, k + 1]
+                        if k != nn - 1:
+                            p += z * a[i, k + 2]
+                            a[i, k + 2] -= p * r
+                        a[i, k + 1] -= p * q
+                        a[i, k] -= p
+            if ll >= nn - 1:
+                break
+    return True
+
+
+def _lpc_formant_rows(a: np.ndarray, rate: float, out: np.ndarray, failed: np.ndarray
+                      ) -> None:
+    """:func:`_lpc_formants` of rows ``a`` ``(N, p + 1)`` into ``out`` ``(N, 6)`` (compiled).
+
+    The companion matrix's eigenvalues by :func:`_balance` + :func:`_hqr` per row;
+    ``failed[r]`` is set (and ``out[r]`` left undefined) where the QR did not converge.
+    """
+    n_rows = a.shape[0]
+    p = a.shape[1] - 1
+    comp = np.zeros((p, p))
+    wr = np.zeros(p)
+    wi = np.zeros(p)
+    fq = np.zeros(p)
+    bw = np.zeros(p)
+    for r in range(n_rows):
+        comp[:, :] = 0.0
+        for j in range(p):
+            comp[0, j] = a[r, j + 1]
+        for i in range(1, p):
+            comp[i, i - 1] = 1.0
+        _balance(comp)
+        if not _hqr(comp, wr, wi):
+            failed[r] = True
+            continue
+        n_ok = 0
+        for i in range(p):
+            if wi[i] < 0.0:
+                continue
+            f = abs(math.atan2(wi[i], wr[i])) * rate / (2.0 * math.pi)
+            if f < FORMANT_MIN or f > FORMANT_MAX:
+                continue
+            mag = math.hypot(wr[i], wi[i])
+            if mag > 1.0:  # into the unit circle
+                mag = 1.0 / mag
+            b = -math.log(max(mag, 1e-12)) * rate / math.pi
+            c = n_ok  # insertion by frequency
+            while c > 0 and fq[c - 1] > f:
+                fq[c] = fq[c - 1]
+                bw[c] = bw[c - 1]
+                c -= 1
+            fq[c] = f
+            bw[c] = b
+            n_ok += 1
+        for i in range(3):
+            out[r, 2 * i] = fq[i] if i < n_ok else math.nan
+            out[r, 2 * i + 1] = bw[i] if i < n_ok else math.nan
+
+
+def _lpc_acf(frames: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """ACF (lags 0..11, float64) of the 11 kHz LPC input of 20 ms frames ``(N, 320)``.
+
+    See :func:`_formants` for the chain (openSMILE cTransformFFT -> cSpecResample).
+    """
+    frames = frames.double() * win
+    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
+    pad = (NFFT_SHORT - WIN_SHORT) // 2
+    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
+    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
+    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
+    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
+    n_dft = NFFT_SHORT * LPC_RATE // RATE
+    n = LPC_FRAME
+    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=frames.device)
+    z[:, 0] = 2 * spec[:, 0]
+    z[:, 1:n // 2] = spec[:, 1:n // 2]
+    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
+    return torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)],
+                       -1)
 
 
 def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Tensor:
@@ -354,20 +670,15 @@ def _formants(x: torch.Tensor, n_frames: int, select: torch.Tensor) -> torch.Ten
     if not bool(select.any()):
         return torch.zeros(0, 6, device=dev)
     win = _cached(("hamming64", str(dev)), lambda: _hamming(WIN_SHORT, dev).double())
-    frames = _frames(x, WIN_SHORT, n_frames)[select].double() * win
-    # openSMILE's cTransformFFT zero pads the 320 samples symmetrically to 512
-    pad = (NFFT_SHORT - WIN_SHORT) // 2
-    spec = torch.fft.rfft(torch.nn.functional.pad(frames, (pad, pad)), n=NFFT_SHORT)
-    # cSpecResample: an inverse DFT of 352 = 512 * 11000 / 16000 points over DFT bins
-    # 0..109 (min(512, 220) / 2: band limited to 3.4 kHz), DC not halved (hence 2 * DC
-    # for irfft), of which the first 220 samples (20 ms at 11 kHz) are kept
-    n_dft = NFFT_SHORT * LPC_RATE // RATE
-    n = LPC_FRAME
-    z = torch.zeros(spec.shape[0], n_dft // 2 + 1, dtype=spec.dtype, device=dev)
-    z[:, 0] = 2 * spec[:, 0]
-    z[:, 1:n // 2] = spec[:, 1:n // 2]
-    y = torch.fft.irfft(z, n=n_dft)[:, :n] * (n_dft / NFFT_SHORT)
-    acf = torch.stack([(y[..., : n - k] * y[..., k:]).sum(-1) for k in range(LPC_ORDER + 1)], -1)
+    frames = _frames(x, WIN_SHORT, n_frames)[select]
+    # on CPU in blocks of frames (the same values; no 50 MB of fresh temporaries)
+    block = MAG_BLOCK if dev.type == "cpu" else max(1, frames.shape[0])
+    acf = torch.cat([_lpc_acf(frames[i:i + block], win)
+                     for i in range(0, frames.shape[0], block)])
+    if dev.type == "cpu" and _HAVE_NUMBA:  # Levinson per frame, compiled
+        a = np.empty_like(acf.numpy())
+        _levinson_rows(np.ascontiguousarray(acf.numpy()), a)
+        return _lpc_formants(torch.from_numpy(a)).float()
     return _lpc_formants(_levinson(acf)).float()
 
 
@@ -396,6 +707,16 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
     nb = spec.shape[-1]
     m = nb if n_bins is None else max(2, min(nb, n_bins))
     bin_hz = RATE / ((nb - 1) * 2)
+    if (dev.type == "cpu" and _HAVE_NUMBA and spec.dtype == torch.float32
+            and f0.dtype == torch.float32 and spec.dim() == 2):
+        outs = (np.empty((spec.shape[0], n_harm), dtype=np.float32) for _ in range(3))
+        mag, mag_i, freq_i = outs
+        dup = np.empty((spec.shape[0], n_harm), dtype=np.bool_)
+        _harmonic_peak_rows(np.ascontiguousarray(spec.numpy()),
+                            np.ascontiguousarray(f0.numpy()), m, np.float32(bin_hz),
+                            mag, mag_i, freq_i, dup)
+        return (torch.from_numpy(mag), torch.from_numpy(mag_i), torch.from_numpy(freq_i),
+                torch.from_numpy(dup))
     sp = spec[..., : min(nb, m + 1)]  # one more bin: the right neighbour of bin m - 1
     left = torch.nn.functional.pad(sp, (1, 0), value=-1.0)[..., :-1]
     right = torch.nn.functional.pad(sp, (0, 1), value=-1.0)[..., 1:]
@@ -436,6 +757,75 @@ def _harmonic_peaks(spec: torch.Tensor, f0: torch.Tensor, n_harm: int, n_bins: i
     mag_i = torch.where(found, y2 - 0.25 * (y1 - y3) * delta, zero)
     freq_i = torch.where(found, (pc + delta) * bin_hz, zero)
     return mag, mag_i, freq_i, dup
+
+
+def _harmonic_peak_rows(spec: np.ndarray, f0: np.ndarray, m: int, bin_hz: np.float32,
+                        mag: np.ndarray, mag_i: np.ndarray, freq_i: np.ndarray,
+                        dup: np.ndarray) -> None:
+    """:func:`_harmonic_peaks` per frame (CPU, compiled), into ``(N, n_harm)`` outputs.
+
+    The same comparisons, float32 arithmetic and half-to-even rounding as the torch
+    version (which runs on CUDA).
+    """
+    n_rows, nb = spec.shape
+    n_harm = mag.shape[1]
+    span = min(nb, m + 1)
+    right_pk = np.zeros(m, dtype=np.int64)
+    left_pk = np.zeros(m, dtype=np.int64)
+    zero = np.float32(0.0)
+    half = np.float32(0.5)
+    for r in range(n_rows):
+        sp = spec[r]
+        nxt = m + 1  # nearest maximum at or right of k (m + 1: none)
+        for k in range(m - 1, -1, -1):
+            if k == 0:
+                pk = sp[0] > sp[1]
+            else:
+                right = sp[k + 1] if k + 1 < span else np.float32(-1.0)
+                pk = sp[k] > sp[k - 1] and sp[k] > right
+            if pk:
+                nxt = k
+            right_pk[k] = nxt
+        prv = -(m + 1)
+        for k in range(m):
+            if right_pk[k] == k:
+                prv = k
+            left_pk[k] = prv
+        f0r = f0[r]
+        first = np.rint(half * f0r / bin_hz)
+        prev_bin = -1
+        for h in range(n_harm):
+            f = f0r * np.float32(h + 1)
+            cand = np.int64(np.rint(f / bin_hz))
+            lower = np.int64(np.rint((f - half * f0r) / bin_hz))
+            upper = np.int64(np.rint((f + half * f0r) / bin_hz))
+            c = min(cand, m - 1)
+            rb = right_pk[c]
+            lb = left_pk[c]
+            r_ok = rb < m and (rb == c or rb <= upper)
+            l_ok = lb >= lower
+            take_r = r_ok and (not l_ok or rb - c <= c - lb)
+            pbin = rb if take_r else lb
+            found = (r_ok or l_ok) and cand < m
+            found = found and pbin >= first and pbin < nb - 1
+            if not found:
+                pbin = c
+            is_dup = h > 0 and pbin == prev_bin
+            prev_bin = pbin
+            found = found and not is_dup
+            dup[r, h] = is_dup
+            pc = min(max(pbin, 1), nb - 2)
+            y1, y2, y3 = sp[pc - 1], sp[pc], sp[pc + 1]
+            den = y1 - np.float32(2.0) * y2 + y3
+            delta = half * (y1 - y3) / den if abs(den) > zero else zero
+            if found:
+                mag[r, h] = y2
+                mag_i[r, h] = y2 - np.float32(0.25) * (y1 - y3) * delta
+                freq_i[r, h] = (np.float32(pc) + delta) * bin_hz
+            else:
+                mag[r, h] = zero
+                mag_i[r, h] = zero
+                freq_i[r, h] = zero
 
 
 def _harmonics(mag: torch.Tensor, f0: torch.Tensor, formants: torch.Tensor
@@ -529,6 +919,28 @@ VIT_EMPTY = 999.0  # transition into or out of an empty candidate slot
 _SHS_CACHE: dict[str, tuple[torch.Tensor, ...]] = {}
 
 
+def _shs_axis() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], float, float]:
+    """Knots (log2 Hz of the FFT bins), octave grid, auditory weights, SHS shifts, grid start/step.
+
+    The natural cubic spline through the knots maps a 513-bin magnitude spectrum onto
+    the 513-point octave grid from 25 Hz (openSMILE cSpecScale); bin 0's knot is
+    extrapolated linearly from bins 1 and 2.
+    """
+    df = RATE / SHS_NFFT
+    max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
+    knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
+    knots[0] = 2 * knots[1] - knots[2]
+    lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
+    grid = np.linspace(lo, hi, SHS_POINTS)
+    ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
+    atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
+    audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
+    shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
+              for h in range(2, SHS_HARMONICS + 1)]
+    step = (hi - lo) / (SHS_POINTS - 1)
+    return knots, grid, audw, shifts, lo, step
+
+
 def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[int],
                                                 float, float]:
     """Spline matrix (linear bins -> octave scale), auditory weights, SHS shifts, grid."""
@@ -536,23 +948,49 @@ def _shs_tables(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[
     if key not in _SHS_CACHE:
         from scipy.interpolate import CubicSpline  # only here: a one-off table
 
-        df = RATE / SHS_NFFT
-        max_f = df * SHS_POINTS  # openSMILE: maxF = deltaF * nMag
-        knots = np.log2(np.maximum(np.arange(SHS_POINTS), 1) * df)
-        knots[0] = 2 * knots[1] - knots[2]
-        lo, hi = math.log2(SHS_MIN_F), math.log2(max_f)
-        grid = np.linspace(lo, hi, SHS_POINTS)
+        knots, grid, audw, shifts, lo, step = _shs_axis()
         spline = CubicSpline(knots, np.eye(SHS_POINTS), bc_type="natural")(grid)
-        ppo = SHS_POINTS / math.log2(max_f / SHS_MIN_F)  # points per octave
-        atan_s = ppo * math.log2(65.0 / 50.0) - 1.0
-        audw = 0.5 + np.arctan(3.0 * (np.arange(SHS_POINTS) + 1 - atan_s) / ppo) / math.pi
-        shifts = [int(math.floor(np.float32(ppo) * math.log2(h)))
-                  for h in range(2, SHS_HARMONICS + 1)]
-        step = (hi - lo) / (SHS_POINTS - 1)
         _SHS_CACHE[key] = (torch.tensor(spline.T, dtype=torch.float32, device=device),
                            torch.tensor(audw, dtype=torch.float32, device=device),
                            shifts, lo, step)
     return _SHS_CACHE[key]
+
+
+def _spline_tables() -> tuple[np.ndarray, ...]:
+    """Tables of the O(n) natural-spline evaluation of :func:`_shs_rows` (float64).
+
+    Returns ``(inv_h, lower, cp, inv_piv, interval, weights)``: ``1 / h_i`` of the knot
+    spacings; the Thomas factorisation of the natural spline's tridiagonal system for
+    the inner second derivatives ``M_1..M_{n-2}`` (``h_{i-1} M_{i-1} + 2 (h_{i-1} + h_i)
+    M_i + h_i M_{i+1} = 6 (d_i - d_{i-1})``, ``d_i`` the slope of interval ``i``; its
+    sub-diagonal divided by the pivots, the eliminated super-diagonal and the inverse
+    pivots, shared by every frame); and per grid point its knot interval ``j`` and the
+    weights ``(A, B, C, D)`` of ``S = A y_j + B y_{j+1} + C M_j + D M_{j+1}`` (the last
+    interval's cubic beyond the last knot, as scipy's ``CubicSpline`` extrapolates).
+    """
+    key = ("spline-tables",)
+    if key in _CACHE:
+        return _CACHE[key]
+    knots, grid, *_ = _shs_axis()
+    n = knots.size
+    h = np.diff(knots)
+    lower = np.zeros(n)
+    cp = np.zeros(n)
+    inv_piv = np.zeros(n)
+    for i in range(1, n - 1):  # row i of the system, unknown M_i
+        lower[i] = h[i - 1] if i > 1 else 0.0
+        piv = 2.0 * (h[i - 1] + h[i]) - lower[i] * cp[i - 1]
+        inv_piv[i] = 1.0 / piv
+        cp[i] = h[i] / piv if i < n - 2 else 0.0
+    lower *= inv_piv  # forward sweep: M_i = rhs_i / piv_i - (lower_i / piv_i) M_{i-1}
+    j = np.clip(np.searchsorted(knots, grid, side="right") - 1, 0, n - 2)
+    hj = h[j]
+    a = (knots[j + 1] - grid) / hj
+    b = 1.0 - a
+    weights = np.stack([a, b, (a ** 3 - a) * hj * hj / 6.0, (b ** 3 - b) * hj * hj / 6.0], -1)
+    _CACHE[key] = (1.0 / h, lower, cp, inv_piv, j.astype(np.int64),
+                   np.ascontiguousarray(weights))
+    return _CACHE[key]
 
 
 def _spec_enhance(mag: torch.Tensor) -> torch.Tensor:
@@ -589,50 +1027,57 @@ def _smooth3(mag: torch.Tensor) -> torch.Tensor:
     return sm
 
 
+def _enhance_smooth_row(m: np.ndarray, peak: np.ndarray, e: np.ndarray, o: np.ndarray
+                        ) -> None:
+    """:func:`_spec_enhance` then :func:`_smooth3` of one float32 row ``m`` into ``o``.
+
+    ``peak`` (uint8, 4 longer than ``m``) and ``e`` (float32, as ``m``) are scratch rows.
+    Written without branches in the inner loops (they vectorise); the same comparisons
+    and float32 arithmetic as the torch version.
+    """
+    n = m.shape[0]
+    two = np.float32(2.0)
+    four = np.float32(4.0)
+    # peak[k + 2]: m[k] is a maximum (2 zeros of padding each side)
+    peak[0] = peak[1] = peak[n + 2] = peak[n + 3] = 0
+    peak[2] = m[0] > m[1]
+    for k in range(1, n - 1):
+        peak[k + 2] = (m[k] > m[k - 1]) & (m[k] >= m[k + 1])
+    peak[n + 1] = m[n - 1] > m[n - 2]
+    n_pk = 0
+    for k in range(n):
+        n_pk += peak[k + 2]
+    first = 0  # as argmax of an all-False row: first = 0, last = n - 1
+    last = n - 1
+    if n_pk > 0:
+        while not peak[first + 2]:
+            first += 1
+        while not peak[last + 2]:
+            last -= 1
+    if n_pk == 1:  # a single maximum: openSMILE zeroes every bin from 3 on
+        for k in range(n):
+            e[k] = m[k] if k < 3 else np.float32(0.0)
+    else:  # zero bins with no maximum within 2 bins, strictly between first and last
+        for k in range(n):
+            near = (peak[k] | peak[k + 1] | peak[k + 2] | peak[k + 3] | peak[k + 4]) != 0
+            e[k] = m[k] if (near or k <= first or k >= last) else np.float32(0.0)
+    o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
+    for k in range(1, n - 1):
+        o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
+    o[n - 1] = e[n - 1]
+
+
 def _enhance_smooth_rows(mag: np.ndarray, out: np.ndarray) -> None:
     """:func:`_spec_enhance` then :func:`_smooth3` of float32 rows ``(R, n)`` into ``out``.
 
     The same comparisons and float32 arithmetic in one pass per row (compiled with
     numba: on CPU this replaces about twenty whole-array torch passes).
     """
-    n_rows, n = mag.shape
-    peak = np.zeros(n, dtype=np.bool_)
+    n = mag.shape[1]
+    peak = np.zeros(n + 4, dtype=np.uint8)
     e = np.zeros(n, dtype=np.float32)
-    two = np.float32(2.0)
-    four = np.float32(4.0)
-    for r in range(n_rows):
-        m = mag[r]
-        n_pk = 0
-        first = -1
-        last = -1
-        for k in range(n):
-            if k == 0:
-                p = m[0] > m[1]
-            elif k == n - 1:
-                p = m[k] > m[k - 1]
-            else:
-                p = m[k] > m[k - 1] and m[k] >= m[k + 1]
-            peak[k] = p
-            if p:
-                n_pk += 1
-                if first < 0:
-                    first = k
-                last = k
-        if n_pk == 0:  # as argmax of an all-False row: first = 0, last = n - 1
-            first = 0
-            last = n - 1
-        last_pk = -3  # nearest maximum at or left of k (-3: none within 2 bins)
-        for k in range(n):
-            if peak[k]:
-                last_pk = k
-            near = k - last_pk <= 2 or (k + 1 < n and peak[k + 1]) or (k + 2 < n and peak[k + 2])
-            zero = (not near and first < k < last) or (n_pk == 1 and k >= 3)
-            e[k] = np.float32(0.0) if zero else m[k]
-        o = out[r]
-        o[0] = (np.float32(0.0) + two * e[0] + e[1]) / four
-        for k in range(1, n - 1):
-            o[k] = (e[k - 1] + two * e[k] + e[k + 1]) / four
-        o[n - 1] = e[n - 1]
+    for r in range(mag.shape[0]):
+        _enhance_smooth_row(mag[r], peak, e, out[r])
 
 
 def _enhance_smooth(mag: torch.Tensor) -> torch.Tensor:
@@ -650,13 +1095,38 @@ def _gauss_window(fr: torch.Tensor) -> torch.Tensor:
     return fr * _cached(("gauss", WIN_LONG, str(fr.device)), lambda: _gauss(WIN_LONG, fr.device))
 
 
+#: Frames per block of :func:`_gauss_mag`'s transforms on CPU (about 1 MB of spectra).
+MAG_BLOCK = 256
+
+
 def _gauss_mag(gw: torch.Tensor) -> torch.Tensor:
     """Magnitude spectrum ``(..., 513)`` of Gaussian-windowed 60 ms frames.
 
     Zero padded to 1024 points (openSMILE's cTransformFFT); shared by the pitch
-    candidates and the harmonics.
+    candidates and the harmonics.  On CPU the frames are transformed in blocks of
+    :data:`MAG_BLOCK` into one output tensor: the same values, but the complex
+    spectra of a long signal are never held at once (a fresh 25 MB buffer per 60 s
+    costs about as many page faults as the transform itself).
     """
-    return torch.fft.rfft(gw, n=SHS_NFFT).abs()
+    if gw.device.type != "cpu" or gw.dim() != 3 or gw.shape[1] <= MAG_BLOCK:
+        return torch.fft.rfft(gw, n=SHS_NFFT).abs()
+    out = torch.empty(*gw.shape[:-1], SHS_POINTS, dtype=gw.dtype)
+    for b in range(gw.shape[0]):
+        for t in range(0, gw.shape[1], MAG_BLOCK):
+            torch.abs(torch.fft.rfft(gw[b, t:t + MAG_BLOCK], n=SHS_NFFT),
+                      out=out[b, t:t + MAG_BLOCK])
+    return out
+
+
+def _frame_rms(gw: torch.Tensor) -> torch.Tensor:
+    """RMS ``(B, T)`` of windowed frames ``(B, T, n)`` (in blocks on CPU, same values)."""
+    if gw.device.type != "cpu" or gw.shape[1] <= MAG_BLOCK:
+        return gw.pow(2).mean(-1).sqrt()
+    out = torch.empty(gw.shape[:-1], dtype=gw.dtype)
+    for b in range(gw.shape[0]):
+        for t in range(0, gw.shape[1], MAG_BLOCK):
+            torch.sqrt(gw[b, t:t + MAG_BLOCK].pow(2).mean(-1), out=out[b, t:t + MAG_BLOCK])
+    return out
 
 
 def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -675,6 +1145,8 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ``(freq, voicing)``, each ``(..., 6)``: candidates in 55-1000 Hz, the best
         scoring first; empty slots have frequency and voicing 0.
     """
+    if mag.device.type == "cpu" and _HAVE_NUMBA and mag.dtype == torch.float32:
+        return _shs_candidates_cpu(mag)
     dev = mag.device
     spline, audw, shifts, lo, step = _shs_tables(dev)
     # in place on fresh tensors (the same values as out-of-place ops, fewer passes):
@@ -714,6 +1186,174 @@ def _shs_candidates(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     freq, voice, valid = (t.gather(-1, swap) for t in (freq, voice, valid))
     zero = torch.zeros_like(freq)
     return torch.where(valid, freq, zero), torch.where(valid, voice, zero)
+
+
+def _natural_spline_cols(y: np.ndarray, nb: int, inv_h: np.ndarray, lower: np.ndarray,
+                         cp: np.ndarray, inv_piv: np.ndarray, interval: np.ndarray,
+                         weights: np.ndarray, d2: np.ndarray, m2: np.ndarray, out: np.ndarray
+                         ) -> None:
+    """Natural cubic splines through ``(knots, y[:, c])`` at the grid points, O(n) (float64).
+
+    Columns ``0..nb-1`` of ``y`` ``(n_knots, B)`` are splined together (the recursions
+    then run across the columns, which hides their latency, and each grid point reads
+    contiguous knot rows); the tables are those of :func:`_spline_tables`; ``d2`` and
+    ``m2`` are float64 scratch arrays shaped as ``y``; the values are written to
+    ``out`` ``(n_grid, B)``.
+    """
+    n = y.shape[0]
+    # second derivatives M (M_0 = M_{n-1} = 0) by the Thomas algorithm; the right-hand
+    # sides first, so that the recursion itself is one multiply-add per step
+    for i in range(n - 1):
+        for c in range(nb):
+            d2[i, c] = (np.float64(y[i + 1, c]) - np.float64(y[i, c])) * inv_h[i]
+    for i in range(1, n - 1):
+        for c in range(nb):
+            d2[i - 1, c] = 6.0 * (d2[i, c] - d2[i - 1, c]) * inv_piv[i]
+    for c in range(nb):
+        m2[0, c] = 0.0
+        m2[n - 1, c] = 0.0
+    for i in range(1, n - 1):
+        for c in range(nb):
+            m2[i, c] = d2[i - 1, c] - lower[i] * m2[i - 1, c]
+    for i in range(n - 3, 0, -1):
+        for c in range(nb):
+            m2[i, c] -= cp[i] * m2[i + 1, c]
+    for g in range(out.shape[0]):
+        j = interval[g]
+        w0, w1, w2, w3 = weights[g, 0], weights[g, 1], weights[g, 2], weights[g, 3]
+        for c in range(nb):
+            out[g, c] = (w0 * y[j, c] + w1 * y[j + 1, c] + w2 * m2[j, c]
+                         + w3 * m2[j + 1, c])
+
+
+def _shs_rows(mag: np.ndarray, inv_h: np.ndarray, lower: np.ndarray, cp: np.ndarray,
+              inv_piv: np.ndarray, interval: np.ndarray, weights: np.ndarray,
+              audw: np.ndarray, shifts: np.ndarray, hw: np.ndarray, lo: np.float32,
+              step: np.float32, freq: np.ndarray, voice: np.ndarray) -> None:
+    """SHS pitch candidates of float32 magnitude rows ``(R, 513)`` (CPU path, numba).
+
+    Per row, in cache: peak enhancement + smoothing (:func:`_enhance_smooth_row`); the
+    natural cubic spline onto the octave grid in O(n) (:func:`_natural_spline_cols`, 8
+    frames at a time) -- the tridiagonal solve for the second derivatives with the
+    shared factorisation of :func:`_spline_tables`, then each grid point from its two
+    knots (float64, the same spline as the dense matrix of :func:`_shs_tables`);
+    auditory weighting and clipping; the subharmonic sum (float32, harmonic weights
+    ``hw``); the 6 highest peaks with parabolic interpolation, compacted and the best
+    scoring first as in :func:`_shs_candidates`.  Writes ``freq`` and ``voice``
+    ``(R, 6)`` (0 in empty slots).
+    """
+    n_rows, n = mag.shape
+    n_c = freq.shape[1]
+    peak = np.zeros(n + 4, dtype=np.uint8)
+    e = np.zeros(n, dtype=np.float32)
+    blk = 8  # frames splined together
+    yb = np.zeros((n, blk), dtype=np.float32)
+    m2 = np.zeros((n, blk))
+    d2 = np.zeros((n, blk))
+    sp = np.zeros((n, blk))
+    oct_ = np.zeros(n, dtype=np.float32)
+    ss = np.zeros(n, dtype=np.float32)
+    top_v = np.zeros(n_c, dtype=np.float32)
+    top_k = np.zeros(n_c, dtype=np.int64)
+    f_c = np.zeros(n_c, dtype=np.float32)
+    v_c = np.zeros(n_c, dtype=np.float32)
+    s_c = np.zeros(n_c, dtype=np.float32)
+    zero = np.float32(0.0)
+    n_h = np.float32(shifts.shape[0] + 1)
+    for r in range(n_rows):
+        c = r % blk
+        if c == 0:  # enhance, smooth and spline the next block of frames
+            nb = min(blk, n_rows - r)
+            for b in range(nb):
+                _enhance_smooth_row(mag[r + b], peak, e, oct_)
+                for k in range(n):
+                    yb[k, b] = oct_[k]
+            _natural_spline_cols(yb, nb, inv_h, lower, cp, inv_piv, interval, weights, d2,
+                                 m2, sp)
+        for g in range(n):
+            o = np.float32(sp[g, c]) * audw[g]
+            oct_[g] = o if o > zero else zero
+        for k in range(n):
+            ss[k] = oct_[k]
+        for h in range(shifts.shape[0]):
+            wh = hw[h]
+            src = oct_[shifts[h]:]  # a view: non-negative indices, the loop vectorises
+            for k in range(n - shifts[h]):
+                ss[k] += wh * src[k]
+        total = 0.0
+        for k in range(n):
+            v = ss[k] / n_h
+            ss[k] = v if v > zero else zero
+            total += ss[k]
+        mean = np.float32(total / n)
+        # the n_c highest strict local maxima (all > 0), highest first
+        n_found = 0
+        for k in range(1, n - 1):
+            v = ss[k]
+            if ss[k - 1] < v and v > ss[k + 1]:
+                if n_found < n_c:
+                    n_found += 1
+                elif v <= top_v[n_c - 1]:
+                    continue
+                c = n_found - 1
+                while c > 0 and top_v[c - 1] < v:
+                    top_v[c] = top_v[c - 1]
+                    top_k[c] = top_k[c - 1]
+                    c -= 1
+                top_v[c] = v
+                top_k[c] = k
+        n_valid = 0
+        best = 0
+        for c in range(n_found):
+            k = top_k[c]
+            y0, y1, y2 = ss[k - 1], ss[k], ss[k + 1]
+            den = y0 - np.float32(2.0) * y1 + y2
+            off = np.float32(0.5) * (y0 - y2) / den if den != zero else zero
+            sc = y1 - np.float32(0.25) * (y0 - y2) * off
+            f = np.float32(2.0) ** (lo + (np.float32(k) + off) * step)
+            if f < F0_MIN or f > F0_MAX:
+                continue
+            if sc > zero and sc > mean:
+                v_c[n_valid] = np.float32(1.0) - mean / max(sc, np.float32(1e-30))
+            else:
+                v_c[n_valid] = zero
+            f_c[n_valid] = f
+            s_c[n_valid] = sc
+            if n_valid == 0 or sc > s_c[best]:  # the first best, as argmax
+                best = n_valid
+            n_valid += 1
+        for c in range(n_c):
+            freq[r, c] = zero
+            voice[r, c] = zero
+        for c in range(n_valid):
+            dst = 0 if c == best else (best if c == 0 else c)
+            freq[r, dst] = f_c[c]
+            voice[r, dst] = v_c[c]
+
+
+def _shs_candidates_cpu(mag: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_shs_candidates` on CPU: one compiled pass per frame (:func:`_shs_rows`).
+
+    The same candidates as the torch path up to float32 rounding (the spline is
+    evaluated in O(n) instead of as a dense 513 x 513 float32 product).
+    """
+    def make() -> tuple:
+        _, _, audw, shifts, lo, step = _shs_axis()
+        hw = np.empty(len(shifts), dtype=np.float32)  # 0.85^(h-1), as the torch path's alpha
+        w = SHS_COMPRESSION
+        for i in range(len(shifts)):
+            hw[i] = w
+            w *= SHS_COMPRESSION
+        return (*_spline_tables(), audw.astype(np.float32), np.array(shifts, dtype=np.int64),
+                hw, np.float32(lo), np.float32(step))
+
+    tables = _cached(("shs-cpu",), make)
+    flat = np.ascontiguousarray(mag.reshape(-1, mag.shape[-1]).numpy())
+    freq = np.empty((flat.shape[0], SHS_CANDIDATES), dtype=np.float32)
+    voice = np.empty_like(freq)
+    _shs_rows(flat, *tables, freq, voice)
+    shape = (*mag.shape[:-1], SHS_CANDIDATES)
+    return torch.from_numpy(freq).reshape(shape), torch.from_numpy(voice).reshape(shape)
 
 
 def _range_weight(f: np.ndarray) -> np.ndarray:
@@ -942,7 +1582,16 @@ try:  # numba ships with librosa (a dependency); without it these loops run as P
     from numba import njit
 
     _HAVE_NUMBA = True
+    _enhance_smooth_row = njit(cache=True)(_enhance_smooth_row)
     _enhance_smooth_rows = njit(cache=True)(_enhance_smooth_rows)
+    _natural_spline_cols = njit(cache=True)(_natural_spline_cols)
+    _levinson_rows = njit(cache=True)(_levinson_rows)
+    _hnr_rows = njit(cache=True)(_hnr_rows)
+    _harmonic_peak_rows = njit(cache=True)(_harmonic_peak_rows)
+    _balance = njit(cache=True)(_balance)
+    _hqr = njit(cache=True)(_hqr)
+    _lpc_formant_rows = njit(cache=True)(_lpc_formant_rows)
+    _shs_rows = njit(cache=True)(_shs_rows)
     _viterbi_path = njit(cache=True)(_viterbi_path)
     _quad_peak = njit(cache=True)(_quad_peak)
     _pearson = njit(cache=True)(_pearson)
@@ -968,7 +1617,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     gw = _gauss_window(_frames(x, WIN_LONG, n_frames))
     mag = _gauss_mag(gw)  # one spectrum for the pitch candidates and the harmonics
     f0 = _pitch_shs_viterbi(mag)
-    rms = gw.pow(2).mean(-1).sqrt()
+    rms = _frame_rms(gw)
     voiced = (f0 > 0) & (rms >= VOICING_RMS)  # eGeMAPS volmerge
     f0 = torch.where(voiced, f0, torch.ones_like(f0))
     period = RATE / f0

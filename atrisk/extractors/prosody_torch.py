@@ -1245,8 +1245,8 @@ def opensmile_functionals(contours: dict[str, np.ndarray]) -> np.ndarray:
     Peaks2 turning points and slopes, the NonX/EqX segments of F0 (at most 1000 counted,
     as openSMILE), 0 for functionals of no frame; every output rounded to float32.  The
     result equals openSMILE's functionals of the same track (see
-    ``docs/results/opensmile_stream_agreement.md``); undefined values are 0 or -201 dB as
-    openSMILE writes them (the caller maps them to NaN).
+    ``docs/results/opensmile_stream_agreement.md``); undefined values are 0 (-120 dB for
+    the sound level of silence) as openSMILE writes them (the caller maps them to NaN).
 
     Args:
         contours: ``{name: (frames,) float32 array}`` for :data:`CONTOUR_NAMES`, the
@@ -1417,7 +1417,7 @@ def contour_functionals(c: dict[str, np.ndarray], exact: bool = False) -> np.nda
     energy = c["pcm_SQUAREDenergy"]
     if exact:  # cFunctionalMeans (double sum, float32 mean), then cVectorOperation dBp
         e = _moments(energy, True)[0]
-        res["equivalentSoundLevel_dBp"] = _f32(10 * math.log10(max(e, 1e-20)))
+        res["equivalentSoundLevel_dBp"] = _f32(10 * math.log10(max(e, 1e-12)))  # floor -120
     else:
         e = float(energy.astype(np.float64).mean())
         res["equivalentSoundLevel_dBp"] = 10 * math.log10(e) if e > 0 else math.nan

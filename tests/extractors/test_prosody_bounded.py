@@ -2,20 +2,18 @@
 
 ``ProsodyExtractor.process_stream`` (``bounded=True``) runs openSMILE up to the
 contours its functionals read, with ring buffers, and computes the 88 functionals from
-those frames (``prosody_torch.opensmile_functionals``); ``bounded=False`` is openSMILE's
+those frames (``egemaps.opensmile_functionals``); ``bounded=False`` is openSMILE's
 own whole-track functionals.  The two must agree within 1e-6 (relative).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from atrisk.extractors import prosody as prosody_module
-from atrisk.extractors import prosody_torch as pt
 from atrisk.extractors.prosody import ProsodyExtractor
 from atrisk.ingest.audio import load_audio
 
@@ -91,16 +89,20 @@ def test_bounded_run_uses_ring_buffers_and_one_sink_per_input_level(monkeypatch)
                         or real(options=options))
     ex.process_stream(_blocks(_voiced_signal(4.0), SR), SR, "s", "teacher")
     assert seen[-1]["bufferModeConf"].endswith("shared/BufferModeRbLag.conf.inc")
-    assert seen[-1]["sinkLevel"] == "gemapsv01b_lld_single_logF0_smo"
     text = Path(smile.config_path).read_text()
-    for sink, level in zip(prosody_module._INPUT_SINKS[1:],
-                           prosody_module._FUNCTIONAL_INPUTS[1:], strict=True):
-        assert f"[{sink}:cExternalSink]\nreader.dmLevel = {level}\n" in text
-    # the generated tree has no functionals components left, the smoothers stay
+    for sink, level in zip(prosody_module._INPUT_SINKS, prosody_module._FUNCTIONAL_INPUTS,
+                           strict=True):
+        assert f"[{sink}:cExternalSink]\nreader.dmLevel = {level}\nblocksize = 100\n" in text
+    # the generated tree has no functionals components left, the smoothers stay, and
+    # each sink ticks in the place of the first functionals component reading its level
     tree = Path(smile.config_path).parents[2]
     incs = "".join((tree / n).read_text() for n in prosody_module._EGEMAPS_INCLUDES)
     for name in prosody_module._EGEMAPS_FUNCTIONALS:
         assert f"instance[{name}]." not in incs
+    func = (tree / "gemaps" / "v01b" / "GeMAPSv01b_core.func.conf.inc").read_text()
+    assert "instance[gemapsv01b_smoLoudness].type=cContourSmoother\n" \
+           "instance[atrisk_sink0].type=cExternalSink\n" \
+           "instance[atrisk_sink1].type=cExternalSink\n" in func
     for name in ("gemapsv01b_smoF0", "gemapsv01b_smoLoudness", "egemapsv02_smoSpectralNz",
                  "egemapsv02_energyRMS", "gemapsv01b_pitchSmoothViterbi"):
         assert f"instance[{name}]." in incs
@@ -117,36 +119,6 @@ def test_frame_store_keeps_float32_frames_across_blocks(monkeypatch):
     out = store.array()
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, data)
-
-
-def test_opensmile_segments_hysteresis_and_cap():
-    seg = pt._opensmile_segments
-    # a segment needs 3 active frames and ends after 2 inactive ones; one inactive frame
-    # inside does not end it; lengths count first-to-last active frame (openSMILE)
-    mask = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1], bool)
-    assert seg(mask) == [3, 7]
-    assert seg(np.array([1, 1, 0, 0, 1, 1, 1], bool)) == [2]  # a 2-frame blip is no segment
-    assert seg(np.zeros(5, bool)) == []
-    per_s, mean_s, std_s = pt._segment_stats([3, 7], 14)
-    assert per_s == pytest.approx(2 / 0.14, rel=1e-6)
-    assert mean_s == pytest.approx(0.05, rel=1e-6)  # (3 + 7) / 2 frames
-    assert std_s == pytest.approx(0.02, rel=1e-6)  # sqrt(((3-5)^2 + (7-5)^2) / 2) frames
-    # openSMILE counts at most maxNumSeg = 1000 segments
-    many = np.tile(np.array([1, 1, 1, 0, 0], bool), 1001)
-    lengths = seg(many)
-    assert len(lengths) == 1000 and set(lengths) == {2}
-    assert pt._segment_stats(lengths, many.size)[0] == pytest.approx(1000 / (0.01 * 5005),
-                                                                      rel=1e-6)
-
-
-def test_opensmile_percentiles_and_moments_by_hand():
-    v = np.arange(1, 11, dtype=np.float32)
-    # idx = p * (N - 1): 1.8, 4.5, 7.2 -> linear between neighbours
-    assert pt._percentiles(v, exact=True) == pytest.approx((2.8, 5.5, 8.2, 5.4), rel=1e-6)
-    mean, sn = pt._moments(v, exact=True)
-    assert mean == 5.5 and sn == pytest.approx(math.sqrt(8.25) / 5.5, rel=1e-6)
-    assert pt._moments(np.zeros(0, np.float32), exact=True) == (0.0, 0.0)  # no frame: 0
-    assert pt._moments(np.full(4, 2.0, np.float32), exact=True) == (2.0, 0.0)
 
 
 @pytest.mark.realdata

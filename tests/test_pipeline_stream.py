@@ -39,7 +39,7 @@ def _failures(ws: Path) -> list[dict]:
 
 def _assert_same_outputs(a: Path, b: Path) -> None:
     # streamed tracks get openSMILE's functionals computed from its streamed frames
-    # (bounded memory), equal to the whole-track ones within 1e-6 (docs/prosody.md)
+    # (bounded memory): within 1e-6 of the whole-track ones on these tracks
     for table in TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(a / f"{table}.parquet"),
                                       pd.read_parquet(b / f"{table}.parquet"), rtol=1e-6)

@@ -17,6 +17,10 @@ whole track: the results are bit-identical to :meth:`opensmile.Smile.process_sig
 (tested), and the memory openSMILE needs no longer includes copies of the whole wave
 (see ``docs/prosody.md`` for the numbers).  This uses opensmile-python's private
 ``Smile._options``/``Smile._smile`` helpers (the package is pinned to 2.6.0).
+:meth:`ProsodyExtractor.process_stream` (what ``atrisk extract`` runs for tracks it
+streams) goes further for eGeMAPSv02: openSMILE computes only the contours its
+functionals read, with ring buffers, and the functionals are computed from those frames
+(:mod:`atrisk.extractors.egemaps`), so openSMILE's memory no longer grows with the track.
 
 Edge cases (``docs/prosody.md`` lists the outputs):
 
@@ -153,12 +157,12 @@ _FUNCTIONAL_INPUTS = (
 #: (component order) of the first functionals component reading that level.  The levels
 #: do not have the same number of frames (``jfk.flac``, 11 s: 1,099 frames of the 20 ms
 #: levels, loudness etc., 1,094 of the 60 ms ones, F0 etc.), so they cannot be joined
-#: frame by frame.  And openSMILE's full-track functionals read their level once, at
-#: the end of input, in their turn of the components' tick: frames its last ticks write
-#: later (the ``sma3`` smoothers' end frame, and on some tracks the last one or two
-#: frames of the pitch chain) are not in openSMILE's functionals; a sink in the same
-#: turn, reading blocks of :data:`_SINK_BLOCK` frames, reads exactly the same frames
-#: (measured: every real recording and 10-60 min signals, see ``docs/prosody.md``).
+#: frame by frame.  And openSMILE's full-track functionals leave out frames written to
+#: their level at the end of input (the ``sma3`` smoothers' end frame, and the last one
+#: or two frames of the pitch chain, depending on the track); a sink in the functionals'
+#: turn reading blocks of :data:`_SINK_BLOCK` frames reads exactly openSMILE's frames on
+#: 253 of 264 real recordings and on 10-60 min signals, and one or two frames more on
+#: the other 11 (2-7 s recordings; see ``docs/prosody.md``).
 _INPUT_SINKS = tuple(f"atrisk_sink{i}" for i in range(len(_FUNCTIONAL_INPUTS)))
 #: Functionals component whose place each sink of :data:`_INPUT_SINKS` takes.
 _SINK_PLACES = ("gemapsv01b_temporalF0", "gemapsv01b_temporalLoudness",
@@ -853,9 +857,11 @@ class ProsodyExtractor(SegmentFeatures):
         contours its functionals read with ring buffers, and the functionals are
         computed from those frames (:meth:`_bounded_functionals`), so openSMILE's memory
         does not grow with the track (the frames take 51.8 MB per hour); they equal
-        openSMILE's own functionals of the joined signal within float32 rounding (see
-        ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE computes the
-        functionals over whole-track buffers: bit-identical to the joined signal's.
+        openSMILE's own functionals of the joined signal to 7.7e-8 on 10-60 min signals
+        (float32 rounding), but a track's last frame or two can differ (11 of 264 short
+        recordings, see ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE
+        computes the functionals over whole-track buffers: bit-identical to the joined
+        signal's.
 
         Args:
             blocks: Mono float samples in order (e.g. from

@@ -11,6 +11,8 @@ bounded memory (``process_stream``).  Both go through :func:`contour_functionals
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 
 import numpy as np
@@ -246,6 +248,34 @@ _PERIOD = 0.01  # frame period (s): the 10 ms hop
 _SEG_MIN, _PAUSE_MIN, _MAX_SEGS = 3, 2, 1000
 
 
+def _c_logf() -> object | None:
+    """Return the C library's float ``logf`` (openSMILE's ``std::log(float)``), or None."""
+    try:
+        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        logf = libm.logf
+    except (OSError, AttributeError):
+        return None
+    logf.restype, logf.argtypes = ctypes.c_float, [ctypes.c_float]
+    return logf
+
+
+_LOGF = _c_logf()
+#: openSMILE's dBp factor, ``(FLOAT_DMEM)(10 / ln 10)``, and its log floor (-120 dB).
+_DB_FACTOR = np.float32(10.0 / math.log(10.0))
+_LOG_FLOOR = 1e-12
+
+
+def _dbp(x: float) -> float:
+    """Return openSMILE's cVectorOperation ``dBp`` of a float32 value, in float32.
+
+    ``factor * logf(x)`` with ``x`` floored at 1e-12; ``logf`` from the C library as in
+    openSMILE (numpy's float32 log, which can differ by one ulp, where there is none).
+    """
+    x = np.float32(x if x > _LOG_FLOOR else _LOG_FLOOR)
+    log = np.float32(_LOGF(x)) if _LOGF is not None else np.log(x)
+    return float(_DB_FACTOR * log)
+
+
 def _f32(x: float) -> float:
     """``x`` rounded to float32 (openSMILE's ``FLOAT_DMEM``), as a Python float."""
     return float(np.float32(x))
@@ -468,8 +498,7 @@ def contour_functionals(c: dict[str, np.ndarray], exact: bool = False) -> np.nda
         res["StddevUnvoicedSegmentLength"] = float(useg.std()) if useg.size else math.nan
     energy = c["pcm_SQUAREDenergy"]
     if exact:  # cFunctionalMeans (double sum, float32 mean), then cVectorOperation dBp
-        e = _moments(energy, True)[0]
-        res["equivalentSoundLevel_dBp"] = _f32(10 * math.log10(max(e, 1e-12)))  # floor -120
+        res["equivalentSoundLevel_dBp"] = _dbp(_moments(energy, True)[0])
     else:
         e = float(energy.astype(np.float64).mean())
         res["equivalentSoundLevel_dBp"] = 10 * math.log10(e) if e > 0 else math.nan

@@ -42,3 +42,11 @@ def test_opensmile_percentiles_and_moments_by_hand():
     assert mean == 5.5 and sn == pytest.approx(math.sqrt(8.25) / 5.5, rel=1e-6)
     assert pt._moments(np.zeros(0, np.float32), exact=True) == (0.0, 0.0)  # no frame: 0
     assert pt._moments(np.full(4, 2.0, np.float32), exact=True) == (2.0, 0.0)
+
+
+def test_opensmile_dbp_of_the_mean_energy():
+    # 10 / ln 10 * ln(x) in float32, floored at 1e-12 (-120 dB: openSMILE on silence)
+    assert pt._dbp(1.0) == 0.0
+    assert pt._dbp(10.0) == pytest.approx(10.0, rel=1e-6)
+    assert pt._dbp(1e-3) == pytest.approx(-30.0, rel=1e-6)
+    assert pt._dbp(0.0) == pytest.approx(-120.0, rel=1e-6) == pt._dbp(1e-15)

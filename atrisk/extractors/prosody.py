@@ -856,9 +856,9 @@ class ProsodyExtractor(SegmentFeatures):
         never held).  eGeMAPSv02 with ``bounded`` (the default): openSMILE computes the
         contours its functionals read with ring buffers, and the functionals are
         computed from those frames (:meth:`_bounded_functionals`), so openSMILE's memory
-        does not grow with the track (the frames take 51.8 MB per hour); they equal
-        openSMILE's own functionals of the joined signal to 7.7e-8 on 10-60 min signals
-        (float32 rounding), but a track's last frame or two can differ (11 of 264 short
+        does not grow with the track (the frames take 51.8 MB per hour); they are
+        bit-identical to openSMILE's own functionals of the joined signal on the 10-60 min
+        signals measured, but a track's last frame or two can differ (11 of 264 short
         recordings, see ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE
         computes the functionals over whole-track buffers: bit-identical to the joined
         signal's.

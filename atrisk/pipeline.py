@@ -538,6 +538,13 @@ class DecodedPart:
 #: prosody and ASR each stream them from the file (:func:`_stream_prosody`,
 #: :func:`_stream_asr`); same tables as the in-memory path.
 STREAM_TRACK_S = 600.0
+#: How a streamed track gets its openSMILE eGeMAPSv02 functionals, part of the resume key
+#: and of ``run.json``: computed from openSMILE's streamed frames in bounded memory
+#: (``ProsodyExtractor.process_stream``).  They equal openSMILE's whole-track functionals
+#: within 1e-6 on the long signals measured, but not on every track (openSMILE's
+#: functionals leave out a track's last frame or two, see ``docs/prosody.md``), so
+#: results made with whole-track functionals are not resumed as if they were the same.
+STREAMED_PROSODY = "opensmile-eGeMAPSv02-frames-1"
 #: Samples per block of a streamed track (60 s at 16 kHz).
 STREAM_BLOCK = 16000 * 60
 #: Tracks at least this long (samples) give their freed memory back to the OS at once.
@@ -711,6 +718,7 @@ def session_key(
         "tracks": [_file_digest(session.track_path(t), digests) for t in TRACKS],
         "config": config.section_hash("audio", "prosody", "asr"),
         "asr": asr_identity,
+        "streamed_prosody": STREAMED_PROSODY,
         "given": None
         if given is None
         else [(u.speaker, u.start_s, u.end_s, u.text) for u in given],
@@ -1113,6 +1121,7 @@ def extract(
             "asr": asr_identity,
             "prosody_backend": prosody_extractor.backend_name,
             "code_fingerprint": fingerprint.extract_fingerprint(config),
+            "streamed_prosody": STREAMED_PROSODY,
             "engine": engine,
         },
     )

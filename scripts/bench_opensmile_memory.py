@@ -10,13 +10,20 @@ track and its CPU seconds.  Modes:
 * ``shipped``: opensmile-python's eGeMAPSv02 config as shipped, no duration given
   (the whole-track levels grow from 1000 frames by doubling);
 * ``sized``: the shipped config, the whole-track levels sized from the duration;
-* ``sized_pruned``: what ``atrisk extract`` does: sized, and the config generated
-  without the GeMAPSv01b components no eGeMAPSv02 functional reads.
+* ``sized_pruned``: sized, and the config generated without the GeMAPSv01b components
+  no eGeMAPSv02 functional reads (``process_stream(..., bounded=False)``: what
+  ``atrisk extract`` did for long tracks before the bounded path);
+* ``bounded``: what ``atrisk extract`` does for long (streamed) tracks: openSMILE computes
+  only the contours the functionals read, with ring buffers, the frames are kept in
+  float32 and the functionals computed from them (``process_stream`` default).
 
-The 88 values of every mode are compared with ``shipped`` (``identical``).  Prints one
+The 88 values of every mode are compared with ``shipped`` (``identical``) and with the
+first mode run (``max_rel_diff_vs_first``, NaN on both counts as equal).  Prints one
 JSON object.  Usage::
 
     nice -n 5 python scripts/bench_opensmile_memory.py --minutes 11 30 60
+    nice -n 5 python scripts/bench_opensmile_memory.py --minutes 60 180 \
+        --modes sized_pruned bounded
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODES = ("shipped", "sized", "sized_pruned")
+MODES = ("shipped", "sized", "sized_pruned", "bounded")
 SR = 16000
 
 
@@ -71,14 +78,15 @@ def _child(mode: str, minutes: float, folder: Path, out: Path) -> dict:
             yield base[idx]
 
     ex = ProsodyExtractor()
-    if mode != "sized_pruned":  # the shipped config instead of the generated one
+    if mode in ("shipped", "sized"):  # the shipped config instead of the generated one
         ex._smiles["functionals"] = opensmile.Smile(
             feature_set=opensmile.FeatureSet.eGeMAPSv02,
             feature_level=opensmile.FeatureLevel.Functionals)
     ex.feature_names  # noqa: B018 (creates openSMILE's Smile before the baseline)
     h0, c0 = _hwm_mb(), time.process_time()
     row = ex.process_stream(blocks(), SR, "s", "teacher",
-                            duration_s=None if mode == "shipped" else n / SR)
+                            duration_s=None if mode == "shipped" else n / SR,
+                            bounded=mode == "bounded")
     np.save(out, row.to_numpy()[0])
     return {"mode": mode, "minutes": minutes, "frames": n // 160,
             "peak_above_baseline_mb": round(_hwm_mb() - h0, 1),
@@ -116,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                 if "shipped" in values:
                     run["identical"] = bool(np.array_equal(values[mode], values["shipped"],
                                                            equal_nan=True))
+                first = values[args.modes[0]]
+                rel = np.abs(values[mode] - first) / np.where(first == 0, 1.0, np.abs(first))
+                rel[np.isnan(values[mode]) & np.isnan(first)] = 0.0
+                run["max_rel_diff_vs_first"] = float(np.max(rel))
                 runs.append(run)
     print(json.dumps({"benchmark": "openSMILE eGeMAPSv02 functionals, one streamed track",
                       "load_average_1m_start_end": [round(load0, 2),

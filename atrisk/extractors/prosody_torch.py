@@ -44,6 +44,13 @@ import torchaudio.functional as AF
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
+from atrisk.extractors.egemaps import (  # noqa: F401  (FEATURE_NAMES: public name here)
+    _MFCC,
+    _SPECTRAL,
+    _VOICE,
+    FEATURE_NAMES,
+    functionals,
+)
 from atrisk.extractors.segments import SegmentFeatures, SegmentJob, index_from_keys
 from atrisk.ingest.audio import DecodedSession, load_audio, mono_finite
 from atrisk.records import TRACKS
@@ -74,40 +81,7 @@ LPC_FRAME = WIN_SHORT * LPC_RATE // RATE
 LOUDNESS_SCALE = 0.067
 FLUX_SCALE = 0.0211
 
-#: The 88 eGeMAPSv02 functionals, in openSMILE's order.
-FEATURE_NAMES: list[str] = (
-    [f"F0semitoneFrom27.5Hz_sma3nz_{f}" for f in (
-        "amean", "stddevNorm", "percentile20.0", "percentile50.0", "percentile80.0",
-        "pctlrange0-2", "meanRisingSlope", "stddevRisingSlope", "meanFallingSlope",
-        "stddevFallingSlope")]
-    + [f"loudness_sma3_{f}" for f in (
-        "amean", "stddevNorm", "percentile20.0", "percentile50.0", "percentile80.0",
-        "pctlrange0-2", "meanRisingSlope", "stddevRisingSlope", "meanFallingSlope",
-        "stddevFallingSlope")]
-    + [f"{n}_sma3_{f}" for n in ("spectralFlux", "mfcc1", "mfcc2", "mfcc3", "mfcc4")
-       for f in ("amean", "stddevNorm")]
-    + [f"{n}_sma3nz_{f}" for n in (
-        "jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
-        "F1frequency", "F1bandwidth", "F1amplitudeLogRelF0",
-        "F2frequency", "F2bandwidth", "F2amplitudeLogRelF0",
-        "F3frequency", "F3bandwidth", "F3amplitudeLogRelF0",
-        "alphaRatioV", "hammarbergIndexV", "slopeV0-500", "slopeV500-1500", "spectralFluxV",
-        "mfcc1V", "mfcc2V", "mfcc3V", "mfcc4V") for f in ("amean", "stddevNorm")]
-    + [f"{n}_sma3nz_amean" for n in (
-        "alphaRatioUV", "hammarbergIndexUV", "slopeUV0-500", "slopeUV500-1500",
-        "spectralFluxUV")]
-    + ["loudnessPeaksPerSec", "VoicedSegmentsPerSec", "MeanVoicedSegmentLengthSec",
-       "StddevVoicedSegmentLengthSec", "MeanUnvoicedSegmentLength",
-       "StddevUnvoicedSegmentLength", "equivalentSoundLevel_dBp"]
-)
-
-# LLD rows of the per-frame descriptor matrix.
-_SPECTRAL = ["alphaRatio", "hammarbergIndex", "slope0-500", "slope500-1500", "spectralFlux"]
-_MFCC = ["mfcc1", "mfcc2", "mfcc3", "mfcc4"]
-_VOICE = ["jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
-          "F1frequency", "F1bandwidth", "F1amplitudeLogRelF0",
-          "F2frequency", "F2bandwidth", "F2amplitudeLogRelF0",
-          "F3frequency", "F3bandwidth", "F3amplitudeLogRelF0"]
+# LLD rows of the per-frame descriptor matrix (name lists: atrisk.extractors.egemaps).
 LLD_NAMES = ["loudness", "F0semitone", "energy", *_SPECTRAL, *_MFCC, *_VOICE]
 
 
@@ -1646,218 +1620,6 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     for name in _VOICE:
         out[name] = torch.where(voiced, torch.nan_to_num(vals[name]), zero)
     return out
-
-
-# -- functionals (numpy, per signal) -----------------------------------------------------
-
-
-def _sma3(v: np.ndarray, nz: bool) -> np.ndarray:
-    """3-frame moving average; with ``nz`` zeros stay zero and are not averaged in."""
-    if v.size == 0:
-        return v
-    if nz:
-        w = (v != 0).astype(np.float64)
-    else:
-        w = np.ones_like(v, dtype=np.float64)
-    vp = np.zeros(v.size + 2)  # zero padded by one frame each side
-    vp[1:-1] = v * w
-    wp = np.zeros(v.size + 2)
-    wp[1:-1] = w
-    s = vp[:-2] + vp[1:-1] + vp[2:]
-    c = wp[:-2] + wp[1:-1] + wp[2:]
-    out = np.divide(s, c, out=np.zeros_like(s), where=c > 0)
-    if nz:
-        out[v == 0] = 0.0
-    return out
-
-
-def _mean_stdnorm(v: np.ndarray) -> tuple[float, float]:
-    if v.size == 0:
-        return math.nan, math.nan
-    m = float(v.mean())
-    sd = float(v.std())
-    return m, (sd / m if m != 0 else math.nan)  # openSMILE: signed mean
-
-
-def _peaks2_extrema(v: np.ndarray, rel: float = 0.1) -> list[list]:
-    """Return the turning points ``[index, value, is_max]`` openSMILE's Peaks2 keeps.
-
-    All strict local extrema of ``v[2:-2]``; then extrema whose rise/fall from the
-    previous one is below ``rel`` times the contour's range are dropped or merged
-    (openSMILE's steps 2a/2b), and runs of maxima (minima) with no minimum (maximum)
-    in between are reduced to the highest (lowest).
-    """
-    n = v.size
-    thr = rel * float(v.max() - v.min()) if n else 0.0
-    d = np.diff(v)
-    i = np.arange(2, n - 2)
-    is_max = (d[i - 1] > 0) & (d[i] < 0)
-    is_min = (d[i - 1] < 0) & (d[i] > 0)
-    pts = [[int(k), float(v[k]), bool(m)] for k, m, lo in zip(i, is_max, is_min, strict=True)
-           if m or lo]
-    # step 2a: minimum rise before a maximum
-    alive = [True] * len(pts)
-    last_val = last_min = last_max = float(v[0]) if n else 0.0
-    min_flag = False
-    last_max_i = -1
-    for k, (_, y, mx) in enumerate(pts):
-        if mx:
-            if abs(y - last_val) < thr:
-                if y - last_min < thr:
-                    alive[k] = False
-                else:
-                    if y > last_max * 1.05:
-                        if last_max_i >= 0:
-                            alive[last_max_i] = False
-                        last_max, last_max_i = y, k
-                    elif min_flag:
-                        last_max, last_max_i = y, k
-                    else:
-                        alive[k] = False
-                    min_flag = False
-            else:
-                min_flag = False
-                last_max, last_max_i = y, k
-        elif not abs(y - last_val) < thr:
-            min_flag = True
-            last_min = y
-        last_val = y
-    pts = [p for p, a in zip(pts, alive, strict=True) if a]
-    # step 2b: minimum fall before a minimum
-    kept, last_max = [], float(v[0]) if n else 0.0
-    for p in pts:
-        if p[2]:
-            last_max = p[1]
-        elif last_max - p[1] < thr:
-            continue
-        kept.append(p)
-    # step 3: alternate maxima and minima (keep the extreme one of a run)
-    out: list[list] = []
-    for p in kept:
-        if out and out[-1][2] == p[2]:
-            if (p[1] > out[-1][1]) if p[2] else (p[1] < out[-1][1]):
-                out[-1] = p
-        else:
-            out.append(p)
-    return out
-
-
-def _slopes(v: np.ndarray) -> tuple[float, float, float, float, int]:
-    """Mean/std rising and falling slopes (units per second) and the number of peaks.
-
-    openSMILE's cFunctionalPeaks2 (relThresh 0.1): a slope joins consecutive turning
-    points (the first from the contour's first value); the last turning point is also
-    joined to the contour's last value (signed, and left out of the standard deviation,
-    as openSMILE does); a contour without turning points has one slope
-    ``(v[-1] - v[0]) / len(v)``.
-    """
-    n = v.size
-    t = HOP / RATE
-    pts = _peaks2_extrema(v)
-    rise: list[float] = []
-    fall: list[float] = []
-    last = {True: (float(v[0]), 0), False: (float(v[0]), 0)}
-    for x, y, mx in pts:
-        last[mx] = (y, x)
-        (ymax, xmax), (ymin, xmin) = last[True], last[False]
-        dx = xmax - xmin if mx else xmin - xmax
-        if dx > 0:
-            (rise if mx else fall).append((ymax - ymin) / (dx * t))
-    n_rise, n_fall = len(rise), len(fall)
-    if pts:
-        x_end, y_end, mx = pts[-1]
-        if n - 1 - x_end > 0:
-            extra = (float(v[-1]) - y_end) / ((n - 1 - x_end) * t)
-            (fall if mx else rise).append(extra)
-        mr = float(np.mean(rise)) if rise else 0.0
-        mf = float(np.mean(fall)) if fall else 0.0
-        sr = math.sqrt(sum((s - mr) ** 2 for s in rise[:n_rise]) / max(len(rise), 1))
-        sf = math.sqrt(sum((s - mf) ** 2 for s in fall[:n_fall]) / max(len(fall), 1))
-    else:
-        s = (float(v[-1]) - float(v[0])) / n
-        mr, mf = (s, 0.0) if s > 0 else (0.0, s if s < 0 else 0.0)
-        sr = sf = 0.0
-    peaks = sum(1 for p in pts if p[2])
-    return mr, sr, mf, sf, peaks
-
-
-def _segments(mask: np.ndarray) -> np.ndarray:
-    """Lengths (frames) of the runs of True in ``mask``."""
-    if mask.size == 0:
-        return np.zeros(0)
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(m)
-    return (np.nonzero(d == -1)[0] - np.nonzero(d == 1)[0]).astype(np.float64)
-
-
-def functionals(llds: dict[str, np.ndarray]) -> np.ndarray:
-    """Return the 88 eGeMAPSv02 functionals of one signal's descriptors.
-
-    Args:
-        llds: ``{name: (frames,) array}`` for :data:`LLD_NAMES` (unsmoothed), with
-            at least one frame.
-
-    Returns:
-        float64 array in :data:`FEATURE_NAMES` order; NaN where undefined (e.g. F0
-        functionals when no frame is voiced).
-    """
-    n = llds["loudness"].size
-    dur = n * HOP / RATE
-    res: dict[str, float] = {}
-    f0 = _sma3(llds["F0semitone"].astype(np.float64), nz=True)
-    voiced = f0 != 0
-    fv = f0[voiced]
-    loud = _sma3(llds["loudness"].astype(np.float64), nz=False)
-    for name, v in (("F0semitoneFrom27.5Hz_sma3nz", fv), ("loudness_sma3", loud)):
-        if v.size == 0:
-            for f in ("amean", "stddevNorm", "percentile20.0", "percentile50.0",
-                      "percentile80.0", "pctlrange0-2", "meanRisingSlope",
-                      "stddevRisingSlope", "meanFallingSlope", "stddevFallingSlope"):
-                res[f"{name}_{f}"] = math.nan
-            continue
-        m, sn = _mean_stdnorm(v)
-        p20, p50, p80 = np.percentile(v, [20, 50, 80])
-        mr, sr, mf, sf, npk = _slopes(v)
-        res.update({f"{name}_amean": m, f"{name}_stddevNorm": sn,
-                    f"{name}_percentile20.0": p20, f"{name}_percentile50.0": p50,
-                    f"{name}_percentile80.0": p80, f"{name}_pctlrange0-2": p80 - p20,
-                    f"{name}_meanRisingSlope": mr, f"{name}_stddevRisingSlope": sr,
-                    f"{name}_meanFallingSlope": mf, f"{name}_stddevFallingSlope": sf})
-        if name == "loudness_sma3":
-            res["loudnessPeaksPerSec"] = npk / dur
-    if "loudnessPeaksPerSec" not in res:
-        res["loudnessPeaksPerSec"] = math.nan
-    for name in ("spectralFlux", *_MFCC):
-        v = _sma3(llds[name].astype(np.float64), nz=False)
-        res[f"{name}_sma3_amean"], res[f"{name}_sma3_stddevNorm"] = _mean_stdnorm(v)
-    voiced_raw = llds["F0semitone"] != 0
-    for name in _VOICE:
-        v = _sma3(llds[name].astype(np.float64), nz=True)
-        v = v[v != 0]
-        res[f"{name}_sma3nz_amean"], res[f"{name}_sma3nz_stddevNorm"] = _mean_stdnorm(v)
-    for name in (*_SPECTRAL, *_MFCC):
-        short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
-        raw = np.where(voiced_raw, llds[name], 0.0).astype(np.float64)
-        v = _sma3(raw, nz=True)
-        v = v[v != 0]
-        res[f"{short}_sma3nz_amean"], res[f"{short}_sma3nz_stddevNorm"] = _mean_stdnorm(v)
-        if name in _SPECTRAL:
-            short_uv = name.replace("slope", "slopeUV") if name.startswith("slope") \
-                else f"{name}UV"
-            raw = np.where(~voiced_raw, llds[name], 0.0).astype(np.float64)
-            v = _sma3(raw, nz=True)
-            v = v[v != 0]
-            res[f"{short_uv}_sma3nz_amean"] = float(v.mean()) if v.size else math.nan
-    vseg = _segments(voiced) * HOP / RATE
-    useg = _segments(~voiced) * HOP / RATE
-    res["VoicedSegmentsPerSec"] = vseg.size / dur
-    res["MeanVoicedSegmentLengthSec"] = float(vseg.mean()) if vseg.size else math.nan
-    res["StddevVoicedSegmentLengthSec"] = float(vseg.std()) if vseg.size else math.nan
-    res["MeanUnvoicedSegmentLength"] = float(useg.mean()) if useg.size else math.nan
-    res["StddevUnvoicedSegmentLength"] = float(useg.std()) if useg.size else math.nan
-    e = float(llds["energy"].astype(np.float64).mean())
-    res["equivalentSoundLevel_dBp"] = 10 * math.log10(e) if e > 0 else math.nan
-    return np.array([res[k] for k in FEATURE_NAMES], dtype=np.float64)
 
 
 # -- extractor ---------------------------------------------------------------------------

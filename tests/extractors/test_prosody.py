@@ -595,7 +595,8 @@ def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
     for hint, include in ((duration, "buffer_mode_4000.conf.inc"),  # 30 s: 3000 + 1000
                           (11.0, "buffer_mode_3000.conf.inc"),  # too short: grows
                           (None, None)):
-        row = ex.process_stream(iter(blocks), SR, "s", "teacher", duration_s=hint)
+        row = ex.process_stream(iter(blocks), SR, "s", "teacher", duration_s=hint,
+                                bounded=False)
         np.testing.assert_array_equal(row.to_numpy()[0], expected)  # bit-identical
         got = seen[-1].get("bufferModeConf")
         assert (got is None) if include is None else Path(got).name == include

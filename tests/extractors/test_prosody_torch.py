@@ -15,6 +15,7 @@ import torch
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
+from atrisk.extractors.egemaps import _mean_stdnorm, _segments, _slopes, _sma3
 from atrisk.extractors.prosody import make_prosody_extractor
 from atrisk.extractors.prosody_torch import (
     FEATURE_NAMES,
@@ -23,11 +24,7 @@ from atrisk.extractors.prosody_torch import (
     _gauss_mag,
     _gauss_window,
     _jitter_shimmer_walk,
-    _mean_stdnorm,
-    _segments,
     _shs_candidates,
-    _slopes,
-    _sma3,
     _viterbi_costs,
     _viterbi_path,
     resolve_device,

@@ -1,0 +1,131 @@
+"""eGeMAPSv02 functionals of streamed tracks in bounded openSMILE memory.
+
+``ProsodyExtractor.process_stream`` (``bounded=True``) runs openSMILE up to the
+contours its functionals read, with ring buffers, and computes the 88 functionals from
+those frames (``egemaps.opensmile_functionals``); ``bounded=False`` is openSMILE's
+own whole-track functionals.  The two must agree within 1e-6 (relative).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atrisk.extractors import prosody as prosody_module
+from atrisk.extractors.prosody import ProsodyExtractor
+from atrisk.ingest.audio import load_audio
+
+SR = 16000
+TOL = 1e-6
+SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+
+
+def _blocks(x: np.ndarray, size: int):
+    return (x[i:i + size] for i in range(0, x.size, size))
+
+
+def _both(x: np.ndarray, block: int = 3 * SR + 17):
+    ex = ProsodyExtractor()
+    whole = ex.process_stream(_blocks(x, block), SR, "s", "teacher", bounded=False)
+    bounded = ex.process_stream(_blocks(x, block), SR, "s", "teacher")
+    assert ex.failures == {}
+    return bounded.iloc[0], whole.iloc[0]
+
+
+def _assert_close(bounded, whole, tol: float = TOL) -> None:
+    assert list(bounded.index) == list(whole.index)
+    b, w = bounded.to_numpy(), whole.to_numpy()
+    np.testing.assert_array_equal(np.isnan(b), np.isnan(w))
+    ok = ~np.isnan(w)
+    rel = np.abs(b[ok] - w[ok]) / np.where(w[ok] == 0, 1.0, np.abs(w[ok]))
+    worst = int(np.argmax(rel))
+    assert rel.max() <= tol, f"{list(whole.index[ok])[worst]}: {b[ok][worst]} vs {w[ok][worst]}"
+
+
+def _voiced_signal(seconds: float = 14.0, seed: int = 0) -> np.ndarray:
+    """Gliding harmonic 'syllables' (voiced) between noise bursts and pauses."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t) + 15 * np.sin(2 * np.pi * 5.0 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    gate = (np.sin(2 * np.pi * 1.9 * t) > -0.2).astype(float)  # syllables and pauses
+    noise = rng.normal(0, 0.05, t.size) * (np.sin(2 * np.pi * 0.45 * t) > 0.6)
+    return (0.15 * voiced * gate + noise + rng.normal(0, 0.002, t.size)).astype(np.float32)
+
+
+def test_bounded_functionals_equal_openSMILEs_on_a_synthetic_signal():
+    bounded, whole = _both(_voiced_signal())
+    assert whole["F0semitoneFrom27.5Hz_sma3nz_amean"] > 20  # voiced frames were found
+    assert whole["VoicedSegmentsPerSec"] > 0.5  # several segments: the segment code runs
+    _assert_close(bounded, whole)
+
+
+def test_silent_and_unvoiced_streams_keep_the_nan_conventions():
+    silent = np.zeros(12 * SR, np.float32)
+    bounded, whole = _both(silent)
+    _assert_close(bounded, whole)
+    voiced_only = [n for n in whole.index if "sma3nz" in n and "UV" not in n]
+    assert bounded[voiced_only].isna().all()  # no voiced frame: undefined, not 0
+    # noise only: unvoiced frames, voiced-only functionals undefined the same way
+    noise = np.random.default_rng(1).normal(0, 0.1, 12 * SR).astype(np.float32)
+    bounded, whole = _both(noise)
+    _assert_close(bounded, whole)
+
+
+def test_a_stream_too_short_to_frame_gives_nan_like_openSMILE():
+    bounded, whole = _both(np.full(400, 0.1, np.float32))
+    assert bounded.isna().all() and whole.isna().all()
+
+
+def test_bounded_run_uses_ring_buffers_and_one_sink_per_input_level(monkeypatch):
+    ex = ProsodyExtractor()
+    smile = ex._smile_for("inputs")
+    seen: list[dict] = []
+    real = smile._smile
+    monkeypatch.setattr(smile, "_smile", lambda options: seen.append(dict(options))
+                        or real(options=options))
+    ex.process_stream(_blocks(_voiced_signal(4.0), SR), SR, "s", "teacher")
+    assert seen[-1]["bufferModeConf"].endswith("shared/BufferModeRbLag.conf.inc")
+    text = Path(smile.config_path).read_text()
+    for sink, level in zip(prosody_module._INPUT_SINKS, prosody_module._FUNCTIONAL_INPUTS,
+                           strict=True):
+        assert f"[{sink}:cExternalSink]\nreader.dmLevel = {level}\nblocksize = 100\n" in text
+    # the generated tree has no functionals components left, the smoothers stay, and
+    # each sink ticks in the place of the first functionals component reading its level
+    tree = Path(smile.config_path).parents[2]
+    incs = "".join((tree / n).read_text() for n in prosody_module._EGEMAPS_INCLUDES)
+    for name in prosody_module._EGEMAPS_FUNCTIONALS:
+        assert f"instance[{name}]." not in incs
+    func = (tree / "gemaps" / "v01b" / "GeMAPSv01b_core.func.conf.inc").read_text()
+    assert "instance[gemapsv01b_smoLoudness].type=cContourSmoother\n" \
+           "instance[atrisk_sink0].type=cExternalSink\n" \
+           "instance[atrisk_sink1].type=cExternalSink\n" in func
+    for name in ("gemapsv01b_smoF0", "gemapsv01b_smoLoudness", "egemapsv02_smoSpectralNz",
+                 "egemapsv02_energyRMS", "gemapsv01b_pitchSmoothViterbi"):
+        assert f"instance[{name}]." in incs
+
+
+def test_frame_store_keeps_float32_frames_across_blocks(monkeypatch):
+    monkeypatch.setattr(prosody_module._FrameStore, "BLOCK", 4)
+    store = prosody_module._FrameStore()
+    data = np.arange(30, dtype=np.float32).reshape(10, 3)
+    store(data[:3], None)
+    store(data[3:9], None)  # crosses two block boundaries
+    store(data[9:], None)
+    assert store.frames == 10 and len(store.blocks) == 3
+    out = store.array()
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, data)
+
+
+@pytest.mark.realdata
+def test_bounded_functionals_equal_openSMILEs_on_real_speech():
+    files = [SPEECH / "jfk.flac", SPEECH / "pyannote" / "sample.wav"]
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"real speech not found under {SPEECH}")
+    for f in files:
+        bounded, whole = _both(load_audio(f, SR))
+        _assert_close(bounded, whole)

@@ -179,7 +179,8 @@ def extract(
         typer.Option(
             "--asr-quantize",
             help="wav2vec2 on CPU: int8 dynamic quantisation (less CPU time, slightly "
-            "different output; check the WER). Ignored on CUDA.",
+            "different output; check the WER). With --device auto on CUDA it is ignored "
+            "(warning); with --device cuda it is an error.",
         ),
     ] = False,
     prosody_backend: Annotated[
@@ -442,7 +443,9 @@ def demo(
     recorded: Annotated[
         int,
         typer.Option(
-            "--recorded", help="Voiced classes per student (the rest are log-only).", min=1
+            "--recorded",
+            help="Voiced classes per student, at most (the rest are log-only).",
+            min=1,
         ),
     ] = 1,
     seed: Annotated[int, typer.Option(help="Random seed of the generator and the models.")] = 0,

@@ -130,3 +130,18 @@ def test_help_names_the_config_default(where, key):
 def test_demo_asr_model_default_is_the_config_default():
     param = next(p for p in COMMANDS[("demo",)].params if "--asr-model" in p.opts)
     assert f"(default: {Config().asr.model})" in plain(param.help)
+
+
+def _takes(opt: str) -> set[str]:
+    return {" ".join(p) for p, c in COMMANDS.items()
+            if not hasattr(c, "commands") and any(opt in q.opts for q in c.params)}
+
+
+def test_common_options_are_where_docs_cli_md_says():
+    """docs/cli.md: --quiet all but serve and keys create; --json all but serve and
+    features text; --config extract, train, features text and asr …."""
+    leaves = {" ".join(p) for p, c in COMMANDS.items() if not hasattr(c, "commands")}
+    assert _takes("--quiet") == leaves - {"serve", "keys create"}
+    assert _takes("--json") == leaves - {"serve", "features text"}
+    assert _takes("--config") == {"extract", "train", "features text", "asr evaluate",
+                                  "asr finetune"}

@@ -161,15 +161,17 @@ def extract(
         ASRBackend | None,
         typer.Option(
             "--asr-backend",
-            help="wav2vec2 (default; transformers CTC model), pocketsphinx "
-            "(offline, bundled English model) or transcripts (read RECORDINGS/utterances.csv).",
+            help="wav2vec2 (transformers CTC model), pocketsphinx (offline, bundled English "
+            "model) or transcripts (RECORDINGS/utterances.csv or .parquet, or --transcripts) "
+            "(default: wav2vec2, or asr.backend in --config).",
         ),
     ] = None,
     asr_model: Annotated[
         str | None,
         typer.Option(
             "--asr-model",
-            help="Wav2Vec2ForCTC hub id or local folder [default: facebook/wav2vec2-base-960h].",
+            help="Wav2Vec2ForCTC hub id or local folder (default: "
+            "facebook/wav2vec2-base-960h, or asr.model in --config).",
         ),
     ] = None,
     asr_quantize: Annotated[
@@ -177,7 +179,8 @@ def extract(
         typer.Option(
             "--asr-quantize",
             help="wav2vec2 on CPU: int8 dynamic quantisation (less CPU time, slightly "
-            "different output; check the WER). Ignored on CUDA.",
+            "different output; check the WER). With --device auto on CUDA it is ignored "
+            "(warning); with --device cuda it is an error.",
         ),
     ] = False,
     prosody_backend: Annotated[
@@ -185,7 +188,7 @@ def extract(
         typer.Option(
             "--prosody-backend",
             help="Prosody extractor: opensmile (eGeMAPSv02) or torch (licence-clean "
-            "eGeMAPSv02, CPU or CUDA).",
+            "eGeMAPSv02, CPU or CUDA) (default: opensmile, or prosody.backend in --config).",
         ),
     ] = None,
     transcripts: Annotated[
@@ -206,7 +209,11 @@ def extract(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Worker processes (default: the CPUs this process may use).", min=1),
+        typer.Option(
+            help="Worker processes (--engine local, at most one per session) or CPUs of the "
+            "local Ray (--engine ray) (default: the CPUs this process may use).",
+            min=1,
+        ),
     ] = None,
     threads: Annotated[
         int | None,
@@ -284,13 +291,17 @@ def train(
         typer.Option(
             "--lookback",
             help="Λ: days of pseudo-positive pairs before each dropout (0 = no "
-            "augmentation) [default: 7].",
+            "augmentation) (default: 7, or training.lookback in --config).",
             min=0,
         ),
     ] = None,
     weighting: Annotated[
         Weighting | None,
-        typer.Option("--weighting", help="G: decay of pseudo-positive weights [default: convex]."),
+        typer.Option(
+            "--weighting",
+            help="G: decay of pseudo-positive weights (default: convex, or "
+            "training.weighting in --config).",
+        ),
     ] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
@@ -343,7 +354,9 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Report folder (metrics.json, report.html).")],
     horizons: Annotated[
         str | None,
-        typer.Option("--horizons", help="Δ values, e.g. 1-14 or 1,7,14 [default: the model's]."),
+        typer.Option(
+            "--horizons", help="Δ values, e.g. 1-14 or 1,7,14 (default: the model's horizons)."
+        ),
     ] = None,
     baselines: Annotated[
         bool, typer.Option(help="Also fit and score LR / DT / RF / un-augmented LightGBM.")
@@ -430,7 +443,9 @@ def demo(
     recorded: Annotated[
         int,
         typer.Option(
-            "--recorded", help="Voiced classes per student (the rest are log-only).", min=1
+            "--recorded",
+            help="Voiced classes per student, at most (the rest are log-only).",
+            min=1,
         ),
     ] = 1,
     seed: Annotated[int, typer.Option(help="Random seed of the generator and the models.")] = 0,
@@ -438,8 +453,8 @@ def demo(
         str | None,
         typer.Option(
             "--asr-model",
-            help="Wav2Vec2ForCTC id/folder; when it cannot be loaded the demo "
-            "falls back to pocketsphinx with a warning.",
+            help="Wav2Vec2ForCTC id/folder (default: facebook/wav2vec2-base-960h); when it "
+            "cannot be loaded the demo falls back to pocketsphinx with a warning.",
         ),
     ] = None,
     quiet: QuietOpt = False,
@@ -508,11 +523,13 @@ def asr_evaluate(
     asr_backend: Annotated[
         EvalBackend | None,
         typer.Option("--asr-backend",
-                     help="wav2vec2 or pocketsphinx [default: config asr.backend]."),
+                     help="wav2vec2 or pocketsphinx (default: wav2vec2, or asr.backend in "
+                     "--config)."),
     ] = None,
     asr_model: Annotated[
         str | None,
-        typer.Option("--asr-model", help="Wav2Vec2ForCTC hub id or local folder (wav2vec2)."),
+        typer.Option("--asr-model", help="Wav2Vec2ForCTC hub id or local folder, for wav2vec2 "
+                     "(default: facebook/wav2vec2-base-960h, or asr.model in --config)."),
     ] = None,
     device: Annotated[
         Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
@@ -557,18 +574,24 @@ def asr_finetune(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
     ] = False,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training set.")] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps in all (overrides --epochs when > 0).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Utterances per forward pass.")] = None,
-    grad_accum: Annotated[
-        int | None, typer.Option(help="Forward passes per optimizer step.")
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Optimizer steps between checkpoints.")
-    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        help="Peak AdamW learning rate (default: 0.0001, or asr_finetune.learning_rate in "
+        "--config).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help="Passes over the training set (default: 30, or asr_finetune.epochs in "
+        "--config).")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        help="Optimizer steps in all; overrides --epochs when > 0 (default: 0, or "
+        "asr_finetune.max_steps in --config).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Utterances per forward pass (default: 8, or asr_finetune.batch_size in "
+        "--config).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(
+        help="Forward passes per optimizer step (default: 1, or asr_finetune.grad_accum in "
+        "--config).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(
+        help="Optimizer steps between checkpoints (default: 500, or "
+        "asr_finetune.checkpoint_every in --config).")] = None,
     stop_after_steps: Annotated[
         int | None,
         typer.Option(help="Stop at this optimizer step, with a checkpoint (then --resume)."),

@@ -62,7 +62,7 @@ def mooc_train(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train LR, SVM, RF, GBDT, DNN (5-fold CV grids), CFIN and CFIN-en on a folder."""
+    """Train LR, SVM, RF, GBDT, DNN (grid search with --folds CV), CFIN and CFIN-en."""
     from atrisk.mooc.cfin import CFINConfig
     from atrisk.mooc.model import MODELS, MoocConfig, train_mooc
 

@@ -78,7 +78,8 @@ def serve(
     logs: Annotated[Path | None, typer.Option("--logs", help="Logs folder whose students.csv "
                                               "is loaded into the store at start.")] = None,
     upload_dir: Annotated[Path | None, typer.Option("--upload-dir", help="Where uploaded "
-                                                    "tracks go [default: DB.files/].")] = None,
+                                                    "tracks go (default: the folder DB.files/ "
+                                                    "beside --db).")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP service (FastAPI, OpenAPI docs at /docs) over the store."""

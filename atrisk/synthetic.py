@@ -414,7 +414,8 @@ class SpeechSynth:
 
     Args:
         sample_rate: Rate of the returned audio (Hz).
-        workers: Threads running espeak-ng; default ``min(4, cpu_count)``.
+        workers: Threads running espeak-ng; default ``min(4, usable CPUs)``
+            (:func:`atrisk.pipeline.usable_cpus`: affinity and cgroup quota).
         executable: espeak-ng program name or path.
 
     Raises:
@@ -432,7 +433,9 @@ class SpeechSynth:
             )
         self.executable = found
         self.sample_rate = int(sample_rate)
-        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        from atrisk.pipeline import usable_cpus
+
+        self.workers = workers or min(4, usable_cpus())
         self._cache: dict[tuple[str, int, int, str], np.ndarray] = {}
 
     def __len__(self) -> int:

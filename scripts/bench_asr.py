@@ -162,7 +162,8 @@ def main() -> None:
                     help="memory mode: a track this many hours long (overrides --minutes)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: the CPUs this process may use)")
     ap.add_argument("--geometry", choices=("base", "small"), default="base")
     ap.add_argument("--quantize", action="store_true",
                     help="int8 dynamic quantisation of the Linear layers (CPU only)")
@@ -173,6 +174,10 @@ def main() -> None:
     ap.add_argument("--make-model", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--make-track", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads is None:
+        from atrisk.pipeline import usable_cpus
+
+        args.threads = usable_cpus()
 
     if args.make_model:
         make_model(args.make_model, args.geometry)

@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> dict:
         if Path(path).is_file()
     )
     n_tracks = int(len(pd.read_parquet(ws / "prosody.parquet")))
-    cores = args.workers or os.cpu_count() or 1
+    cores = args.workers or pipeline.usable_cpus()
     stage = {k: round(v, 3) for k, v in res.stage_seconds.items()}
     st = res.stage_seconds
     prosody_text = (st.get("prosody_cpu_s", 0)

@@ -247,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=["opensmile", "torch", "both"], default="opensmile")
     p.add_argument("--seconds", type=float, default=60.0, help="length of each signal")
     p.add_argument("--n", type=int, default=4, help="signals for the one-process figure")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes of the pool figure (default: the CPUs this process may use)")
     p.add_argument("--long-s", type=float, default=600.0,
                    help="long-track memory check length (0: skip)")
     args = p.parse_args(argv)
+    if args.workers is None:
+        from atrisk.pipeline import usable_cpus
+
+        args.workers = usable_cpus()
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "platform": platform.platform()}}
     if args.backend in ("opensmile", "both"):

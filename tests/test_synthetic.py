@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -346,3 +347,15 @@ def test_paper_preset_delays_dropout_and_first_class(tmp_path):
     # almost every dropout has had a class (so has <student, day> pairs); the few
     # without had their first class rescheduled past the dropout
     assert drop.index.isin(first.index).mean() >= 0.8
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+@pytest.mark.parametrize(("usable", "expected"), [(1, 1), (3, 3), (16, 4)])
+def test_speech_threads_default_to_usable_cpus_at_most_4(monkeypatch, usable, expected):
+    """The espeak-ng pool is sized by the usable CPUs (affinity, quota), not os.cpu_count()."""
+    from atrisk import pipeline
+    from atrisk.synthetic import SpeechSynth
+
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: usable)
+    assert SpeechSynth().workers == expected
+    assert SpeechSynth(workers=7).workers == 7

@@ -209,7 +209,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     Args:
         address: Ray cluster address (``ray://…`` or ``HOST:PORT``); ``None`` starts
             Ray on this machine.
-        num_cpus: CPUs of the local Ray (default: all); ignored with ``address``.
+        num_cpus: CPUs of the local Ray (default: the CPUs this process may use,
+            :func:`atrisk.pipeline.usable_cpus`: affinity and cgroup quota, not the
+            host's count); ignored with ``address``.
 
     Returns:
         ``True`` when this call started/joined Ray (the caller shuts it down),
@@ -220,6 +222,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
+
+    from atrisk.pipeline import usable_cpus
 
     if ray.is_initialized():
         return False
@@ -232,7 +236,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+            ray.init(num_cpus=num_cpus or usable_cpus(), **kwargs)
     except Exception as exc:  # ray.init raises bare Exception on a start-up time-out
         raise ConfigError(
             f"cannot start or join Ray at {address or 'this machine'}: {exc} "
@@ -310,7 +314,7 @@ def run_ray(
         config: Output-changing settings.
         asr_identity: Name of the ASR model.
         device: ``auto``, ``cpu`` or ``cuda`` (for the ASR actors; prosody runs on the CPU).
-        workers: CPUs of a local Ray (default: all).
+        workers: CPUs of a local Ray (default: the CPUs this process may use).
         address: Ray cluster to join instead of starting one.
 
     Yields:

@@ -217,15 +217,6 @@ def _seq_std32(x: list[float], mean: float, count: int) -> float:
     return _f32(math.sqrt(acc)) if acc > 0 else 0.0
 
 
-def _segments(mask: np.ndarray) -> np.ndarray:
-    """Lengths (frames) of the runs of True in ``mask``."""
-    if mask.size == 0:
-        return np.zeros(0)
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(m)
-    return (np.nonzero(d == -1)[0] - np.nonzero(d == 1)[0]).astype(np.float64)
-
-
 #: The contours eGeMAPSv02's functionals read, as openSMILE names their frames: the
 #: smoothed F0 (zeros unvoiced), loudness, spectral flux and MFCC 1-4 (``_sma3``), the
 #: voice-quality/formant contours (``_sma3nz``, zeros unvoiced), the voiced-only and
@@ -281,6 +272,15 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
+#: The formant amplitudes: openSMILE's cHarmonics writes -201 dB for them on frames
+#: without F0, and eGeMAPSv02 masks only the formant frequencies and bandwidths by
+#: voicing (``formantsNz``), not the harmonics level; so those -201 dB frames are
+#: non-zero in the ``sma3nz`` contour the functionals read (they smooth into the
+#: voiced frames next to them and enter amean and stddevNorm).
+_FORMANT_AMPLITUDES = ("F1amplitudeLogRelF0", "F2amplitudeLogRelF0", "F3amplitudeLogRelF0")
+_NO_F0_DB = -201.0
+
+
 def _contours(llds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Return the :data:`CONTOUR_NAMES` contours of raw descriptors (smoothed, masked)."""
     c: dict[str, np.ndarray] = {
@@ -289,9 +289,12 @@ def _contours(llds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "pcm_SQUAREDenergy": llds["energy"].astype(np.float64)}
     for name in ("spectralFlux", *_MFCC):
         c[f"{name}_sma3"] = _sma3(llds[name].astype(np.float64), nz=False)
-    for name in _VOICE:
-        c[f"{name}_sma3nz"] = _sma3(llds[name].astype(np.float64), nz=True)
     voiced_raw = llds["F0semitone"] != 0
+    for name in _VOICE:
+        raw = llds[name].astype(np.float64)
+        if name in _FORMANT_AMPLITUDES:  # cHarmonics' value without F0, not masked
+            raw = np.where(voiced_raw, raw, _NO_F0_DB)
+        c[f"{name}_sma3nz"] = _sma3(raw, nz=True)
     for name in (*_SPECTRAL, *_MFCC):
         short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
         raw = np.where(voiced_raw, llds[name], 0.0).astype(np.float64)
@@ -468,8 +471,10 @@ def contour_functionals(c: dict[str, np.ndarray], exact: bool = False) -> np.nda
             c[f"{name}_sma3"], exact)
     for name in _VOICE:
         v = c[f"{name}_sma3nz"]
-        res[f"{name}_sma3nz_amean"], res[f"{name}_sma3nz_stddevNorm"] = _moments(
-            v[v != 0], exact)
+        # without a voiced frame only the formant amplitudes' -201 dB frames would be
+        # left: voice functionals are undefined (openSMILE's 0, mapped to NaN by callers)
+        v = v[v != 0] if exact or voiced.any() else v[:0]
+        res[f"{name}_sma3nz_amean"], res[f"{name}_sma3nz_stddevNorm"] = _moments(v, exact)
     for name in (*_SPECTRAL, *_MFCC):
         short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
         v = c[f"{short}_sma3nz"]
@@ -482,20 +487,19 @@ def contour_functionals(c: dict[str, np.ndarray], exact: bool = False) -> np.nda
             v = v[v != 0]
             res[f"{short_uv}_sma3nz_amean"] = (_moments(v, True)[0] if exact else
                                                float(v.mean()) if v.size else math.nan)
-    if exact:
-        (res["VoicedSegmentsPerSec"], res["MeanVoicedSegmentLengthSec"],
-         res["StddevVoicedSegmentLengthSec"]) = _segment_stats(_opensmile_segments(voiced),
-                                                                 f0.size)
-        _, res["MeanUnvoicedSegmentLength"], res["StddevUnvoicedSegmentLength"] = \
-            _segment_stats(_opensmile_segments(~voiced), f0.size)
-    else:
-        vseg = _segments(voiced) * _PERIOD
-        useg = _segments(~voiced) * _PERIOD
-        res["VoicedSegmentsPerSec"] = vseg.size / dur
-        res["MeanVoicedSegmentLengthSec"] = float(vseg.mean()) if vseg.size else math.nan
-        res["StddevVoicedSegmentLengthSec"] = float(vseg.std()) if vseg.size else math.nan
-        res["MeanUnvoicedSegmentLength"] = float(useg.mean()) if useg.size else math.nan
-        res["StddevUnvoicedSegmentLength"] = float(useg.std()) if useg.size else math.nan
+    # cFunctionalSegments' rules (hysteresis, at most 1,000 segments) in both modes
+    v_lengths, u_lengths = _opensmile_segments(voiced), _opensmile_segments(~voiced)
+    (res["VoicedSegmentsPerSec"], res["MeanVoicedSegmentLengthSec"],
+     res["StddevVoicedSegmentLengthSec"]) = _segment_stats(v_lengths, f0.size)
+    _, res["MeanUnvoicedSegmentLength"], res["StddevUnvoicedSegmentLength"] = \
+        _segment_stats(u_lengths, f0.size)
+    if not exact:  # no segment: length statistics undefined (openSMILE writes 0)
+        for lengths, names in ((v_lengths, ("MeanVoicedSegmentLengthSec",
+                                            "StddevVoicedSegmentLengthSec")),
+                               (u_lengths, ("MeanUnvoicedSegmentLength",
+                                            "StddevUnvoicedSegmentLength"))):
+            if not lengths:
+                res.update(dict.fromkeys(names, math.nan))
     energy = c["pcm_SQUAREDenergy"]
     if exact:  # cFunctionalMeans (double sum, float32 mean), then cVectorOperation dBp
         res["equivalentSoundLevel_dBp"] = _dbp(_moments(energy, True)[0])

@@ -74,12 +74,15 @@ LPC_RATE = 11000
 LPC_ORDER = 11
 #: Samples of the 11 kHz LPC input frame (20 ms).
 LPC_FRAME = WIN_SHORT * LPC_RATE // RATE
-#: Constant factors mapping this backend's loudness and spectral flux to openSMILE's
-#: units, fitted once as the median frame-wise ratio of openSMILE's to this backend's
-#: LLD on jfk.flac, pyannote/sample.wav and speechbrain spk1_snt1.wav (constant
-#: factors change no rank correlation).
+#: Constant factor mapping this backend's loudness to openSMILE's units, fitted once as
+#: the median frame-wise ratio of openSMILE's to this backend's LLD on jfk.flac,
+#: pyannote/sample.wav and speechbrain spk1_snt1.wav (a constant factor changes no rank
+#: correlation).  Spectral flux needs none: it is computed as openSMILE's cSpectral.
 LOUDNESS_SCALE = 0.067
-FLUX_SCALE = 0.0211
+#: openSMILE cSpectral's power floor of the log spectrum (``specFloor`` 1e-7, squared)
+#: and the dB value of floored bins.
+SPEC_FLOOR = 1e-14
+LOG_SPEC_FLOOR = -140.0
 
 # LLD rows of the per-frame descriptor matrix (name lists: atrisk.extractors.egemaps).
 LLD_NAMES = ["loudness", "F0semitone", "energy", *_SPECTRAL, *_MFCC, *_VOICE]
@@ -183,13 +186,40 @@ class _SpectralConsts:
         self.high = span(_band(freqs, 1000, 5000) & (freqs > 1000))
         self.hmax_lo = span(_band(freqs, 0, 2000))
         self.hmax_hi = span(_band(freqs, 2000, 5000) & (freqs > 2000))
-        self.flux = span(_band(freqs, 0, 5000))
+        # cSpectral's flux range 0-5000 Hz: the bins below 5000 Hz (bin 160 left out)
+        self.flux = span(freqs < 5000)
         self.slope_lo = span(_band(freqs, 0, 500))
         self.slope_hi = span(_band(freqs, 500, 1500))
         self.n_log = max(self.slope_lo.stop, self.slope_hi.stop)  # bins needing log power
-        self.fc_lo, self.fc_hi = (freqs[s] - freqs[s].mean() for s in (self.slope_lo,
-                                                                         self.slope_hi))
-        self.den_lo, self.den_hi = ((fc * fc).sum() for fc in (self.fc_lo, self.fc_hi))
+        # cSpectral's slope of a band: (Nind Sfy - Sf Sy) / (Nind Sff - Sf^2) over the
+        # band's bins (both edge weights 1 for these bands) with Nind one less than the
+        # number of bins, so not the least-squares slope: it depends on the band's level
+        self.f_lo, self.f_hi = freqs[self.slope_lo], freqs[self.slope_hi]
+        self.slope_terms = [_slope_terms(f) for f in (self.f_lo, self.f_hi)]
+
+
+def _slope_terms(f: torch.Tensor) -> tuple[float, float, float]:
+    """``(Nind, Sf, Nind Sff - Sf^2)`` of openSMILE's cSpectral band slope over bins ``f`` (Hz).
+
+    ``Nind = idxR - idxL`` is one less than the number of bins (double sums, as
+    openSMILE computes them).
+    """
+    fd = f.double()
+    nind = float(fd.numel() - 1)
+    sf = float(fd.sum())
+    return nind, sf, nind * float((fd * fd).sum()) - sf * sf
+
+
+def _band_slope(band_db: torch.Tensor, f: torch.Tensor, terms: tuple[float, float, float]
+                ) -> torch.Tensor:
+    """Slope (dB/Hz) of log power spectra ``band_db`` over bins ``f``, as openSMILE cSpectral.
+
+    ``(Nind * sum(f y) - sum(f) * sum(y)) / (Nind * sum(f^2) - sum(f)^2)`` with ``Nind``
+    one less than the number of bins (:func:`_slope_terms`): the least-squares slope
+    plus a term proportional to the band's level, as openSMILE computes it.
+    """
+    nind, sf, den = terms
+    return (nind * (band_db * f).sum(-1) - sf * band_db.sum(-1)) / den
 
 
 def _spectral_consts(dev: torch.device) -> _SpectralConsts:
@@ -218,13 +248,18 @@ def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     hmax_lo = power[..., c.hmax_lo].amax(-1)
     hmax_hi = power[..., c.hmax_hi].amax(-1)
     hammarberg = 10 * torch.log10((hmax_lo + tiny) / (hmax_hi + tiny))
-    logp = 10 * torch.log10(power[..., : c.n_log] + tiny)
-    slope_lo = (logp[..., c.slope_lo] * c.fc_lo).sum(-1) / c.den_lo
-    slope_hi = (logp[..., c.slope_hi] * c.fc_hi).sum(-1) / c.den_hi
+    # cSpectral's log power spectrum: dB, floored at -140 dB (power <= 1e-14)
+    p_log = power[..., : c.n_log]
+    logp = torch.where(p_log > SPEC_FLOOR, 10 * torch.log10(p_log.clamp(min=SPEC_FLOOR)),
+                       torch.full_like(p_log, LOG_SPEC_FLOOR))
+    slope_lo = _band_slope(logp[..., c.slope_lo], c.f_lo, c.slope_terms[0])
+    slope_hi = _band_slope(logp[..., c.slope_hi], c.f_hi, c.slope_terms[1])
 
+    # cSpectral's flux: RMS over the bins below 5 kHz of the magnitude differences of
+    # consecutive frames (the first frame 0)
     band = power[..., c.flux].sqrt()  # magnitudes
     flux = torch.zeros_like(energy)
-    flux[:, 1:] = ((band[:, 1:] - band[:, :-1]) ** 2).sum(-1) * FLUX_SCALE
+    flux[:, 1:] = ((band[:, 1:] - band[:, :-1]) ** 2).mean(-1).sqrt()
 
     silent = energy <= 0
     alpha, hammarberg = alpha.masked_fill(silent, 0.0), hammarberg.masked_fill(silent, 0.0)

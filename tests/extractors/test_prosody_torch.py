@@ -15,16 +15,22 @@ import torch
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
-from atrisk.extractors.egemaps import _mean_stdnorm, _segments, _slopes, _sma3
-from atrisk.extractors.prosody import make_prosody_extractor
+from atrisk.extractors.egemaps import _contours, _mean_stdnorm, _slopes, _sma3, functionals
+from atrisk.extractors.prosody import ProsodyExtractor, make_prosody_extractor
 from atrisk.extractors.prosody_torch import (
     FEATURE_NAMES,
+    HOP,
+    LLD_NAMES,
+    WIN_LONG,
     TorchProsodyExtractor,
+    _band_slope,
     _frames,
     _gauss_mag,
     _gauss_window,
     _jitter_shimmer_walk,
     _shs_candidates,
+    _slope_terms,
+    _spectral_llds,
     _viterbi_costs,
     _viterbi_path,
     resolve_device,
@@ -57,13 +63,11 @@ def test_columns_are_opensmile_egemaps_names(ex):
     assert len(FEATURE_NAMES) == 88
 
 
-def test_smoothing_segments_and_stddevnorm_by_hand():
+def test_smoothing_and_stddevnorm_by_hand():
     # sma3nz: zeros stay zero; non-zero frames average their non-zero neighbours only
     np.testing.assert_allclose(_sma3(np.array([0, 3, 6, 0, 9.0]), nz=True), [0, 4.5, 4.5, 0, 9])
     # sma3: edges average the two available frames
     np.testing.assert_allclose(_sma3(np.array([1, 2, 3.0]), nz=False), [1.5, 2, 2.5])
-    np.testing.assert_array_equal(_segments(np.array([1, 1, 0, 1, 0, 0, 1, 1, 1], bool)),
-                                  [2, 1, 3])
     # openSMILE's stddevNorm divides by the signed mean: std([-1, -3]) = 1, mean -2
     assert _mean_stdnorm(np.array([-1.0, -3.0])) == (-2.0, -0.5)
 
@@ -169,8 +173,9 @@ def test_silence_gives_nan_voice_and_zero_loudness(ex):
     assert s["loudness_sma3_amean"] == 0.0
     assert math.isnan(s["equivalentSoundLevel_dBp"])  # log of zero energy is undefined
     assert s["VoicedSegmentsPerSec"] == 0.0
-    # 32000 samples -> (32000 - 960) // 160 + 2 = 196 frames, one unvoiced run of 1.96 s
-    assert s["MeanUnvoicedSegmentLength"] == pytest.approx(1.96)
+    # 32000 samples -> (32000 - 960) // 160 + 2 = 196 frames, one unvoiced segment; as
+    # openSMILE's cFunctionalSegments counts it, first to last frame: 195 x 10 ms
+    assert s["MeanUnvoicedSegmentLength"] == pytest.approx(1.95)
     assert s["StddevUnvoicedSegmentLength"] == 0.0
 
 
@@ -338,6 +343,115 @@ def test_jfk_close_to_opensmile(ex):
                                                             abs=0.01)
     for col in ("mfcc1_sma3_amean", "mfcc2_sma3_amean", "loudness_sma3_amean"):
         assert got[col] == pytest.approx(ref[col], rel=0.15)
+
+
+def test_band_slope_is_opensmiles_formula_by_hand():
+    # openSMILE's cSpectral: (Nind Sfy - Sf Sy) / (Nind Sff - Sf^2) with Nind = bins - 1.
+    # Bins at 0, 1, 2 Hz: Nind 2, Sf 3, Sff 5 -> denominator 2 * 5 - 9 = 1
+    f = torch.tensor([0.0, 1.0, 2.0])
+    assert _slope_terms(f) == (2.0, 3.0, 1.0)
+    # a flat spectrum at c dB gets (2 * 3c - 3 * 3c) / 1 = -3c, not 0: the level counts
+    flat = torch.full((1, 3), 10.0)
+    assert _band_slope(flat, f, _slope_terms(f)).item() == pytest.approx(-30.0)
+    # y = f + 10 (true slope 1 dB/Hz): Sfy = 5 + 30, Sy = 33 -> 2 * 35 - 3 * 33 = -29
+    ramp = torch.tensor([[10.0, 11.0, 12.0]])
+    assert _band_slope(ramp, f, _slope_terms(f)).item() == pytest.approx(-29.0)
+
+
+def test_spectral_slopes_and_flux_match_opensmile_per_frame():
+    # a harmonic tone then white noise, on the 16-bit grid openSMILE reads (its input is
+    # 16-bit PCM); openSMILE's own smoothed LLDs (eGeMAPSv02 LLD level) as reference
+    rng = np.random.default_rng(3)
+    t = np.arange(SR) / SR
+    voiced = sum(0.2 / h * np.sin(2 * np.pi * 150 * h * t) for h in range(1, 6))
+    x = np.concatenate([voiced, 0.05 * rng.standard_normal(SR)]) \
+        + 1e-3 * rng.standard_normal(2 * SR)
+    x = (np.round(x * 32768) / 32768).astype(np.float32)
+    ref = ProsodyExtractor().process_signal_lld(x, SR)
+    raw = _spectral_llds(torch.from_numpy(x)[None], (x.size - WIN_LONG) // HOP + 2)
+    for name, atol in (("slope0-500", 2e-5), ("slope500-1500", 2e-5),
+                       ("spectralFlux", 2e-4)):
+        got = _sma3(raw[name][0].double().numpy(), nz=False)
+        want = ref[f"{name}_sma3"].to_numpy()
+        assert got.size == want.size == 196
+        # measured (inner frames): slopes within 5.2e-6 and 2.7e-7 dB/Hz of openSMILE's
+        # (values about 0.04-0.06), flux within 3.4e-5 (values about 0.24); the first
+        # and last smoothed frames are left out (openSMILE's smoother edges)
+        np.testing.assert_allclose(got[1:-1], want[1:-1], rtol=1e-3, atol=atol)
+
+
+def _llds(f0: list[float], **values: list[float]) -> dict[str, np.ndarray]:
+    """Raw descriptors of len(f0) frames: zeros, unit loudness/energy, ``values`` set."""
+    n = len(f0)
+    llds = {name: np.zeros(n, np.float32) for name in LLD_NAMES}
+    llds["loudness"] = llds["energy"] = np.ones(n, np.float32)
+    llds["F0semitone"] = np.array(f0, np.float32)
+    for name, v in values.items():
+        llds[name] = np.array(v, np.float32)
+    return llds
+
+
+def test_formant_amplitudes_are_minus_201_db_without_f0_as_opensmile():
+    # openSMILE's cHarmonics writes -201 dB for formant amplitudes of frames without F0
+    # and eGeMAPSv02 does not mask them by voicing: raw [-201, 6, 0, 3, -201, -201]
+    # (0: voiced, no harmonic near F1), sma3nz averages the non-zero neighbours
+    llds = _llds([0, 30, 30, 30, 0, 0], F1amplitudeLogRelF0=[0, 6, 0, 3, 0, 0])
+    c = _contours(llds)["F1amplitudeLogRelF0_sma3nz"]
+    np.testing.assert_allclose(c, [-97.5, -97.5, 0, -99, -133, -201])
+    s = dict(zip(FEATURE_NAMES, functionals(llds), strict=True))
+    # amean over the non-zero frames: (-97.5 - 97.5 - 99 - 133 - 201) / 5
+    assert s["F1amplitudeLogRelF0_sma3nz_amean"] == pytest.approx(-125.6)
+    # the frequency contours stay masked by voicing (openSMILE's formantsNz)
+    assert _contours(_llds([0, 30, 30, 30, 0, 0], F1frequency=[0, 500, 600, 700, 0, 0]))[
+        "F1frequency_sma3nz"].tolist() == [0, 550, 600, 650, 0, 0]
+    # no voiced frame: undefined (openSMILE's 0, NaN in this backend), not -201
+    none = dict(zip(FEATURE_NAMES, functionals(_llds([0.0] * 6)), strict=True))
+    assert math.isnan(none["F1amplitudeLogRelF0_sma3nz_amean"])
+
+
+def test_segments_follow_opensmiles_rules_and_cap():
+    # cFunctionalSegments: 3 active frames start a segment, 2 inactive ones end it;
+    # lengths first-to-last active frame: voiced [3, 7] frames of 14
+    f0 = [30.0 * v for v in (1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1)]
+    s = dict(zip(FEATURE_NAMES, functionals(_llds(f0)), strict=True))
+    assert s["VoicedSegmentsPerSec"] == pytest.approx(2 / 0.14, rel=1e-6)
+    assert s["MeanVoicedSegmentLengthSec"] == pytest.approx(0.05, rel=1e-6)
+    assert s["StddevVoicedSegmentLengthSec"] == pytest.approx(0.02, rel=1e-6)
+    # the 2-frame pause is no unvoiced segment (needs 3 frames): undefined
+    assert math.isnan(s["MeanUnvoicedSegmentLength"])
+    # at most 1,000 segments are counted, over the whole duration (eGeMAPSv02)
+    many = np.tile(np.array([30, 30, 30, 0, 0], np.float32), 1001)
+    s = dict(zip(FEATURE_NAMES, functionals(_llds(many.tolist())), strict=True))
+    assert s["VoicedSegmentsPerSec"] == pytest.approx(1000 / (0.01 * 5005), rel=1e-6)
+    assert s["MeanVoicedSegmentLengthSec"] == pytest.approx(0.02, rel=1e-6)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.skipif(not SPEECH.exists(), reason="../shared/data/speech absent")
+def test_ten_minutes_of_real_speech_agree_on_segments_with_opensmile(ex):
+    from atrisk.ingest.audio import load_audio
+
+    files = sorted(p for p in SPEECH.rglob("*")
+                   if p.suffix.lower() in {".wav", ".flac", ".sph"})
+    parts, total = [], 0
+    for f in files:  # the first files (sorted) up to 10 min, as one signal
+        parts.append(load_audio(f, SR))
+        total += parts[-1].size
+        if total >= 600 * SR:
+            break
+    x = np.concatenate(parts)[: 600 * SR]
+    ref = ProsodyExtractor().process_signal(x, SR)
+    got = ex.process_signal(x, SR)
+    # both count 1,000 voiced segments (the cap) over the 10 min: measured 1.66683 /s
+    # (openSMILE, 59,994 frames) and 1.66678 /s (this backend, 59,996 frames); the
+    # plain run lengths used before counted every segment
+    assert got["VoicedSegmentsPerSec"] == pytest.approx(1000 / 599.96, rel=1e-5)
+    assert ref["VoicedSegmentsPerSec"] == pytest.approx(1000 / 599.94, rel=1e-5)
+    # measured: lengths within 0.1-1.1 % of openSMILE's
+    for col in ("MeanVoicedSegmentLengthSec", "StddevVoicedSegmentLengthSec",
+                "MeanUnvoicedSegmentLength", "StddevUnvoicedSegmentLength"):
+        assert got[col] == pytest.approx(ref[col], rel=0.02)
 
 
 @pytest.mark.slow

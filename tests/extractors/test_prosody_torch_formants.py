@@ -142,10 +142,12 @@ def test_spectral_band_slices_select_the_same_bins_as_the_band_masks():
                      (c.high, pt._band(freqs, 1000, 5000) & (freqs > 1000)),
                      (c.hmax_lo, pt._band(freqs, 0, 2000)),
                      (c.hmax_hi, pt._band(freqs, 2000, 5000) & (freqs > 2000)),
-                     (c.flux, pt._band(freqs, 0, 5000)),
+                     # cSpectral's freqRange 0-5000: bins 0-159 (below 5000 Hz)
+                     (c.flux, freqs < 5000),
                      (c.slope_lo, pt._band(freqs, 0, 500)),
                      (c.slope_hi, pt._band(freqs, 500, 1500))):
         assert bins[sl].tolist() == bins[mask].tolist()
+    assert (c.flux.start, c.flux.stop) == (0, 160)  # 160 bins of 31.25 Hz
     # built once per device
     assert pt._spectral_consts(torch.device("cpu")) is c
     # 50-1000 Hz at 31.25 Hz bins: 62.5 ... 1000 Hz = bins 2..32

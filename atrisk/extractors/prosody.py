@@ -282,9 +282,10 @@ def _functional_inputs_egemaps() -> str | None:
     """Path of a config computing what eGeMAPSv02's functionals read, frame by frame.
 
     The pruned eGeMAPSv02 chain (:func:`_pruned_egemaps`) without its functionals
-    components (:data:`_EGEMAPS_FUNCTIONALS`); a ``cVectorConcat`` joins the levels they
-    read (:data:`_FUNCTIONAL_INPUTS`, the same frames) into the sink level
-    :data:`_INPUTS_LEVEL`.  With ring buffers for those levels openSMILE's memory no
+    components (:data:`_EGEMAPS_FUNCTIONALS`); each level they read
+    (:data:`_FUNCTIONAL_INPUTS`) has a sink (:data:`_INPUT_SINKS`) in the place of the
+    first of them reading it, and the end-of-input marker sinks (:data:`_MARKER_SINKS`)
+    come before those.  With ring buffers for those levels openSMILE's memory no
     longer grows with the track; the functionals are then computed from the frames
     (:func:`atrisk.extractors.egemaps.opensmile_functionals`).  ``None`` when the
     installed configs do not have exactly those components.
@@ -943,9 +944,10 @@ class ProsodyExtractor(SegmentFeatures):
         contours its functionals read with ring buffers, and the functionals are
         computed from those frames (:meth:`_bounded_functionals`), so openSMILE's memory
         does not grow with the track (the frames take 51.8 MB per hour); they are
-        bit-identical to openSMILE's own functionals of the joined signal on the 10-60 min
-        signals measured, but a track's last frame or two can differ (11 of 264 short
-        recordings, see ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE
+        bit-identical to openSMILE's own functionals of the joined signal on every signal
+        measured (264 recordings, 10-60 min signals): each contour is cut where openSMILE's
+        functionals stop reading at end of input (:func:`_eoi_cuts`, see
+        ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE
         computes the functionals over whole-track buffers: bit-identical to the joined
         signal's.
 

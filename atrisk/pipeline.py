@@ -540,11 +540,12 @@ class DecodedPart:
 STREAM_TRACK_S = 600.0
 #: How a streamed track gets its openSMILE eGeMAPSv02 functionals, part of the resume key
 #: and of ``run.json``: computed from openSMILE's streamed frames in bounded memory
-#: (``ProsodyExtractor.process_stream``).  They equal openSMILE's whole-track functionals
-#: within 1e-6 on the long signals measured, but not on every track (openSMILE's
-#: functionals leave out a track's last frame or two, see ``docs/prosody.md``), so
-#: results made with whole-track functionals are not resumed as if they were the same.
-STREAMED_PROSODY = "opensmile-eGeMAPSv02-frames-1"
+#: (``ProsodyExtractor.process_stream``).  Since ``frames-2`` they leave out the frames
+#: openSMILE's functionals leave out at end of input and were bit-identical to
+#: openSMILE's whole-track functionals on every signal measured (``docs/prosody.md``);
+#: ``frames-1`` kept a late frame on some short tracks.  Measured, not proven for every
+#: track, so results made with whole-track functionals are still not resumed as the same.
+STREAMED_PROSODY = "opensmile-eGeMAPSv02-frames-2"
 #: Samples per block of a streamed track (60 s at 16 kHz).
 STREAM_BLOCK = 16000 * 60
 #: Tracks at least this long (samples) give their freed memory back to the OS at once.

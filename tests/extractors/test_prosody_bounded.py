@@ -3,7 +3,8 @@
 ``ProsodyExtractor.process_stream`` (``bounded=True``) runs openSMILE up to the
 contours its functionals read, with ring buffers, and computes the 88 functionals from
 those frames (``egemaps.opensmile_functionals``); ``bounded=False`` is openSMILE's
-own whole-track functionals.  The two must agree within 1e-6 (relative).
+own whole-track functionals.  The two must agree within 1e-6 (relative); on the
+signals whose end of input shows the difference they are bit-identical.
 """
 
 from __future__ import annotations
@@ -100,9 +101,14 @@ def test_bounded_run_uses_ring_buffers_and_one_sink_per_input_level(monkeypatch)
     for name in prosody_module._EGEMAPS_FUNCTIONALS:
         assert f"instance[{name}]." not in incs
     func = (tree / "gemaps" / "v01b" / "GeMAPSv01b_core.func.conf.inc").read_text()
-    assert "instance[gemapsv01b_smoLoudness].type=cContourSmoother\n" \
-           "instance[atrisk_sink0].type=cExternalSink\n" \
-           "instance[atrisk_sink1].type=cExternalSink\n" in func
+    # the end-of-input markers (energy level, coprime block sizes) tick before the sinks
+    assert "instance[gemapsv01b_smoLoudness].type=cContourSmoother\n" + "".join(
+        f"instance[atrisk_marker{i}].type=cExternalSink\n" for i in range(4)) + \
+        "instance[atrisk_sink0].type=cExternalSink\n" \
+        "instance[atrisk_sink1].type=cExternalSink\n" in func
+    for marker, block in zip(prosody_module._MARKER_SINKS, (97, 99, 101, 103), strict=True):
+        assert f"[{marker}:cExternalSink]\nreader.dmLevel = egemapsv02_energyRMS\n" \
+               f"blocksize = {block}\n" in text
     for name in ("gemapsv01b_smoF0", "gemapsv01b_smoLoudness", "egemapsv02_smoSpectralNz",
                  "egemapsv02_energyRMS", "gemapsv01b_pitchSmoothViterbi"):
         assert f"instance[{name}]." in incs
@@ -119,6 +125,77 @@ def test_frame_store_keeps_float32_frames_across_blocks(monkeypatch):
     out = store.array()
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, data)
+
+
+def _reads(*reads):
+    """A sink callback that was called with ``reads`` (``(tick, frames)`` each)."""
+    store = prosody_module._FrameStore(iter(t for t, _ in reads))
+    for _, n in reads:
+        store(np.zeros((n, 2), np.float32), None)
+    return store
+
+
+def test_eoi_cuts_end_each_level_at_its_read_in_the_first_end_of_input_tick():
+    marker = prosody_module._Marker(iter([3, 9, 17]))
+    for n in (97, 97, 40):  # two whole blocks before end of input, then the rest (40)
+        marker(np.zeros((n, 1), np.float32), None)
+    idle = prosody_module._Marker(iter([4, 10]))  # 194 frames: a multiple of 97
+    for n in (97, 97):
+        idle(np.zeros((n, 1), np.float32), None)
+    stores = [
+        _reads((5, 100), (18, 57), (25, 1)),  # 157 in the EOI tick, then a late frame
+        _reads((6, 100), (19, 100)),  # the rest was exactly one block: 200
+        _reads((7, 100), (12, 100)),  # nothing left at end of input: all 200
+        _reads((8, 100), (21, 3), (30, 2)),  # 103, the 2 later frames are left out
+    ]
+    cuts = prosody_module._eoi_cuts(stores, [idle, marker], (97, 97))
+    assert cuts == [157, 200, 200, 103]
+    # no marker read a short block: the end-of-input tick cannot be found
+    with pytest.raises(RuntimeError, match="end-of-input tick"):
+        prosody_module._eoi_cuts(stores, [idle], (97,))
+
+
+@pytest.mark.parametrize(("seconds", "level", "kept", "read"), [
+    (2.05, 0, 199, 200),  # F0: a frame the Viterbi smoother flushed reached the sink
+    (3.01, 1, 300, 301),  # loudness: the smoother's padded end frame (index 300)
+])
+def test_frames_written_after_the_first_end_of_input_tick_are_left_out(
+        seconds, level, kept, read):
+    # Signals whose late frames (written after openSMILE's functionals read their
+    # level) reach the sinks: a late frame has the index of the sink's next block.
+    x = _voiced_signal(seconds)
+    ex = ProsodyExtractor()
+    clock = prosody_module.itertools.count()
+    stores = [prosody_module._FrameStore(clock) for _ in prosody_module._INPUT_SINKS]
+    markers = [prosody_module._Marker(clock) for _ in prosody_module._MARKER_SINKS]
+    ex._run("inputs", [x], SR, sinks=dict(zip(
+        prosody_module._MARKER_SINKS + prosody_module._INPUT_SINKS, markers + stores,
+        strict=True)))
+    cuts = prosody_module._eoi_cuts(stores, markers, prosody_module._MARKER_BLOCKS)
+    assert (cuts[level], stores[level].frames) == (kept, read)
+    bounded, whole = _both(x)
+    np.testing.assert_array_equal(bounded.to_numpy(), whole.to_numpy())  # bit-identical
+
+
+#: The 11 recordings where the sinks read late frames before the end-of-input cut.
+LATE_FRAME_FILES = (
+    "speechbrain/tests/samples/ASR/spk2_snt1.wav",
+    "speechbrain/tests/samples/single-mic/example2.flac",
+    *(f"speechocean762_kids/SPEAKER{p}.WAV" for p in (
+        "0149/001490109", "3012/030120021", "3012/030120163", "3027/030270033",
+        "3027/030270083", "3412/034120174", "5015/050150116", "5428/054280128",
+        "5547/055470120")),
+)
+
+
+@pytest.mark.realdata
+def test_bounded_functionals_are_bit_identical_on_the_late_frame_recordings():
+    files = [SPEECH / f for f in LATE_FRAME_FILES]
+    if not all(f.is_file() for f in files):
+        pytest.skip(f"real speech not found under {SPEECH}")
+    for f in files:
+        bounded, whole = _both(load_audio(f, SR), block=7 * SR)
+        np.testing.assert_array_equal(bounded.to_numpy(), whole.to_numpy(), err_msg=str(f))
 
 
 @pytest.mark.realdata

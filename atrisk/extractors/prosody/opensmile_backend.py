@@ -1,6 +1,6 @@
 """Prosodic features: openSMILE eGeMAPSv02 (default) or ComParE_2016, via ``opensmile.Smile``.
 
-:class:`ProsodyExtractor` wraps :class:`opensmile.Smile` (created once per instance and
+:class:`OpenSmileProsody` wraps :class:`opensmile.Smile` (created once per instance and
 feature level, lazily, and not pickled, so the extractor can be sent to process pools) in
 the audinterface style: ``process_signal``, ``process_file``, ``process_files``,
 ``process_sessions``, plus ``process_segments``/``process_utterances`` (functionals per
@@ -17,10 +17,10 @@ whole track: the results are bit-identical to :meth:`opensmile.Smile.process_sig
 (tested), and the memory openSMILE needs no longer includes copies of the whole wave
 (see ``docs/prosody.md`` for the numbers).  This uses opensmile-python's private
 ``Smile._options``/``Smile._smile`` helpers (the package is pinned to 2.6.0).
-:meth:`ProsodyExtractor.process_stream` (what ``atrisk extract`` runs for tracks it
+:meth:`OpenSmileProsody.process_stream` (what ``atrisk extract`` runs for tracks it
 streams) goes further for eGeMAPSv02: openSMILE computes only the contours its
 functionals read, with ring buffers, and the functionals are computed from those frames
-(:mod:`atrisk.extractors.egemaps`), so openSMILE's memory no longer grows with the track.
+(:mod:`atrisk.extractors.prosody.egemaps`), so openSMILE's memory no longer grows with the track.
 
 Edge cases (``docs/prosody.md`` lists the outputs):
 
@@ -29,7 +29,7 @@ Edge cases (``docs/prosody.md`` lists the outputs):
   ``(channels, samples)`` is averaged to mono.
 * A segment too short to frame gives NaN (openSMILE's own behaviour); if openSMILE raises,
   every feature is NaN and a warning is logged (``process_sessions`` also lists the track
-  and the reason in :attr:`ProsodyExtractor.failures`); a batch never stops for one track.
+  and the reason in :attr:`OpenSmileProsody.failures`); a batch never stops for one track.
 * eGeMAPSv02 only: openSMILE writes 0 (or -201 dB) for the voiced-only functionals
   (``*_sma3nz_*`` without ``UV``) of audio with no voiced frame, and 0 for the five
   unvoiced-only means when there is no unvoiced frame; these undefined values are NaN here.
@@ -38,14 +38,13 @@ Edge cases (``docs/prosody.md`` lists the outputs):
   :func:`make_prosody_extractor` for the ``torch`` backend.
 
 Example:
-    >>> ex = ProsodyExtractor()  # doctest: +SKIP
+    >>> ex = OpenSmileProsody()  # doctest: +SKIP
     >>> ex.process_file("recordings/s1/teacher.wav")["loudness_sma3_amean"]  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import logging
 import math
@@ -67,12 +66,7 @@ from opensmile.core.lib import SMILE_RUNNING, smileapi
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
-from atrisk.extractors.segments import (  # noqa: F401  (SEGMENT_INDEX: public name here)
-    SEGMENT_INDEX,
-    SegmentFeatures,
-    SegmentJob,
-    index_from_keys,
-)
+from atrisk.extractors.prosody.base import SESSION_INDEX, Extracted, ProsodyBackend
 from atrisk.ingest.audio import (
     DecodedSession,
     load_audio,
@@ -83,10 +77,7 @@ from atrisk.records import TRACKS
 
 log = logging.getLogger(__name__)
 
-#: Index names of :meth:`ProsodyExtractor.process_sessions` (the ``prosody`` table key).
-SESSION_INDEX = ["session_id", "track"]
-
-#: Index names of the frames of :meth:`ProsodyExtractor.process_signal_lld`.
+#: Index names of the frames of :meth:`OpenSmileProsody.process_signal_lld`.
 FRAME_INDEX = ["start_s", "end_s"]
 
 _LEVELS = {
@@ -212,44 +203,6 @@ _UV_MEANS = ("alphaRatioUV_sma3nz_amean", "hammarbergIndexUV_sma3nz_amean",
              "spectralFluxUV_sma3nz_amean")
 
 
-def make_prosody_extractor(config: ProsodyConfig | None = None, sample_rate: int = 16000,
-                           device: str | None = None, **kwargs: Any) -> Any:
-    """Return the prosody extractor of the configured backend.
-
-    Args:
-        config: Prosody settings; ``config.backend`` picks ``opensmile``
-            (:class:`ProsodyExtractor`) or ``torch``
-            (``atrisk.extractors.prosody_torch.TorchProsodyExtractor``, imported lazily).
-        sample_rate: Rate (Hz) files are decoded to.
-        device: Where the ``torch`` backend runs (``auto``/``None``: CUDA when
-            available, ``cpu``, ``cuda[:i]``; the run's ``--device``, not a config
-            setting); openSMILE runs on the CPU and ignores it.
-        **kwargs: Passed on to the extractor (e.g. ``num_workers``).
-
-    Returns:
-        An extractor with ``process_signal``/``process_file``/``process_files``/
-        ``process_sessions`` and a ``backend_name``.
-
-    Raises:
-        ConfigError: When the backend is unknown or its module cannot be imported.
-    """
-    config = config or ProsodyConfig()
-    backend = config.backend
-    if backend == "opensmile":
-        return ProsodyExtractor(config, sample_rate=sample_rate, **kwargs)
-    if backend == "torch":
-        try:
-            module = importlib.import_module("atrisk.extractors.prosody_torch")
-            cls = module.TorchProsodyExtractor
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                f"prosody.backend='torch' is not available: {exc}; use --prosody-backend "
-                "opensmile"
-            ) from exc
-        return cls(config, sample_rate=sample_rate, device=device, **kwargs)
-    raise ConfigError(f"unknown prosody.backend {backend!r} (opensmile or torch)")
-
-
 def _ring_source(ring: int) -> str:
     """Path of an openSMILE source config with a ``ring``-sample wave ring buffer."""
     path = _cache_folder() / f"ring_source_{ring}.conf"
@@ -287,7 +240,7 @@ def _functional_inputs_egemaps() -> str | None:
     first of them reading it, and the end-of-input marker sinks (:data:`_MARKER_SINKS`)
     come before those.  With ring buffers for those levels openSMILE's memory no
     longer grows with the track; the functionals are then computed from the frames
-    (:func:`atrisk.extractors.egemaps.opensmile_functionals`).  ``None`` when the
+    (:func:`atrisk.extractors.prosody.egemaps.opensmile_functionals`).  ``None`` when the
     installed configs do not have exactly those components.
     """
     drop = tuple(f"gemapsv01b_{c}" for c in _EGEMAPS_UNUSED) + _EGEMAPS_FUNCTIONALS
@@ -524,12 +477,13 @@ def _eoi_cuts(stores: Sequence[_FrameStore], markers: Sequence[_Marker],
     return cuts
 
 
-class ProsodyExtractor(SegmentFeatures):
+class OpenSmileProsody(ProsodyBackend):
     """openSMILE functionals (or low-level descriptors) per track, file or utterance.
 
     Args:
         config: Backend, feature set and feature level (defaults when ``None``); only
-            ``backend="opensmile"`` is handled here (see :func:`make_prosody_extractor`).
+            ``backend="opensmile"`` is handled here (see
+            :func:`atrisk.extractors.prosody.load_prosody`).
         sample_rate: Rate (Hz) files are decoded to by :meth:`process_file`; use the
             same rate as :class:`~atrisk.config.AudioConfig` so that file and session
             features agree.
@@ -537,19 +491,22 @@ class ProsodyExtractor(SegmentFeatures):
             :meth:`process_utterances` (1: in this process); results equal the serial ones.
         chunk_s: Seconds of audio written to openSMILE at a time (bounds the memory
             openSMILE uses for the wave; does not change the results).
+        device: Accepted for the common backend signature; openSMILE runs on the CPU.
 
     Raises:
         ConfigError: When the configured backend or feature set is not openSMILE's.
         ValueError: When ``num_workers < 1`` or ``chunk_s <= 0``.
     """
 
+    name = "opensmile"
+
     def __init__(self, config: ProsodyConfig | None = None, sample_rate: int = 16000,
-                 num_workers: int = 1, chunk_s: float = 60.0):
+                 num_workers: int = 1, chunk_s: float = 60.0, device: str | None = None):
         self.config = config or ProsodyConfig()
         self.sample_rate = int(sample_rate)
         if self.config.backend != "opensmile":
             raise ConfigError(
-                f"ProsodyExtractor handles prosody.backend='opensmile', got {self.config.backend!r}"
+                f"OpenSmileProsody handles prosody.backend='opensmile', got {self.config.backend!r}"
             )
         if not hasattr(opensmile.FeatureSet, self.config.feature_set):
             raise ConfigError(f"unknown openSMILE feature set {self.config.feature_set!r}")
@@ -560,11 +517,6 @@ class ProsodyExtractor(SegmentFeatures):
         self.num_workers = int(num_workers)
         self.chunk_s = float(chunk_s)
         self._smiles: dict[str, opensmile.Smile] = {}
-        #: ``(session_id, track) -> "session/track: reason"`` of the tracks openSMILE failed
-        #: on in the last :meth:`process_sessions` call (their features are NaN); after
-        #: :meth:`process_segments`/:meth:`process_utterances`, keyed
-        #: ``(session_id, speaker, start_s, end_s)`` of the failed segments.
-        self.failures: dict[tuple[str, str], str] = {}
 
     # -- state -----------------------------------------------------------------------
 
@@ -597,7 +549,7 @@ class ProsodyExtractor(SegmentFeatures):
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
-        return (f"ProsodyExtractor(config={self.config!r}, sample_rate={self.sample_rate}, "
+        return (f"OpenSmileProsody(config={self.config!r}, sample_rate={self.sample_rate}, "
                 f"num_workers={self.num_workers}, chunk_s={self.chunk_s})")
 
     @property
@@ -617,10 +569,10 @@ class ProsodyExtractor(SegmentFeatures):
 
     # -- core ------------------------------------------------------------------------
 
-    def _chunk_samples(self, sampling_rate: int) -> int:
-        return max(1, int(round(self.chunk_s * sampling_rate)))
+    def _chunk_samples(self, sample_rate: int) -> int:
+        return max(1, int(round(self.chunk_s * sample_rate)))
 
-    def _run(self, level: str, x: np.ndarray | Iterable[np.ndarray], sampling_rate: int,
+    def _run(self, level: str, x: np.ndarray | Iterable[np.ndarray], sample_rate: int,
              duration_s: float | None = None, sinks: dict[str, Any] | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stream ``x`` (a signal or its chunks) through one openSMILE instance.
@@ -642,14 +594,14 @@ class ProsodyExtractor(SegmentFeatures):
         except FileNotFoundError:  # generated config removed (tmp cleaner): make it again
             del self._smiles[level]
             smile = self._smile_for(level)
-        chunk = self._chunk_samples(sampling_rate)
+        chunk = self._chunk_samples(sample_rate)
         pieces = _split([x] if isinstance(x, np.ndarray) else x, chunk)  # views, no copies
         options = smile._options()  # private opensmile-python 2.6.0 helpers (pinned)
         options["source"] = _ring_source(2 * chunk)
-        options["sampleRate"] = int(sampling_rate)
+        options["sampleRate"] = int(sample_rate)
         options["nBits"] = 16
         if isinstance(x, np.ndarray):
-            duration_s = x.size / sampling_rate
+            duration_s = x.size / sample_rate
         frames = _frames_for(duration_s) if level == "functionals" else None
         if frames is not None:
             options["bufferModeConf"] = _buffer_mode(frames)
@@ -716,30 +668,37 @@ class ProsodyExtractor(SegmentFeatures):
 
     # -- processing ------------------------------------------------------------------
 
-    def process_signal(self, signal: np.ndarray, sampling_rate: int) -> pd.Series:
-        """Return the functionals of one signal (a whole track of any length).
+    def functionals(self, signals: Sequence[np.ndarray], sample_rate: int
+                    ) -> tuple[np.ndarray, list[str | None]]:
+        """Return the functionals of each signal (one openSMILE run each) and the failures.
+
+        Signals are processed in :attr:`num_workers` processes; a signal openSMILE fails
+        on gets a NaN row and its reason, and a batch never stops for one signal.
 
         Args:
-            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
-            sampling_rate: Rate of ``signal`` (Hz).
+            signals: Whole tracks or cuts of any length, 1-D or ``(channels, samples)``.
+            sample_rate: Their rate (Hz).
 
         Returns:
-            A float64 Series indexed by :attr:`feature_names`; all NaN when openSMILE
-            fails on the signal or it is too short to frame.
+            ``(rows, reasons)`` as :meth:`ProsodyBackend.functionals`.
 
         Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz (openSMILE aborts the whole
-                process on such rates instead of raising) or ``signal`` has more than 2 axes.
+            ValueError: When ``sample_rate`` is below 1000 Hz (openSMILE aborts the whole
+                process on such rates instead of raising) or a signal has more than 2 axes.
         """
-        return self._functionals(signal, sampling_rate)[0]
+        outcomes = self._map(self._functionals_job, [(None, x, sample_rate) for x in signals])
+        if not outcomes:
+            return np.empty((0, len(self.feature_names))), []
+        rows = np.vstack([series.to_numpy(dtype="float64") for series, _ in outcomes])
+        return rows, [reason for _, reason in outcomes]
 
-    def _functionals(self, signal: np.ndarray, sampling_rate: int
+    def _functionals(self, signal: np.ndarray, sample_rate: int
                      ) -> tuple[pd.Series, str | None]:
         """Return :meth:`process_signal`'s result and why openSMILE failed (``None``: ok)."""
-        signal = mono_finite(signal, sampling_rate)
-        return self._functionals_of([signal], sampling_rate, signal.size / sampling_rate)
+        signal = mono_finite(signal, sample_rate)
+        return self._functionals_of([signal], sample_rate, signal.size / sample_rate)
 
-    def _functionals_of(self, pieces: Iterable[np.ndarray], sampling_rate: int,
+    def _functionals_of(self, pieces: Iterable[np.ndarray], sample_rate: int,
                         duration_s: float | None = None, bounded: bool = False
                         ) -> tuple[pd.Series, str | None]:
         """Functionals of the signal made of ``pieces`` (mono, finite) and openSMILE's failure.
@@ -755,9 +714,9 @@ class ProsodyExtractor(SegmentFeatures):
         reason = None
         try:
             if bounded and self.config.feature_set == "eGeMAPSv02":
-                values = self._bounded_functionals(pieces, int(sampling_rate))
+                values = self._bounded_functionals(pieces, int(sample_rate))
             else:
-                data, _, _ = self._run("functionals", pieces, int(sampling_rate),
+                data, _, _ = self._run("functionals", pieces, int(sample_rate),
                                        duration_s=duration_s)
                 values = data[0] if len(data) else np.full(len(names), math.nan)
             values = self._undefined_to_nan(values, names)
@@ -769,7 +728,7 @@ class ProsodyExtractor(SegmentFeatures):
             values = np.full(len(names), math.nan)
         return pd.Series(values, index=names, dtype="float64"), reason
 
-    def _bounded_functionals(self, pieces: Iterable[np.ndarray], sampling_rate: int
+    def _bounded_functionals(self, pieces: Iterable[np.ndarray], sample_rate: int
                              ) -> np.ndarray:
         """eGeMAPSv02 functionals of a stream in bounded openSMILE memory.
 
@@ -779,18 +738,18 @@ class ProsodyExtractor(SegmentFeatures):
         level are kept in float32 (:class:`_FrameStore`: 36 values x 4 bytes x 100 frames
         per second = 51.8 MB per hour of track) and the 88 functionals are computed from
         them with openSMILE's arithmetic
-        (:func:`~atrisk.extractors.egemaps.opensmile_functionals`).
+        (:func:`~atrisk.extractors.prosody.egemaps.opensmile_functionals`).
 
         Returns:
             The 88 values in :attr:`feature_names` order as openSMILE writes them (0 for
             undefined); NaN when the stream is too short to frame.
         """
-        from atrisk.extractors.egemaps import CONTOUR_NAMES, opensmile_functionals
+        from atrisk.extractors.prosody.egemaps import CONTOUR_NAMES, opensmile_functionals
 
         clock = itertools.count()
         stores = {name: _FrameStore(clock) for name in _INPUT_SINKS}
         markers = {name: _Marker(clock) for name in _MARKER_SINKS}
-        self._run("inputs", pieces, sampling_rate, sinks={**markers, **stores})
+        self._run("inputs", pieces, sample_rate, sinks={**markers, **stores})
         if any(store.frames == 0 for store in stores.values()):
             return np.full(len(self.feature_names), math.nan)
         cuts = _eoi_cuts(list(stores.values()), list(markers.values()), _MARKER_BLOCKS)
@@ -805,12 +764,12 @@ class ProsodyExtractor(SegmentFeatures):
                                f"{len(CONTOUR_NAMES)}")
         return opensmile_functionals(contours)
 
-    def process_signal_lld(self, signal: np.ndarray, sampling_rate: int) -> pd.DataFrame:
+    def process_signal_lld(self, signal: np.ndarray, sample_rate: int) -> pd.DataFrame:
         """Return the low-level descriptors of one signal, one row per frame.
 
         Args:
             signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
-            sampling_rate: Rate of ``signal`` (Hz).
+            sample_rate: Rate of ``signal`` (Hz).
 
         Returns:
             Rows indexed by ``(start_s, end_s)`` of each frame (10 ms hop), one column per
@@ -820,15 +779,15 @@ class ProsodyExtractor(SegmentFeatures):
         Raises:
             ValueError: As :meth:`process_signal`.
         """
-        return self._lld(signal, sampling_rate)[0]
+        return self._lld(signal, sample_rate)[0]
 
-    def _lld(self, signal: np.ndarray, sampling_rate: int) -> tuple[pd.DataFrame, str | None]:
+    def _lld(self, signal: np.ndarray, sample_rate: int) -> tuple[pd.DataFrame, str | None]:
         """Return :meth:`process_signal_lld`'s result and why openSMILE failed."""
-        x = mono_finite(signal, sampling_rate)
+        x = mono_finite(signal, sample_rate)
         names = self.lld_names
         reason = None
         try:
-            data, starts, ends = self._run("lld", x, int(sampling_rate))
+            data, starts, ends = self._run("lld", x, int(sample_rate))
         except Exception as exc:
             reason = f"openSMILE failed: {type(exc).__name__}: {exc}"
             log.warning("%s on a %d-sample signal; no descriptors", reason, x.size)
@@ -877,8 +836,7 @@ class ProsodyExtractor(SegmentFeatures):
         names = self.feature_names
         values = data[0] if len(data) else np.full(len(names), math.nan)
         values = self._undefined_to_nan(values, names)
-        return self._frame([pd.Series(values, index=names)],
-                           pd.Index([str(path)], name="file", dtype="object"))
+        return self.frame(values[None, :], pd.Index([str(path)], name="file", dtype="object"))
 
     def process_files(self, paths: Sequence[Path | str] | Iterable[Path | str]) -> pd.DataFrame:
         """Return the features of several files, in order, using :attr:`num_workers`.
@@ -899,44 +857,38 @@ class ProsodyExtractor(SegmentFeatures):
             return pd.concat(parts)
         if self.config.feature_level == "lld":
             return self._empty_lld(["file"])
-        return self._frame([], pd.Index([], name="file", dtype="object"))
+        return self.frame(None, pd.Index([], name="file", dtype="object"))
 
-    def process_sessions(self, decoded: Iterable[DecodedSession]) -> pd.DataFrame:
+    def process_sessions(self, decoded: Iterable[DecodedSession]) -> Extracted:
         """Return the features of every decoded track of the sessions.
+
+        Functionals as :meth:`ProsodyBackend.process_sessions`; with
+        ``feature_level="lld"``, frames indexed by ``(session_id, track, start_s, end_s)``.
 
         Args:
             decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
 
         Returns:
-            Functionals: rows indexed by ``(session_id, track)``; ``feature_level="lld"``:
-            frames indexed by ``(session_id, track, start_s, end_s)``.  Tracks whose
-            signal is ``None`` (missing or undecodable) are skipped.  A track openSMILE
-            fails on gets NaN features (no frames) and its reason in :attr:`failures`.
+            The rows and the failures (keyed ``(session_id, track)``).
         """
-        jobs: list[tuple[tuple[str, str], np.ndarray, int]] = []
-        for item in decoded:
-            rate = getattr(item, "sample_rate", self.sample_rate)
-            for track in TRACKS:
-                signal = item.signals.get(track)
-                if signal is not None:
-                    jobs.append(((item.session.session_id, track), signal, rate))
-        lld = self.config.feature_level == "lld"
-        outcomes = self._map(self._lld_job if lld else self._functionals_job, jobs)
+        if self.config.feature_level != "lld":
+            return super().process_sessions(decoded)
+        jobs = [((item.session.session_id, track), signal,
+                 int(getattr(item, "sample_rate", self.sample_rate)))
+                for item in decoded for track in TRACKS
+                if (signal := item.signals.get(track)) is not None]
+        outcomes = self._map(self._lld_job, jobs)
         keys = [key for key, _, _ in jobs]
-        results = [result for result, _ in outcomes]
-        self.failures = {key: f"{key[0]}/{key[1]}: {reason}"
-                         for key, (_, reason) in zip(keys, outcomes, strict=True) if reason}
-        if lld:
-            if not results:
-                return self._empty_lld(SESSION_INDEX)
-            return pd.concat(dict(zip(keys, results, strict=True)), names=SESSION_INDEX)
-        index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
-            pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
-        return self._frame(results, index)
+        failures = {key: f"{key[0]}/{key[1]}: {reason}"
+                    for key, (_, reason) in zip(keys, outcomes, strict=True) if reason}
+        if not outcomes:
+            return Extracted(self._empty_lld(SESSION_INDEX), failures)
+        frames = dict(zip(keys, [frame for frame, _ in outcomes], strict=True))
+        return Extracted(pd.concat(frames, names=SESSION_INDEX), failures)
 
-    def process_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int, session_id: str,
+    def process_stream(self, blocks: Iterable[np.ndarray], sample_rate: int, session_id: str,
                        track: str, duration_s: float | None = None,
-                       bounded: bool = True) -> pd.DataFrame:
+                       bounded: bool = True) -> Extracted:
         """Return :meth:`process_sessions`'s row of one track given as consecutive blocks.
 
         The blocks are written to one openSMILE instance as they come (the track is
@@ -954,7 +906,7 @@ class ProsodyExtractor(SegmentFeatures):
         Args:
             blocks: Mono float samples in order (e.g. from
                 :func:`~atrisk.ingest.audio.stream_audio`); non-finite values count as 0.
-            sampling_rate: Rate of the blocks (Hz).
+            sample_rate: Rate of the blocks (Hz).
             session_id: Session of the track (first index level).
             track: ``"teacher"`` or ``"student"`` (second index level).
             duration_s: Expected length (e.g. from the file header), used only to size
@@ -964,8 +916,8 @@ class ProsodyExtractor(SegmentFeatures):
                 openSMILE memory); ``False``: openSMILE's whole-track functionals.
 
         Returns:
-            One row indexed by ``(session_id, track)``; NaN features (and the reason in
-            :attr:`failures`) when openSMILE fails.
+            One row indexed by ``(session_id, track)`` and the failure: NaN features and
+            the reason when openSMILE fails.
 
         Raises:
             AudioDecodeError: When the block source fails to decode (no row then).
@@ -973,23 +925,12 @@ class ProsodyExtractor(SegmentFeatures):
         """
         if self.config.feature_level != "functionals":
             raise ConfigError("process_stream computes functionals (feature_level='functionals')")
-        pieces = (mono_finite(b, sampling_rate) for b in blocks)
-        series, reason = self._functionals_of(pieces, sampling_rate, duration_s, bounded)
+        pieces = (mono_finite(b, sample_rate) for b in blocks)
+        series, reason = self._functionals_of(pieces, sample_rate, duration_s, bounded)
         key = (session_id, track)
-        self.failures = {key: f"{session_id}/{track}: {reason}"} if reason else {}
-        return self._frame([series], pd.MultiIndex.from_tuples([key], names=SESSION_INDEX))
-
-    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:
-        """Functionals of each cut (one openSMILE run each, :attr:`num_workers` processes).
-
-        Used by ``process_segments``/``process_utterances``
-        (:class:`~atrisk.extractors.segments.SegmentFeatures`); failures recorded by key.
-        """
-        outcomes = self._map(self._functionals_job, jobs)
-        keys = [key for key, _, _ in jobs]
-        self.failures = {key: f"{key[0]}/{key[1]} {key[2]:.2f}-{key[3]:.2f} s: {reason}"
-                         for key, (_, reason) in zip(keys, outcomes, strict=True) if reason}
-        return self._frame([result for result, _ in outcomes], index_from_keys(keys))
+        failures = {key: f"{session_id}/{track}: {reason}"} if reason else {}
+        index = pd.MultiIndex.from_tuples([key], names=SESSION_INDEX)
+        return Extracted(self.frame(series.to_numpy()[None, :], index), failures)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -1011,12 +952,3 @@ class ProsodyExtractor(SegmentFeatures):
         index = pd.MultiIndex.from_arrays([[] for _ in levels], names=levels)
         return pd.DataFrame(np.empty((0, len(self.lld_names))), index=index,
                             columns=self.lld_names)
-
-    def _frame(self, rows: list[pd.Series], index: pd.Index) -> pd.DataFrame:
-        names = self.feature_names
-        if rows:
-            data = np.vstack([r.to_numpy(dtype="float64") for r in rows])
-        else:
-            data = np.empty((0, len(names)), dtype="float64")
-        return pd.DataFrame(data, index=index, columns=names)
-

@@ -5,7 +5,7 @@ it): :func:`functionals` takes the torch backend's raw descriptors (smoothed and
 here, NaN where undefined); :func:`opensmile_functionals` takes openSMILE's own
 contours (the frames its functionals read, already smoothed) and reproduces
 openSMILE's functionals arithmetic, so that
-:class:`~atrisk.extractors.prosody.ProsodyExtractor` can stream hours-long tracks in
+:class:`~atrisk.extractors.prosody.OpenSmileProsody` can stream hours-long tracks in
 bounded memory (``process_stream``).  Both go through :func:`contour_functionals`.
 """
 
@@ -45,9 +45,9 @@ FEATURE_NAMES: list[str] = (
 )
 
 # Descriptor names of the contours.
-_SPECTRAL = ["alphaRatio", "hammarbergIndex", "slope0-500", "slope500-1500", "spectralFlux"]
-_MFCC = ["mfcc1", "mfcc2", "mfcc3", "mfcc4"]
-_VOICE = ["jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
+SPECTRAL_NAMES = ["alphaRatio", "hammarbergIndex", "slope0-500", "slope500-1500", "spectralFlux"]
+MFCC_NAMES = ["mfcc1", "mfcc2", "mfcc3", "mfcc4"]
+VOICE_NAMES = ["jitterLocal", "shimmerLocaldB", "HNRdBACF", "logRelF0-H1-H2", "logRelF0-H1-A3",
           "F1frequency", "F1bandwidth", "F1amplitudeLogRelF0",
           "F2frequency", "F2bandwidth", "F2amplitudeLogRelF0",
           "F3frequency", "F3bandwidth", "F3amplitudeLogRelF0"]
@@ -223,8 +223,8 @@ def _seq_std32(x: list[float], mean: float, count: int) -> float:
 #: unvoiced-only spectral contours (masked, then smoothed) and the frame energy.
 CONTOUR_NAMES: list[str] = (
     ["F0semitoneFrom27.5Hz_sma3nz", "loudness_sma3"]
-    + [f"{n}_sma3" for n in ("spectralFlux", *_MFCC)]
-    + [f"{n}_sma3nz" for n in _VOICE]
+    + [f"{n}_sma3" for n in ("spectralFlux", *MFCC_NAMES)]
+    + [f"{n}_sma3nz" for n in VOICE_NAMES]
     + [f"{n}_sma3nz" for n in (
         "alphaRatioV", "hammarbergIndexV", "slopeV0-500", "slopeV500-1500", "spectralFluxV",
         "mfcc1V", "mfcc2V", "mfcc3V", "mfcc4V")]
@@ -287,19 +287,19 @@ def _contours(llds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "F0semitoneFrom27.5Hz_sma3nz": _sma3(llds["F0semitone"].astype(np.float64), nz=True),
         "loudness_sma3": _sma3(llds["loudness"].astype(np.float64), nz=False),
         "pcm_SQUAREDenergy": llds["energy"].astype(np.float64)}
-    for name in ("spectralFlux", *_MFCC):
+    for name in ("spectralFlux", *MFCC_NAMES):
         c[f"{name}_sma3"] = _sma3(llds[name].astype(np.float64), nz=False)
     voiced_raw = llds["F0semitone"] != 0
-    for name in _VOICE:
+    for name in VOICE_NAMES:
         raw = llds[name].astype(np.float64)
         if name in _FORMANT_AMPLITUDES:  # cHarmonics' value without F0, not masked
             raw = np.where(voiced_raw, raw, _NO_F0_DB)
         c[f"{name}_sma3nz"] = _sma3(raw, nz=True)
-    for name in (*_SPECTRAL, *_MFCC):
+    for name in (*SPECTRAL_NAMES, *MFCC_NAMES):
         short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
         raw = np.where(voiced_raw, llds[name], 0.0).astype(np.float64)
         c[f"{short}_sma3nz"] = _sma3(raw, nz=True)
-        if name in _SPECTRAL:
+        if name in SPECTRAL_NAMES:
             short_uv = name.replace("slope", "slopeUV") if name.startswith("slope") \
                 else f"{name}UV"
             raw = np.where(~voiced_raw, llds[name], 0.0).astype(np.float64)
@@ -466,21 +466,21 @@ def contour_functionals(c: dict[str, np.ndarray], exact: bool = False) -> np.nda
                                           if exact else npk / dur)
     if "loudnessPeaksPerSec" not in res:
         res["loudnessPeaksPerSec"] = undefined
-    for name in ("spectralFlux", *_MFCC):
+    for name in ("spectralFlux", *MFCC_NAMES):
         res[f"{name}_sma3_amean"], res[f"{name}_sma3_stddevNorm"] = _moments(
             c[f"{name}_sma3"], exact)
-    for name in _VOICE:
+    for name in VOICE_NAMES:
         v = c[f"{name}_sma3nz"]
         # without a voiced frame only the formant amplitudes' -201 dB frames would be
         # left: voice functionals are undefined (openSMILE's 0, mapped to NaN by callers)
         v = v[v != 0] if exact or voiced.any() else v[:0]
         res[f"{name}_sma3nz_amean"], res[f"{name}_sma3nz_stddevNorm"] = _moments(v, exact)
-    for name in (*_SPECTRAL, *_MFCC):
+    for name in (*SPECTRAL_NAMES, *MFCC_NAMES):
         short = name.replace("slope", "slopeV") if name.startswith("slope") else f"{name}V"
         v = c[f"{short}_sma3nz"]
         res[f"{short}_sma3nz_amean"], res[f"{short}_sma3nz_stddevNorm"] = _moments(
             v[v != 0], exact)
-        if name in _SPECTRAL:
+        if name in SPECTRAL_NAMES:
             short_uv = name.replace("slope", "slopeUV") if name.startswith("slope") \
                 else f"{name}UV"
             v = c[f"{short_uv}_sma3nz"]

@@ -1,9 +1,9 @@
 """Cutting a track into segments (utterances) for per-segment features; backend-neutral.
 
-Both prosody backends (:mod:`atrisk.extractors.prosody`, openSMILE, and
-:mod:`atrisk.extractors.prosody_torch`) compute functionals per utterance by cutting the
-decoded track at the utterance times with these helpers, so both cut the same samples
-and index their rows the same way.  This module imports neither openSMILE nor torch.
+Every prosody backend computes functionals per utterance by cutting the decoded track at
+the utterance times with these helpers
+(:class:`~atrisk.extractors.prosody.base.ProsodyBackend`), so all cut the same samples and
+index their rows the same way.  This module imports neither openSMILE nor torch.
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ SEGMENT_INDEX = ["session_id", "speaker", "start_s", "end_s"]
 SegmentJob = tuple[tuple[str, str, float, float], np.ndarray, int]
 
 
-def segment_bounds(start_s: float, end_s: float, sampling_rate: int, n_samples: int
+def segment_bounds(start_s: float, end_s: float, sample_rate: int, n_samples: int
                    ) -> tuple[int, int]:
     """Return the sample range ``[lo, hi)`` of a segment, clipped to the track.
 
     Args:
         start_s: Segment start (seconds from the start of the track).
         end_s: Segment end (seconds).
-        sampling_rate: Rate of the track (Hz).
+        sample_rate: Rate of the track (Hz).
         n_samples: Length of the track (samples).
 
     Returns:
@@ -47,17 +47,17 @@ def segment_bounds(start_s: float, end_s: float, sampling_rate: int, n_samples: 
     """
     if not (math.isfinite(start_s) and math.isfinite(end_s)):
         return 0, 0
-    lo, hi = (min(n_samples, max(0, int(round(t * sampling_rate)))) for t in (start_s, end_s))
+    lo, hi = (min(n_samples, max(0, int(round(t * sample_rate)))) for t in (start_s, end_s))
     return lo, hi
 
 
-def cut_segments(signal: np.ndarray, sampling_rate: int,
+def cut_segments(signal: np.ndarray, sample_rate: int,
                  segments: Iterable[tuple[float, float]]) -> list[np.ndarray]:
     """Return the samples of each segment of a 1-D ``signal`` (views, no copies).
 
     Args:
         signal: The whole track, 1-D.
-        sampling_rate: Its rate (Hz).
+        sample_rate: Its rate (Hz).
         segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
 
     Returns:
@@ -66,18 +66,18 @@ def cut_segments(signal: np.ndarray, sampling_rate: int,
     """
     cuts = []
     for a, b in segments:
-        lo, hi = segment_bounds(float(a), float(b), int(sampling_rate), signal.shape[-1])
+        lo, hi = segment_bounds(float(a), float(b), int(sample_rate), signal.shape[-1])
         cuts.append(signal[..., lo:max(lo, hi)])
     return cuts
 
 
-def segment_jobs(signal: np.ndarray, sampling_rate: int, session_id: str, speaker: str,
+def segment_jobs(signal: np.ndarray, sample_rate: int, session_id: str, speaker: str,
                  segments: Iterable[tuple[float, float]]) -> list[SegmentJob]:
     """Cut one track into its segments, each with its index key.
 
     Args:
         signal: The whole track (1-D, as :func:`~atrisk.ingest.audio.mono_finite` gives).
-        sampling_rate: Its rate (Hz).
+        sample_rate: Its rate (Hz).
         session_id: Session of the track.
         speaker: ``"teacher"`` or ``"student"``.
         segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
@@ -86,12 +86,12 @@ def segment_jobs(signal: np.ndarray, sampling_rate: int, session_id: str, speake
         ``((session_id, speaker, start_s, end_s), samples, rate)`` per segment, in order.
     """
     segs = [(float(a), float(b)) for a, b in segments]
-    rate = int(sampling_rate)
+    rate = int(sample_rate)
     return [((session_id, speaker, a, b), cut, rate)
             for (a, b), cut in zip(segs, cut_segments(signal, rate, segs), strict=True)]
 
 
-def segment_jobs_from_blocks(blocks: Iterable[np.ndarray], sampling_rate: int, session_id: str,
+def segment_jobs_from_blocks(blocks: Iterable[np.ndarray], sample_rate: int, session_id: str,
                              speaker: str, segments: Iterable[tuple[float, float]],
                              flush_samples: int = 16000 * 120,
                              ) -> Iterator[list[tuple[int, SegmentJob]]]:
@@ -104,7 +104,7 @@ def segment_jobs_from_blocks(blocks: Iterable[np.ndarray], sampling_rate: int, s
     Args:
         blocks: Mono samples in order (e.g. :func:`~atrisk.ingest.audio.stream_audio`);
             non-finite samples count as 0 (:func:`~atrisk.ingest.audio.mono_finite`).
-        sampling_rate: Their rate (Hz).
+        sample_rate: Their rate (Hz).
         session_id: Session of the track.
         speaker: ``"teacher"`` or ``"student"``.
         segments: ``(start_s, end_s)`` pairs (see :func:`segment_bounds`).
@@ -115,7 +115,7 @@ def segment_jobs_from_blocks(blocks: Iterable[np.ndarray], sampling_rate: int, s
         segment appears exactly once over all lists.
     """
     segs = [(float(a), float(b)) for a, b in segments]
-    rate = int(sampling_rate)
+    rate = int(sample_rate)
     # the unclipped sample range of each segment; clipping to the end happens as the
     # blocks run out (min(n, .) in segment_bounds)
     bounds = [segment_bounds(a, b, rate, 2 ** 62) for a, b in segs]
@@ -187,104 +187,3 @@ def utterance_cuts(decoded: Iterable[DecodedSession], utterances: Iterable[Utter
         (cut,) = cut_segments(signal, rate, [(u.start_s, u.end_s)])
         jobs.append(((u.session_id, u.speaker, float(u.start_s), float(u.end_s)), cut, rate))
     return jobs
-
-
-class SegmentFeatures:
-    """``process_segments``/``process_utterances`` of the prosody backends (a mixin).
-
-    A backend defines ``sample_rate`` and ``_segment_frame(jobs)``, which returns the
-    functionals of :data:`SegmentJob` cuts, one row per job in order, indexed by
-    :data:`SEGMENT_INDEX` (openSMILE one run per cut, the torch backend in batches).
-    """
-
-    sample_rate: int
-
-    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:  # pragma: no cover
-        raise NotImplementedError
-
-    def process_segments(self, signal: np.ndarray, sampling_rate: int, session_id: str,
-                         speaker: str, segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
-        """Return the functionals of each segment of one track (e.g. each utterance).
-
-        Each row equals ``process_signal`` of the track cut at the segment's times
-        (:func:`cut_segments`).
-
-        Args:
-            signal: The whole track, 1-D or ``(channels, samples)`` (channels averaged).
-            sampling_rate: Rate of ``signal`` (Hz).
-            session_id: Session of the track (first index level).
-            speaker: ``"teacher"`` or ``"student"`` (second index level).
-            segments: ``(start_s, end_s)`` pairs, seconds from the start of the track;
-                clipped to the track.  A segment beyond the end of the track, reversed,
-                with a non-finite time, or too short for the backend to frame (openSMILE:
-                0.05 s; torch: under one 60 ms frame) gives a NaN row.  The openSMILE
-                backend also gives a NaN row for a segment it fails on, with the reason in
-                its ``failures``, keyed ``(session_id, speaker, start_s, end_s)``.
-
-        Returns:
-            One row per segment, in order, indexed ``(session_id, speaker, start_s, end_s)``.
-
-        Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
-                than 2 axes.
-
-        Example:
-            >>> ex.process_segments(track, 16000, "s1", "student", [(1.0, 2.5)])  # doctest: +SKIP
-        """
-        x = mono_finite(signal, sampling_rate)
-        return self._segment_frame(segment_jobs(x, sampling_rate, session_id, speaker, segments))
-
-    def process_segment_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int,
-                               session_id: str, speaker: str,
-                               segments: Iterable[tuple[float, float]]) -> pd.DataFrame:
-        """Return :meth:`process_segments` of a track given as consecutive blocks.
-
-        For tracks too long to hold (the pipeline's streamed tracks): the segments are
-        cut as the blocks pass (:func:`segment_jobs_from_blocks`) and their features
-        computed a batch at a time, so the rows equal :meth:`process_segments` of the
-        joined blocks.  Failures (openSMILE) are collected over all batches.
-
-        Args:
-            blocks: Mono samples in order (e.g. :func:`~atrisk.ingest.audio.stream_audio`).
-            sampling_rate: Their rate (Hz).
-            session_id: Session of the track (first index level).
-            speaker: ``"teacher"`` or ``"student"`` (second index level).
-            segments: ``(start_s, end_s)`` pairs, as in :meth:`process_segments`.
-
-        Returns:
-            One row per segment, in the order of ``segments``.
-
-        Raises:
-            AudioDecodeError: When the block source fails to decode.
-        """
-        segs = list(segments)
-        if not segs:  # nothing to cut: the blocks are not decoded
-            return self._segment_frame([])
-        frames: list[pd.DataFrame] = []
-        order: list[int] = []
-        failures: dict = {}
-        for batch in segment_jobs_from_blocks(blocks, sampling_rate, session_id, speaker, segs):
-            frames.append(self._segment_frame([job for _, job in batch]))
-            failures.update(getattr(self, "failures", {}) or {})
-            order.extend(i for i, _ in batch)
-        rows = pd.concat(frames)
-        if hasattr(self, "failures"):
-            self.failures = failures
-        return rows.iloc[np.argsort(order, kind="stable")]
-
-    def process_utterances(self, decoded: Iterable[DecodedSession],
-                           utterances: Iterable[Utterance]) -> pd.DataFrame:
-        """Return the functionals of each utterance (prosody of what was said, not of pauses).
-
-        Args:
-            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
-            utterances: Utterances (ASR segments or given transcripts); the track of
-                ``utterance.speaker`` in ``utterance.session_id`` is cut at its times
-                (clipped as in :meth:`process_segments`).
-
-        Returns:
-            One row per utterance whose track was decoded, in the given order, indexed
-            ``(session_id, speaker, start_s, end_s)``; failures as in
-            :meth:`process_segments`.
-        """
-        return self._segment_frame(utterance_cuts(decoded, utterances, self.sample_rate))

@@ -1,8 +1,8 @@
 """Licence-clean prosody backend: eGeMAPSv02 functionals computed with torch.
 
-:class:`TorchProsodyExtractor` reproduces openSMILE's eGeMAPSv02 feature set
+:class:`TorchProsody` reproduces openSMILE's eGeMAPSv02 feature set
 (Eyben et al. 2016) with torch/torchaudio only, batched, on CPU or CUDA, under
-the same 88 column names as :class:`~atrisk.extractors.prosody.ProsodyExtractor`.
+the same 88 column names as :class:`~atrisk.extractors.prosody.OpenSmileProsody`.
 Frame sizes, windows, thresholds and the voiced-only selections follow the
 openSMILE configuration files of eGeMAPSv02 (``egemaps/v02/*.conf.inc``):
 
@@ -25,7 +25,7 @@ shimmer, HNR, formant and voiced-spectral functionals; a signal shorter than one
 at other rates are resampled to 16 kHz.
 
 Example:
-    >>> ex = TorchProsodyExtractor(device="cpu")  # doctest: +SKIP
+    >>> ex = TorchProsody(device="cpu")  # doctest: +SKIP
     >>> ex.process_file("recordings/s1/teacher.wav")["loudness_sma3_amean"]  # doctest: +SKIP
 """
 
@@ -33,32 +33,27 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torchaudio.functional as AF
 
 from atrisk.config import ProsodyConfig
+from atrisk.device import resolve_device
 from atrisk.errors import ConfigError
-from atrisk.extractors.egemaps import (  # noqa: F401  (FEATURE_NAMES: public name here)
-    _MFCC,
-    _SPECTRAL,
-    _VOICE,
+from atrisk.extractors.prosody.base import ProsodyBackend
+from atrisk.extractors.prosody.egemaps import (  # noqa: F401  (FEATURE_NAMES: public name here)
     FEATURE_NAMES,
+    MFCC_NAMES,
+    SPECTRAL_NAMES,
+    VOICE_NAMES,
     functionals,
 )
-from atrisk.extractors.segments import SegmentFeatures, SegmentJob, index_from_keys
-from atrisk.ingest.audio import DecodedSession, load_audio, mono_finite
-from atrisk.records import TRACKS
+from atrisk.ingest.audio import mono_finite
 
 log = logging.getLogger(__name__)
-
-#: Index names of :meth:`TorchProsodyExtractor.process_sessions` (the ``prosody`` table key).
-SESSION_INDEX = ["session_id", "track"]
 
 #: Rate every signal is resampled to before the descriptors (Hz).
 RATE = 16000
@@ -84,31 +79,8 @@ LOUDNESS_SCALE = 0.067
 SPEC_FLOOR = 1e-14
 LOG_SPEC_FLOOR = -140.0
 
-# LLD rows of the per-frame descriptor matrix (name lists: atrisk.extractors.egemaps).
-LLD_NAMES = ["loudness", "F0semitone", "energy", *_SPECTRAL, *_MFCC, *_VOICE]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Return the torch device for ``device`` (``"auto"``/``None``: CUDA when available).
-
-    Args:
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a :class:`torch.device`.
-
-    Returns:
-        The device.
-
-    Raises:
-        ConfigError: When CUDA is requested but not available, or the name is invalid.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"invalid prosody device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"prosody device {device!r} requested but CUDA is not available")
-    return dev
+# LLD rows of the per-frame descriptor matrix (name lists: atrisk.extractors.prosody.egemaps).
+LLD_NAMES = ["loudness", "F0semitone", "energy", *SPECTRAL_NAMES, *MFCC_NAMES, *VOICE_NAMES]
 
 
 # -- frame-level descriptors -------------------------------------------------------------
@@ -267,7 +239,7 @@ def _spectral_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
     out = {"loudness": loud, "energy": energy, "alphaRatio": alpha,
            "hammarbergIndex": hammarberg, "slope0-500": slope_lo, "slope500-1500": slope_hi,
            "spectralFlux": flux}
-    for k, name in enumerate(_MFCC):
+    for k, name in enumerate(MFCC_NAMES):
         out[name] = mfcc[..., k].masked_fill(silent, 0.0)
     return out
 
@@ -1652,7 +1624,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
         full[voiced] = torch.nan_to_num(flat.to(full.dtype))
         vals[name] = full
     zero = torch.zeros_like(f0)
-    for name in _VOICE:
+    for name in VOICE_NAMES:
         out[name] = torch.where(voiced, torch.nan_to_num(vals[name]), zero)
     return out
 
@@ -1660,7 +1632,7 @@ def frame_llds(x: torch.Tensor, n_frames: int) -> dict[str, torch.Tensor]:
 # -- extractor ---------------------------------------------------------------------------
 
 
-class TorchProsodyExtractor(SegmentFeatures):
+class TorchProsody(ProsodyBackend):
     """eGeMAPSv02 functionals computed with torch (licence-clean, batched, CPU or CUDA).
 
     Args:
@@ -1677,6 +1649,8 @@ class TorchProsodyExtractor(SegmentFeatures):
         ConfigError: When the feature set is not eGeMAPSv02, the level is not
             functionals, or the device is unusable.
     """
+
+    name = "torch"
 
     def __init__(self, config: ProsodyConfig | None = None, sample_rate: int = 16000,
                  device: str | torch.device | None = None, batch_size: int | None = None,
@@ -1697,7 +1671,7 @@ class TorchProsodyExtractor(SegmentFeatures):
         self.max_batch_seconds = float(max_batch_seconds)
 
     def __repr__(self) -> str:
-        return (f"TorchProsodyExtractor(sample_rate={self.sample_rate}, "
+        return (f"TorchProsody(sample_rate={self.sample_rate}, "
                 f"device={str(self.device)!r}, batch_size={self.batch_size})")
 
     @property
@@ -1712,31 +1686,33 @@ class TorchProsodyExtractor(SegmentFeatures):
 
     # -- processing ------------------------------------------------------------------
 
-    def _prepare(self, signal: np.ndarray, sampling_rate: int) -> torch.Tensor:
-        x = mono_finite(signal, sampling_rate)
+    def _prepare(self, signal: np.ndarray, sample_rate: int) -> torch.Tensor:
+        x = mono_finite(signal, sample_rate)
         t = torch.from_numpy(np.ascontiguousarray(x))
-        if int(sampling_rate) != RATE and t.numel():
-            t = AF.resample(t, int(sampling_rate), RATE)
+        if int(sample_rate) != RATE and t.numel():
+            t = AF.resample(t, int(sample_rate), RATE)
         return t
 
-    def process_signals(self, signals: Sequence[np.ndarray], sampling_rate: int
-                        ) -> np.ndarray:
-        """Return the functionals of several signals, computed in batches.
+    def functionals(self, signals: Sequence[np.ndarray], sample_rate: int
+                    ) -> tuple[np.ndarray, list[str | None]]:
+        """Return the functionals of several signals, computed in batches, and the failures.
 
         Args:
-            signals: 1-D (or ``(channels, samples)``) arrays, all at ``sampling_rate``.
-            sampling_rate: Their rate (Hz); other rates than 16 kHz are resampled.
+            signals: 1-D (or ``(channels, samples)``) arrays, all at ``sample_rate``.
+            sample_rate: Their rate (Hz); other rates than 16 kHz are resampled.
 
         Returns:
-            ``(len(signals), 88)`` float64 array in :attr:`feature_names` order; a
-            signal shorter than one 60 ms frame gives a row of NaN.
+            ``(len(signals), 88)`` float64 array in :attr:`feature_names` order (a
+            signal shorter than one 60 ms frame gives a row of NaN) and, per signal, why
+            the functionals failed (``None`` when they did not).
 
         Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz or a signal has more
+            ValueError: When ``sample_rate`` is below 1000 Hz or a signal has more
                 than 2 axes.
         """
-        xs = [self._prepare(s, sampling_rate) for s in signals]
+        xs = [self._prepare(s, sample_rate) for s in signals]
         out = np.full((len(xs), len(FEATURE_NAMES)), np.nan)
+        reasons: list[str | None] = [None] * len(xs)
         order = sorted(range(len(xs)), key=lambda i: xs[i].numel())
         batch: list[int] = []
         for i in order + [None]:
@@ -1746,13 +1722,14 @@ class TorchProsodyExtractor(SegmentFeatures):
                 len(batch) >= self.batch_size
                 or xs[i].numel() * (len(batch) + 1) > self.max_batch_seconds * RATE))
             if flush and batch:
-                self._run_batch([xs[j] for j in batch], out, batch)
+                self._run_batch([xs[j] for j in batch], out, batch, reasons)
                 batch = []
             if i is not None:
                 batch.append(i)
-        return out
+        return out, reasons
 
-    def _run_batch(self, xs: list[torch.Tensor], out: np.ndarray, rows: list[int]) -> None:
+    def _run_batch(self, xs: list[torch.Tensor], out: np.ndarray, rows: list[int],
+                   reasons: list[str | None]) -> None:
         longest = max(x.numel() for x in xs)
         x = torch.zeros(len(xs), longest)
         for k, s in enumerate(xs):
@@ -1766,101 +1743,5 @@ class TorchProsodyExtractor(SegmentFeatures):
             try:
                 out[row] = functionals(one)
             except Exception as exc:  # one bad signal must not stop a batch
-                log.warning("torch prosody failed on signal %d (%s); features set to NaN",
-                            row, exc)
-
-    def process_signal(self, signal: np.ndarray, sampling_rate: int) -> pd.Series:
-        """Return the functionals of one signal.
-
-        Args:
-            signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged).
-            sampling_rate: Rate of ``signal`` (Hz).
-
-        Returns:
-            A float64 Series indexed by :attr:`feature_names`.
-
-        Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
-                than 2 axes.
-        """
-        return pd.Series(self.process_signals([signal], sampling_rate)[0],
-                         index=self.feature_names, dtype="float64")
-
-    def process_file(self, path: Path | str) -> pd.DataFrame:
-        """Return the functionals of one file (decoded to :attr:`sample_rate` mono).
-
-        Args:
-            path: Any file :func:`~atrisk.ingest.audio.load_audio` can decode.
-
-        Returns:
-            One row indexed by the file path (index name ``file``).
-
-        Raises:
-            AudioDecodeError: When the file cannot be decoded.
-        """
-        return self.process_files([path])
-
-    def process_files(self, paths: Sequence[Path | str] | Iterable[Path | str]) -> pd.DataFrame:
-        """Return the functionals of several files, one row each, computed in batches.
-
-        Args:
-            paths: Files to process.
-
-        Returns:
-            Rows indexed by file path (index name ``file``), one column per feature;
-            ``attrs["backend"]`` names the backend.
-
-        Raises:
-            AudioDecodeError: When a file cannot be decoded.
-        """
-        files = [str(p) for p in paths]
-        signals = [load_audio(f, self.sample_rate) for f in files]
-        data = self.process_signals(signals, self.sample_rate)
-        return self._frame(data, pd.Index(files, name="file", dtype="object"))
-
-    def process_sessions(self, decoded: Iterable[DecodedSession]) -> pd.DataFrame:
-        """Return the functionals of every decoded track of the sessions.
-
-        Args:
-            decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`.
-
-        Returns:
-            Rows indexed by ``(session_id, track)``; tracks whose signal is ``None``
-            are skipped; ``attrs["backend"]`` names the backend.
-        """
-        keys: list[tuple[str, str]] = []
-        signals: list[np.ndarray] = []
-        rates: list[int] = []
-        for item in decoded:
-            rate = int(getattr(item, "sample_rate", self.sample_rate))
-            for track in TRACKS:
-                signal = item.signals.get(track)
-                if signal is None:
-                    continue
-                keys.append((item.session.session_id, track))
-                signals.append(signal)
-                rates.append(rate)
-        index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
-            pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
-        return self._frame(self._process_by_rate(signals, rates), index)
-
-    def _segment_frame(self, jobs: list[SegmentJob]) -> pd.DataFrame:
-        """Functionals of each cut, batched (for ``process_segments``/``process_utterances``)."""
-        data = self._process_by_rate([j[1] for j in jobs], [j[2] for j in jobs])
-        return self._frame(data, index_from_keys([j[0] for j in jobs]))
-
-    def _process_by_rate(self, signals: list[np.ndarray], rates: list[int]) -> np.ndarray:
-        """Functionals of ``signals`` (rows in order), batched per sampling rate."""
-        data = np.full((len(signals), len(FEATURE_NAMES)), np.nan)
-        by_rate: dict[int, list[int]] = {}
-        for i, rate in enumerate(rates):
-            by_rate.setdefault(int(rate), []).append(i)
-        for rate, idx in by_rate.items():
-            data[idx] = self.process_signals([signals[i] for i in idx], rate)
-        return data
-
-    def _frame(self, data: np.ndarray, index: pd.Index) -> pd.DataFrame:
-        df = pd.DataFrame(data.reshape(-1, len(FEATURE_NAMES)), index=index,
-                          columns=self.feature_names)
-        df.attrs["backend"] = self.backend_name
-        return df
+                reasons[row] = f"torch prosody failed: {type(exc).__name__}: {exc}"
+                log.warning("%s; features set to NaN", reasons[row])

@@ -40,8 +40,16 @@ from typing import Any
 
 import pandas as pd
 
+from atrisk.asr.base import Transcriber
 from atrisk.config import Config
 from atrisk.errors import AtriskError, ConfigError
+from atrisk.extract import session
+from atrisk.extract.engines.base import EngineOutput, ExtractJob
+from atrisk.extract.plan import lookup_session, write_part
+from atrisk.extract.resources import usable_cpus
+from atrisk.extract.session import SessionProcessor, WorkerSpec
+from atrisk.extract.tables import utterances_frame
+from atrisk.extractors.text import text_features
 from atrisk.records import Session, Utterance
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,8 @@ class StageContext:
 
     Attributes:
         workspace: Workspace folder (absolute; holds ``parts/``).
-        recordings: Recordings folder (absolute).
+        recordings: Recordings folder as given to extract (it words the missing-track
+            messages; a relative one, and relative track paths, are relative to ``cwd``).
         config: Output-changing settings.
         asr_identity: Name of the ASR model (part of the resume key).
         device: ``cpu`` or ``cuda`` (resolved against the cluster's resources) for the
@@ -70,30 +79,36 @@ class StageContext:
     config: Config
     asr_identity: str
     device: str
-    #: Tracks at least this long are streamed (the driver's ``pipeline.STREAM_TRACK_S``).
+    #: Tracks at least this long are streamed (the driver's ``STREAM_TRACK_S``).
     stream_track_s: float | None = None
+    #: The driver's working folder: relative track paths of the manifest are relative to it.
+    cwd: Path | None = None
 
-    def spec(self):
-        """Return the worker spec of :mod:`atrisk.pipeline` for these settings."""
-        from atrisk.pipeline import STREAM_TRACK_S, _WorkerSpec
-
+    def spec(self) -> WorkerSpec:
+        """Return the :class:`~atrisk.extract.session.WorkerSpec` of these settings."""
         cfg = self.config
         # the torch prosody backend runs on the CPU in both stages: the CPU stage holds no
         # GPU, and the ASR actors' per-utterance rows then come from the same device
-        return _WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings,
-                           stream_track_s=STREAM_TRACK_S if self.stream_track_s is None
+        return WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1, self.recordings,
+                           stream_track_s=session.STREAM_TRACK_S if self.stream_track_s is None
                            else self.stream_track_s, prosody_device="cpu")
 
 
 _CPU: tuple[StageContext, Any] | None = None  # per worker process: (context, processor)
 
 
-def _cpu_processor(ctx: StageContext):
-    global _CPU
-    from atrisk.pipeline import _SessionProcessor
+def _enter_driver_cwd(ctx: StageContext) -> None:
+    # a worker of a cluster started by `ray start` runs in that command's folder, not the
+    # driver's: enter the driver's so relative track paths open the same files (and the
+    # messages name them as the local engine does); a Ray worker serves one job only
+    if ctx.cwd is not None and ctx.cwd.is_dir():
+        os.chdir(ctx.cwd)
 
+
+def _cpu_processor(ctx: StageContext) -> SessionProcessor:
+    global _CPU
     if _CPU is None or _CPU[0] != ctx:
-        _CPU = (ctx, _SessionProcessor(ctx.spec(), load_asr=False))
+        _CPU = (ctx, SessionProcessor(ctx.spec(), load_asr=False))
     return _CPU[1]
 
 
@@ -108,8 +123,7 @@ def cpu_stage(row: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         The row with ``blob`` replaced by ``("done", result, resumed)`` or, when the
         tracks still need ASR, ``("asr", decoded part, part file)``.
     """
-    from atrisk.pipeline import _write_part, lookup_session
-
+    _enter_driver_cwd(ctx)
     index, session, given = pickle.loads(row["blob"])
     planned = lookup_session(index, session, given, ctx.workspace, ctx.config, ctx.asr_identity)
     if planned.cached is not None:
@@ -121,7 +135,7 @@ def cpu_stage(row: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
             payload = ("asr", part, planned.part)
         else:
             result = processor.transcribe(part, given)
-            _write_part(planned.part, result)
+            write_part(planned.part, result)
             payload = ("done", result, False)
     return {"i": row["i"], "sid": row["sid"], "blob": pickle.dumps(payload, protocol=5)}
 
@@ -137,9 +151,8 @@ class ASRStage:
     """
 
     def __init__(self, ctx: StageContext):
-        from atrisk.pipeline import _SessionProcessor
-
-        self.processor = _SessionProcessor(ctx.spec(), load_asr=True)
+        _enter_driver_cwd(ctx)  # long tracks are read again from their files
+        self.processor = SessionProcessor(ctx.spec(), load_asr=True)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         """Transcribe every session of ``batch`` that needs it; write its part file.
@@ -150,15 +163,13 @@ class ASRStage:
         Returns:
             The rows, each now ``("done", result, resumed)``.
         """
-        from atrisk.pipeline import _write_part
-
         blobs = []
         for blob in batch["blob"]:
             payload = pickle.loads(blob)
             if payload[0] == "asr":
                 _, part, part_file = payload
                 result = self.processor.transcribe(part, None)
-                _write_part(part_file, result)
+                write_part(part_file, result)
                 blob = pickle.dumps(("done", result, False), protocol=5)
             blobs.append(blob)
         return batch.assign(blob=blobs)
@@ -175,9 +186,6 @@ def text_stage(batch: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
         Rows ``i, sid, blob`` (the pickled result), ``resumed`` and ``text`` (the
         pickled one-row text feature frame; empty for a failed session).
     """
-    from atrisk.extractors.text import text_features
-    from atrisk.pipeline import utterances_frame
-
     t0, c0 = time.perf_counter(), time.process_time()
     payloads = [pickle.loads(b) for b in batch["blob"]]
     results = [p[1] for p in payloads]
@@ -207,11 +215,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start a local Ray (or join ``address``) without dashboard or usage statistics.
 
     Args:
-        address: Ray cluster address (``ray://…`` or ``HOST:PORT``); ``None`` starts
-            Ray on this machine.
+        address: Ray cluster address (``HOST:PORT``; ``ray://…`` needs ``ray[client]``);
+            ``None`` starts Ray on this machine.
         num_cpus: CPUs of the local Ray (default: the CPUs this process may use,
-            :func:`atrisk.pipeline.usable_cpus`: affinity and cgroup quota, not the
-            host's count); ignored with ``address``.
+            :func:`~atrisk.extract.resources.usable_cpus`: affinity and cgroup quota, not
+            the host's count); ignored with ``address``.
 
     Returns:
         ``True`` when this call started/joined Ray (the caller shuts it down),
@@ -222,8 +230,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
-
-    from atrisk.pipeline import usable_cpus
 
     if ray.is_initialized():
         return False
@@ -245,7 +251,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _resolve_device(device: str, n_gpus: float) -> str:
+def _cluster_device(device: str, n_gpus: float) -> str:
     if device == "cuda" and n_gpus < 1:
         raise ConfigError("--device cuda: the Ray cluster has no GPU (use --device cpu or auto)")
     if device == "auto":
@@ -267,14 +273,19 @@ def build_dataset(rows: list[dict[str, Any]], ctx: StageContext, needs_asr: bool
     import ray
 
     resources = ray.cluster_resources()
+    n_cpus = max(1, int(resources.get("CPU", 1)))
     ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.map(cpu_stage, fn_kwargs={"ctx": ctx}, num_cpus=1)
+    # a task pool of its own size (concurrency) keeps Ray Data from fusing this stage into
+    # the next one: fused into the text stage it would take that stage's bundles of
+    # TEXT_BATCH_SESSIONS sessions (a small folder in one task, on one CPU), fused into the
+    # CPU ASR actors it would run inside their pool
+    ds = ds.map(cpu_stage, fn_kwargs={"ctx": ctx}, num_cpus=1, concurrency=n_cpus)
     if needs_asr:
         if ctx.device == "cuda":
             pool: int | tuple[int, int] = max(1, int(resources.get("GPU", 1)))
             remote = {"num_gpus": 1, "num_cpus": 1}
         else:  # leave half the CPUs to decoding and prosody
-            pool = (1, max(1, int(resources.get("CPU", 1)) // 2))
+            pool = (1, max(1, n_cpus // 2))
             remote = {"num_cpus": 1}
         ds = ds.map_batches(
             ASRStage,
@@ -331,18 +342,17 @@ def run_ray(
         import ray
         from ray.data import DataContext
 
-        from atrisk import pipeline
-
         dctx = DataContext.get_current()
         dctx.enable_progress_bars = False
         dctx.print_on_execution_start = False
         ctx = StageContext(
             workspace=Path(workspace).resolve(),
-            recordings=Path(recordings).resolve(),
+            recordings=Path(recordings),  # as given: it only words messages, as locally
             config=config,
             asr_identity=asr_identity,
-            device=_resolve_device(device, ray.cluster_resources().get("GPU", 0)),
-            stream_track_s=pipeline.STREAM_TRACK_S,
+            device=_cluster_device(device, ray.cluster_resources().get("GPU", 0)),
+            stream_track_s=session.STREAM_TRACK_S,
+            cwd=Path.cwd(),
         )
         rows = [
             {
@@ -368,3 +378,32 @@ def run_ray(
             import ray
 
             ray.shutdown()
+
+
+class RayEngine:
+    """Run the sessions as a Ray Data pipeline on a local Ray or a cluster.
+
+    Args:
+        workers: CPUs of a local Ray (default: the CPUs this process may use).
+        address: Ray cluster to join instead of starting Ray here (``HOST:PORT``);
+            recordings and workspace must then be on storage every node sees, and every
+            node needs ``atrisk`` installed (docs/architecture.md).
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        self.workers = workers
+        self.address = address
+
+    def asr_check_device(self, device: str) -> str:
+        """Return ``cpu``: the actors load the model; the driver only checks that it loads."""
+        return "cpu"
+
+    def run(self, job: ExtractJob, transcriber: Transcriber | None) -> Iterator[EngineOutput]:
+        """Process the job's sessions; yield each as it finishes (see ``Engine``)."""
+        for result, resumed, text in run_ray(
+            job.sessions, job.given, job.workspace, job.recordings, job.config,
+            job.asr_identity, job.device, workers=self.workers, address=self.address,
+        ):
+            yield EngineOutput(result, resumed, text)

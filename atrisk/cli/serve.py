@@ -1,13 +1,4 @@
-"""CLI of the service: ``atrisk serve`` and ``atrisk keys create``.
-
-Wire into :mod:`atrisk.cli` with::
-
-    from atrisk.cli_serve import keys_app, serve
-    app.command("serve")(serve)
-    app.add_typer(keys_app, name="keys")
-
-``python -m atrisk.cli_serve serve|keys …`` runs the same commands stand-alone.
-"""
+"""CLI of the service: ``atrisk serve`` and ``atrisk keys create``."""
 
 from __future__ import annotations
 
@@ -17,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from atrisk.cli.common import emit_json, fail
 from atrisk.progress import console
 
 keys_app = typer.Typer(help="Manage the service's API keys.", no_args_is_help=True)
@@ -29,19 +21,13 @@ class Scope(StrEnum):
     write = "write"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    from atrisk.cli import _fail as fail
-
-    fail(message, code)
-
-
 def _open_store(db: Path):
     from atrisk.serve.store import Store, StoreError
 
     try:
         return Store(db)
     except StoreError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
 
 
 @keys_app.command("create")
@@ -54,15 +40,13 @@ def keys_create(
                                           "JSON.")] = False,
 ) -> None:
     """Make an API key; it is printed once (last token of the last line) and stored hashed."""
-    from atrisk.cli import _emit_json
-
     store = _open_store(db)
     try:
         new = store.create_key(scope.value)
     finally:
         store.close()
     if as_json:
-        _emit_json({"key_id": new.key_id, "scope": new.scope, "key": new.key})
+        emit_json({"key_id": new.key_id, "scope": new.scope, "key": new.key})
         return
     console.print(f"created {new.scope} key {new.key_id} in {db}; it is shown only now:",
                   highlight=False)
@@ -92,27 +76,16 @@ def serve(
     try:
         risk_model = RiskModel.load(model)
     except AtriskError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     store = _open_store(db)
     if logs is not None:
         try:
             n = store.import_students(logs)
         except AtriskError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
         console.print(f"loaded {n} students from {logs}/students.csv", highlight=False)
     app = create_app(store, model=risk_model, upload_dir=upload_dir)
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
     finally:
         store.close()
-
-
-def _standalone() -> typer.Typer:
-    app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-    app.command("serve")(serve)
-    app.add_typer(keys_app, name="keys")
-    return app
-
-
-if __name__ == "__main__":
-    _standalone()()

@@ -10,44 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from atrisk.cli.common import Device, JsonOpt, QuietOpt, print_failures, run_or_exit
 from atrisk.progress import console, progress_bar
 
 mooc_app = typer.Typer(help="MOOC dropout (KDD Cup 2015 layout): CFIN, CFIN-en and baselines.",
                        no_args_is_help=True)
 
 
-class MoocDevice(StrEnum):
-    """Where CFIN runs."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 DataOpt = Annotated[Path, typer.Option(
     "--data", help="Folder with trainCourse<ID>.csv[.gz] files and truth.csv.")]
-DeviceOpt = Annotated[MoocDevice, typer.Option(
+DeviceOpt = Annotated[Device, typer.Option(
     "--device", help="CFIN device: auto = CUDA when available, else CPU.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-def _call(fn, *args, **kwargs):
-    from atrisk.cli import _run
-
-    return _run(fn, *args, **kwargs)
-
-
-def _problems(problems: list[dict], quiet: bool) -> None:
-    from atrisk.cli import _print_failures
-
-    _print_failures(problems, quiet)
 
 
 @mooc_app.command("train")
@@ -58,7 +38,7 @@ def mooc_train(
                                        help="CV folds of the baselines' grid search.")] = 5,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="CFIN's maximum epochs.")] = 15,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    device: DeviceOpt = MoocDevice.auto,
+    device: DeviceOpt = Device.auto,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,7 +49,7 @@ def mooc_train(
     cfg = MoocConfig(folds=folds, seed=seed, cfin=CFINConfig(epochs=epochs, seed=seed))
     show = not (quiet or as_json)
     with progress_bar("training MOOC models", total=len(MODELS), enabled=show) as bar:
-        res = _call(train_mooc, data, out, cfg, device.value,
+        res = run_or_exit(train_mooc, data, out, cfg, device.value,
                     on_step=lambda name: bar.advance(1))
     if as_json:
         sys.stdout.write(json.dumps({k: v for k, v in res.items() if k != "problems"},
@@ -77,7 +57,7 @@ def mooc_train(
     elif not quiet:
         console.print(f"[green]trained[/] on {res['n_enrollments']} enrollments "
                       f"(dropout rate {res['dropout_rate']:.3f}) → {out}")
-    _problems(res["problems"], quiet)
+    print_failures(res["problems"], quiet)
     raise typer.Exit(1 if res["problems"] else 0)
 
 
@@ -85,14 +65,14 @@ def mooc_train(
 def mooc_evaluate(
     model: Annotated[Path, typer.Option("--model", help="Folder written by `atrisk mooc train`.")],
     data: DataOpt,
-    device: DeviceOpt = MoocDevice.auto,
+    device: DeviceOpt = Device.auto,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """AUC and F1 of every model on a folder (its courses may be unseen in training)."""
     from atrisk.mooc.model import evaluate_mooc
 
-    res = _call(evaluate_mooc, model, data, device.value)
+    res = run_or_exit(evaluate_mooc, model, data, device.value)
     out = {k: res[k] for k in ("n_enrollments", "dropout_rate", "models")}
     if as_json:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
@@ -101,5 +81,5 @@ def mooc_evaluate(
                       f"{out['dropout_rate']:.3f}")
         for name, m in out["models"].items():
             console.print(f"  {name:8s} AUC {m['auc']:.4f}  F1 {m['f1']:.4f}")
-    _problems(res["problems"], quiet)
+    print_failures(res["problems"], quiet)
     raise typer.Exit(1 if res["problems"] else 0)

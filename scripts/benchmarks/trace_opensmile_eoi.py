@@ -11,7 +11,7 @@ frames read in each later tick, next to the frames openSMILE's functionals read 
 bounded path's cut, :func:`atrisk.extractors.prosody._eoi_cuts`).
 
 Usage:
-    .venv/bin/python scripts/trace_opensmile_eoi.py \
+    .venv/bin/python scripts/benchmarks/trace_opensmile_eoi.py \
         ../shared/data/speech/speechbrain/tests/samples/single-mic/example2.flac
 """
 
@@ -36,7 +36,7 @@ SR = 16000
 
 def _cuts(path: Path) -> list[int]:
     """The bounded path's cut per level (sinks of 100 frames, markers)."""
-    ex = prosody.ProsodyExtractor()
+    ex = prosody.OpenSmileProsody()
     clock = itertools.count()
     stores = [prosody._FrameStore(clock) for _ in prosody._INPUT_SINKS]
     markers = [prosody._Marker(clock) for _ in prosody._MARKER_SINKS]
@@ -53,7 +53,7 @@ def trace(path: Path) -> dict:
     prosody._INPUTS_CONF = prosody._INPUTS_CONF.replace(
         "printLevelStats=0", "printLevelStats=0\nexecDebug=1").replace(
         f"blocksize = {prosody._SINK_BLOCK}\n", "blocksize = 1\n")
-    ex = prosody.ProsodyExtractor()
+    ex = prosody.OpenSmileProsody()
     smile = ex._smile_for("inputs")
     log = Path(tempfile.mkdtemp()) / "smile.log"
     smile.logfile, smile.loglevel = str(log), 3

@@ -45,12 +45,12 @@ openSMILE, ``opensmile_bound`` times ``opensmile.Smile.process_signal``
 
 Example::
 
-    python scripts/bench_extract.py --sessions 16 --class-seconds 120 \\
+    python scripts/benchmarks/bench_extract.py --sessions 16 --class-seconds 120 \\
         --asr-backend transcripts --workers 2
-    python scripts/bench_extract.py --long-hours 3 --asr-backend transcripts --workers 1
-    python scripts/bench_extract.py --sessions 8 --class-seconds 120 \\
+    python scripts/benchmarks/bench_extract.py --long-hours 3 --asr-backend transcripts --workers 1
+    python scripts/benchmarks/bench_extract.py --sessions 8 --class-seconds 120 \\
         --asr-backend transcripts --workers 2 --prosody-backend torch
-    python scripts/bench_extract.py --long-hours 3 --asr-backend wav2vec2 --tiny-wav2vec2 \\
+    python scripts/benchmarks/bench_extract.py --long-hours 3 --asr-backend wav2vec2 --tiny-wav2vec2 \\
         --workers 1 --device cpu
 """
 
@@ -72,6 +72,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import soundfile as sf
+
+from atrisk.extract import resources
 
 
 def _children(pid: int) -> list[int]:
@@ -180,26 +182,26 @@ def _wrap(owner, name: str, stage: str, rss: TreeRSS) -> Callable[[], None]:
 @contextmanager
 def label_stages(rss: TreeRSS):
     """Label the extract stages for ``rss`` while the block runs (restored after)."""
-    from atrisk import pipeline
-    from atrisk.extractors import prosody, text
+    from atrisk import extract
+    from atrisk.extract import session
+    from atrisk.extractors import text
+    from atrisk.extractors.prosody import opensmile_backend
     from atrisk.features import in_class
     from atrisk.ingest import audio, manifest
     from atrisk.workspace import Workspace
 
     targets = [
         (manifest, "read_manifest", "manifest"),
-        (pipeline, "_load_transcriber", "load_model"),
+        (extract.Extractor, "_load_transcriber", "load_model"),
         (audio, "decode_session", "decode"),
-        (prosody.ProsodyExtractor, "process_sessions", "prosody"),
-        (pipeline._SessionProcessor, "_asr", "asr"),
+        (opensmile_backend.OpenSmileProsody, "process_sessions", "prosody"),
+        (session.SessionProcessor, "_asr", "asr"),
         (text, "text_features", "text"),
         (in_class, "build_in_class", "assemble"),
         (Workspace, "write", "write"),
     ]
-    # stages of the streaming path of long tracks, where this version of the pipeline has it
-    targets += [(pipeline, n, st) for n, st in (("_stream_prosody", "decode+prosody"),
-                                                 ("_stream_asr", "asr"))
-                if hasattr(pipeline, n)]
+    # stages of the streaming path of long tracks
+    targets += [(session, "stream_prosody", "decode+prosody"), (session, "stream_asr", "asr")]
     undo = [_wrap(owner, name, stage, rss) for owner, name, stage in targets]
     try:
         yield
@@ -265,10 +267,10 @@ def make_long_class(root: Path, hours: float, seed: int = 0) -> Path:
 
 def _load_text_model(cfg) -> float:
     """Load the text stage's spaCy pipeline (cached per config); return its CPU seconds."""
-    from atrisk.extractors.text import _cached_featurizer
+    from atrisk.extractors.text import featurizer
 
     c0 = time.process_time()
-    _cached_featurizer(cfg.text.model_dump_json()).linguistic.nlp  # noqa: B018 (loads it)
+    featurizer(cfg.text).linguistic.nlp  # noqa: B018 (loads it)
     return time.process_time() - c0
 
 
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
 
-    from atrisk import pipeline
+    from atrisk import workflows
     from atrisk.config import Config
 
     args.data.mkdir(parents=True, exist_ok=True)
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> dict:
     text_load_cpu = _load_text_model(cfg)  # once per run; reported as start-up, not per audio-s
     with TreeRSS() as rss, label_stages(rss):
         t0 = time.perf_counter()
-        res = pipeline.extract(
+        res = workflows.extract_folder(
             cohort / "recordings", ws, cfg, device=args.device, engine=args.engine,
             workers=args.workers,
             transcripts=cohort / "utterances.csv" if args.asr_backend == "transcripts" else None,
@@ -397,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
         if Path(path).is_file()
     )
     n_tracks = int(len(pd.read_parquet(ws / "prosody.parquet")))
-    cores = args.workers or pipeline.usable_cpus()
+    cores = args.workers or resources.usable_cpus()
     stage = {k: round(v, 3) for k, v in res.stage_seconds.items()}
     st = res.stage_seconds
     prosody_text = (st.get("prosody_cpu_s", 0)

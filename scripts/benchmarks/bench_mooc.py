@@ -5,7 +5,7 @@ CV grid search), CFIN and CFIN-en on all labelled enrollments, on the CPU.  Prin
 JSON object (wall and process CPU seconds, per-model wall seconds, the target).
 
 Usage:
-    python scripts/bench_mooc.py [--data ../shared/data/kddcup2015]
+    python scripts/benchmarks/bench_mooc.py [--data ../shared/data/kddcup2015]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ CFIN-en) is trained on the training part and scored on the test part.  Also runs
 temporal-code clustering (Table 3 style) on all enrollments.
 
 Usage:
-    python scripts/reproduce_cfin.py [--data ../shared/data/kddcup2015] [--out docs/results]
+    python scripts/recipes/reproduce_cfin.py [--data ../shared/data/kddcup2015] [--out docs/results]
 """
 
 from __future__ import annotations

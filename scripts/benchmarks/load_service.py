@@ -17,7 +17,7 @@ through httpx: httpx spends ~3 ms of CPU per request, which on a 2-core machine
 is taken from the service being measured.  Any answer other than 200 with its
 whole body, and any connection error or timeout, counts as an error.
 
-    .venv/bin/python scripts/load_service.py [--students 10000] [--clients 50] [--seconds 30]
+    .venv/bin/python scripts/benchmarks/load_service.py [--students 10000] [--clients 50] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ def _port() -> int:
 
 
 def _tiny_model(root: Path) -> Path:
-    from atrisk import pipeline
+    from atrisk import workflows
     from atrisk.synthetic import generate_cohort
 
     generate_cohort(root / "cohort", n_students=40, audio=False)
-    pipeline.train(root / "ws", root / "cohort" / "logs", root / "model")
+    workflows.train_folder(root / "ws", root / "cohort" / "logs", root / "model")
     return root / "model"
 
 
@@ -169,7 +169,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         log = open(root / "serve.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "atrisk.cli_serve", "serve", "--model", str(model), "--db",
+            [sys.executable, "-m", "atrisk.cli.serve", "serve", "--model", str(model), "--db",
              str(root / "s.duckdb"), "--port", str(port), "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT)
         try:

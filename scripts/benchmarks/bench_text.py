@@ -17,10 +17,10 @@ which other load changes much less; the load average is recorded around the run.
 
 Usage (repository root)::
 
-    .venv/bin/python scripts/bench_text.py [--repeat 3] [--data ../shared/data]
+    .venv/bin/python scripts/benchmarks/bench_text.py [--repeat 3] [--data ../shared/data]
 
 The committed figures (``docs/results/text_bench.json``) were made with
-``.venv/bin/python scripts/bench_text.py --repeat 3 > docs/results/text_bench.json``.
+``.venv/bin/python scripts/benchmarks/bench_text.py --repeat 3 > docs/results/text_bench.json``.
 """
 
 from __future__ import annotations
@@ -74,11 +74,11 @@ def _synthetic(n: int = 10000, seed: int = 0) -> pd.DataFrame:
 
 
 def _time(featurizer: TextFeaturizer, utts: pd.DataFrame, repeat: int) -> dict[str, float]:
-    featurizer.process_utterances(utts.head(50))  # load the model, warm up
+    featurizer.transform(utts.head(50))  # load the model, warm up
     best = best_cpu = np.inf
     for _ in range(repeat):
         t0, c0 = time.perf_counter(), time.process_time()
-        featurizer.process_utterances(utts)
+        featurizer.transform(utts)
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     words = int(utts["text"].str.split().str.len().sum())
@@ -90,7 +90,7 @@ def _time(featurizer: TextFeaturizer, utts: pd.DataFrame, repeat: int) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print JSON."""
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=here.parent / "shared" / "data")
     ap.add_argument("--repeat", type=int, default=3)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if utts is None:
         utts, source = _synthetic(), "synthetic dialogue (AMBER not found)"
     out: dict[str, object] = {
-        "command": " ".join(["python", "scripts/bench_text.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python", "scripts/benchmarks/bench_text.py", *(argv or sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "input": source, "utterances": len(utts), "sessions": int(utts["session_id"].nunique()),
         "threads": 1, "python": sys.version.split()[0], "machine": platform.machine(),
@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                              "text": [" ".join(["so we add the two numbers"] * 1667)[:60000]]})
     n_words = len(long_utt.loc[0, "text"].split())
     feat = TextFeaturizer(TextConfig())
-    feat.process_utterances(long_utt.assign(text="warm up"))  # load the model first
+    feat.transform(long_utt.assign(text="warm up"))  # load the model first
     t0, c0 = time.perf_counter(), time.process_time()
-    feat.process_utterances(long_utt)
+    feat.transform(long_utt)
     out["long_utterance"] = {"words": n_words, "seconds": round(time.perf_counter() - t0, 3),
                              "cpu_seconds": round(time.process_time() - c0, 3)}
     out["loadavg_1min_after"] = round(os.getloadavg()[0], 2)

@@ -1,13 +1,13 @@
 """The dropout model's AUC with either prosody backend (openSMILE vs torch), same audio.
 
 Usage:
-    python scripts/compare_prosody_auc.py --out docs/results/prosody_auc \
+    python scripts/recipes/compare_prosody_auc.py --out docs/results/prosody_auc \
         [--students 200] [--deltas 1-14] [--folds 5] [--work DIR]
 
 What is real and what is simulated:
 
 * The cohort is students ``S0001 … S<N>`` of the paper-scale cohort of
-  ``scripts/reproduce_k12.py`` (same generator, ``PAPER_PARAMS``, seed, and the paper
+  ``scripts/recipes/reproduce_k12.py`` (same generator, ``PAPER_PARAMS``, seed, and the paper
   cohort's 490 teachers, so each of these students is simulated exactly as there; the
   script checks this against a log-only paper-scale cohort).  Their logs and their
   latent engagement are simulated by :mod:`atrisk.synthetic`.
@@ -61,7 +61,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 import soundfile as sf
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config, TrainingConfig
 from atrisk.features.pairs import feature_columns
 from atrisk.training import model as model_module
@@ -154,7 +154,7 @@ def extract(cohort: Path, ws: Path, backend: str, workers: int) -> dict:
     cost_file = ws / "compare_extract.json"
     config = Config().override({"asr.backend": "transcripts", "prosody.backend": backend})
     t, c, load = time.perf_counter(), cpu_seconds(), os.getloadavg()
-    res = pipeline.extract(cohort / "recordings", ws, config, device="cpu", workers=workers,
+    res = workflows.extract_folder(cohort / "recordings", ws, config, device="cpu", workers=workers,
                            transcripts=cohort / "utterances.csv", progress=False)
     run = json.loads((ws / "run.json").read_text()) if (ws / "run.json").is_file() else {}
     info = {
@@ -206,12 +206,12 @@ def prosody_columns(ws: Path) -> list[str]:
 
 def compare(cohort: Path, wss: dict[str, Path], args: argparse.Namespace) -> dict:
     """Fit and score the model on both backends' pairs; return the AUC tables."""
-    from atrisk.features.logs import load_logs
+    from atrisk.ingest.logs import load_logs
 
     cfg = TrainingConfig(seed=args.seed)
     config = Config().model_copy(update={"training": cfg})
     logs = load_logs(cohort / "logs")
-    pairs = {b: pipeline.build_workspace_pairs(Workspace(ws), logs, config)
+    pairs = {b: workflows.build_workspace_pairs(Workspace(ws), logs, config)
              for b, ws in wss.items()}
     a, b = BACKENDS
     pa, pb = pairs[a], pairs[b]
@@ -305,7 +305,7 @@ def write_markdown(res: dict, path: Path) -> None:
 
 
 def _git() -> dict:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     branch = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=root,
                             capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--keep", action="store_true", help="keep the temporary --work folder")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
-    args.command = shlex.join(["python", "scripts/compare_prosody_auc.py", *argv])
+    args.command = shlex.join(["python", "scripts/recipes/compare_prosody_auc.py", *argv])
     return run(args)
 
 

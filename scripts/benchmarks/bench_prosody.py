@@ -1,7 +1,7 @@
 """Benchmark prosody extraction: audio-seconds per second, one section per backend.
 
 ``--backend opensmile`` (this file's :func:`bench_opensmile`) measures
-:class:`atrisk.extractors.prosody.ProsodyExtractor` (eGeMAPSv02 functionals) on
+:class:`atrisk.extractors.prosody.OpenSmileProsody` (eGeMAPSv02 functionals) on
 ``--seconds``-long speech signals (espeak-ng voices tiled with pauses; a harmonic tone
 when espeak-ng is missing):
 
@@ -19,7 +19,7 @@ when espeak-ng is missing):
   88 values are bit-identical to ``whole``.
 
 ``--backend torch`` (:func:`bench_torch`) measures
-:class:`~atrisk.extractors.prosody_torch.TorchProsodyExtractor` on the same signals:
+:class:`~atrisk.extractors.prosody.torch_backend.TorchProsody` on the same signals:
 one CPU thread (the per-core rate), all CPU threads, and a CUDA batch of 64 when a GPU
 is present; ``both`` runs both.
 Prints one JSON object: ``{"machine": ..., "opensmile": {...}, "torch": {...}}``.
@@ -30,7 +30,7 @@ each section.
 
 Usage (repository root)::
 
-    .venv/bin/python scripts/bench_prosody.py --backend opensmile [--seconds 60] [--n 4]
+    .venv/bin/python scripts/benchmarks/bench_prosody.py --backend opensmile [--seconds 60] [--n 4]
 """
 
 from __future__ import annotations
@@ -92,10 +92,10 @@ _EXTRACTOR = None
 def _one(seed_seconds: tuple[int, float]) -> tuple[float, float]:
     """Process one signal in a worker; return its (wall, CPU) processing time (s)."""
     global _EXTRACTOR
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
     if _EXTRACTOR is None:
-        _EXTRACTOR = ProsodyExtractor()
+        _EXTRACTOR = OpenSmileProsody()
     seed, seconds = seed_seconds
     x = speech_signal(seconds, seed)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -110,7 +110,7 @@ def _long_child(mode: str, seconds: float) -> dict:
     import opensmile
     import soundfile as sf
 
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
     x = speech_signal(seconds)
     tmp = tempfile.TemporaryDirectory()
@@ -119,7 +119,7 @@ def _long_child(mode: str, seconds: float) -> dict:
         sf.write(wav, x, SR, subtype="PCM_16")
         x = x[: SR * 2]  # the file mode never holds the long signal
     smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     ex.process_signal(x[: SR * 2], SR)  # load everything before the baseline
     smile.process_signal(x[: SR * 2], SR)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -146,9 +146,9 @@ def _long_child(mode: str, seconds: float) -> dict:
 
 def bench_opensmile(seconds: float, n: int, workers: int, long_s: float) -> dict:
     """Return the openSMILE section: one process, all cores, long-track memory."""
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     out: dict = {"backend": ex.backend_name, "feature_set": ex.config.feature_set,
                  "signal_s": seconds}
     load0 = _load()
@@ -215,10 +215,10 @@ def bench_torch(args: argparse.Namespace) -> dict:
     """Return the torch section: one CPU thread, all CPU threads, and CUDA when present."""
     import torch
 
-    from atrisk.extractors.prosody_torch import TorchProsodyExtractor
+    from atrisk.extractors.prosody.torch_backend import TorchProsody
 
     signals = [speech_signal(args.seconds, i) for i in range(args.n)]
-    ex = TorchProsodyExtractor(device="cpu")
+    ex = TorchProsody(device="cpu")
     out: dict = {"backend": ex.backend_name, "signal_s": args.seconds}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -230,7 +230,7 @@ def bench_torch(args: argparse.Namespace) -> dict:
     out["cpu_all_threads"] = {"threads": threads, **_torch_rate(ex, signals, lambda: None),
                               "load_avg": [load0, _load()]}
     if torch.cuda.is_available():
-        gpu = TorchProsodyExtractor(device="cuda", batch_size=64)
+        gpu = TorchProsody(device="cuda", batch_size=64)
         big = [speech_signal(args.seconds, i % args.n) for i in range(64)]
         out["cuda"] = {"device": torch.cuda.get_device_name(0), "batch_size": 64,
                        **_torch_rate(gpu, big, torch.cuda.synchronize)}
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="long-track memory check length (0: skip)")
     args = p.parse_args(argv)
     if args.workers is None:
-        from atrisk.pipeline import usable_cpus
+        from atrisk.extract import usable_cpus
 
         args.workers = usable_cpus()
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

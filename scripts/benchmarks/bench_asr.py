@@ -27,9 +27,9 @@ A random model emits random characters, so the CTC decoding stage handles more
 
 Usage (repository root)::
 
-    .venv/bin/python scripts/bench_asr.py [--minutes 10] [--device auto|cpu|cuda]
+    .venv/bin/python scripts/benchmarks/bench_asr.py [--minutes 10] [--device auto|cpu|cuda]
         [--batch-size 8] [--threads N] [--quantize] [--geometry base|small]
-    .venv/bin/python scripts/bench_asr.py --long-hours 3 --geometry small   # memory run
+    .venv/bin/python scripts/benchmarks/bench_asr.py --long-hours 3 --geometry small   # memory run
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--make-track", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads is None:
-        from atrisk.pipeline import usable_cpus
+        from atrisk.extract import usable_cpus
 
         args.threads = usable_cpus()
 

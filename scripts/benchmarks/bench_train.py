@@ -1,7 +1,7 @@
 """Benchmark: augmentation + LightGBM fit at paper scale and at 10 M pairs (JSON on stdout).
 
 Usage:
-    python scripts/bench_train.py [--large-pairs 10000000] [--skip-large]
+    python scripts/benchmarks/bench_train.py [--large-pairs 10000000] [--skip-large]
 
 1. ``paper``: a paper-scale cohort (3,926 students, no audio) → pairs → one horizon
    (Δ = 1): :func:`augment` + :func:`oversample` + the LightGBM fit of
@@ -43,11 +43,11 @@ def _peak_rss_gb() -> float:
 
 def bench_paper() -> dict:
     from atrisk.config import TrainingConfig
-    from atrisk.features.logs import load_logs
     from atrisk.features.pairs import build_pairs
+    from atrisk.ingest.logs import load_logs
     from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS, generate_cohort
+    from atrisk.training.fit import fit_horizon, split_columns
     from atrisk.training.labels import add_labels
-    from atrisk.training.model import _fit_horizon, _split_columns
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -58,9 +58,9 @@ def bench_paper() -> dict:
         t2 = time.perf_counter()
     cfg = TrainingConfig()
     train = add_labels(pairs, [1])
-    in_cols, other, _ = _split_columns(train)
+    in_cols, other, _ = split_columns(train)
     t3, c3 = time.perf_counter(), time.process_time()
-    pipe, info = _fit_horizon(train, 1, in_cols, other, cfg, cfg.lookback)
+    pipe, info = fit_horizon(train, 1, in_cols, other, cfg, cfg.lookback)
     t4, c4 = time.perf_counter(), time.process_time()
     return {"n_pairs": int(len(pairs)), "n_features": len(in_cols + other),
             "generate_s": round(t1 - t0, 2), "pairs_s": round(t2 - t1, 2),

@@ -17,7 +17,7 @@ Writes ``docs/results/text_features.json`` and ``docs/results/text_features.md``
 
 Command that made the committed results (from the repository root)::
 
-    .venv/bin/python scripts/reproduce_text_features.py --out docs/results
+    .venv/bin/python scripts/recipes/reproduce_text_features.py --out docs/results
 
 The data are read from ``../shared/data`` (``--data``); nothing is copied.
 """
@@ -382,8 +382,8 @@ def asr_robustness(featurizer: TextFeaturizer, amber: pd.DataFrame, n_sessions: 
             timing[sid] = {"voiced_s": round(float(refs[-1]["end_s"].max()), 1),
                            "tts_s": round(t1 - t0, 1),
                            "asr_s": round(time.perf_counter() - t1, 1)}
-    ref = featurizer.process_utterances(pd.concat(refs), sessions)
-    hyp = featurizer.process_utterances(pd.concat(hyps), sessions)
+    ref = featurizer.transform(pd.concat(refs), sessions)
+    hyp = featurizer.transform(pd.concat(hyps), sessions)
     try:
         import jiwer
 
@@ -565,7 +565,7 @@ def _md(results: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the reproduction; see the module docstring."""
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=here.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=here / "docs" / "results")
@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             if key in old:
                 results[key] = old[key]
 
-    cmd = ("python scripts/reproduce_text_features.py " + " ".join(argv or sys.argv[1:])).strip()
+    cmd = ("python scripts/recipes/reproduce_text_features.py " + " ".join(argv or sys.argv[1:])).strip()
     if "command" in results:  # a partial rerun: keep the first command, list the rerun
         results["reruns"] = list(dict.fromkeys([*results.get("reruns", []), cmd]))
     else:
@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets["talkmoves"] = (tm[tm["session_id"].isin(set(keep))], datasets["talkmoves"][1])
     for name, (df, mapping) in datasets.items() if "distributions" in stages else ():
         t0 = time.perf_counter()
-        table = featurizer.process_utterances(df[["session_id", "speaker", "start_s", "end_s",
+        table = featurizer.transform(df[["session_id", "speaker", "start_s", "end_s",
                                                   "text"]])
         dt = time.perf_counter() - t0
         results["datasets"][name] = {

@@ -7,7 +7,7 @@ median relative difference ``|torch - opensmile| / |opensmile|`` over files.
 Writes ``<out>.md`` (table) and ``<out>.json`` and prints a JSON summary.
 
 Usage:
-    .venv/bin/python scripts/compare_prosody.py \
+    .venv/bin/python scripts/benchmarks/compare_prosody.py \
         --data ../shared/data/speech --out docs/results/prosody_agreement
 """
 
@@ -25,8 +25,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from atrisk.errors import AudioDecodeError
-from atrisk.extractors.prosody import ProsodyExtractor
-from atrisk.extractors.prosody_torch import TorchProsodyExtractor
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
+from atrisk.extractors.prosody.torch_backend import TorchProsody
 from atrisk.ingest.audio import load_audio
 
 SUFFIXES = {".wav", ".flac", ".sph"}
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             names.append(str(f.relative_to(args.data)))
         except AudioDecodeError as exc:
             failed.append(f"{f}: {exc}")
-    smile, torch_ex = ProsodyExtractor(), TorchProsodyExtractor(device=args.device)
+    smile, torch_ex = OpenSmileProsody(), TorchProsody(device=args.device)
     t0 = time.perf_counter()
     ref = pd.DataFrame([smile.process_signal(s, 16000) for s in signals], index=names)
     t_smile = time.perf_counter() - t0
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     table = agreement(ref, new)
     seconds = sum(len(s) for s in signals) / 16000
     summary = {
-        "command": "python scripts/compare_prosody.py " + " ".join(argv or sys.argv[1:]),
+        "command": "python scripts/benchmarks/compare_prosody.py " + " ".join(argv or sys.argv[1:]),
         "files": len(names), "audio_seconds": round(seconds, 1), "failed": failed,
         "n_features": len(table), "n_rho_ge_0.9": int(table["ok"].sum()),
         "median_rho": float(table["rho"].median()),

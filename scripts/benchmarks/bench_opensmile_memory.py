@@ -3,7 +3,7 @@
 Each ``(mode, minutes)`` runs in a fresh child process: real speech (every WAV/FLAC
 under ``--speech``, default ``../shared/data/speech``, at 16 kHz, joined and tiled to
 ``minutes``) is streamed in 60 s blocks through
-:meth:`atrisk.extractors.prosody.ProsodyExtractor.process_stream` (never held whole),
+:meth:`atrisk.extractors.prosody.OpenSmileProsody.process_stream` (never held whole),
 and the child reports its peak RSS (``VmHWM``) above its baseline just before the
 track and its CPU seconds.  Modes:
 
@@ -21,8 +21,8 @@ The 88 values of every mode are compared with ``shipped`` (``identical``) and wi
 first mode run (``max_rel_diff_vs_first``, NaN on both counts as equal).  Prints one
 JSON object.  Usage::
 
-    nice -n 5 python scripts/bench_opensmile_memory.py --minutes 11 30 60
-    nice -n 5 python scripts/bench_opensmile_memory.py --minutes 60 180 \
+    nice -n 5 python scripts/benchmarks/bench_opensmile_memory.py --minutes 11 30 60
+    nice -n 5 python scripts/benchmarks/bench_opensmile_memory.py --minutes 60 180 \
         --modes sized_pruned bounded
 """
 
@@ -67,7 +67,7 @@ def _speech(folder: Path) -> np.ndarray:
 def _child(mode: str, minutes: float, folder: Path, out: Path) -> dict:
     import opensmile
 
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
     base = _speech(folder)
     n = int(minutes * 60 * SR)
@@ -77,7 +77,7 @@ def _child(mode: str, minutes: float, folder: Path, out: Path) -> dict:
             idx = np.arange(start, min(n, start + 60 * SR)) % base.size
             yield base[idx]
 
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     if mode in ("shipped", "sized"):  # the shipped config instead of the generated one
         ex._smiles["functionals"] = opensmile.Smile(
             feature_set=opensmile.FeatureSet.eGeMAPSv02,
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, nargs="+", default=[11.0, 30.0])
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--speech", type=Path,
-                    default=Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+                    default=Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
                     / "speech")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "MINUTES", "OUT"),
                     help=argparse.SUPPRESS)

@@ -1,8 +1,8 @@
 """Reproduce the seed's experiment grid (K-12 time-aware augmented GBDT).
 
 Usage:
-    python scripts/reproduce_k12.py --dataset synthetic --out docs/results/k12_synthetic
-    python scripts/reproduce_k12.py --dataset kddcup --data ../shared/data/kddcup2015 \\
+    python scripts/recipes/reproduce_k12.py --dataset synthetic --out docs/results/k12_synthetic
+    python scripts/recipes/reproduce_k12.py --dataset kddcup --data ../shared/data/kddcup2015 \\
         --out docs/results/k12_kddcup [--test-data OTHER_DIR]
 
 Writes ``OUT/results.json`` (rewritten after every stage, so an interrupted run keeps
@@ -51,8 +51,8 @@ from atrisk.config import TrainingConfig
 from atrisk.features.pairs import feature_columns
 from atrisk.training import model as model_module
 from atrisk.training.evaluate import recall_at_top
+from atrisk.training.fit import fit_baselines, fit_horizon, split_columns, tune_params
 from atrisk.training.labels import add_labels, augment, label_column, oversample
-from atrisk.training.model import _fit_horizon, _split_columns, fit_baselines, tune_params
 
 HORIZONS = list(range(1, 15))
 STUDY_HORIZONS = [1, 3, 7, 14]
@@ -76,8 +76,8 @@ def log(msg: str) -> None:
 # ----------------------------------------------------------------------------- data
 def synthetic_pairs(data: Path | None, seed: int) -> tuple[pd.DataFrame, dict]:
     from atrisk.features.in_class import in_class_at
-    from atrisk.features.logs import load_logs
     from atrisk.features.pairs import build_pairs
+    from atrisk.ingest.logs import load_logs
     from atrisk.synthetic import (
         PAPER_N_STUDENTS,
         PAPER_PARAMS,
@@ -112,7 +112,7 @@ def synthetic_pairs(data: Path | None, seed: int) -> tuple[pd.DataFrame, dict]:
 
 
 def kddcup_pairs(data: Path, max_enrollments: int | None, seed: int) -> tuple[pd.DataFrame, dict]:
-    from atrisk.training.kddcup import load_kddcup_pairs
+    from atrisk.mooc.daily_pairs import load_kddcup_pairs
 
     pairs, info = load_kddcup_pairs(data, max_enrollments, seed)
     info["source"] = str(data)
@@ -126,12 +126,12 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def _gbdt_auc(train, test, delta, cfg, lookback, weighting, cols=None):
-    in_cols, other, _ = _split_columns(train)
+    in_cols, other, _ = split_columns(train)
     if cols is not None:
         in_cols = [c for c in in_cols if c in cols]
         other = [c for c in other if c in cols]
     c = cfg.model_copy(update={"weighting": weighting})
-    pipe, info = _fit_horizon(train, delta, in_cols, other, c, lookback)
+    pipe, info = fit_horizon(train, delta, in_cols, other, c, lookback)
     if pipe is None:
         return None, None, info
     p = pipe.predict_proba(test[in_cols + other].astype(float))[:, 1]
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> dict:
     y1 = lab_all[label_column(1)]
     aug = augment(pairs, 1, cfg.lookback, cfg.weighting)
     after = float(aug["label"].mean())
-    ov = oversample(aug, cfg.oversample, cfg.seed)
+    ov = oversample(aug, cfg.oversample)
     w_after = float(ov.loc[ov["label"] == 1, "weight"].sum() / ov["weight"].sum())
     res: dict = {
         "dataset": args.dataset,

@@ -2,7 +2,7 @@
 
 For every speech file under ``--data`` (WAV/FLAC/SPH, :func:`compare_prosody.speech_files`)
 and for long signals made by joining all of them and tiling to ``--minutes`` each,
-:meth:`atrisk.extractors.prosody.ProsodyExtractor.process_stream` computes the 88
+:meth:`atrisk.extractors.prosody.OpenSmileProsody.process_stream` computes the 88
 functionals twice from the same blocks: ``bounded=False`` (openSMILE's own functionals
 over whole-track buffers, bit-identical to ``opensmile.Smile.process_signal``: tested)
 and ``bounded=True`` (openSMILE computes the contours the functionals read with ring
@@ -15,7 +15,7 @@ ending like that recording).  Writes ``<out>.md`` and
 ``<out>.json`` and prints a JSON summary.
 
 Usage:
-    nice -n 5 .venv/bin/python scripts/compare_opensmile_stream.py \
+    nice -n 5 .venv/bin/python scripts/benchmarks/compare_opensmile_stream.py \
         --data ../shared/data/speech --minutes 10 30 60 \
         --out docs/results/opensmile_stream_agreement
 """
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_prosody import speech_files  # noqa: E402
 
 from atrisk.errors import AudioDecodeError  # noqa: E402
-from atrisk.extractors.prosody import ProsodyExtractor  # noqa: E402
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody  # noqa: E402
 from atrisk.ingest.audio import load_audio  # noqa: E402
 
 SR = 16000
@@ -61,7 +61,7 @@ def rel_diff(new: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return out
 
 
-def both_paths(ex: ProsodyExtractor, x: np.ndarray, block: int) -> dict:
+def both_paths(ex: OpenSmileProsody, x: np.ndarray, block: int) -> dict:
     """Return the bounded and whole-track functionals of ``x`` and their CPU seconds."""
     def blocks():
         return (x[i:i + block] for i in range(0, x.size, block))
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"no speech files under {args.data}", file=sys.stderr)
         return 1
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     names = ex.feature_names
     diffs, signals, parts, failed = [], [], [], []
     for path in files:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{len(parts)} real recordings of `{args.data.name}` plus "
         f"{len(long_runs)} long signals made of them "
-        f"(`scripts/compare_opensmile_stream.py`). Relative difference "
+        f"(`scripts/benchmarks/compare_opensmile_stream.py`). Relative difference "
         "`|bounded - whole| / |whole|` per feature; tolerance "
         f"{args.tol:g}.",
         "",

@@ -32,7 +32,7 @@ def _recordings(root: Path) -> Path:
 
 
 def _cmd(rec: Path, ws: Path) -> list[str]:
-    return [sys.executable, "-m", "atrisk.cli", "extract", str(rec), "--out", str(ws),
+    return [sys.executable, "-m", "atrisk", "extract", str(rec), "--out", str(ws),
             "--asr-backend", "pocketsphinx", "--workers", "1", "--json"]
 
 

@@ -15,14 +15,15 @@ import torch
 
 from atrisk.config import ProsodyConfig
 from atrisk.errors import ConfigError
-from atrisk.extractors.egemaps import _contours, _mean_stdnorm, _slopes, _sma3, functionals
-from atrisk.extractors.prosody import ProsodyExtractor, make_prosody_extractor
-from atrisk.extractors.prosody_torch import (
+from atrisk.extractors.prosody import load_prosody
+from atrisk.extractors.prosody.egemaps import _contours, _mean_stdnorm, _slopes, _sma3, functionals
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
+from atrisk.extractors.prosody.torch_backend import (
     FEATURE_NAMES,
     HOP,
     LLD_NAMES,
     WIN_LONG,
-    TorchProsodyExtractor,
+    TorchProsody,
     _band_slope,
     _frames,
     _gauss_mag,
@@ -43,7 +44,7 @@ F0 = "F0semitoneFrom27.5Hz_sma3nz_amean"
 ST_220 = 12 * math.log2(220 / 27.5)  # = 36.0 semitones above 27.5 Hz
 VOICE_COLS = [c for c in FEATURE_NAMES if c.startswith(("F0", "jitter", "shimmer", "HNR",
                                                          "logRel", "F1", "F2", "F3"))]
-SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+SPEECH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "speech"
 
 
 def tone(freq: float = 220.0, seconds: float = 1.0, amp: float = 0.5, sr: int = SR) -> np.ndarray:
@@ -52,8 +53,8 @@ def tone(freq: float = 220.0, seconds: float = 1.0, amp: float = 0.5, sr: int = 
 
 
 @pytest.fixture(scope="module")
-def ex() -> TorchProsodyExtractor:
-    return TorchProsodyExtractor(device="cpu")
+def ex() -> TorchProsody:
+    return TorchProsody(device="cpu")
 
 
 def test_columns_are_opensmile_egemaps_names(ex):
@@ -221,7 +222,7 @@ def test_short_signals(ex):
 
 
 def test_invalid_arguments(ex):
-    with pytest.raises(ValueError, match="sampling_rate"):
+    with pytest.raises(ValueError, match="sample_rate"):
         ex.process_signal(tone(), 500)
     with pytest.raises(ValueError, match="1-D"):
         ex.process_signal(np.zeros((2, 2, 2), np.float32), SR)
@@ -231,7 +232,8 @@ def test_batch_equals_single(ex):
     rng = np.random.default_rng(1)
     sigs = [tone(180, 0.7), tone(300, 1.3, 0.2) + rng.normal(0, 0.01, int(1.3 * SR)),
             np.zeros(SR, np.float32)]
-    batched = TorchProsodyExtractor(device="cpu", batch_size=3).process_signals(sigs, SR)
+    batched, reasons = TorchProsody(device="cpu", batch_size=3).functionals(sigs, SR)
+    assert reasons == [None, None, None]
     for i, s in enumerate(sigs):
         np.testing.assert_allclose(batched[i], ex.process_signal(s, SR).to_numpy(),
                                    rtol=1e-4, atol=1e-5, equal_nan=True)
@@ -241,27 +243,28 @@ def test_segments_and_utterances_equal_the_cut_signals(ex):
     """Each per-segment row is process_signal of the track cut at its times (batched too)."""
     track = np.concatenate([tone(220, 1.0), np.zeros(SR, np.float32), tone(330, 1.0)])
     segs = [(0.0, 1.0), (0.5, 0.55), (2.5, 9.0), (4.0, 5.0), (1.0, 0.5), (math.nan, 1.0)]
-    df = ex.process_segments(track, SR, "s1", "student", segs)
+    df, failures = ex.process_segments(track, SR, "s1", "student", segs)
+    assert failures == {}  # NaN rows of undefined cuts are not failures
     assert df.index.names == ["session_id", "speaker", "start_s", "end_s"]
     pd.testing.assert_index_equal(df.index, pd.MultiIndex.from_tuples(
         [("s1", "student", a, b) for a, b in segs], names=["session_id", "speaker", "start_s",
                                                            "end_s"]))
-    assert list(df.columns) == FEATURE_NAMES and df.attrs["backend"] == ex.backend_name
+    assert list(df.columns) == FEATURE_NAMES
     np.testing.assert_array_equal(df.iloc[0].to_numpy(), ex.process_signal(track[:SR], SR))
     np.testing.assert_array_equal(df.iloc[2].to_numpy(),
                                   ex.process_signal(track[40000:], SR))  # clipped to the end
     assert df[F0].iloc[0] == pytest.approx(ST_220, abs=0.05)
     # 0.05 s is shorter than one 60 ms frame; beyond the end, reversed, NaN time: NaN rows
     assert df.iloc[[1, 3, 4, 5]].isna().all().all()
-    batched = TorchProsodyExtractor(device="cpu", batch_size=4).process_segments(
-        track, SR, "s1", "student", segs)
+    batched = TorchProsody(device="cpu", batch_size=4).process_segments(
+        track, SR, "s1", "student", segs).frame
     np.testing.assert_allclose(batched.to_numpy(), df.to_numpy(), rtol=1e-4, atol=1e-5,
                                equal_nan=True)
     d = DecodedSession(_session("s1"), {"teacher": None, "student": track})
     utts = [Utterance("s1", "student", 2.5, 9.0, "three"),
             Utterance("s1", "teacher", 0.0, 1.0, "missing track: skipped"),
             Utterance("s1", "student", 0.0, 1.0, "one")]
-    per_utt = ex.process_utterances([d], utts)
+    per_utt = ex.process_utterances([d], utts).frame
     assert list(per_utt.index) == [("s1", "student", 2.5, 9.0), ("s1", "student", 0.0, 1.0)]
     np.testing.assert_array_equal(per_utt.to_numpy(), df.iloc[[2, 0]].to_numpy())
 
@@ -275,11 +278,11 @@ def _session(sid: str) -> Session:
 def test_sessions_files_and_backend_recorded(ex, tmp_path):
     decoded = [DecodedSession(_session("s1"), {"teacher": tone(), "student": None}),
                DecodedSession(_session("s2"), {"teacher": tone(150), "student": tone(300)})]
-    df = ex.process_sessions(decoded)
+    df = ex.process_sessions(decoded).frame
     assert list(df.index) == [("s1", "teacher"), ("s2", "teacher"), ("s2", "student")]
     assert df.index.names == ["session_id", "track"]
     assert df.loc[("s2", "student"), F0] == pytest.approx(12 * math.log2(300 / 27.5), abs=0.1)
-    assert df.attrs["backend"].startswith("torch-eGeMAPSv02-")
+    assert ex.backend_name.startswith("torch-eGeMAPSv02-")
     path = tmp_path / "a.wav"
     sf.write(path, tone(), SR)
     one = ex.process_file(path)
@@ -291,18 +294,18 @@ def test_config_factory_and_device():
     # the device is the run's --device, passed to the factory; not an output-changing setting
     assert "device" not in ProsodyConfig.model_fields
     cfg = ProsodyConfig(backend="torch")
-    extractor = make_prosody_extractor(cfg, device="cpu")
-    assert isinstance(extractor, TorchProsodyExtractor)
+    extractor = load_prosody(cfg, device="cpu")
+    assert isinstance(extractor, TorchProsody)
     assert extractor.device == torch.device("cpu")
-    assert make_prosody_extractor(cfg).device == resolve_device("auto")
-    # openSMILE runs on the CPU: the factory does not pass it a device
-    assert make_prosody_extractor(ProsodyConfig(), device="cpu").backend_name.startswith(
+    assert load_prosody(cfg).device == resolve_device("auto")
+    # openSMILE runs on the CPU: it takes the device and ignores it
+    assert load_prosody(ProsodyConfig(), device="cpu").backend_name.startswith(
         "opensmile-")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="functionals"):
-        TorchProsodyExtractor(ProsodyConfig(backend="torch", feature_level="lld"))
+        TorchProsody(ProsodyConfig(backend="torch", feature_level="lld"))
     with pytest.raises(ConfigError, match="eGeMAPSv02"):
-        TorchProsodyExtractor(ProsodyConfig(backend="torch", feature_set="ComParE_2016"))
+        TorchProsody(ProsodyConfig(backend="torch", feature_set="ComParE_2016"))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
             resolve_device("cuda")
@@ -314,8 +317,8 @@ def test_cpu_and_cuda_agree():
     rng = np.random.default_rng(2)
     sigs = [tone(), np.zeros(SR, np.float32), np.clip(4 * tone(150), -1, 1),
             (tone(200) + rng.normal(0, 0.05, SR)).astype(np.float32)]
-    cpu = TorchProsodyExtractor(device="cpu").process_signals(sigs, SR)
-    gpu = TorchProsodyExtractor(device="cuda").process_signals(sigs, SR)
+    cpu = TorchProsody(device="cpu").functionals(sigs, SR)[0]
+    gpu = TorchProsody(device="cuda").functionals(sigs, SR)[0]
     assert np.array_equal(np.isnan(cpu), np.isnan(gpu))
     # float32 FFTs differ in the last bits between devices; 1e-3 relative is stated in
     # docs/prosody.md
@@ -367,7 +370,7 @@ def test_spectral_slopes_and_flux_match_opensmile_per_frame():
     x = np.concatenate([voiced, 0.05 * rng.standard_normal(SR)]) \
         + 1e-3 * rng.standard_normal(2 * SR)
     x = (np.round(x * 32768) / 32768).astype(np.float32)
-    ref = ProsodyExtractor().process_signal_lld(x, SR)
+    ref = OpenSmileProsody().process_signal_lld(x, SR)
     raw = _spectral_llds(torch.from_numpy(x)[None], (x.size - WIN_LONG) // HOP + 2)
     for name, atol in (("slope0-500", 2e-5), ("slope500-1500", 2e-5),
                        ("spectralFlux", 2e-4)):
@@ -441,7 +444,7 @@ def test_ten_minutes_of_real_speech_agree_on_segments_with_opensmile(ex):
         if total >= 600 * SR:
             break
     x = np.concatenate(parts)[: 600 * SR]
-    ref = ProsodyExtractor().process_signal(x, SR)
+    ref = OpenSmileProsody().process_signal(x, SR)
     got = ex.process_signal(x, SR)
     # both count 1,000 voiced segments (the cap) over the 10 min: measured 1.66683 /s
     # (openSMILE, 59,994 frames) and 1.66678 /s (this backend, 59,996 frames); the
@@ -460,13 +463,13 @@ def test_extract_with_torch_backend(tmp_path):
 
     import pandas as pd
 
-    from atrisk import pipeline
+    from atrisk import workflows
     from atrisk.config import Config
     from tests.conftest import make_bad_recordings
 
     cfg = Config().override({"asr.backend": "pocketsphinx", "prosody.backend": "torch"})
     rec = make_bad_recordings(tmp_path / "recordings")
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1, progress=False)
+    res = workflows.extract_folder(rec, tmp_path / "ws", cfg, device="cpu", workers=1, progress=False)
     assert res.exit_code == 1  # the bad recordings are listed, the rest completes
     p = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
     assert list(p.columns) == [*FEATURE_NAMES, "prosody_backend"]
@@ -480,7 +483,7 @@ def test_extract_with_torch_backend(tmp_path):
     pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
     assert len(pu) == res.n_utterances > 0 and list(pu.columns[:-1]) == FEATURE_NAMES
     assert set(pu["prosody_backend"]) == {run["prosody_backend"]}
-    ex = TorchProsodyExtractor(device="cpu")
+    ex = TorchProsody(device="cpu")
     for (sid, speaker, a, b), row in pu.iterrows():
         (path,) = (tmp_path / "recordings" / sid).glob(f"{speaker}.*")
         signal = load_audio(path, SR)
@@ -494,7 +497,7 @@ def test_compiled_peak_enhancement_equals_the_torch_version():
     # bit for bit: random spectra, an all-zero row (no maximum: every inner bin zeroed),
     # a rising row (one maximum, at the end: openSMILE zeroes every bin from 3 on, the
     # maximum too) and ties between bins
-    from atrisk.extractors import prosody_torch as pt
+    from atrisk.extractors.prosody import torch_backend as pt
 
     if not pt._HAVE_NUMBA:
         pytest.skip("numba not installed: only the torch path exists")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config
-from atrisk.testing import make_tiny_wav2vec2
+from atrisk.extract import session as session_mod
+from atrisk.testing import make_tiny_wav2vec2, small_recordings
 
 pytest.importorskip("ray")
 
@@ -16,19 +17,17 @@ TABLES = ("sessions", "prosody", "utterances", "in_class", "prosody_utterances")
 
 def test_ray_streamed_equals_local_in_memory(tmp_path, monkeypatch):
     """Local engine with tracks in memory vs ray engine with every track streamed."""
-    from atrisk.engines.ray_data import init_ray
-    from tests.engines.test_ray_data import _small_recordings
-
-    rec = _small_recordings(tmp_path / "rec")
+    from atrisk.extract.engines.ray_data import init_ray
+    rec = small_recordings(tmp_path / "rec")
     model = make_tiny_wav2vec2(tmp_path / "model")
     cfg = Config().override({"asr.backend": "wav2vec2", "asr.model": str(model)})
-    local = pipeline.extract(rec, tmp_path / "local", cfg, workers=1, device="cpu",
+    local = workflows.extract_folder(rec, tmp_path / "local", cfg, workers=1, device="cpu",
                              progress=False)
     started = init_ray(num_cpus=2)
     try:
         # the driver's threshold reaches the Ray workers through the stage context
-        monkeypatch.setattr(pipeline, "STREAM_TRACK_S", 0.0)
-        res = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+        monkeypatch.setattr(session_mod, "STREAM_TRACK_S", 0.0)
+        res = workflows.extract_folder(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
                                device="cpu", progress=False)
     finally:
         if started:

@@ -18,7 +18,7 @@ import pytest
 import torch
 from scipy.interpolate import CubicSpline
 
-from atrisk.extractors import prosody_torch as pt
+from atrisk.extractors.prosody import torch_backend as pt
 
 SR = 16000
 
@@ -218,9 +218,9 @@ def test_torch_paths_alone_still_give_the_pinned_functionals(monkeypatch):
     # without the compiled CPU paths (as on CUDA: dense spline product, FFT HNR, LAPACK
     # roots, torch peak searches) the pinned signal's 88 values are still those pinned
     # before the speed work
-    from tests.extractors.test_prosody_torch_pinned import PINNED, pinned_signal
+    from tests.extractors.prosody.test_prosody_torch_pinned import PINNED, pinned_signal
 
     monkeypatch.setattr(pt, "_HAVE_NUMBA", False)
-    got = pt.TorchProsodyExtractor(device="cpu").process_signals([pinned_signal()], SR)[0]
+    got = pt.TorchProsody(device="cpu").functionals([pinned_signal()], SR)[0][0]
     want = np.array([PINNED[k] for k in pt.FEATURE_NAMES])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-9)

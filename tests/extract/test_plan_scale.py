@@ -11,9 +11,13 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config
+from atrisk.extract import plan, resources
+from atrisk.extract import session as session_mod
+from atrisk.extract.engines import local as local_engine
 from atrisk.ingest import audio, manifest
+from atrisk.testing import small_recordings
 from tests.conftest import SR, voiced
 
 N = 10_000
@@ -44,13 +48,13 @@ def _plan_counts(rec: Path, ws: Path, monkeypatch) -> tuple[int, int, int]:
     decodes = []
     monkeypatch.setattr(audio, "load_audio", lambda *a, **k: decodes.append(a))
     keys = []
-    real_key = pipeline.session_key
-    monkeypatch.setattr(pipeline, "session_key",
+    real_key = plan.session_key
+    monkeypatch.setattr(plan, "session_key",
                         lambda *a, **k: keys.append(1) or real_key(*a, **k))
     rows = manifest.iter_manifest(rec)  # listing is a generator too
     tracemalloc.start()
     n = 0
-    for item in pipeline.iter_plan(rows, ws, CFG, "transcripts:x", {}):
+    for item in plan.iter_plan(rows, ws, CFG, "transcripts:x", {}):
         assert item.cached is None and item.given == []
         n += 1
     _, peak = tracemalloc.get_traced_memory()
@@ -71,15 +75,16 @@ def test_planning_10k_sessions_is_linear_and_holds_o1(folders, tmp_path, monkeyp
 def test_first_sessions_are_processed_before_the_folder_is_planned(folders, tmp_path,
                                                                    monkeypatch):
     pulled = []
-    plan = pipeline.iter_plan(manifest.read_manifest(folders[N])[0], tmp_path / "ws", CFG,
-                              "transcripts:x", {})
+    planned = plan.iter_plan(manifest.read_manifest(folders[N])[0], tmp_path / "ws", CFG,
+                             "transcripts:x", {})
 
     def counted():
-        for item in plan:
+        for item in planned:
             pulled.append(item.session.session_id)
             yield item
 
-    stream = pipeline._run_sessions(counted(), folders[N], CFG, "cpu", None, n_workers=1)
+    spec = session_mod.WorkerSpec(CFG, "transcripts", CFG.asr.model, "cpu", 1, folders[N])
+    stream = local_engine.run_sessions(counted(), spec, None, n_workers=1)
     first = [next(stream) for _ in range(4)]
     stream.close()
     assert [r.session_id for r, _ in first] == ["c0", "c1", "c2", "c3"]
@@ -111,7 +116,7 @@ def test_bounded_imap_keeps_at_most_window_in_flight_over_10k_items():
 
     seen = []
     with ThreadPoolExecutor(4) as pool:
-        for item, fut in pipeline.bounded_imap(items(), lambda i: pool.submit(work, i), 8):
+        for item, fut in local_engine.bounded_imap(items(), lambda i: pool.submit(work, i), 8):
             assert fut.result() == item * item
             assert state["pulled"] - len(seen) <= 8  # never more than the window ahead
             seen.append(item)
@@ -123,19 +128,22 @@ def test_long_track_memory_release_keeps_the_tables(tmp_path, monkeypatch):
     """The give-back-memory path of long tracks (forced here for 2 s tracks) changes no output."""
     import pandas as pd
 
-    from tests.engines.test_ray_data import TABLES, _small_recordings
+    from tests.extract.engines.test_ray_data import TABLES
 
-    rec = _small_recordings(tmp_path / "rec")
-    pipeline.extract(rec, tmp_path / "a", CFG, workers=1, progress=False)
+    rec = small_recordings(tmp_path / "rec")
+    workflows.extract_folder(rec, tmp_path / "a", CFG, workers=1, progress=False)
     calls = []
-    real = pipeline.gc.collect
-    monkeypatch.setattr(pipeline, "LONG_TRACK_SAMPLES", 1)
-    monkeypatch.setattr(pipeline.gc, "collect", lambda *a: calls.append(1) or real(*a))
-    pipeline.extract(rec, tmp_path / "b", CFG, workers=1, progress=False)
+    real = resources.gc.collect
+    monkeypatch.setattr(resources, "LONG_TRACK_SAMPLES", 1)
+    monkeypatch.setattr(resources.gc, "collect", lambda *a: calls.append(1) or real(*a))
+    workflows.extract_folder(rec, tmp_path / "b", CFG, workers=1, progress=False)
     assert len(calls) == 2 * 5  # 5 decoded tracks: after decoding and after prosody
     for table in TABLES:
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / f"{table}.parquet"),
                                       pd.read_parquet(tmp_path / "b" / f"{table}.parquet"))
+
+
+PART = Path("/nonexistent/part.json")
 
 
 def _resumed_plan(n: int, state: dict):
@@ -151,24 +159,27 @@ def _resumed_plan(n: int, state: dict):
     when = datetime(2024, 3, 1, 10, tzinfo=UTC)
     for i in range(n):
         s = Session(f"c{i}", "stu", "tea", when, None, None)
-        done = pipeline.SessionResult(s.session_id, "failed", "gone", math.nan, empty, [])
+        done = session_mod.SessionResult(s.session_id, "failed", "gone", math.nan, empty, [])
         state["pulled"] += 1
-        yield pipeline.PlannedSession(i, s, [], Path(f"/nonexistent/{i}.pkl"), done)
+        # one part path for all: pathlib interns each new path part, and the interpreter's
+        # intern table growing by 10k names would count as the scheduler's memory
+        yield plan.PlannedSession(i, s, [], PART, done)
 
 
 @pytest.mark.parametrize("n_workers", [1, 4])
 def test_resuming_10k_sessions_holds_a_window_and_starts_no_pool(tmp_path, monkeypatch,
                                                                  n_workers):
     """A rerun over a finished 10k folder: results stream out, a window planned ahead, no pool."""
-    monkeypatch.setattr(pipeline, "ProcessPoolExecutor",
+    monkeypatch.setattr(local_engine, "ProcessPoolExecutor",
                         lambda *a, **k: pytest.fail("a finished session started a worker pool"))
     peaks = {}
     for n in (1_000, N):
         state = {"pulled": 0}
         ahead, ids = 0, []
         tracemalloc.start()
-        stream = pipeline._run_sessions(_resumed_plan(n, state), tmp_path, CFG, "cpu", None,
-                                        n_workers=n_workers)
+        spec = session_mod.WorkerSpec(CFG, "transcripts", CFG.asr.model, "cpu", 1, tmp_path)
+        stream = local_engine.run_sessions(_resumed_plan(n, state), spec, None,
+                                           n_workers=n_workers)
         for result, resumed in stream:
             assert resumed and result.status == "failed"
             ids.append(int(result.session_id[1:]))

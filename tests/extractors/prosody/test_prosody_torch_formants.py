@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from atrisk.extractors import prosody_torch as pt
+from atrisk.extractors.prosody import torch_backend as pt
 
 SR = 16000
 LPC_SR = 11000

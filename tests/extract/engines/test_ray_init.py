@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from atrisk import pipeline
-from atrisk.engines.ray_data import init_ray
+from atrisk.extract.engines import ray_data
+from atrisk.extract.engines.ray_data import init_ray
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def ray_init_calls(monkeypatch):
 
 def test_local_ray_defaults_to_the_usable_cpus(ray_init_calls, monkeypatch):
     """Not os.cpu_count(): that counts the host's CPUs under an affinity mask or quota."""
-    monkeypatch.setattr(pipeline, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(ray_data, "usable_cpus", lambda: 3)
     assert init_ray() is True
     assert init_ray(num_cpus=5) is True
     assert init_ray(address="10.0.0.1:6379") is True
@@ -37,7 +37,7 @@ def test_local_ray_defaults_to_the_usable_cpus(ray_init_calls, monkeypatch):
 def test_local_ray_on_one_allowed_cpu_has_one_cpu():
     code = (
         "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-        "import ray; from atrisk.engines.ray_data import init_ray; init_ray(); "
+        "import ray; from atrisk.extract.engines.ray_data import init_ray; init_ray(); "
         "print(ray.cluster_resources()['CPU'], os.cpu_count()); ray.shutdown()"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

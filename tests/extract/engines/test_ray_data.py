@@ -7,8 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config
+from atrisk.testing import small_recordings
 
 pytest.importorskip("ray")
 
@@ -18,7 +19,7 @@ TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class")
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
     """One local Ray with 2 CPUs for the module (extract reuses an initialised Ray)."""
-    from atrisk.engines.ray_data import init_ray
+    from atrisk.extract.engines.ray_data import init_ray
 
     started = init_ray(num_cpus=2)
     yield
@@ -47,8 +48,8 @@ def test_ray_and_local_engines_give_identical_tables(tmp_path):
 
     rec = make_bad_recordings(tmp_path / "recordings")
     cfg = Config().override({"asr.backend": "pocketsphinx"})
-    local = pipeline.extract(rec, tmp_path / "local", cfg, workers=2, progress=False)
-    ray_res = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+    local = workflows.extract_folder(rec, tmp_path / "local", cfg, workers=2, progress=False)
+    ray_res = workflows.extract_folder(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
                                progress=False)
     assert (ray_res.n_ok, ray_res.n_partial, ray_res.n_failed) == (
         local.n_ok, local.n_partial, local.n_failed) == (3, 4, 1)
@@ -57,40 +58,18 @@ def test_ray_and_local_engines_give_identical_tables(tmp_path):
     _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     assert json.loads((tmp_path / "ray" / "run.json").read_text())["engine"] == "ray"
     # resume across engines: the ray run's part files are the local engine's cache
-    again = pipeline.extract(rec, tmp_path / "ray", cfg, workers=2, progress=False)
+    again = workflows.extract_folder(rec, tmp_path / "ray", cfg, workers=2, progress=False)
     assert again.n_resumed == again.n_sessions - 0 == 7
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "in_class.parquet"),
                                   pd.read_parquet(tmp_path / "local" / "in_class.parquet"))
 
 
-def _small_recordings(root):
-    import soundfile as sf
-
-    from tests.conftest import SR, voiced
-
-    root.mkdir(parents=True)
-    rows = ["session_id,student_id,teacher_id,start_time"]
-    utts = ["session_id,speaker,start_s,end_s,text"]
-    for i in range(3):
-        d = root / f"s{i}"
-        d.mkdir()
-        sf.write(d / "teacher.wav", voiced(110 + 9 * i, seconds=2, seed=i), SR)
-        if i != 2:  # s2 has no student track: partial, listed
-            sf.write(d / "student.wav", voiced(220 + 9 * i, seconds=2, seed=10 + i), SR)
-        rows.append(f"s{i},stu{i},tea1,2024-03-0{i + 1}T10:00:00Z")
-        utts += [f"s{i},teacher,0.1,0.9,what is seven times {i + 2}?",
-                 f"s{i},student,1.0,1.8,um it is {7 * (i + 2)}"]
-    (root / "sessions.csv").write_text("\n".join(rows) + "\n")
-    (root / "utterances.csv").write_text("\n".join(utts) + "\n")
-    return root
-
-
 def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
     """Default-suite check: 2-CPU local Ray, CPU stage + text stage, a missing track."""
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts"})
-    local = pipeline.extract(rec, tmp_path / "local", cfg, workers=1, progress=False)
-    ray_res = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+    local = workflows.extract_folder(rec, tmp_path / "local", cfg, workers=1, progress=False)
+    ray_res = workflows.extract_folder(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
                                progress=False)
     assert (ray_res.n_ok, ray_res.n_partial, ray_res.exit_code) == (2, 1, 1)
     assert (local.n_ok, local.n_partial, local.exit_code) == (2, 1, 1)
@@ -102,7 +81,7 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
     assert ic.loc["s1", "inter_qa_rounds"] == 1  # text features came from the ray text stage
     assert ray_res.stage_seconds["text_s"] > 0 and ray_res.stage_seconds["prosody_s"] > 0
     # a second ray run resumes every session from the part files
-    again = pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
+    again = workflows.extract_folder(rec, tmp_path / "ray", cfg, engine="ray", workers=2,
                              progress=False)
     assert again.n_resumed == 3 and again.stage_seconds.get("prosody_s", 0.0) == 0.0
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ray" / "in_class.parquet"), ic)
@@ -111,10 +90,10 @@ def test_ray_engine_equals_local_with_given_transcripts(tmp_path):
 @pytest.mark.slow  # ≈ 60 s on 2 cores: two extracts with the torch prosody backend
 def test_ray_engine_equals_local_with_the_torch_prosody_backend(tmp_path):
     """Per-track and per-utterance torch prosody: the same tables from both engines."""
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
-    pipeline.extract(rec, tmp_path / "local", cfg, device="cpu", workers=1, progress=False)
-    pipeline.extract(rec, tmp_path / "ray", cfg, engine="ray", workers=2, progress=False)
+    workflows.extract_folder(rec, tmp_path / "local", cfg, device="cpu", workers=1, progress=False)
+    workflows.extract_folder(rec, tmp_path / "ray", cfg, engine="ray", workers=2, progress=False)
     _assert_same_outputs(tmp_path / "ray", tmp_path / "local")
     pu = pd.read_parquet(tmp_path / "ray" / "prosody_utterances.parquet")
     assert len(pu) == 5 and pu["prosody_backend"].str.startswith("torch-eGeMAPSv02").all()
@@ -125,9 +104,9 @@ def test_ray_engine_equals_local_with_the_torch_prosody_backend(tmp_path):
 def test_unknown_engine_and_address_without_ray_are_config_errors(tmp_path):
     from atrisk.errors import ConfigError
 
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     with pytest.raises(ConfigError, match="unknown engine 'spark'"):
-        pipeline.extract(rec, tmp_path / "ws", engine="spark", progress=False)
+        workflows.extract_folder(rec, tmp_path / "ws", engine="spark", progress=False)
     with pytest.raises(ConfigError, match="--address is for --engine ray"):
-        pipeline.extract(rec, tmp_path / "ws", engine="local", address="10.0.0.1:6379",
+        workflows.extract_folder(rec, tmp_path / "ws", engine="local", address="10.0.0.1:6379",
                          progress=False)

@@ -13,10 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config
+from atrisk.extract import plan
+from atrisk.extract import session as session_mod
 from atrisk.ingest import audio
-from atrisk.testing import make_tiny_wav2vec2
+from atrisk.testing import make_tiny_wav2vec2, small_recordings
 from tests.conftest import make_bad_recordings
 
 TABLES = ("sessions", "prosody", "utterances", "in_class", "prosody_utterances")
@@ -48,18 +50,18 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
 
 def _run(rec, ws, cfg, monkeypatch, stream: bool, **kwargs):
     """Extract with every track streamed (``stream``) or none; return (result, decoded files)."""
-    monkeypatch.setattr(pipeline, "STREAM_TRACK_S", 0.0 if stream else float("inf"))
+    monkeypatch.setattr(session_mod, "STREAM_TRACK_S", 0.0 if stream else float("inf"))
     decoded: list[str] = []
     real = audio.load_audio
     monkeypatch.setattr(audio, "load_audio",
                         lambda path, *a, **k: decoded.append(Path(path).name) or real(path, *a,
                                                                                    **k))
     streamed = []
-    real_stream = pipeline._stream_prosody
-    monkeypatch.setattr(pipeline, "_stream_prosody",
+    real_stream = session_mod.stream_prosody
+    monkeypatch.setattr(session_mod, "stream_prosody",
                         lambda ex, path, *a: streamed.append(path.name) or real_stream(ex, path,
                                                                                        *a))
-    res = pipeline.extract(rec, ws, cfg, progress=False, **kwargs)
+    res = workflows.extract_folder(rec, ws, cfg, progress=False, **kwargs)
     return res, sorted(decoded), sorted(streamed)
 
 
@@ -87,9 +89,8 @@ def test_streamed_tracks_give_the_in_memory_tables(bad_recordings, tiny_model, t
 
 def test_streamed_given_transcripts_and_resume(tmp_path, monkeypatch):
     """Transcripts backend: prosody streamed, same tables; a rerun resumes every session."""
-    from tests.engines.test_ray_data import _small_recordings
 
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts"})
     _run(rec, tmp_path / "whole", cfg, monkeypatch, stream=False, workers=1)
     res, decoded, streamed = _run(rec, tmp_path / "stream", cfg, monkeypatch, stream=True,
@@ -108,9 +109,8 @@ def test_streamed_given_transcripts_and_resume(tmp_path, monkeypatch):
 def test_a_track_that_fails_mid_stream_is_listed_and_the_rest_completes(tmp_path, monkeypatch):
     """A decode error raised after openSMILE got blocks: no prosody row, the error is listed."""
     from atrisk.errors import AudioDecodeError
-    from tests.engines.test_ray_data import _small_recordings
 
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     real = audio.stream_audio
 
     def broken(path, *a, **k):
@@ -119,11 +119,11 @@ def test_a_track_that_fails_mid_stream_is_listed_and_the_rest_completes(tmp_path
                 raise AudioDecodeError(f"{path}: cannot decode: truncated")
             yield block
 
-    monkeypatch.setattr(audio, "stream_audio", broken)
-    monkeypatch.setattr(pipeline, "STREAM_BLOCK", 8000)  # 2 s tracks: 4 blocks
-    monkeypatch.setattr(pipeline, "STREAM_TRACK_S", 0.0)
+    monkeypatch.setattr(session_mod, "stream_audio", broken)
+    monkeypatch.setattr(session_mod, "STREAM_BLOCK", 8000)  # 2 s tracks: 4 blocks
+    monkeypatch.setattr(session_mod, "STREAM_TRACK_S", 0.0)
     cfg = Config().override({"asr.backend": "transcripts"})
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    res = workflows.extract_folder(rec, tmp_path / "ws", cfg, workers=1, progress=False)
     assert (res.n_ok, res.n_partial, res.n_failed) == (1, 2, 0)
     prosody = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
     assert [tuple(i) for i in prosody.index] == [("s0", "teacher"), ("s0", "student"),
@@ -132,15 +132,23 @@ def test_a_track_that_fails_mid_stream_is_listed_and_the_rest_completes(tmp_path
     assert [f["track"] for f in fails] == ["teacher"] and "truncated" in fails[0]["reason"]
 
 
-def test_resume_key_names_how_streamed_tracks_get_their_functionals(tmp_path, monkeypatch):
-    """Results made with another streamed-track prosody path are not resumed."""
+def test_resume_key_covers_the_session_processor(tmp_path, monkeypatch):
+    """How streamed tracks get their functionals is code of the session processor: in the key."""
+    from atrisk import fingerprint
     from atrisk.ingest import manifest
-    from tests.engines.test_ray_data import _small_recordings
 
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     session = manifest.read_manifest(rec)[0][0]
     cfg = Config().override({"asr.backend": "transcripts"})
-    key = pipeline.session_key(session, cfg, "transcripts:x", None)
-    assert pipeline.session_key(session, cfg, "transcripts:x", None) == key  # stable
-    monkeypatch.setattr(pipeline, "STREAMED_PROSODY", "opensmile-whole-track")
-    assert pipeline.session_key(session, cfg, "transcripts:x", None) != key
+    key = plan.session_key(session, cfg, "transcripts:x", None)
+    assert plan.session_key(session, cfg, "transcripts:x", None) == key  # stable
+    assert fingerprint.ENTRY_MODULES["audio"]["*"] == ("atrisk.extract.session",)
+    real = fingerprint.module_fingerprint
+    monkeypatch.setattr(fingerprint, "module_fingerprint",
+                        lambda entries, *a: real(entries, *a) + "-changed"
+                        if "atrisk.extract.session" in entries else real(entries, *a))
+    fingerprint._fingerprint.cache_clear()
+    try:
+        assert plan.session_key(session, cfg, "transcripts:x", None) != key
+    finally:
+        fingerprint._fingerprint.cache_clear()

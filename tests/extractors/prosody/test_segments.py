@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atrisk.extractors.prosody import ProsodyExtractor
-from atrisk.extractors.segments import segment_jobs, segment_jobs_from_blocks
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
+from atrisk.extractors.prosody.segments import segment_jobs, segment_jobs_from_blocks
 
 RATE = 16000
 SEGMENTS = [(0.2, 0.9), (0.5, 0.6), (2.9, 9.0), (4.0, 5.0), (1.2, 1.1),
@@ -44,10 +44,10 @@ def test_block_cuts_equal_whole_track_cuts(block):
 
 def test_process_segment_stream_equals_process_segments():
     x = _track()
-    ex = ProsodyExtractor()
-    whole = ex.process_segments(x, RATE, "s", "student", SEGMENTS)
+    ex = OpenSmileProsody()
+    whole = ex.process_segments(x, RATE, "s", "student", SEGMENTS).frame
     streamed = ex.process_segment_stream(iter([x[:20000], x[20000:]]), RATE, "s", "student",
-                                         SEGMENTS)
+                                         SEGMENTS).frame
     assert streamed.index.equals(whole.index)
     np.testing.assert_array_equal(streamed.to_numpy(), whole.to_numpy())
-    assert len(ex.process_segment_stream(iter([x]), RATE, "s", "student", [])) == 0
+    assert len(ex.process_segment_stream(iter([x]), RATE, "s", "student", []).frame) == 0

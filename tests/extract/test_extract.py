@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atrisk import pipeline
+from atrisk import workflows
 from atrisk.config import Config
+from atrisk.extract import session as session_mod
+from atrisk.extract.engines import local as local_engine
+from atrisk.testing import small_recordings
 
 CFG = Config().override({"asr.backend": "pocketsphinx"})
 TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class")
@@ -23,7 +26,7 @@ def extracted(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("x")
     rec = make_bad_recordings(root / "recordings")
-    res = pipeline.extract(rec, root / "ws", CFG, workers=1, progress=False)
+    res = workflows.extract_folder(rec, root / "ws", CFG, workers=1, progress=False)
     return rec, root / "ws", res
 
 
@@ -60,9 +63,9 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
     } <= have
     assert ("corrupt", "teacher") not in have and ("nostudent", "student") not in have
     # the 88 functionals and, in every row, the backend that computed them
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
-    assert list(p.columns) == [*ProsodyExtractor().feature_names, "prosody_backend"]
+    assert list(p.columns) == [*OpenSmileProsody().feature_names, "prosody_backend"]
     assert set(p["prosody_backend"]) == {"opensmile-eGeMAPSv02-2.6.0"}
     # failures.jsonl lists them all, with file and reason
     failures = [json.loads(line) for line in (ws / "failures.jsonl").read_text().splitlines()]
@@ -88,7 +91,7 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
 
 def test_prosody_per_utterance_of_asr_segments(extracted):
     """One row per ASR utterance, = openSMILE on the decoded track cut at its times."""
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
     from atrisk.ingest.audio import load_audio
 
     rec, ws, _ = extracted
@@ -98,9 +101,9 @@ def test_prosody_per_utterance_of_asr_segments(extracted):
     # ASR utterances exist only on decoded tracks: one row each, in the same order
     keys = pu.index.to_frame(index=False)
     pd.testing.assert_frame_equal(keys, u[["session_id", "speaker", "start_s", "end_s"]])
-    assert list(pu.columns[:-1]) == ProsodyExtractor().feature_names
-    assert set(pu["prosody_backend"]) == {ProsodyExtractor().backend_name}
-    ex = ProsodyExtractor()
+    assert list(pu.columns[:-1]) == OpenSmileProsody().feature_names
+    assert set(pu["prosody_backend"]) == {OpenSmileProsody().backend_name}
+    ex = OpenSmileProsody()
     for (sid, speaker, a, b), row in pu.iterrows():
         (path,) = (rec / sid).glob(f"{speaker}.*")
         signal = load_audio(path, 16000)  # what extract decodes
@@ -127,14 +130,14 @@ def test_rerun_resumes_and_gives_identical_tables(extracted, tmp_path):
         shutil.rmtree(p)
     for t in TABLES:
         (ws2 / f"{t}.parquet").unlink()
-    res = pipeline.extract(rec, ws2, CFG, workers=1, progress=False)
+    res = workflows.extract_folder(rec, ws2, CFG, workers=1, progress=False)
     assert res.n_resumed == len(parts) - len(parts[::2])
     for t in TABLES:
         pd.testing.assert_frame_equal(
             pd.read_parquet(ws / f"{t}.parquet"), pd.read_parquet(ws2 / f"{t}.parquet")
         )
     # a second rerun reuses everything
-    res3 = pipeline.extract(rec, ws2, CFG, workers=1, progress=False)
+    res3 = workflows.extract_folder(rec, ws2, CFG, workers=1, progress=False)
     assert res3.n_resumed == res3.n_sessions
 
 
@@ -142,16 +145,15 @@ def test_device_is_the_runs_option_and_not_in_the_resume_key(tmp_path):
     """--device reaches the torch prosody backend; another device reuses every session."""
     import torch
 
-    from tests.engines.test_ray_data import _small_recordings
 
     cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
-    spec = pipeline._WorkerSpec(cfg, "transcripts", cfg.asr.model, "cpu", 1)
-    assert pipeline._SessionProcessor(spec).prosody.device == torch.device("cpu")
-    rec = _small_recordings(tmp_path / "rec")
-    first = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+    spec = session_mod.WorkerSpec(cfg, "transcripts", cfg.asr.model, "cpu", 1)
+    assert session_mod.SessionProcessor(spec).prosody.device == torch.device("cpu")
+    rec = small_recordings(tmp_path / "rec")
+    first = workflows.extract_folder(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
                              progress=False)
     tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
-    again = pipeline.extract(rec, tmp_path / "ws", cfg, device="auto", workers=1,
+    again = workflows.extract_folder(rec, tmp_path / "ws", cfg, device="auto", workers=1,
                              progress=False)
     assert first.n_resumed == 0 and again.n_resumed == again.n_sessions == 3
     for t in TABLES:
@@ -168,13 +170,12 @@ def test_workers_1_caps_torch_threads(tmp_path, monkeypatch, threads, usable, ex
     """
     import torch
 
-    from atrisk.extractors.prosody_torch import TorchProsodyExtractor
-    from tests.engines.test_ray_data import _small_recordings
+    from atrisk.extractors.prosody.torch_backend import TorchProsody
 
     seen: dict[str, set[int]] = {"session": set(), "prosody": set(), "utterances": set()}
-    real_call, real_track, real_utts = (pipeline._SessionProcessor.__call__,
-                                        TorchProsodyExtractor.process_sessions,
-                                        pipeline.utterance_prosody)
+    real_call, real_track, real_utts = (session_mod.SessionProcessor.__call__,
+                                        TorchProsody.process_sessions,
+                                        session_mod.utterance_prosody)
 
     def spy(key, fn):
         def wrapped(*args, **kwargs):
@@ -182,16 +183,16 @@ def test_workers_1_caps_torch_threads(tmp_path, monkeypatch, threads, usable, ex
             return fn(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(pipeline._SessionProcessor, "__call__", spy("session", real_call))
-    monkeypatch.setattr(TorchProsodyExtractor, "process_sessions", spy("prosody", real_track))
-    monkeypatch.setattr(pipeline, "utterance_prosody", spy("utterances", real_utts))
-    monkeypatch.setattr(pipeline, "usable_cpus", lambda: usable)
-    rec = _small_recordings(tmp_path / "rec")
+    monkeypatch.setattr(session_mod.SessionProcessor, "__call__", spy("session", real_call))
+    monkeypatch.setattr(TorchProsody, "process_sessions", spy("prosody", real_track))
+    monkeypatch.setattr(session_mod, "utterance_prosody", spy("utterances", real_utts))
+    monkeypatch.setattr(local_engine, "usable_cpus", lambda: usable)
+    rec = small_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": "torch"})
     before = torch.get_num_threads()
     torch.set_num_threads(5)
     try:
-        res = pipeline.extract(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
+        res = workflows.extract_folder(rec, tmp_path / "ws", cfg, device="cpu", workers=1,
                                threads=threads, progress=False)
         after = torch.get_num_threads()
     finally:
@@ -207,7 +208,7 @@ def test_usable_cpus_honours_the_affinity_mask():
     import sys
 
     code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
-            "from atrisk.pipeline import usable_cpus; print(usable_cpus(), os.cpu_count())")
+            "from atrisk.extract.resources import usable_cpus; print(usable_cpus(), os.cpu_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert int(out[0]) == 1 and int(out[1]) >= 1
@@ -217,21 +218,20 @@ def test_threads_option_is_for_the_local_engine(tmp_path):
     from atrisk.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--threads is for --engine local"):
-        pipeline.extract(tmp_path, tmp_path / "ws", engine="ray", threads=2, progress=False)
+        workflows.extract_folder(tmp_path, tmp_path / "ws", engine="ray", threads=2, progress=False)
     with pytest.raises(ConfigError, match="at least 1, got 0"):
-        pipeline.extract(tmp_path, tmp_path / "ws", threads=0, progress=False)
+        workflows.extract_folder(tmp_path, tmp_path / "ws", threads=0, progress=False)
 
 
 def test_extractor_code_is_in_the_resume_key(tmp_path, monkeypatch):
     """Another code fingerprint recomputes every session; the same one reuses them."""
     from atrisk import fingerprint
-    from tests.engines.test_ray_data import _small_recordings
 
-    rec = _small_recordings(tmp_path / "rec")
+    rec = small_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts"})
 
     def run():
-        return pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+        return workflows.extract_folder(rec, tmp_path / "ws", cfg, workers=1, progress=False)
 
     first = run()
     tables = {t: pd.read_parquet(tmp_path / "ws" / f"{t}.parquet") for t in TABLES}
@@ -253,9 +253,9 @@ def test_changed_track_is_recomputed(tmp_path):
     from tests.conftest import make_bad_recordings, voiced
 
     rec = make_bad_recordings(tmp_path / "rec")
-    first = pipeline.extract(rec, tmp_path / "ws", CFG, workers=2, progress=False)
+    first = workflows.extract_folder(rec, tmp_path / "ws", CFG, workers=2, progress=False)
     sf.write(rec / "good" / "student.wav", voiced(300, seed=99), 16000)
-    second = pipeline.extract(rec, tmp_path / "ws", CFG, workers=1, progress=False)
+    second = workflows.extract_folder(rec, tmp_path / "ws", CFG, workers=1, progress=False)
     assert second.n_resumed == first.n_sessions - 1
     p = pd.read_parquet(tmp_path / "ws" / "prosody.parquet")
     f0 = p.loc[("good", "student"), "F0semitoneFrom27.5Hz_sma3nz_amean"]
@@ -266,7 +266,7 @@ def test_unknown_student_rejected_when_known_students_given(tmp_path):
     from tests.conftest import make_bad_recordings
 
     rec = make_bad_recordings(tmp_path / "rec")
-    res = pipeline.extract(
+    res = workflows.extract_folder(
         rec, tmp_path / "ws", CFG, workers=1, progress=False, known_students={"stu_good"}
     )
     s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
@@ -279,7 +279,7 @@ def test_prosody_failure_is_listed_not_silent(tmp_path, monkeypatch):
     """openSMILE failing on one track marks the session partial and lists the reason."""
     import soundfile as sf
 
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
     from tests.conftest import voiced
 
     rec = tmp_path / "rec"
@@ -289,7 +289,7 @@ def test_prosody_failure_is_listed_not_silent(tmp_path, monkeypatch):
     )
     sf.write(rec / "s1" / "teacher.wav", voiced(120, seed=1), 16000)
     sf.write(rec / "s1" / "student.wav", voiced(240, seed=2), 16000)
-    real_run = ProsodyExtractor._run
+    real_run = OpenSmileProsody._run
     calls = []
 
     def run_failing_first(self, *args, **kwargs):
@@ -299,8 +299,8 @@ def test_prosody_failure_is_listed_not_silent(tmp_path, monkeypatch):
             raise RuntimeError("injected openSMILE crash")
         return real_run(self, *args, **kwargs)
 
-    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_first)
-    res = pipeline.extract(rec, tmp_path / "ws", CFG, workers=1, progress=False)
+    monkeypatch.setattr(OpenSmileProsody, "_run", run_failing_first)
+    res = workflows.extract_folder(rec, tmp_path / "ws", CFG, workers=1, progress=False)
     assert res.exit_code == 1
     s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
     assert s.loc["s1", "status"] == "partial"
@@ -344,12 +344,12 @@ def _given_recordings(root):
 
 def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
     """Edge cases of prosody_utterances, by hand; status and failures as without it."""
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
     from atrisk.ingest.audio import load_audio
 
     rec = _given_recordings(tmp_path / "rec")
     cfg = Config().override({"asr.backend": "transcripts"})
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    res = workflows.extract_folder(rec, tmp_path / "ws", cfg, workers=1, progress=False)
     pu = pd.read_parquet(tmp_path / "ws" / "prosody_utterances.parquet")
     u = pd.read_parquet(tmp_path / "ws" / "utterances.parquet")
     # rows in the utterances table's order, without the undecodable track's utterance
@@ -358,7 +358,7 @@ def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
                                   expected[["session_id", "speaker", "start_s", "end_s"]]
                                   .reset_index(drop=True))
     feats = pu.drop(columns="prosody_backend")
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     teacher = load_audio(rec / "s1" / "teacher.wav", 16000)
     student = load_audio(rec / "s1" / "student.wav", 16000)
     for key, signal in ((("s1", "teacher", 0.2, 1.2), teacher[3200:19200]),
@@ -372,7 +372,7 @@ def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
                                                                   F0] + 10
     # status and failures: only the undecodable track, as with per-utterance prosody off
     shutil.copytree(tmp_path / "ws", tmp_path / "off")  # the setting is in the resume key
-    off = pipeline.extract(rec, tmp_path / "off", cfg.override({"prosody.per_utterance": False}),
+    off = workflows.extract_folder(rec, tmp_path / "off", cfg.override({"prosody.per_utterance": False}),
                            workers=1, progress=False)
     assert off.n_resumed == 0
     s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
@@ -401,10 +401,10 @@ def test_prosody_per_utterance_bad_times_and_tracks(tmp_path):
 
 def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
     """openSMILE failing on one utterance: NaN row, session partial, reason listed."""
-    from atrisk.extractors.prosody import ProsodyExtractor
+    from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 
     rec = _given_recordings(tmp_path / "rec")
-    real_run = ProsodyExtractor._run
+    real_run = OpenSmileProsody._run
 
     def run_failing_on_one(self, level, x, rate, **kwargs):
         # fault injection: a real openSMILE crash cannot be provoked on demand
@@ -413,9 +413,9 @@ def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
             raise RuntimeError("injected openSMILE crash")
         return real_run(self, level, x, rate, **kwargs)
 
-    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_one)
+    monkeypatch.setattr(OpenSmileProsody, "_run", run_failing_on_one)
     cfg = Config().override({"asr.backend": "transcripts"})
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False)
+    res = workflows.extract_folder(rec, tmp_path / "ws", cfg, workers=1, progress=False)
     s = pd.read_parquet(tmp_path / "ws" / "sessions.parquet").set_index("session_id")
     assert s.at["s1", "status"] == "partial"
     assert "s1/student.wav: prosody failed on 1 of 1 utterance(s)" in s.at["s1", "error"]
@@ -428,10 +428,11 @@ def test_prosody_failure_on_an_utterance_is_listed(tmp_path, monkeypatch):
 
 WORKER_IMPORTS = """
 import sys
-from atrisk import pipeline
 from atrisk.config import Config
+from atrisk.extract import session as session_mod
+from atrisk.extract.engines import local as local_engine
 cfg = Config().override({"asr.backend": "transcripts", "prosody.backend": sys.argv[1]})
-pipeline._worker_init(pipeline._WorkerSpec(cfg, "transcripts", "x", "cpu", 1, None))
+local_engine._worker_init(session_mod.WorkerSpec(cfg, "transcripts", "x", "cpu", 1, None))
 print("torch" in sys.modules)
 """
 

@@ -1,6 +1,6 @@
 """eGeMAPSv02 functionals of streamed tracks in bounded openSMILE memory.
 
-``ProsodyExtractor.process_stream`` (``bounded=True``) runs openSMILE up to the
+``OpenSmileProsody.process_stream`` (``bounded=True``) runs openSMILE up to the
 contours its functionals read, with ring buffers, and computes the 88 functionals from
 those frames (``egemaps.opensmile_functionals``); ``bounded=False`` is openSMILE's
 own whole-track functionals.  The two must agree within 1e-6 (relative); on the
@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atrisk.extractors import prosody as prosody_module
-from atrisk.extractors.prosody import ProsodyExtractor
+from atrisk.extractors.prosody import opensmile_backend as prosody_module
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 from atrisk.ingest.audio import load_audio
 
 SR = 16000
 TOL = 1e-6
-SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+SPEECH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "speech"
 
 
 def _blocks(x: np.ndarray, size: int):
@@ -28,11 +28,11 @@ def _blocks(x: np.ndarray, size: int):
 
 
 def _both(x: np.ndarray, block: int = 3 * SR + 17):
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     whole = ex.process_stream(_blocks(x, block), SR, "s", "teacher", bounded=False)
     bounded = ex.process_stream(_blocks(x, block), SR, "s", "teacher")
-    assert ex.failures == {}
-    return bounded.iloc[0], whole.iloc[0]
+    assert whole.failures == {} and bounded.failures == {}
+    return bounded.frame.iloc[0], whole.frame.iloc[0]
 
 
 def _assert_close(bounded, whole, tol: float = TOL) -> None:
@@ -82,7 +82,7 @@ def test_a_stream_too_short_to_frame_gives_nan_like_openSMILE():
 
 
 def test_bounded_run_uses_ring_buffers_and_one_sink_per_input_level(monkeypatch):
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     smile = ex._smile_for("inputs")
     seen: list[dict] = []
     real = smile._smile
@@ -164,7 +164,7 @@ def test_frames_written_after_the_first_end_of_input_tick_are_left_out(
     # Signals whose late frames (written after openSMILE's functionals read their
     # level) reach the sinks: a late frame has the index of the sink's next block.
     x = _voiced_signal(seconds)
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     clock = prosody_module.itertools.count()
     stores = [prosody_module._FrameStore(clock) for _ in prosody_module._INPUT_SINKS]
     markers = [prosody_module._Marker(clock) for _ in prosody_module._MARKER_SINKS]

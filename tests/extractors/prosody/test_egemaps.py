@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from atrisk.extractors import egemaps as pt
+from atrisk.extractors.prosody import egemaps as pt
 
 
 def test_opensmile_segments_hysteresis_and_cap():

@@ -21,8 +21,9 @@ import soundfile as sf
 
 from atrisk.config import AudioConfig, ProsodyConfig
 from atrisk.errors import AudioDecodeError, ConfigError
-from atrisk.extractors import prosody as prosody_module
-from atrisk.extractors.prosody import ProsodyExtractor, make_prosody_extractor
+from atrisk.extractors.prosody import load_prosody
+from atrisk.extractors.prosody import opensmile_backend as prosody_module
+from atrisk.extractors.prosody.opensmile_backend import OpenSmileProsody
 from atrisk.ingest.audio import DecodedSession, decode_session, load_audio
 from atrisk.records import Session, Utterance
 
@@ -37,8 +38,8 @@ def _espeak(path: Path, pitch: int = 50) -> Path:
 
 
 @pytest.fixture(scope="module")
-def extractor() -> ProsodyExtractor:
-    return ProsodyExtractor()
+def extractor() -> OpenSmileProsody:
+    return OpenSmileProsody()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_short_and_silent_signals_do_not_crash(extractor, tmp_path):
 
 
 def test_opensmile_failure_gives_nan_row(tmp_path, monkeypatch):
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
 
     def boom(*args, **kwargs):
         raise RuntimeError("openSMILE exploded")
@@ -117,7 +118,7 @@ def test_opensmile_failure_gives_nan_row(tmp_path, monkeypatch):
 
 
 def test_bad_inputs(extractor, tmp_path):
-    with pytest.raises(ValueError, match="sampling_rate"):
+    with pytest.raises(ValueError, match="sample_rate"):
         extractor.process_signal(np.zeros(100), 1)
     with pytest.raises(AudioDecodeError, match="file not found"):
         extractor.process_file(tmp_path / "missing.wav")
@@ -134,7 +135,7 @@ def test_process_sessions_index_and_values(extractor, speech):
     t = datetime(2024, 3, 1, tzinfo=UTC)
     s1 = decode_session(Session("s1", "u1", "t1", t, speech["low"], speech["high"]), AudioConfig())
     s2 = decode_session(Session("s2", "u2", "t1", t, speech["high"], None), AudioConfig())
-    df = extractor.process_sessions([s1, s2])
+    df = extractor.process_sessions([s1, s2]).frame
     assert df.index.names == ["session_id", "track"]
     assert list(df.index) == [("s1", "teacher"), ("s1", "student"), ("s2", "teacher")]
     assert df.shape == (3, 88) and list(df.columns) == extractor.feature_names
@@ -142,7 +143,7 @@ def test_process_sessions_index_and_values(extractor, speech):
     np.testing.assert_allclose(df.loc[("s1", "student")].to_numpy(),
                                df.loc[("s2", "teacher")].to_numpy(), rtol=1e-6)
     assert df.loc[("s1", "student"), F0] > df.loc[("s1", "teacher"), F0]
-    empty = extractor.process_sessions([])
+    empty = extractor.process_sessions([]).frame
     assert empty.shape == (0, 88) and empty.index.names == ["session_id", "track"]
 
 
@@ -151,7 +152,7 @@ def test_process_sessions_does_not_modify_signals(extractor):
     sig[::2] = 0.1
     session = Session("s9", "u", "t", datetime(2024, 1, 1, tzinfo=UTC), None, None)
     d = DecodedSession(session, {"teacher": sig, "student": None}, {}, 0.5, 16000)
-    df = extractor.process_sessions([d])
+    df = extractor.process_sessions([d]).frame
     assert list(df.index) == [("s9", "teacher")]
     assert np.isnan(sig[1])  # caller's array untouched
 
@@ -191,7 +192,7 @@ def test_chunked_functionals_equal_whole_signal(long_speech):
                             feature_level=opensmile.FeatureLevel.Functionals)
     whole = smile.process_signal(long_speech, SR).iloc[0].to_numpy(dtype="float64")
     for chunk_s in (0.37, 2.0, 600.0):  # many chunks through the ring buffer, and one
-        ours = ProsodyExtractor(chunk_s=chunk_s).process_signal(long_speech, SR)
+        ours = OpenSmileProsody(chunk_s=chunk_s).process_signal(long_speech, SR)
         np.testing.assert_array_equal(ours.to_numpy(), whole)  # bit-identical
 
 
@@ -199,7 +200,7 @@ def test_chunked_lld_equal_whole_signal(long_speech):
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
     whole = smile.process_signal(long_speech, SR)
-    ex = ProsodyExtractor(chunk_s=0.37)
+    ex = OpenSmileProsody(chunk_s=0.37)
     lld = ex.process_signal_lld(long_speech, SR)
     assert list(lld.columns) == list(whole.columns) == ex.lld_names and len(ex.lld_names) == 25
     assert lld.index.names == ["start_s", "end_s"] and len(lld) == len(whole)
@@ -209,20 +210,20 @@ def test_chunked_lld_equal_whole_signal(long_speech):
 
 
 def test_lld_feature_level_in_files_and_sessions(speech):
-    ex = ProsodyExtractor(ProsodyConfig(feature_level="lld"))
+    ex = OpenSmileProsody(ProsodyConfig(feature_level="lld"))
     df = ex.process_files([speech["ref"]])
     assert df.index.names == ["file", "start_s", "end_s"] and df.shape[1] == 25
     n_frames = len(ex.process_signal_lld(load_audio(speech["ref"], SR), SR))
     assert len(df) == n_frames > 100
     t = datetime(2024, 3, 1, tzinfo=UTC)
     s1 = decode_session(Session("s1", "u1", "t1", t, speech["low"], None), AudioConfig())
-    sess = ex.process_sessions([s1])
+    sess = ex.process_sessions([s1]).frame
     assert sess.index.names == ["session_id", "track", "start_s", "end_s"]
     assert set(sess.index.get_level_values("track")) == {"teacher"}
 
 
 def test_compare_2016_on_request():
-    ex = ProsodyExtractor(ProsodyConfig(feature_set="ComParE_2016"), chunk_s=0.4)  # 4 chunks
+    ex = OpenSmileProsody(ProsodyConfig(feature_set="ComParE_2016"), chunk_s=0.4)  # 4 chunks
     x = _tone(220, 1.5)
     ours = ex.process_signal(x, SR)
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.ComParE_2016,
@@ -237,10 +238,10 @@ def test_compare_2016_on_request():
 
 
 def test_process_segments_and_utterances():
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     # 1 s of 220 Hz, 1 s of silence, 1 s of 330 Hz
     track = np.concatenate([_tone(220, 1.0), np.zeros(SR, np.float32), _tone(330, 1.0)])
-    seg = ex.process_segments(track, SR, "s1", "student", [(0.0, 1.0), (2.0, 3.0), (5.0, 6.0)])
+    seg = ex.process_segments(track, SR, "s1", "student", [(0.0, 1.0), (2.0, 3.0), (5.0, 6.0)]).frame
     assert seg.index.names == ["session_id", "speaker", "start_s", "end_s"]
     assert list(seg.index) == [("s1", "student", 0.0, 1.0), ("s1", "student", 2.0, 3.0),
                                ("s1", "student", 5.0, 6.0)]
@@ -254,7 +255,7 @@ def test_process_segments_and_utterances():
     utts = [Utterance("s1", "student", 2.0, 3.0, "three"),
             Utterance("s1", "teacher", 0.0, 1.0, "missing track"),
             Utterance("s1", "student", 0.0, 1.0, "one")]
-    per_utt = ex.process_utterances([d], utts)
+    per_utt = ex.process_utterances([d], utts).frame
     assert list(per_utt.index) == [("s1", "student", 2.0, 3.0), ("s1", "student", 0.0, 1.0)]
     np.testing.assert_array_equal(per_utt.to_numpy(), seg.iloc[[1, 0]].to_numpy())
 
@@ -263,7 +264,7 @@ def test_segments_with_bad_times_give_defined_rows(extractor):
     """0.05 s, partly/wholly beyond the end, reversed, missing time: each row by hand."""
     track = np.concatenate([_tone(220, 1.0), np.zeros(SR, np.float32), _tone(330, 1.0)])
     segs = [(0.5, 0.55), (2.5, 9.0), (4.0, 5.0), (1.0, 0.5), (math.nan, 1.0), (2.2, 3.0)]
-    seg = extractor.process_segments(track, SR, "s1", "student", segs)
+    seg, failures = extractor.process_segments(track, SR, "s1", "student", segs)
     pd.testing.assert_index_equal(seg.index, pd.MultiIndex.from_tuples(
         [("s1", "student", a, b) for a, b in segs], names=["session_id", "speaker", "start_s",
                                                            "end_s"]))
@@ -277,12 +278,12 @@ def test_segments_with_bad_times_give_defined_rows(extractor):
     assert seg.iloc[2:5].isna().all().all()  # beyond the end, reversed, NaN time: NaN rows
     np.testing.assert_array_equal(seg.iloc[5].to_numpy(),
                                   extractor.process_signal(track[35200:], SR).to_numpy())
-    assert extractor.failures == {}  # NaN rows for undefined input are not failures
+    assert failures == {}  # NaN rows for undefined input are not failures
 
 
 def test_segment_failures_are_recorded_per_segment(monkeypatch):
-    ex = ProsodyExtractor()
-    real_run = ProsodyExtractor._run
+    ex = OpenSmileProsody()
+    real_run = OpenSmileProsody._run
 
     def run_failing_on_short(self, level, x, rate, **kwargs):
         # fault injection: a real openSMILE crash cannot be provoked on demand
@@ -291,13 +292,13 @@ def test_segment_failures_are_recorded_per_segment(monkeypatch):
             raise RuntimeError("injected openSMILE crash")
         return real_run(self, level, x, rate, **kwargs)
 
-    monkeypatch.setattr(ProsodyExtractor, "_run", run_failing_on_short)
+    monkeypatch.setattr(OpenSmileProsody, "_run", run_failing_on_short)
     track = _tone(220, 2.0)
-    seg = ex.process_segments(track, SR, "s1", "teacher", [(0.0, 1.0), (1.0, 1.5)])
+    seg, failures = ex.process_segments(track, SR, "s1", "teacher", [(0.0, 1.0), (1.0, 1.5)])
     assert seg.iloc[1].isna().all() and seg[F0].iloc[0] == pytest.approx(_semitones(220),
                                                                           abs=0.05)
-    assert list(ex.failures) == [("s1", "teacher", 1.0, 1.5)]
-    assert "injected openSMILE crash" in ex.failures[("s1", "teacher", 1.0, 1.5)]
+    assert list(failures) == [("s1", "teacher", 1.0, 1.5)]
+    assert "injected openSMILE crash" in failures[("s1", "teacher", 1.0, 1.5)]
 
 
 # -- many files in parallel ---------------------------------------------------------------
@@ -307,28 +308,28 @@ def test_parallel_files_equal_serial(speech, tmp_path):
     tone = tmp_path / "tone.wav"
     sf.write(tone, _tone(180, 1.0), SR)
     files = [speech["low"], tone, speech["high"], speech["ref"]]
-    serial = ProsodyExtractor().process_files(files)
-    parallel = ProsodyExtractor(num_workers=2).process_files(files)
+    serial = OpenSmileProsody().process_files(files)
+    parallel = OpenSmileProsody(num_workers=2).process_files(files)
     pd.testing.assert_frame_equal(parallel, serial)
     assert list(serial.index) == [str(f) for f in files]
     t = datetime(2024, 3, 1, tzinfo=UTC)
     decoded = [decode_session(Session(f"s{i}", "u", "t", t, f, None), AudioConfig())
                for i, f in enumerate(files[:2])]
-    pd.testing.assert_frame_equal(ProsodyExtractor(num_workers=2).process_sessions(decoded),
-                                  ProsodyExtractor().process_sessions(decoded))
+    pd.testing.assert_frame_equal(OpenSmileProsody(num_workers=2).process_sessions(decoded).frame,
+                                  OpenSmileProsody().process_sessions(decoded).frame)
 
 
 # -- backend factory ----------------------------------------------------------------------
 
 
 def test_make_prosody_extractor(monkeypatch):
-    ex = make_prosody_extractor(ProsodyConfig(), sample_rate=8000, num_workers=2)
-    assert isinstance(ex, ProsodyExtractor) and ex.sample_rate == 8000 and ex.num_workers == 2
-    monkeypatch.setitem(sys.modules, "atrisk.extractors.prosody_torch", None)  # not importable
+    ex = load_prosody(ProsodyConfig(), sample_rate=8000, num_workers=2)
+    assert isinstance(ex, OpenSmileProsody) and ex.sample_rate == 8000 and ex.num_workers == 2
+    monkeypatch.setitem(sys.modules, "atrisk.extractors.prosody.torch_backend", None)  # not importable
     with pytest.raises(ConfigError, match="torch.*not available"):
-        make_prosody_extractor(ProsodyConfig.model_construct(backend="torch"))
+        load_prosody(ProsodyConfig.model_construct(backend="torch"))
     with pytest.raises(ConfigError, match="unknown prosody.backend"):
-        make_prosody_extractor(ProsodyConfig.model_construct(backend="praat"))
+        load_prosody(ProsodyConfig.model_construct(backend="praat"))
 
 
 # -- bad inputs: defined outputs, never a crash ------------------------------------------
@@ -403,11 +404,11 @@ def test_file_is_streamed_in_chunks_and_equals_decoded_signal(speech, tmp_path):
     stereo = tmp_path / "stereo.flac"
     x = load_audio(speech["low"], 22050)
     sf.write(stereo, np.stack([0.8 * x, 0.2 * x], axis=1), 22050)
-    ex = ProsodyExtractor(chunk_s=0.3)  # ~15 chunks of decoded audio
+    ex = OpenSmileProsody(chunk_s=0.3)  # ~15 chunks of decoded audio
     streamed = ex.process_file(stereo)
     decoded = ex.process_signal(load_audio(stereo, SR), SR)  # whole track, then openSMILE
     np.testing.assert_array_equal(streamed.to_numpy()[0], decoded.to_numpy())
-    lld = ProsodyExtractor(ProsodyConfig(feature_level="lld"), chunk_s=0.3).process_file(stereo)
+    lld = OpenSmileProsody(ProsodyConfig(feature_level="lld"), chunk_s=0.3).process_file(stereo)
     np.testing.assert_array_equal(lld.to_numpy(), ex.process_signal_lld(
         load_audio(stereo, SR), SR).to_numpy())
     bad = tmp_path / "bad.wav"
@@ -440,7 +441,7 @@ def test_slow_producer_starves_consumer_without_changing_features(speech, monkey
             yield piece
 
     monkeypatch.setattr(prosody_module, "_stream_file", slow)
-    ex = ProsodyExtractor(chunk_s=0.2)  # ~15 chunks, each a 30 ms wait
+    ex = OpenSmileProsody(chunk_s=0.2)  # ~15 chunks, each a 30 ms wait
     streamed = ex.process_file(speech["ref"]).to_numpy()[0]
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.Functionals)
@@ -467,7 +468,7 @@ def test_error_before_consumer_runs_is_reported_not_masked(monkeypatch, caplog):
     monkeypatch.setattr(prosody_module.threading, "Thread", LateAndInterrupted)
     faulthandler.dump_traceback_later(60, exit=True)  # a deadlock fails instead of hanging
     try:
-        out = ProsodyExtractor(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
+        out = OpenSmileProsody(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
     finally:
         faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -483,7 +484,7 @@ def test_thread_start_failure_is_reported(monkeypatch, caplog):
             raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(prosody_module.threading, "Thread", NoThread)
-    out = ProsodyExtractor(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
+    out = OpenSmileProsody(chunk_s=0.1).process_signal(_tone(150, 5.0), SR)
     assert out.isna().all()
     assert "can't start new thread" in caplog.text
     assert "running state" not in caplog.text and "cannot join" not in caplog.text
@@ -498,20 +499,19 @@ def test_process_sessions_lists_the_track_opensmile_failed_on(monkeypatch):
     session = Session("s7", "u", "t", datetime(2024, 1, 1, tzinfo=UTC), None, None)
     d = DecodedSession(session, {"teacher": _tone(150, 5.0), "student": _tone(220, 1.0)},
                        {}, 5.0, SR)
-    ex = ProsodyExtractor(chunk_s=0.1)
-    df = ex.process_sessions([d])
+    ex = OpenSmileProsody(chunk_s=0.1)
+    df, failures = ex.process_sessions([d])
     assert df.loc[("s7", "teacher")].isna().all()
     assert df.loc[("s7", "student"), F0] == pytest.approx(_semitones(220), abs=0.1)
-    assert ex.failures == {("s7", "teacher"): "s7/teacher: openSMILE failed: RuntimeError: "
+    assert failures == {("s7", "teacher"): "s7/teacher: openSMILE failed: RuntimeError: "
                                               "can't start new thread"}
-    ex.process_sessions([])
-    assert ex.failures == {}
+    assert ex.process_sessions([]).failures == {}
 
 
 def test_whole_track_in_one_piece_is_cut_to_the_ring(speech, monkeypatch):
     # Without the ffmpeg binary process_file decodes the whole track and hands it over in
     # one piece, larger than the 2-chunk ring buffer: the write used to fail forever.
-    ex = ProsodyExtractor(chunk_s=0.1)
+    ex = OpenSmileProsody(chunk_s=0.1)
     monkeypatch.setattr(prosody_module.shutil, "which", lambda name: None)
     out = ex.process_file(speech["ref"]).to_numpy()[0]
     np.testing.assert_array_equal(out, ex.process_signal(load_audio(speech["ref"], SR),
@@ -521,15 +521,15 @@ def test_whole_track_in_one_piece_is_cut_to_the_ring(speech, monkeypatch):
 
 def test_extract_refuses_lld_feature_level(tmp_path):
     from atrisk.config import Config
-    from atrisk.pipeline import extract
+    from atrisk.extract import Extractor
 
     config = Config().override({"prosody.feature_level": "lld"})
     with pytest.raises(ConfigError, match="feature_level"):
-        extract(tmp_path / "recordings", tmp_path / "ws", config=config)
+        Extractor(config).extract(tmp_path / "recordings", tmp_path / "ws")
     assert not (tmp_path / "ws").exists()
 
 
-PYANNOTE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech" / "pyannote"
+PYANNOTE = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "speech" / "pyannote"
 
 
 @pytest.mark.realdata
@@ -539,7 +539,7 @@ def test_real_two_speaker_recording_streamed_and_per_turn():
     wav, rttm = PYANNOTE / "sample.wav", PYANNOTE / "sample.rttm"
     if not wav.is_file():
         pytest.skip(f"real data not found at {wav}")
-    ex = ProsodyExtractor(chunk_s=1.7)
+    ex = OpenSmileProsody(chunk_s=1.7)
     ours = ex.process_file(wav)
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.Functionals)
@@ -548,7 +548,7 @@ def test_real_two_speaker_recording_streamed_and_per_turn():
     turns = [(float(f[3]), float(f[3]) + float(f[4]), f[7])
              for f in (line.split() for line in rttm.read_text().splitlines()) if f]
     x = load_audio(wav, SR)
-    per_turn = ex.process_segments(x, SR, "sample", "student", [(a, b) for a, b, _ in turns])
+    per_turn = ex.process_segments(x, SR, "sample", "student", [(a, b) for a, b, _ in turns]).frame
     assert len(per_turn) == len(turns) == 10
     assert (per_turn[LOUD] > 0.05).all()
     assert per_turn[F0].notna().mean() >= 0.9  # speech turns are voiced
@@ -583,7 +583,7 @@ def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
     shipped = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                               feature_level=opensmile.FeatureLevel.Functionals)
     expected = shipped.process_file(str(wav)).iloc[0].to_numpy(dtype="float64")
-    ex = ProsodyExtractor(chunk_s=1.7)
+    ex = OpenSmileProsody(chunk_s=1.7)
     seen: list[dict] = []
     smile = ex._smile_for("functionals")
     real = smile._smile
@@ -596,7 +596,7 @@ def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
                           (11.0, "buffer_mode_3000.conf.inc"),  # too short: grows
                           (None, None)):
         row = ex.process_stream(iter(blocks), SR, "s", "teacher", duration_s=hint,
-                                bounded=False)
+                                bounded=False).frame
         np.testing.assert_array_equal(row.to_numpy()[0], expected)  # bit-identical
         got = seen[-1].get("bufferModeConf")
         assert (got is None) if include is None else Path(got).name == include
@@ -608,8 +608,8 @@ def test_sized_buffers_give_the_shipped_configs_functionals(monkeypatch):
 def test_pruned_egemaps_config_drops_only_unused_components():
     path = prosody_module._pruned_egemaps()
     assert path is not None and Path(path).is_file()
-    assert ProsodyExtractor().smile.config_path == path  # the functionals use it
-    assert ProsodyExtractor(ProsodyConfig(feature_level="lld"))._smile_for(
+    assert OpenSmileProsody().smile.config_path == path  # the functionals use it
+    assert OpenSmileProsody(ProsodyConfig(feature_level="lld"))._smile_for(
         "lld").config_path.endswith("opensmile/core/config/egemaps/v02/eGeMAPSv02.conf")
     gemaps = Path(path).parents[2] / "gemaps" / "v01b"
     text = "".join((gemaps / n).read_text() for n in prosody_module._GEMAPS_INCLUDES)
@@ -621,7 +621,7 @@ def test_pruned_egemaps_config_drops_only_unused_components():
         assert f"instance[gemapsv01b_{name}]." in text
 
 
-SPEECH = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "speech"
+SPEECH = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "speech"
 
 
 @pytest.mark.realdata
@@ -647,7 +647,7 @@ def test_generated_config_removed_between_runs_is_made_again(speech, tmp_path, m
 
     # a private cache folder: the shared one may be in use by other processes
     monkeypatch.setattr(prosody_module, "_cache_folder", lambda: tmp_path)
-    ex = ProsodyExtractor()
+    ex = OpenSmileProsody()
     x = load_audio(speech["ref"], SR)
     first = ex.process_signal(x, SR)
     shutil.rmtree(Path(ex.smile.config_path).parents[2])  # e.g. a tmp cleaner

@@ -27,6 +27,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from atrisk.errors import ConfigError
+from atrisk.registry import ASR_BACKENDS, PROSODY_BACKENDS
+
+
+def _registered(name: str, kind: str, registry: dict) -> str:
+    """Return ``name`` when it is a backend of ``registry``; else a ValueError listing them."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} backend {name!r}; choose one of {', '.join(registry)}")
+    return name
 
 
 class _Section(BaseModel):
@@ -45,10 +53,11 @@ class AudioConfig(_Section):
 class ProsodyConfig(_Section):
     """Prosodic features per track."""
 
-    backend: Literal["opensmile", "torch"] = Field(
+    backend: str = Field(
         "opensmile",
         description="opensmile (research/education licence) or torch (licence-clean "
-        "eGeMAPSv02 re-implementation; see docs/prosody.md).",
+        "eGeMAPSv02 re-implementation; see docs/prosody.md); the names are those of "
+        "atrisk.registry.PROSODY_BACKENDS.",
     )
     feature_set: Literal["eGeMAPSv02", "ComParE_2016"] = Field(
         "eGeMAPSv02", description="openSMILE feature set (88 or 6373 functionals)."
@@ -57,19 +66,30 @@ class ProsodyConfig(_Section):
         "functionals",
         description="Functionals per track/utterance, or low-level descriptors per 10 ms frame.",
     )
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _registered(v, "prosody", PROSODY_BACKENDS)
+
     per_utterance: bool = Field(
         True,
         description="atrisk extract: also compute the functionals of every utterance (ASR "
         "segment or given transcript line) on its own track, i.e. the prosody of what was "
-        "said, not of the silence between (table prosody_utterances; a track that is half "
-        "speech costs about 60 % more prosody CPU time; see docs/prosody.md).",
+        "said, not of the silence between (table prosody_utterances; its cost: "
+        "docs/performance.md).",
     )
 
 
 class ASRConfig(_Section):
     """Speech recognition."""
 
-    backend: Literal["wav2vec2", "pocketsphinx", "transcripts"] = "wav2vec2"
+    backend: str = Field(
+        "wav2vec2", description="Speech recogniser: a name of atrisk.registry.ASR_BACKENDS.")
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        return _registered(v, "ASR", ASR_BACKENDS)
+
     model: str = Field(
         "facebook/wav2vec2-base-960h",
         description="Wav2Vec2ForCTC hub id or local folder (wav2vec2 backend).",
@@ -81,14 +101,13 @@ class ASRConfig(_Section):
     min_speech_ms: int = Field(250, ge=0, description="Shortest speech kept by the VAD.")
     speech_pad_ms: int = Field(100, ge=0, description="Padding added around VAD segments.")
     pocketsphinx_search: Literal["accurate", "fast"] = Field(
-        "accurate", description="pocketsphinx search: accurate = its defaults (RTF about 0.4 "
-        "on one core here); fast = narrower beams, every second frame (RTF about 0.1, more "
-        "word errors).",
+        "accurate", description="pocketsphinx search: accurate = its defaults; fast = "
+        "narrower beams, every second frame (faster, more word errors; docs/asr.md).",
     )
     quantize: bool = Field(
         False, description="wav2vec2 on CPU: int8 dynamic quantisation of the transformer's "
-        "Linear layers (about 30 % less CPU time in scripts/bench_asr.py; outputs change "
-        "slightly, so check the WER of your model with atrisk asr evaluate). Ignored on CUDA.",
+        "Linear layers (less CPU time; outputs change slightly, so check the WER of your "
+        "model with atrisk asr evaluate). Ignored on CUDA.",
     )
 
 
@@ -237,6 +256,15 @@ class Config(_Section):
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     asr_finetune: AsrFinetuneConfig = Field(default_factory=AsrFinetuneConfig)
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> Config:
+        """Load a configuration from a TOML or YAML file (defaults when ``path`` is ``None``).
+
+        Raises:
+            ConfigError: When the file is missing, unparsable or has invalid values.
+        """
+        return load_config(path)
 
     def override(self, values: dict[str, Any]) -> Config:
         """Return a copy with dotted keys replaced, e.g. ``{"asr.backend": "pocketsphinx"}``.

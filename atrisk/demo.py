@@ -19,16 +19,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from atrisk import pipeline
 from atrisk.config import Config
-from atrisk.progress import console, progress_bar
+from atrisk.features.pairs import pair_keys
+from atrisk.ingest.logs import load_logs
+from atrisk.progress import console, print_auc_table, progress_bar
+from atrisk.synthetic import generate_cohort
+from atrisk.workflows import evaluate_folder, extract_folder, predict_folder, train_folder
 
 
 def busiest_day(logs_dir: Path, sessions: pd.DataFrame | None = None) -> pd.Timestamp:
     """Return the day with the most active students (latest such day on ties)."""
-    from atrisk.features.logs import load_logs
-    from atrisk.features.pairs import pair_keys
-
     keys = pair_keys(load_logs(logs_dir), sessions=sessions)
     counts = keys.groupby("t").size()
     return counts[counts == counts.max()].index.max()
@@ -54,8 +54,6 @@ def run_demo(
             (with a warning) when it cannot be loaded, e.g. offline.
         quiet: Print nothing.
     """
-    from atrisk.synthetic import generate_cohort
-
     out = Path(out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -82,24 +80,24 @@ def run_demo(
     recordings, logs = out / "data" / "recordings", out / "data" / "logs"
 
     t = time.perf_counter()
-    ex = pipeline.extract(
+    ex = extract_folder(
         recordings, out / "workspace", config, asr_fallback=True, progress=not quiet
     )
     timings["extract"] = time.perf_counter() - t
     config = config.override({"asr.backend": ex.asr_backend})
 
     t = time.perf_counter()
-    tr = pipeline.train(out / "workspace", logs, out / "model", config)
+    tr = train_folder(out / "workspace", logs, out / "model", config)
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ev = pipeline.evaluate(out / "model", out / "workspace", logs, out / "report")
+    ev = evaluate_folder(out / "model", out / "workspace", logs, out / "report")
     timings["evaluate"] = time.perf_counter() - t
 
     t = time.perf_counter()
     sessions = pd.read_parquet(out / "workspace" / "sessions.parquet")
     day = busiest_day(logs, sessions)
-    risk, _ = pipeline.predict(out / "model", out / "workspace", logs, day, out / "risk.csv")
+    risk, _ = predict_folder(out / "model", out / "workspace", logs, day, out / "risk.csv")
     timings["predict"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
@@ -110,8 +108,8 @@ def run_demo(
         "utterances": ex.n_utterances,
         "asr_backend": ex.asr_backend,
         "pairs": tr.n_pairs,
-        "auc": ev.get("auc", {}),
-        "n_test_students": ev.get("n_students"),
+        "auc": ev.metrics.get("auc", {}),
+        "n_test_students": ev.metrics.get("n_students"),
         "risk_date": str(day.date()),
         "flagged": int(risk["flagged"].sum()),
         "paths": {
@@ -128,8 +126,6 @@ def run_demo(
 
 
 def _print_summary(s: dict) -> None:
-    from atrisk.cli_output import print_auc_table
-
     console.print(
         f"\n[bold]atrisk demo[/]: {s['students']} students ({s['dropout_rate']:.0%} dropped out), "
         f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_backend']}), "

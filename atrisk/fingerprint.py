@@ -1,6 +1,6 @@
 """Fingerprint of the code that computes ``extract``'s cached results (part of the resume key).
 
-The resume key of a session (:func:`atrisk.pipeline.session_key`) holds the inputs'
+The resume key of a session (:func:`atrisk.extract.plan.session_key`) holds the inputs'
 content, the output-changing config and the package version.  Without more, a change
 to a backend's code made without a version bump would leave a reused workspace with
 the old prosody or utterances.  :func:`extract_fingerprint` adds a hash of that code:
@@ -23,8 +23,8 @@ recomputes reused sessions once.
 
 Not covered: :mod:`atrisk.config` (the values that change outputs are already in the
 key; its field descriptions would otherwise drop every cache) and the orchestration
-in :mod:`atrisk.pipeline` (scheduling, timings; a change there that alters what a
-part file holds needs a version bump).
+around the session processor (planning, engines, table assembly; a change there that
+alters what a part file holds changes :data:`atrisk.extract.plan.PART_FORMAT`).
 """
 
 from __future__ import annotations
@@ -38,19 +38,16 @@ from functools import lru_cache
 from pathlib import Path
 
 from atrisk.config import Config
+from atrisk.registry import ASR_BACKENDS, PROSODY_BACKENDS
 
-#: Modules that start the code closure, per stage and backend (decoding always).
+#: Modules that start the code closure, per stage and backend: the session processor
+#: (decoding, streaming, per-utterance cuts) always, and each backend's module from the
+#: registry.
 ENTRY_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
-    "audio": {"*": ("atrisk.ingest.audio", "atrisk.extractors.segments")},
-    "prosody": {
-        "opensmile": ("atrisk.extractors.prosody",),
-        "torch": ("atrisk.extractors.prosody_torch",),
-    },
-    "asr": {
-        "wav2vec2": ("atrisk.asr.wav2vec2",),
-        "pocketsphinx": ("atrisk.asr.sphinx",),
-        "transcripts": ("atrisk.asr.transcripts",),
-    },
+    "audio": {"*": ("atrisk.extract.session",)},
+    "prosody": {name: (target.partition(":")[0],) for name, target in PROSODY_BACKENDS.items()},
+    "asr": {name: (target.partition(":")[0] if target else "atrisk.asr.transcripts",)
+            for name, target in ASR_BACKENDS.items()},
 }
 
 #: Installed packages whose versions are part of the fingerprint, per stage and backend.

@@ -1,4 +1,4 @@
-"""Rich progress bars for long work, switched off by ``--quiet``/``--json``."""
+"""Terminal output: the console, Rich progress bars (off with ``--quiet``/``--json``), tables."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 #: Console for messages and bars: stderr, so ``--json`` output on stdout stays clean.
 console = Console(stderr=True)
@@ -60,3 +61,25 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
     ]
     with Progress(*columns, console=console, transient=not sys.stderr.isatty()) as prog:
         yield _Task(prog, prog.add_task(description, total=total))
+
+
+def print_auc_table(
+    aucs: dict[str, dict[str, float | None]], n_students: int | None = None
+) -> None:
+    """Print AUC per horizon: one row per Δ, one column per model (fits 80 columns)."""
+    if not aucs:
+        return
+    models = list(aucs)
+    deltas = sorted({int(d) for m in models for d in aucs[m]})
+    who = f"{n_students} held-out students" if n_students else "held-out students"
+    table = Table(title=f"AUC by horizon Δ (days), {who}")
+    table.add_column("Δ", justify="right")
+    for m in models:
+        table.add_column(m, justify="right")
+    for d in deltas:
+        cells = []
+        for m in models:
+            v = aucs[m].get(str(d), aucs[m].get(d))
+            cells.append("—" if v is None else f"{v:.3f}")
+        table.add_row(str(d), *cells)
+    console.print(table)

@@ -415,7 +415,7 @@ class SpeechSynth:
     Args:
         sample_rate: Rate of the returned audio (Hz).
         workers: Threads running espeak-ng; default ``min(4, usable CPUs)``
-            (:func:`atrisk.pipeline.usable_cpus`: affinity and cgroup quota).
+            (:func:`atrisk.extract.resources.usable_cpus`: affinity and cgroup quota).
         executable: espeak-ng program name or path.
 
     Raises:
@@ -433,7 +433,7 @@ class SpeechSynth:
             )
         self.executable = found
         self.sample_rate = int(sample_rate)
-        from atrisk.pipeline import usable_cpus
+        from atrisk.extract.resources import usable_cpus
 
         self.workers = workers or min(4, usable_cpus())
         self._cache: dict[tuple[str, int, int, str], np.ndarray] = {}
@@ -923,7 +923,7 @@ def generate_cohort(
 #: (each dropout gives exactly one Δ = 1 positive); hazard and courses were chosen on
 #: seed 0 to match the dropout rate and the number of pairs: 16.4 % dropout, 66,696
 #: pairs, 0.91 % positive, mean span 19.3 days (longer than the seed's 17 because our
-#: pairs start the day after the first class).  ``scripts/reproduce_k12.py`` prints
+#: pairs start the day after the first class).  ``scripts/recipes/reproduce_k12.py`` prints
 #: what it really gives.
 PAPER_N_STUDENTS = 3926
 PAPER_PARAMS = CohortParams(hazard_base=0.0062, courses_mean=6.3, first_class_days=(1, 2),

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 #: Characters of the default tiny-model vocabulary (the space is the word delimiter).
 DEFAULT_VOCAB = "abcdefghijklmnopqrstuvwxyz' "
 
@@ -171,3 +173,59 @@ def _run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
+
+
+def voiced_signal(f0: float, seconds: float = 4.0, seed: int = 0, sr: int = 16000) -> np.ndarray:
+    """Return a crude voiced signal: harmonics of ``f0`` in syllable-like bursts, a little noise.
+
+    Enough for prosody (pitch, loudness, voicing) without a speech synthesiser.
+
+    Args:
+        f0: Fundamental frequency (Hz).
+        seconds: Length.
+        seed: Seed of the noise.
+        sr: Sample rate (Hz).
+
+    Returns:
+        float32 samples.
+    """
+    t = np.arange(int(sr * seconds)) / sr
+    rng = np.random.default_rng(seed)
+    env = (np.sin(2 * np.pi * 2.5 * t) > 0).astype(float)
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * env * 0.2
+    return (x + rng.normal(0, 0.003, t.size)).astype("float32")
+
+
+def small_recordings(root: Path, n: int = 3) -> Path:
+    """Write a recordings folder of ``n`` short sessions with given transcripts.
+
+    Sessions ``s0`` … have both tracks (2 s voiced signals) but the last, which has no
+    student track (a ``partial`` session); ``utterances.csv`` holds two utterances per
+    session, for the ``transcripts`` ASR backend.
+
+    Args:
+        root: Folder to create.
+        n: Sessions (at most 9).
+
+    Returns:
+        ``root``.
+    """
+    import soundfile as sf
+
+    root.mkdir(parents=True)
+    rows = ["session_id,student_id,teacher_id,start_time"]
+    utts = ["session_id,speaker,start_s,end_s,text"]
+    for i in range(n):
+        d = root / f"s{i}"
+        d.mkdir()
+        sf.write(d / "teacher.wav", voiced_signal(110 + 9 * i, seconds=2, seed=i), 16000)
+        if i != n - 1:  # the last has no student track: partial, listed
+            sf.write(d / "student.wav", voiced_signal(220 + 9 * i, seconds=2, seed=10 + i),
+                     16000)
+        rows.append(f"s{i},stu{i},tea1,2024-03-0{i + 1}T10:00:00Z")
+        utts += [f"s{i},teacher,0.1,0.9,what is seven times {i + 2}?",
+                 f"s{i},student,1.0,1.8,um it is {7 * (i + 2)}"]
+    (root / "sessions.csv").write_text("\n".join(rows) + "\n")
+    (root / "utterances.csv").write_text("\n".join(utts) + "\n")
+    return root
+

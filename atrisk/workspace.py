@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-import atrisk
 from atrisk.errors import AtriskError
+from atrisk.version import __version__
 
 #: Tables the workspace holds, in the order the pipeline makes them.
 TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class", "pairs")
@@ -59,7 +59,7 @@ def git_commit() -> str | None:
     """Return the git commit of the installed source tree, or ``None`` outside a checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(atrisk.__file__).parent,
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
             capture_output=True, text=True, timeout=5, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -118,7 +118,7 @@ class Workspace:
         self.root.mkdir(parents=True, exist_ok=True)
         write_text(config_toml, self.root / "config.toml")
         info = {
-            "atrisk_version": atrisk.__version__,
+            "atrisk_version": __version__,
             "git_commit": git_commit(),
             "finished_at": datetime.now(UTC).isoformat(),
             **(extra or {}),

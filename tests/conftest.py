@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from atrisk.testing import voiced_signal
+
 SR = 16000
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def voiced(f0: float, seconds: float = 4.0, seed: int = 0, sr: int = SR) -> np.ndarray:
-    """A crude voiced signal: harmonics of f0 in syllable-like bursts, plus a little noise."""
-    t = np.arange(int(sr * seconds)) / sr
-    rng = np.random.default_rng(seed)
-    env = (np.sin(2 * np.pi * 2.5 * t) > 0).astype(float)
-    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6)) * env * 0.2
-    return (x + rng.normal(0, 0.003, t.size)).astype("float32")
+    """A crude voiced signal (:func:`atrisk.testing.voiced_signal`)."""
+    return voiced_signal(f0, seconds, seed, sr)
 
 
 def make_bad_recordings(root: Path) -> Path:

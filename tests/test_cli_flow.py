@@ -181,3 +181,42 @@ def test_predict_db_replaces_the_day(trained):
             .fetchone()
         )
     assert n == (len(risk), len(risk))
+
+
+def test_predict_and_evaluate_use_the_feature_settings_the_model_was_trained_with(tmp_path):
+    """Non-default [features] at train time; predict/evaluate without --config follow them."""
+    generate_cohort(tmp_path / "data", n_students=40, seed=5, audio=False)
+    logs = tmp_path / "data" / "logs"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[features]\nwindows_days = [3, 10]\nin_class_sessions = 2\n"
+                   "[training]\nhorizons = [1, 3]\nn_estimators = 30\n")
+    ws, model = tmp_path / "ws", tmp_path / "model"
+    r = runner.invoke(app, ["train", "--workspace", str(ws), "--logs", str(logs), "--out",
+                            str(model), "--config", str(cfg)])
+    assert r.exit_code == 0, r.output
+    pairs = pd.read_parquet(ws / "pairs.parquet")
+    assert "time_classes_3d" in pairs.columns and "time_classes_7d" not in pairs.columns
+    saved = (model / "config.toml").read_text()
+    assert "windows_days = [\n    3,\n    10,\n]" in saved or "windows_days = [3, 10]" in saved
+    r = runner.invoke(app, ["evaluate", "--model", str(model), "--workspace", str(ws), "--logs",
+                            str(logs), "--out", str(tmp_path / "rep"), "--no-baselines",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert set(json.loads(r.stdout)["auc"]["gbdt"]) == {"1", "3"}
+    from atrisk.demo import busiest_day
+
+    day = busiest_day(logs)
+    r = runner.invoke(app, ["predict", "--model", str(model), "--workspace", str(ws), "--logs",
+                            str(logs), "--date", str(day.date()), "--out",
+                            str(tmp_path / "risk.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    # the model's own settings built the features: the same list as building them by hand
+    from atrisk import Config, Logs, RiskModel
+
+    m = RiskModel.load(model)
+    assert m.features.windows_days == [3, 10] and m.features.in_class_sessions == 2
+    assert Config().features.windows_days != [3, 10]
+    by_hand = m.rank(Logs.read(logs), None, day)
+    risk = pd.read_csv(tmp_path / "risk.csv")
+    assert list(risk["student_id"].astype(str)) == list(by_hand["student_id"])
+    assert risk["probability"].to_numpy() == pytest.approx(by_hand["probability"].to_numpy())

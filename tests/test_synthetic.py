@@ -315,8 +315,8 @@ def test_simulated_in_class_follows_class_engagement(tmp_path):
 
 @pytest.mark.slow
 def test_paper_scale_cohort_statistics(tmp_path):
-    from atrisk.features.logs import load_logs
     from atrisk.features.pairs import pair_keys
+    from atrisk.ingest.logs import load_logs
     from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS
 
     s = generate_cohort(tmp_path / "p", n_students=PAPER_N_STUDENTS, seed=0, audio=False,
@@ -353,9 +353,9 @@ def test_paper_preset_delays_dropout_and_first_class(tmp_path):
 @pytest.mark.parametrize(("usable", "expected"), [(1, 1), (3, 3), (16, 4)])
 def test_speech_threads_default_to_usable_cpus_at_most_4(monkeypatch, usable, expected):
     """The espeak-ng pool is sized by the usable CPUs (affinity, quota), not os.cpu_count()."""
-    from atrisk import pipeline
+    from atrisk.extract import resources
     from atrisk.synthetic import SpeechSynth
 
-    monkeypatch.setattr(pipeline, "usable_cpus", lambda: usable)
+    monkeypatch.setattr(resources, "usable_cpus", lambda: usable)
     assert SpeechSynth().workers == expected
     assert SpeechSynth(workers=7).workers == 7

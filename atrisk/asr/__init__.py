@@ -1,17 +1,19 @@
 """Speech recognition: VAD segments -> text with times, behind one interface.
 
-Backends (``--asr-backend``):
+Backends (``--asr-backend``; the names and classes are in
+:data:`atrisk.registry.ASR_BACKENDS`, the one place a backend is added):
 
 * ``wav2vec2`` - any ``Wav2Vec2ForCTC`` checkpoint, hub id or local folder
-  (:class:`~atrisk.asr.wav2vec2.Wav2Vec2Transcriber`); best accuracy, GPU when there is one.
+  (:class:`~atrisk.asr.wav2vec2.Wav2Vec2Transcriber`); GPU when there is one.
 * ``pocketsphinx`` - offline English model bundled with the pip package
   (:class:`~atrisk.asr.sphinx.PocketsphinxTranscriber`); no download, lower accuracy.
 * ``transcripts`` - utterances given in a file; no audio is transcribed
-  (:mod:`atrisk.asr.transcripts`; the pipeline handles it itself).
+  (:mod:`atrisk.asr.transcripts`; the extractor reads them itself).
 
-Every audio backend is a :class:`~atrisk.asr.base.Transcriber`, built once by
-:func:`load_transcriber` and then called on many signals.  This module imports
-no torch; the backends import it when they are loaded.
+Every audio backend is a :class:`~atrisk.asr.base.Transcriber` with a
+``from_pretrained(model, device=…, config=…)`` constructor, built once by
+:func:`load_transcriber` and then called on many signals.  This module imports no
+torch; the backends import it when they are loaded.
 
 Example:
     >>> t = load_transcriber("pocketsphinx")  # doctest: +SKIP
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 from atrisk.asr.base import Segment, Transcriber, segments_to_utterances
 from atrisk.config import ASRConfig
-from atrisk.errors import ConfigError
+from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.registry import ASR_BACKENDS, load_class
 
 #: Names accepted by ``--asr-backend``.
-BACKENDS = ("wav2vec2", "pocketsphinx", "transcripts")
+BACKENDS = tuple(ASR_BACKENDS)
 
 __all__ = ["BACKENDS", "Segment", "Transcriber", "load_transcriber", "segments_to_utterances"]
 
@@ -39,11 +42,11 @@ def load_transcriber(
     """Build the transcriber of an ASR backend (the model loads here, once).
 
     Args:
-        backend: One of :data:`BACKENDS` except ``"transcripts"``.
-        model: wav2vec2: hub id or local folder (``config.model`` when ``None``).
-            pocketsphinx: must be ``None`` or ``"en-us"`` (its bundled model).
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (wav2vec2;
-            pocketsphinx always runs on the CPU).
+        backend: A name of :data:`BACKENDS` with an audio model (not ``"transcripts"``).
+        model: The backend's model (wav2vec2: hub id or local folder; ``None``:
+            ``config.model``); pocketsphinx takes only ``None`` or ``"en-us"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CPU-only backends
+            ignore it).
         config: ASR settings (VAD, batch size, ...); defaults when ``None``.
             Its ``backend`` field is not read: ``backend`` decides.
 
@@ -51,33 +54,26 @@ def load_transcriber(
         A ready :class:`~atrisk.asr.base.Transcriber`.
 
     Raises:
-        ConfigError: When the backend is unknown, is ``"transcripts"`` (no audio
-            transcriber), a pocketsphinx model other than en-us is asked for, or
-            the device is unusable.
-        ModelLoadError: When the model cannot be loaded (the message says why).
+        ConfigError: When the backend is unknown, has no audio transcriber
+            (``transcripts``), the model does not fit the backend, or the device is
+            unusable.
+        ModelLoadError: When the model (or the backend's package) cannot be loaded.
     """
     config = config or ASRConfig()
     name = (backend or "").strip().lower()
-    if name == "wav2vec2":
-        from atrisk.asr.wav2vec2 import Wav2Vec2Transcriber
-
-        return Wav2Vec2Transcriber.from_pretrained(model or config.model, device=device,
-                                                   config=config)
-    if name == "pocketsphinx":
-        if model not in (None, "", "en-us"):
-            raise ConfigError(
-                f"the pocketsphinx backend uses its bundled en-us model; --asr-model {model!r} "
-                "is only for --asr-backend wav2vec2"
-            )
-        from atrisk.asr.sphinx import PocketsphinxTranscriber
-
-        return PocketsphinxTranscriber(config=config)
-    if name == "transcripts":
+    if name not in ASR_BACKENDS:
         raise ConfigError(
-            "the transcripts backend reads utterance files (recordings/utterances.csv or "
+            f"unknown ASR backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    target = ASR_BACKENDS[name]
+    if target is None:
+        raise ConfigError(
+            f"the {name} backend reads utterance files (recordings/utterances.csv or "
             ".parquet, or --transcripts FILE) and has no audio transcriber; use "
             "atrisk.asr.transcripts.find_transcripts / utterances_for_session instead"
         )
-    raise ConfigError(
-        f"unknown ASR backend {backend!r}; choose one of: {', '.join(BACKENDS)}"
-    )
+    try:
+        cls = load_class(target)
+    except ImportError as exc:
+        raise ModelLoadError(f"the {name} ASR backend cannot be imported: {exc} "
+                             f"(pip install 'atrisk[{name}]')") from None
+    return cls.from_pretrained(model, device=device, config=config)

@@ -9,9 +9,6 @@ gives an empty list, never an error.
 from __future__ import annotations
 
 import math
-import shutil
-import subprocess
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -202,85 +199,6 @@ def prepare_signal(signal: np.ndarray, sample_rate: int) -> np.ndarray:
 
         x = AF.resample(torch.from_numpy(x), int(sample_rate), MODEL_SAMPLE_RATE).numpy()
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def iter_audio_blocks(path: Path | str, block_s: float = 60.0) -> Iterator[np.ndarray]:
-    """Decode a file to 16 kHz mono float32 blocks, never holding the whole track.
-
-    Files soundfile reads at 16 kHz (WAV, FLAC, OGG, ...) are read block by block;
-    anything else (other rates, MP3, video) is streamed through ``ffmpeg``
-    (``-ar 16000 -f f32le``, resampled per channel).  Channels are averaged (as
-    :func:`atrisk.ingest.audio.load_audio` does, not FFmpeg's down-mix); NaN/inf
-    samples become 0.
-
-    Args:
-        path: Audio or video file.
-        block_s: Length of each block in seconds (the last one may be shorter).
-
-    Yields:
-        1-D float32 arrays at :data:`MODEL_SAMPLE_RATE`.
-
-    Raises:
-        AudioDecodeError: When the file is missing, empty, or cannot be decoded
-            (the message names the file and ffmpeg's reason).
-    """
-    import soundfile as sf
-
-    from atrisk.ingest.audio import _check_file
-
-    path = Path(path)
-    _check_file(path)
-    block = max(1, int(block_s * MODEL_SAMPLE_RATE))
-    try:
-        info = sf.info(str(path))
-    except Exception:  # not a format libsndfile knows: ffmpeg below
-        info = None
-    if info is not None and int(info.samplerate) == MODEL_SAMPLE_RATE:
-        with sf.SoundFile(str(path)) as f:
-            for data in f.blocks(blocksize=block, dtype="float32", always_2d=True):
-                yield _finite_mono(data)
-        return
-    yield from _ffmpeg_blocks(path, block)
-
-
-def _finite_mono(data: np.ndarray) -> np.ndarray:
-    """Average a samples x channels block to mono float32 with NaN/inf set to 0."""
-    x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return np.nan_to_num(np.ascontiguousarray(x, dtype=np.float32), nan=0.0, posinf=0.0,
-                         neginf=0.0)
-
-
-def _ffmpeg_blocks(path: Path, block: int) -> Iterator[np.ndarray]:
-    """Stream ``path`` through the ffmpeg binary as 16 kHz mono float32 blocks."""
-    from atrisk.ingest.audio import _ffprobe, _tool_reason
-
-    channels = int(_ffprobe(path).get("channels") or 1)
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise AudioDecodeError(f"{path}: cannot decode: the ffmpeg binary is not installed")
-    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
-           "-ar", str(MODEL_SAMPLE_RATE), "-f", "f32le", "-"]
-    with tempfile.TemporaryFile() as err, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=err
-    ) as proc:
-        assert proc.stdout is not None  # stdout=PIPE above; internal invariant
-        n_out = 0
-        try:
-            frame = 4 * channels
-            while raw := proc.stdout.read(block * frame):
-                x = np.frombuffer(raw[: len(raw) - len(raw) % frame], dtype="<f4")
-                x = x.reshape(-1, channels)
-                n_out += x.shape[0]
-                yield _finite_mono(x)
-        finally:
-            proc.stdout.close()
-            rc = proc.wait()
-        if rc != 0:
-            err.seek(0)
-            reason = _tool_reason(err.read().decode("utf-8", "replace"), path, "ffmpeg failed")
-            raise AudioDecodeError(f"{path}: cannot decode: {reason}")
-        if n_out == 0:
-            raise AudioDecodeError(f"{path}: decoded to 0 samples")
 
 
 def segments_to_utterances(

@@ -360,11 +360,11 @@ def finetune(
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
-    from atrisk.asr.wav2vec2 import resolve_device
+    from atrisk.device import resolve_device
     from atrisk.progress import progress_bar
 
     cfg = config or AsrFinetuneConfig()
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     hf_logging.disable_progress_bar()  # our own bar; no "Writing model shards" lines
     out = Path(out)
     train_rows, failures = read_manifest(train)

@@ -16,16 +16,16 @@ import threading
 import numpy as np
 
 from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, Transcriber, prepare_signal
-from atrisk.asr.vad import _speech_segments_16k
+from atrisk.asr.vad import speech_segments_16k
 from atrisk.config import ASRConfig
-from atrisk.errors import ModelLoadError
+from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.records import Word
 
 _VARIANT = re.compile(r"\(\d+\)$")
 
 #: Decoder options of each ``asr.pocketsphinx_search`` preset.  "fast" trades accuracy
 #: for speed: beams narrowed, at most 3000 active HMMs per frame, 2 Gaussians scored,
-#: every second frame decoded (measured on jfk.flac here: RTF 0.41 → 0.10).
+#: every second frame decoded (speed: docs/asr.md).
 SEARCH_PRESETS: dict[str, dict[str, object]] = {
     "accurate": {},
     "fast": {"beam": 1e-40, "wbeam": 1e-30, "pbeam": 1e-40, "maxhmmpf": 3000, "topn": 2,
@@ -51,6 +51,27 @@ class PocketsphinxTranscriber(Transcriber):
     Raises:
         ModelLoadError: When the pocketsphinx package or its model cannot be loaded.
     """
+
+    @classmethod
+    def from_pretrained(cls, model: str | None = None, device: str = "cpu",
+                        config: ASRConfig | None = None) -> PocketsphinxTranscriber:
+        """Build the transcriber (the registry's common constructor).
+
+        Args:
+            model: ``None`` or ``"en-us"``: the model bundled with the pip package.
+            device: Ignored: pocketsphinx runs on the CPU.
+            config: ASR settings (VAD, search preset).
+
+        Raises:
+            ConfigError: When another model is asked for.
+            ModelLoadError: When pocketsphinx or its model cannot be loaded.
+        """
+        if model not in (None, "", "en-us"):
+            raise ConfigError(
+                f"the pocketsphinx backend uses its bundled en-us model; --asr-model {model!r} "
+                "is for the backends that load a model (see --asr-backend)"
+            )
+        return cls(config=config)
 
     def __init__(self, config: ASRConfig | None = None):
         self.config = config or ASRConfig()
@@ -92,7 +113,7 @@ class PocketsphinxTranscriber(Transcriber):
         """
         x = prepare_signal(signal, sample_rate)
         out = []
-        for start_s, end_s in _speech_segments_16k(x, self.config):
+        for start_s, end_s in speech_segments_16k(x, self.config):
             a, b = int(round(start_s * MODEL_SAMPLE_RATE)), int(round(end_s * MODEL_SAMPLE_RATE))
             seg = self._decode(x[a:b], start_s, end_s)
             if seg is not None:

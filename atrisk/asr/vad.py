@@ -88,10 +88,10 @@ def speech_segments(
     """
     config = config or ASRConfig()
     x = prepare_signal(signal, sample_rate)
-    return _speech_segments_16k(x, config)
+    return speech_segments_16k(x, config)
 
 
-def _speech_segments_16k(x: np.ndarray, config: ASRConfig) -> list[tuple[float, float]]:
+def speech_segments_16k(x: np.ndarray, config: ASRConfig) -> list[tuple[float, float]]:
     """:func:`speech_segments` on a signal already prepared by ``prepare_signal``."""
     sr = MODEL_SAMPLE_RATE
     if x.size < MIN_SIGNAL_S * sr or not np.any(x):
@@ -206,7 +206,7 @@ def stream_speech(
 
     Args:
         blocks: Mono float32 16 kHz blocks in order (e.g. from
-            :func:`atrisk.asr.base.iter_audio_blocks`), finite values.
+            :func:`atrisk.ingest.audio.stream_audio`), finite values.
         config: ASR settings; defaults when ``None``.
         window_s: Audio per VAD call, seconds; raised to at least
             ``2 * max_segment_s`` + margin so that a window always finishes a segment.
@@ -239,7 +239,7 @@ def stream_speech(
             continue
         buf = np.concatenate(parts) if len(parts) > 1 else parts[0]
         t0 = time.perf_counter()
-        spans = _speech_segments_16k(buf, config)
+        spans = speech_segments_16k(buf, config)
         if timings is not None:
             timings["vad"] = timings.get("vad", 0.0) + time.perf_counter() - t0
         keep_from = buf.size if done else buf.size - margin

@@ -27,13 +27,14 @@ from atrisk.asr.base import (
     MODEL_SAMPLE_RATE,
     Segment,
     Transcriber,
-    iter_audio_blocks,
     prepare_signal,
     rechunk,
 )
 from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
+from atrisk.device import resolve_device
 from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.ingest.audio import stream_audio
 from atrisk.records import Word
 
 log = logging.getLogger(__name__)
@@ -53,42 +54,6 @@ FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
 #: Any one of these holds the weights.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a usable torch device name.
-
-    Args:
-        device: Requested device; ``"auto"`` picks CUDA when available, else CPU.
-
-    Returns:
-        ``"cpu"`` or ``"cuda"``/``"cuda:N"``.
-
-    Raises:
-        ConfigError: When the name is unknown, or CUDA is requested but not available.
-    """
-    import torch
-
-    dev = (device or "auto").strip().lower()
-    if dev == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if dev == "cpu":
-        return "cpu"
-    if dev == "cuda" or dev.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {device!r} was requested but CUDA is not available on this machine "
-                "(torch.cuda.is_available() is False); use --device cpu or --device auto"
-            )
-        if ":" in dev:
-            index = dev.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise ConfigError(
-                    f"device {device!r} does not exist: this machine has "
-                    f"{torch.cuda.device_count()} CUDA device(s)"
-                )
-        return dev
-    raise ConfigError(f"unknown device {device!r}; choose one of: auto, cpu, cuda, cuda:N")
 
 
 class Wav2Vec2Transcriber(Transcriber):
@@ -146,7 +111,7 @@ class Wav2Vec2Transcriber(Transcriber):
     @classmethod
     def from_pretrained(
         cls,
-        path_or_id: str,
+        path_or_id: str | None = None,
         device: str = "auto",
         config: ASRConfig | None = None,
         quantize: bool | None = None,
@@ -159,7 +124,8 @@ class Wav2Vec2Transcriber(Transcriber):
         on CUDA.
 
         Args:
-            path_or_id: Local checkpoint folder or hub id (e.g. ``"facebook/wav2vec2-base-960h"``).
+            path_or_id: Local checkpoint folder or hub id (e.g. ``"facebook/wav2vec2-base-960h"``);
+                ``None``: ``config.model``.
             device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
             config: ASR settings; defaults when ``None``.
             quantize: On CPU, replace the ``Linear`` layers (the transformer) by
@@ -179,8 +145,9 @@ class Wav2Vec2Transcriber(Transcriber):
         """
         import torch
 
-        dev = resolve_device(device)
-        source = str(path_or_id).strip()
+        dev = str(resolve_device(device))
+        source = str(path_or_id if path_or_id is not None else (config or ASRConfig()).model)
+        source = source.strip()
         if not source:
             raise ModelLoadError("no Wav2Vec2 model given: pass a hub id or a local folder")
         local = Path(source).expanduser()
@@ -295,7 +262,7 @@ class Wav2Vec2Transcriber(Transcriber):
     def transcribe_file(self, path: Path | str) -> list[Segment]:
         """Transcribe a file of any length in bounded memory.
 
-        The file is decoded in blocks (:func:`~atrisk.asr.base.iter_audio_blocks`),
+        The file is decoded in blocks (:func:`~atrisk.ingest.audio.stream_audio`),
         the VAD looks at one window at a time, and speech segments are
         transcribed ``POOL_BATCHES * batch_size`` at a time (sorted by length
         within that pool), so memory does not grow with the length of the track.
@@ -310,7 +277,8 @@ class Wav2Vec2Transcriber(Transcriber):
         Raises:
             AudioDecodeError: When the file is missing or cannot be decoded.
         """
-        blocks = _timed(iter_audio_blocks(path, block_s=BLOCK_S), self.timings, "decode")
+        blocks = _timed(stream_audio(path, MODEL_SAMPLE_RATE, int(BLOCK_S * MODEL_SAMPLE_RATE)),
+                        self.timings, "decode")
         return self.transcribe_blocks(blocks)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:

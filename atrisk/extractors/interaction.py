@@ -47,7 +47,7 @@ from atrisk.config import TextConfig
 from atrisk.errors import ConfigError
 from atrisk.extractors.linguistic import LinguisticExtractor, session_list
 
-#: Columns of :meth:`InteractionExtractor.process_utterances`, in order.
+#: Columns of :meth:`InteractionExtractor.transform`, in order.
 INTERACTION_COLUMNS: list[str] = [
     "qa_rounds",
     "response_latency_s",
@@ -116,7 +116,7 @@ class InteractionExtractor:
 
     Example:
         >>> inter = InteractionExtractor()
-        >>> inter.process_utterances(utts, session_ids=["s1", "s2"])  # doctest: +SKIP
+        >>> inter.transform(utts, session_ids=["s1", "s2"])  # doctest: +SKIP
 
     """
 
@@ -163,7 +163,7 @@ class InteractionExtractor:
             {c: ("int64" if c in _INT_COLUMNS else "float64") for c in INTERACTION_COLUMNS}
         )
 
-    def process_utterances(
+    def transform(
         self, utts: pd.DataFrame, session_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Compute the interaction counters of every session.

@@ -55,7 +55,7 @@ POS_TAGS: tuple[str, ...] = (
 #: ``text.spacy_model`` prefix for a blank pipeline: ``"blank:de"`` → ``spacy.blank("de")``.
 BLANK_PREFIX = "blank:"
 
-#: Columns of :meth:`LinguisticExtractor.process_utterances`, in order.
+#: Columns of :meth:`LinguisticExtractor.transform`, in order.
 LINGUISTIC_COLUMNS: list[str] = [
     "n_utterances",
     "n_sentences",
@@ -167,7 +167,7 @@ class LinguisticExtractor:
 
     Example:
         >>> ext = LinguisticExtractor()
-        >>> feats = ext.process_utterances(utts)  # doctest: +SKIP
+        >>> feats = ext.transform(utts)  # doctest: +SKIP
         >>> feats.loc[("s1", "student"), "n_filler"]  # doctest: +SKIP
 
     """
@@ -328,7 +328,7 @@ class LinguisticExtractor:
         out = pd.DataFrame([rows[k] for k in index], index=index, columns=LINGUISTIC_COLUMNS)
         return out.astype({c: ("int64" if c in _COUNT_COLUMNS else "float64") for c in out.columns})
 
-    def process_utterances(
+    def transform(
         self, utts: pd.DataFrame, session_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Compute the per-speaker counters of every session.

@@ -39,7 +39,7 @@ class TextFeaturizer:
 
     Example:
         >>> featurizer = TextFeaturizer()
-        >>> table = featurizer.process_utterances(utts, session_ids)  # doctest: +SKIP
+        >>> table = featurizer.transform(utts, session_ids)  # doctest: +SKIP
 
     """
 
@@ -48,7 +48,7 @@ class TextFeaturizer:
         self.linguistic = LinguisticExtractor(self.config, batch_size=batch_size)
         self.interaction = InteractionExtractor(self.config, linguistic=self.linguistic)
 
-    def process_utterances(
+    def transform(
         self, utts: pd.DataFrame, session_ids: Sequence[str] | None = None
     ) -> pd.DataFrame:
         """Compute the text features of every session.
@@ -84,8 +84,22 @@ class TextFeaturizer:
         return out[TEXT_FEATURE_COLUMNS]
 
 
+def featurizer(config: TextConfig | None = None) -> TextFeaturizer:
+    """Return the :class:`TextFeaturizer` of ``config``, built once per configuration.
+
+    Args:
+        config: Text configuration; defaults to ``TextConfig()``.
+
+    Returns:
+        A featurizer shared by every call with an equal configuration (the spaCy
+        pipeline loads on its first use).
+    """
+    config = config if config is not None else TextConfig()
+    return _featurizer_for(config.model_dump_json())
+
+
 @functools.lru_cache(maxsize=4)
-def _cached_featurizer(config_json: str) -> TextFeaturizer:
+def _featurizer_for(config_json: str) -> TextFeaturizer:
     return TextFeaturizer(TextConfig.model_validate_json(config_json))
 
 
@@ -103,7 +117,7 @@ def text_features(
         utts: Utterances with ``session_id, speaker, start_s, end_s, text``;
             not changed.
         config: Text configuration; defaults to ``TextConfig()``.
-        session_ids: Sessions to report (see :meth:`TextFeaturizer.process_utterances`).
+        session_ids: Sessions to report (see :meth:`TextFeaturizer.transform`).
 
     Returns:
         DataFrame indexed by ``session_id`` with :data:`TEXT_FEATURE_COLUMNS`.
@@ -120,5 +134,4 @@ def text_features(
         >>> table.loc["s1", "inter_qa_rounds"]  # doctest: +SKIP
 
     """
-    config = config if config is not None else TextConfig()
-    return _cached_featurizer(config.model_dump_json()).process_utterances(utts, session_ids)
+    return featurizer(config).transform(utts, session_ids)

@@ -9,15 +9,23 @@ them) into the ``in_class`` table.
 :func:`in_class_at` gives each ``<student, t>`` key the mean of these columns over the
 student's latest sessions that ended before ``t`` (prefix ``in_``).
 
+:class:`InClassData` is what the risk model takes as in-class input: the ``in_class``
+and ``sessions`` tables of a workspace.
+
 This module imports without torch: it only reads tables made by the extractors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from atrisk.errors import AtriskError
 from atrisk.features.logs import asof, to_utc
+from atrisk.workspace import Workspace
 
 #: Prefix of the in-class columns of a pair.
 IN_PREFIX = "in_"
@@ -34,6 +42,69 @@ UTTERANCE_FEATURES = (
     "VoicedSegmentsPerSec",
     "MeanUnvoicedSegmentLength",
 )
+
+
+@dataclass(frozen=True)
+class InClassData:
+    """The in-class input of the risk model: per-session features and when sessions were.
+
+    Attributes:
+        table: The ``in_class`` table (indexed by ``session_id``), or ``None`` for none.
+        sessions: The ``sessions`` table of the sessions that did not fail (``session_id``,
+            ``student_id``, ``start_time``, ``duration_s``), or ``None``.
+    """
+
+    table: pd.DataFrame | None = None
+    sessions: pd.DataFrame | None = None
+
+    @classmethod
+    def from_workspace(cls, workspace: Workspace | Path | str) -> InClassData:
+        """Read the ``in_class`` and ``sessions`` tables of a workspace made by ``extract``.
+
+        Failed sessions (and invalid manifest rows) are left out of ``sessions``; a
+        workspace without those tables gives no in-class features.
+
+        Args:
+            workspace: The workspace folder.
+
+        Returns:
+            The in-class data.
+
+        Raises:
+            AtriskError: When the folder does not exist.
+        """
+        ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
+        if not ws.root.is_dir():
+            raise AtriskError(f"workspace {ws.root} does not exist: run "
+                              f"`atrisk extract RECORDINGS --out {ws.root}` first")
+        sessions = ws.read("sessions") if ws.has("sessions") else None
+        table = ws.read("in_class") if ws.has("in_class") else None
+        if sessions is not None:
+            sessions = sessions[sessions["status"] != "failed"].dropna(subset=["student_id"])
+        return cls(table=table, sessions=sessions)
+
+
+def as_in_class(value: InClassData | Workspace | Path | str | None) -> InClassData:
+    """Return ``value`` as :class:`InClassData` (a workspace folder is read).
+
+    Args:
+        value: In-class data, a workspace (folder), or ``None`` for no in-class features.
+
+    Returns:
+        The in-class data.
+
+    Raises:
+        AtriskError: When a workspace folder does not exist, or ``value`` is of
+            another type.
+    """
+    if value is None:
+        return InClassData()
+    if isinstance(value, InClassData):
+        return value
+    if isinstance(value, (Workspace, Path, str)):
+        return InClassData.from_workspace(value)
+    raise AtriskError(f"in-class features must be a workspace folder or InClassData, got "
+                      f"{type(value).__name__}")
 
 
 def _numeric(df: pd.DataFrame) -> pd.DataFrame:

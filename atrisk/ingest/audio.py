@@ -6,8 +6,9 @@ libraries underneath), so WAV, FLAC, MP3, OGG/Opus, M4A and video containers
 cannot be imported, the ``ffmpeg``/``ffprobe`` binaries are used instead.
 Lossless PCM files (WAV, FLAC, AIFF) already at the wanted rate are read with
 soundfile (libsndfile): the same samples (PCM scaled alike, channels averaged
-alike), ≈ 13× less CPU per file, and no torch import (≈ 3 CPU-s per worker
-process); anything else, or a file soundfile refuses, goes through torchcodec.
+alike), much less CPU per file, and no torch import in the worker process (numbers:
+docs/performance.md); anything else, or a file soundfile refuses, goes through
+torchcodec.
 
 Conventions:
 
@@ -393,23 +394,23 @@ def audio_info(path: Path | str) -> AudioInfo:
 MIN_SAMPLING_RATE = 1000
 
 
-def mono_finite(signal: np.ndarray, sampling_rate: int) -> np.ndarray:
+def mono_finite(signal: np.ndarray, sample_rate: int) -> np.ndarray:
     """Return ``signal`` as 1-D float32 with channels averaged and NaN/inf set to 0.
 
     Args:
         signal: Samples, 1-D or ``(channels, samples)``.
-        sampling_rate: Its rate in Hz (checked, not changed).
+        sample_rate: Its rate in Hz (checked, not changed).
 
     Returns:
         A 1-D float32 array (the input itself when nothing needed changing).
 
     Raises:
-        ValueError: When ``sampling_rate`` is below :data:`MIN_SAMPLING_RATE` or the
+        ValueError: When ``sample_rate`` is below :data:`MIN_SAMPLING_RATE` or the
             signal has more than two dimensions.
     """
-    if int(sampling_rate) < MIN_SAMPLING_RATE:
+    if int(sample_rate) < MIN_SAMPLING_RATE:
         raise ValueError(
-            f"sampling_rate must be at least {MIN_SAMPLING_RATE} Hz, got {sampling_rate}"
+            f"sample_rate must be at least {MIN_SAMPLING_RATE} Hz, got {sample_rate}"
         )
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim == 2:

@@ -25,51 +25,16 @@ from __future__ import annotations
 
 import copy
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from atrisk.device import resolve_device
 from atrisk.errors import ModelLoadError
-
-
-@dataclass
-class CFINConfig:
-    """Hyper-parameters of CFIN (serialisable).
-
-    Attributes:
-        embed_dim: Size d of each value's embedding vector ``a``.
-        conv_size: Output channels of the per-group convolution.
-        context_size: Size of the context vector ``c``.
-        attn_size: Size of the attention hidden layer.
-        hidden: Sizes of the DNN layers.
-        dropout: Dropout rate in the DNN.
-        attention: Use attention (``None``: on exactly when context features exist).
-        lr: Adam learning rate.
-        l2: L2 weight (Adam ``weight_decay``).
-        epochs: Maximum epochs.
-        batch_size: Mini-batch size.
-        patience: Early-stopping patience (epochs) on the held-out validation AUC.
-        val_fraction: Share of the training rows held out for early stopping.
-        seed: Random seed.
-    """
-
-    embed_dim: int = 16
-    conv_size: int = 64
-    context_size: int = 16
-    attn_size: int = 16
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.2
-    attention: bool | None = None
-    lr: float = 1e-3
-    l2: float = 1e-5
-    epochs: int = 12
-    batch_size: int = 256
-    patience: int = 3
-    val_fraction: float = 0.1
-    seed: int = 0
+from atrisk.mooc.config import CFINConfig
 
 
 class CFINNet(nn.Module):
@@ -152,20 +117,6 @@ class CFINNet(nn.Module):
         parts = [s] if c is None else [s, c]
         h = self.dnn(torch.cat(parts, 1))
         return self.out(h).squeeze(-1), h, lam
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """Return the torch device: ``auto`` → CUDA when available, else CPU.
-
-    Args:
-        device: ``auto``, ``cpu`` or ``cuda``.
-
-    Returns:
-        The device.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class CFINClassifier:

@@ -9,7 +9,7 @@ in the course files switches on user-context statistics (the shared copy has non
 ``time`` holds calendar dates (``2014-05-25``); day 0 of a course is the earliest date
 in its file.  Integer day indexes (0-based) are accepted too.
 
-Public API (stable; :mod:`atrisk.training.kddcup` and :mod:`atrisk.mooc.model` use it):
+Public API (stable; :mod:`atrisk.mooc.daily_pairs` and :mod:`atrisk.mooc.model` use it):
     :func:`load_kddcup` → :class:`MoocData` (``enrollment_id``, ``course_id``,
     ``counts`` ``(n, 30, 7)``, ``labels``, ``user_id``, ``problems``,
     ``n_missing_truth``, ``files``), :func:`activity_features`,

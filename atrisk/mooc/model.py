@@ -25,11 +25,11 @@ import joblib
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-import atrisk
 from atrisk.errors import LogValidationError, ModelLoadError
 from atrisk.mooc.baselines import BASELINES, baseline_scores, fit_baselines
-from atrisk.mooc.cfin import CFINClassifier, CFINConfig, CFINEnsemble
+from atrisk.mooc.config import CFINConfig
 from atrisk.mooc.kddcup import MoocData, activity_features, context_groups, load_kddcup, signed_log
+from atrisk.version import __version__
 
 #: Every model, in report order.
 MODELS = (*BASELINES, "cfin", "cfin_en")
@@ -115,19 +115,34 @@ def metrics(y: np.ndarray, scores: np.ndarray, predicted: np.ndarray) -> dict[st
     return {"auc": auc, "f1": float(f1_score(y, predicted, zero_division=0))}
 
 
+def as_mooc_data(data: MoocData | Path | str) -> MoocData:
+    """Return ``data``, loading a KDD Cup 2015 folder when a path is given (unlabelled kept)."""
+    if isinstance(data, (str, Path)):
+        return load_kddcup(data, drop_unlabelled=False)
+    return data
+
+
 class MoocModel:
     """The MOOC models trained together.
+
+    ``fit``, ``predict`` and ``evaluate`` take the enrollments as
+    :class:`~atrisk.mooc.kddcup.MoocData` or as a folder in the KDD Cup 2015 layout.
 
     Args:
         config: Training configuration.
         device: CFIN device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+
+    Example:
+        >>> model = MoocModel().fit("kddcup_train/")                  # doctest: +SKIP
+        >>> model.evaluate("other_courses/")["models"]["cfin"]        # doctest: +SKIP
     """
 
     def __init__(self, config: MoocConfig | None = None, device: str = "auto"):
         self.config = config or MoocConfig()
         self.device = device
 
-    def fit(self, data: MoocData, on_step: Callable[[str], None] | None = None) -> MoocModel:
+    def fit(self, data: MoocData | Path | str,
+            on_step: Callable[[str], None] | None = None) -> MoocModel:
         """Fit every configured model on the labelled enrollments of ``data``.
 
         Context statistics use all enrollments of ``data`` (labelled or not).
@@ -142,6 +157,7 @@ class MoocModel:
         Raises:
             LogValidationError: When fewer than two classes are labelled.
         """
+        data = as_mooc_data(data)
         cfg = self.config
         known = ~np.isnan(data.labels)
         y = data.labels[known].astype(int)
@@ -171,6 +187,8 @@ class MoocModel:
         self.cfin_ = self.cfin_en_ = None
         if "cfin" in cfg.models or "cfin_en" in cfg.models:
             t0 = time.perf_counter()
+            from atrisk.mooc.cfin import CFINClassifier, CFINEnsemble  # torch: on use
+
             self.cfin_ = CFINClassifier(cfg.cfin, self.device).fit(G, Z, y)
             done("cfin", {})
             if "cfin_en" in cfg.models:
@@ -180,7 +198,7 @@ class MoocModel:
         self.n_train_ = int(known.sum())
         return self
 
-    def predict(self, data: MoocData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def predict(self, data: MoocData | Path | str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Score every enrollment of ``data`` with every fitted model.
 
         Args:
@@ -193,6 +211,7 @@ class MoocModel:
             LogValidationError: When the data's user ids do not match the model's
                 (trained with user context but the data has none, or the reverse).
         """
+        data = as_mooc_data(data)
         has_users = bool(self.config.use_user_context and data.user_id is not None)
         if has_users != self.uses_users_:
             raise LogValidationError(
@@ -211,7 +230,7 @@ class MoocModel:
             out["cfin_en"] = (p, (p >= 0.5).astype(int))
         return {m: out[m] for m in MODELS if m in out}
 
-    def evaluate(self, data: MoocData) -> dict:
+    def evaluate(self, data: MoocData | Path | str) -> dict:
         """Return AUC and F1 of every model on the labelled enrollments of ``data``.
 
         Args:
@@ -220,6 +239,7 @@ class MoocModel:
         Returns:
             ``{"n_enrollments", "dropout_rate", "models": {name: {"auc", "f1"}}}``.
         """
+        data = as_mooc_data(data)
         known = ~np.isnan(data.labels)
         y = data.labels[known].astype(int)
         res = {name: metrics(y, s[known], p[known]) for name, (s, p) in self.predict(data).items()}
@@ -260,7 +280,7 @@ class MoocModel:
                 "course_vocab": self.course_vocab_, "uses_users": self.uses_users_,
                 "feature_names": self.feature_names_, "n_train": self.n_train_,
                 "cv": self.cv_, "train_seconds": self.timings_,
-                "atrisk_version": atrisk.__version__, "git_commit": git_commit(),
+                "atrisk_version": __version__, "git_commit": git_commit(),
                 "versions": {"torch": torch.__version__, "scikit-learn": sklearn.__version__,
                              "lightgbm": lightgbm.__version__}}
         write_text(json.dumps(meta, indent=2, default=str), folder / "meta.json")
@@ -289,6 +309,8 @@ class MoocModel:
             raw["cfin"] = CFINConfig(**raw["cfin"])
             self = cls(MoocConfig(**raw), device)
             self.baselines_ = joblib.load(folder / "baselines.joblib")
+            from atrisk.mooc.cfin import CFINClassifier  # torch: on use
+
             self.cfin_ = (CFINClassifier.load(folder, device)
                           if (folder / "cfin.pt").is_file() else None)
             self.cfin_en_ = (joblib.load(folder / "cfin_en.joblib")

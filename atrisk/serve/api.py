@@ -23,10 +23,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-import atrisk
 from atrisk.errors import ConfigError
+from atrisk.registry import ASR_BACKENDS
 from atrisk.serve.jobs import JobRunner
 from atrisk.serve.store import Store, hash_key
+from atrisk.version import __version__
 
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -112,8 +113,16 @@ class ExtractJobIn(BaseModel):
     workspace: str = Field(description="Workspace folder on the service machine (absolute).")
     recordings: str | None = Field(default=None, description="Recordings folder with "
                                    "sessions.csv; omitted = the sessions posted to the store.")
-    asr_backend: Literal["pocketsphinx", "wav2vec2", "transcripts"] = "pocketsphinx"
+    asr_backend: str = Field(default="pocketsphinx",
+                             description="A name of atrisk.registry.ASR_BACKENDS.")
     workers: int = Field(default=1, ge=1, le=64)
+
+    @field_validator("asr_backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v not in ASR_BACKENDS:
+            raise ValueError(f"unknown ASR backend {v!r}; choose one of {', '.join(ASR_BACKENDS)}")
+        return v
 
     @field_validator("workspace", "recordings")
     @classmethod
@@ -205,7 +214,7 @@ def create_app(store: Store, model: Any | None = None, upload_dir: Path | None =
         runner.stop()
 
     app = FastAPI(
-        title="atrisk", version=atrisk.__version__, lifespan=lifespan,
+        title="atrisk", version=__version__, lifespan=lifespan,
         description="Dropout-risk lists of K-12 online-tutoring students. Send the API key "
         "in the X-API-Key header (read or write scope).",
     )
@@ -244,7 +253,7 @@ def create_app(store: Store, model: Any | None = None, upload_dir: Path | None =
     @app.get("/v1/health", tags=["service"])
     def health() -> dict:
         """Liveness: version, store file, model horizons (no key needed)."""
-        return {"status": "ok", "version": atrisk.__version__, "db": str(store.path),
+        return {"status": "ok", "version": __version__, "db": str(store.path),
                 "model_horizons": horizons}
 
     @app.post("/v1/students", tags=["data"], dependencies=[Write])

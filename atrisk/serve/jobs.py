@@ -34,13 +34,13 @@ def _materialise_recordings(store: Store, workspace: Path) -> Path:
 
 
 def run_extract(store: Store, params: dict) -> dict:
-    """Run ``atrisk.pipeline.extract`` for a job's params; return its summary.
+    """Run an extract for a job's params (:func:`~atrisk.workflows.extract_folder`); summarise it.
 
     Raises:
         AtriskError: The recordings folder vanished, or extract refused its input.
     """
-    from atrisk import pipeline
     from atrisk.config import Config
+    from atrisk.workflows import extract_folder
 
     workspace = Path(params["workspace"])
     if params.get("recordings"):
@@ -52,7 +52,7 @@ def run_extract(store: Store, params: dict) -> dict:
     else:
         recordings = _materialise_recordings(store, workspace)
     config = Config().override({"asr.backend": params.get("asr_backend") or "pocketsphinx"})
-    res = pipeline.extract(recordings, workspace, config, workers=params.get("workers") or 1,
+    res = extract_folder(recordings, workspace, config, workers=params.get("workers") or 1,
                            progress=False)
     return {
         "workspace": str(res.workspace), "n_sessions": res.n_sessions, "n_ok": res.n_ok,

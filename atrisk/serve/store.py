@@ -327,7 +327,7 @@ class Store:
         Raises:
             LogValidationError: The file is unusable (see docs/data.md).
         """
-        from atrisk.features.logs import load_logs
+        from atrisk.ingest.logs import load_logs
 
         students = load_logs(Path(logs_dir)).students
         rows = []

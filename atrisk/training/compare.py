@@ -1,6 +1,6 @@
 """Compare two feature tables of the same pairs: out-of-fold AUC and its paired difference.
 
-Used by ``scripts/compare_prosody_auc.py`` to tell how much the dropout model's AUC
+Used by ``scripts/recipes/compare_prosody_auc.py`` to tell how much the dropout model's AUC
 changes when only the prosody backend (``opensmile`` or ``torch``) changes.  Both tables
 hold the same ``<student, t>`` pairs in the same order; every model is fitted exactly as
 :class:`~atrisk.training.model.RiskModel` fits a horizon (augmentation with Λ and G,
@@ -24,8 +24,8 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 from atrisk.config import TrainingConfig
+from atrisk.training.fit import IN_CLASS_PREFIX, fit_horizon
 from atrisk.training.labels import add_labels, label_column
-from atrisk.training.model import IN_CLASS_PREFIX, _fit_horizon
 
 __all__ = ["auc_difference", "horizon_labels", "oof_predictions", "student_folds", "weighted_auc"]
 
@@ -113,7 +113,7 @@ def oof_predictions(pairs: pd.DataFrame, horizon: int, columns: list[str],
         train = labelled.iloc[tr]
         in_cols = [c for c in columns if c.startswith(IN_CLASS_PREFIX) and train[c].notna().any()]
         other = [c for c in columns if not c.startswith(IN_CLASS_PREFIX)]
-        pipe, _ = _fit_horizon(train, horizon, in_cols, other, config, config.lookback)
+        pipe, _ = fit_horizon(train, horizon, in_cols, other, config, config.lookback)
         if pipe is not None:
             x = labelled.iloc[te][in_cols + other].astype(float)
             out[te] = pipe.predict_proba(x)[:, 1]

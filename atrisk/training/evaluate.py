@@ -12,15 +12,20 @@ import html
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from atrisk.training.fit import fit_baselines
 from atrisk.training.labels import add_labels, label_column
-from atrisk.training.model import RiskModel, fit_baselines
 from atrisk.workspace import write_text
+
+if TYPE_CHECKING:
+    from atrisk.training.model import RiskModel
 
 #: Name of the main model in the result tables.
 MAIN = "gbdt"
@@ -61,6 +66,33 @@ def recall_at_top(pairs: pd.DataFrame, proba: np.ndarray, label: str, share: flo
     return float(df.loc[df["rank"] <= k, "y"].sum() / df["y"].sum())
 
 
+@dataclass
+class EvaluationReport:
+    """What :meth:`RiskModel.evaluate` measured.
+
+    Attributes:
+        metrics: The JSON-ready results: ``evaluated_on``, ``n_pairs``, ``n_students``,
+            ``horizons``, ``model_horizon``, ``positive_ratio``, ``auc`` (``{model: {Δ:
+            value or None}}``), ``recall_at_top30``, ``flag_share`` and ``notes``.
+        failures: Input rows that were rejected (one dict each), when known.
+    """
+
+    metrics: dict
+    failures: list[dict] = field(default_factory=list)
+
+    def auc(self, model: str = "gbdt") -> dict[int, float | None]:
+        """Return the AUC per Δ of ``model`` (``gbdt`` or a baseline name)."""
+        return {int(k): v for k, v in self.metrics["auc"].get(model, {}).items()}
+
+    def to_dict(self) -> dict:
+        """Return the metrics with the failures, JSON-ready (NaN as ``None``)."""
+        return _clean({**self.metrics, "failures": self.failures})
+
+    def write(self, folder: Path | str) -> Path:
+        """Write ``metrics.json`` and ``report.html`` into ``folder``; return the HTML path."""
+        return write_report(self.to_dict(), folder)
+
+
 def _model_horizon(model: RiskModel, delta: int) -> int | None:
     trained = model.horizons
     if not trained:
@@ -72,7 +104,7 @@ def _model_horizon(model: RiskModel, delta: int) -> int | None:
 
 
 def evaluate(model: RiskModel, pairs: pd.DataFrame, horizons: list[int] | None = None,
-             baselines: bool = True) -> dict:
+             baselines: bool = True) -> EvaluationReport:
     """Evaluate ``model`` on the held-out students' pairs.
 
     Args:
@@ -86,11 +118,9 @@ def evaluate(model: RiskModel, pairs: pd.DataFrame, horizons: list[int] | None =
             model's training students.
 
     Returns:
-        A JSON-ready dict: ``evaluated_on``, ``n_pairs``, ``n_students``, ``horizons``,
-        ``model_horizon``, ``positive_ratio``, ``auc`` (``{model: {Δ: value or None}}``),
-        ``recall_at_top30``, ``flag_share`` and ``notes`` (why a value is null).
+        The report; its ``metrics`` say why a value is null in ``notes``.
     """
-    cfg = model.config
+    cfg = model.training
     horizons = sorted(set(horizons or cfg.horizons))
     labelled = add_labels(pairs, horizons)
     sid = labelled["student_id"].astype(str)
@@ -157,7 +187,7 @@ def evaluate(model: RiskModel, pairs: pd.DataFrame, horizons: list[int] | None =
                 result["auc"][b][key] = auc
                 if why:
                     notes.append(f"Δ={delta} {b}: AUC null, {why}")
-    return result
+    return EvaluationReport(result)
 
 
 def _clean(obj):
@@ -197,7 +227,7 @@ def write_report(result: dict, out_dir: Path | str) -> Path:
     """Write ``metrics.json`` and a self-contained ``report.html`` into ``out_dir``.
 
     Args:
-        result: The dict returned by :func:`evaluate`.
+        result: The metrics of an :class:`EvaluationReport` (``to_dict()``).
         out_dir: Output folder (created).
 
     Returns:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from atrisk.errors import AtriskError
-from atrisk.features.logs import to_utc
+from atrisk.ingest.logs import to_utc
 
 #: Weighting functions G(x), x = k / (Λ + 1).
 WEIGHTINGS = {
@@ -98,7 +98,7 @@ def augment(pairs: pd.DataFrame, horizon: int, lookback: int,
     return out
 
 
-def oversample(df: pd.DataFrame, target_share: float, seed: int = 0) -> pd.DataFrame:
+def oversample(df: pd.DataFrame, target_share: float) -> pd.DataFrame:
     """Weighted over-sampling of the positives (``label == 1``), as importance weights.
 
     Every positive row's ``weight`` is multiplied by one factor ``f`` so that the
@@ -106,10 +106,8 @@ def oversample(df: pd.DataFrame, target_share: float, seed: int = 0) -> pd.DataF
     ``f = s·W₋ / ((1 − s)·W₊)`` with ``W₊``/``W₋`` the summed weights of positive and
     negative rows.  This is the expectation of drawing positive copies with
     probability ∝ weight (the seed's weighted over-sampling) without the copies
-    themselves: copied rows let LightGBM's ``min_child_samples`` count one
-    student-day many times, and with few dropouts it memorised them (measured on the
-    demo cohort: next-day AUC 0.52 with copies, 0.96 with weights; on 600 students
-    0.88 and 0.90).  Pseudo-positives keep their relative weights ``G``.
+    themselves (why: docs/features.md).  Pseudo-positives keep their relative weights
+    ``G``.
 
     Nothing changes when the share is already reached, the target is 0, or there
     are no positives or no negatives.
@@ -117,8 +115,6 @@ def oversample(df: pd.DataFrame, target_share: float, seed: int = 0) -> pd.DataF
     Args:
         df: Rows with ``label`` and ``weight`` (from :func:`augment`).
         target_share: Wanted share of the total weight on positive rows, in [0, 1).
-        seed: Unused (kept so that callers need not change when sampling returns);
-            the result is deterministic.
 
     Returns:
         A new DataFrame (same rows, fresh index) with rescaled ``weight``.

@@ -13,215 +13,145 @@ fitted on the training students only (an 80/20 split by student), on the augment
 (pseudo-positives, :func:`~atrisk.training.labels.augment`) and weighted over-sampled
 rows, with ``sample_weight = weight``.  The PCA therefore never sees a held-out student.
 
+A :class:`RiskModel` carries the whole configuration it was fitted with (features and
+training), so ranking and evaluating later build the same features, whatever the caller's
+defaults.
+
 Example:
-    >>> model = train(pairs, TrainingConfig(horizons=[1, 7]))     # doctest: +SKIP
-    >>> model.save(Path("model"))                                  # doctest: +SKIP
-    >>> RiskModel.load(Path("model")).predict_proba(pairs, 7)      # doctest: +SKIP
+    >>> model = RiskModel(Config()).fit(Logs.read("logs/"), "ws/")   # doctest: +SKIP
+    >>> model.save("model/")                                          # doctest: +SKIP
+    >>> RiskModel.load("model/").rank(logs, "ws/", "2024-05-01")      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import joblib
 import lightgbm
 import numpy as np
 import pandas as pd
 import sklearn
-import tomli_w
-from lightgbm import LGBMClassifier
-from sklearn.compose import ColumnTransformer
-from sklearn.decomposition import PCA
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupKFold, GroupShuffleSplit
+from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.tree import DecisionTreeClassifier
 
-import atrisk
-from atrisk.config import TrainingConfig
-from atrisk.errors import AtriskError, ModelLoadError
-from atrisk.features.pairs import feature_columns
-from atrisk.training.labels import add_labels, augment, label_column, oversample
+from atrisk.config import Config, FeatureConfig, TrainingConfig
+from atrisk.errors import AtriskError, ConfigError, ModelLoadError
+from atrisk.features.in_class import as_in_class
+from atrisk.features.pairs import build_pairs, feature_columns, pair_keys
+from atrisk.ingest.logs import Logs, to_utc
+from atrisk.training.evaluate import EvaluationReport
+from atrisk.training.evaluate import evaluate as run_eval
+from atrisk.training.fit import IN_CLASS_PREFIX, fit_horizon, split_columns, tune_params
+from atrisk.training.labels import add_labels
+from atrisk.training.predict import predict_risk
+from atrisk.version import __version__
 from atrisk.workspace import atomic_path, write_text
 
 #: Files of a saved model folder.
 MODEL_FILE, META_FILE, CONFIG_FILE = "model.joblib", "meta.json", "config.toml"
-#: Prefix of the in-class feature columns (the PCA block).
-IN_CLASS_PREFIX = "in_"
-#: Threads of LightGBM and the random forest (not part of the config: it does not change
-#: outputs).
-N_JOBS = 2
-
-
-#: Default LightGBM grid of the internal cross-validation (``tune``): 6 combinations.
-TUNE_GRID: list[dict] = [
-    {"num_leaves": nl, "min_child_samples": mc}
-    for nl in (7, 15, 31) for mc in (20, 100)
-]
-#: Folds of the internal cross-validation (grouped by student).
-TUNE_FOLDS = 3
-#: Horizon whose labels the internal cross-validation scores (the grid's winner is
-#: used for every horizon: one search instead of one per Δ).
-TUNE_HORIZON = 7
+#: SHA-256 of ``model.joblib``, written at save and checked before it is unpickled.
+CHECKSUM_FILE = "model.sha256"
 
 
 class HorizonError(AtriskError, ValueError):
     """A horizon was asked for that the model was not trained for."""
 
 
-def make_pipeline(in_class_cols: list[str], other_cols: list[str],
-                  config: TrainingConfig) -> Pipeline:
-    """Return the unfitted fusion pipeline (in-class PCA block + passthrough → LightGBM).
-
-    Args:
-        in_class_cols: In-class columns (imputed, scaled, PCA); empty skips the block.
-        other_cols: Columns passed through unchanged.
-        config: LightGBM parameters, PCA variance and seed.
-
-    Returns:
-        An unfitted :class:`~sklearn.pipeline.Pipeline` with steps ``features`` and ``model``.
-    """
-    blocks = []
-    if in_class_cols:
-        blocks.append(("in_class", Pipeline([
-            ("impute", SimpleImputer(strategy="median")),
-            ("scale", StandardScaler()),
-            ("pca", PCA(n_components=config.pca_variance, svd_solver="full",
-                        random_state=config.seed)),
-        ]), list(in_class_cols)))
-    if other_cols:
-        blocks.append(("rest", "passthrough", list(other_cols)))
-    return Pipeline([
-        ("features", ColumnTransformer(blocks)),
-        ("model", LGBMClassifier(
-            n_estimators=config.n_estimators, learning_rate=config.learning_rate,
-            num_leaves=config.num_leaves, min_child_samples=config.min_child_samples,
-            random_state=config.seed, verbose=-1, n_jobs=N_JOBS,
-        )),
-    ])
-
-
-def _split_columns(pairs: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
-    """Return (usable in-class columns, other feature columns, all-NaN in-class columns)."""
-    feats = feature_columns(pairs)
-    in_all = [c for c in feats if c.startswith(IN_CLASS_PREFIX)]
-    in_cols = [c for c in in_all if pairs[c].notna().any()]
-    other = [c for c in feats if not c.startswith(IN_CLASS_PREFIX)]
-    return in_cols, other, [c for c in in_all if c not in in_cols]
-
-
-def _fit_horizon(train_pairs: pd.DataFrame, horizon: int, in_cols: list[str],
-                 other_cols: list[str], config: TrainingConfig,
-                 lookback: int) -> tuple[Pipeline | None, dict]:
-    aug = augment(train_pairs, horizon, lookback, config.weighting)
-    info = {
-        "positive_ratio_before": float(train_pairs[label_column(horizon)].mean())
-        if len(train_pairs) else float("nan"),
-        "n_positive": int(train_pairs[label_column(horizon)].sum()),
-        "n_pseudo": int(aug["is_pseudo"].sum()),
-    }
-    if aug["label"].nunique() < 2:
-        info["skipped"] = ("no positive pairs in training" if aug["label"].sum() == 0
-                           else "no negative pairs in training")
-        return None, info
-    rows = oversample(aug, config.oversample, config.seed)
-    info["positive_ratio_after"] = float(aug["label"].mean())  # rows, after augmentation
-    info["positive_weight_share"] = float(
-        rows.loc[rows["label"] == 1, "weight"].sum() / rows["weight"].sum()
-    )
-    info["n_rows_fit"] = int(len(rows))
-    pipe = make_pipeline(in_cols, other_cols, config)
-    pipe.fit(rows[in_cols + other_cols], rows["label"].to_numpy(),
-             model__sample_weight=rows["weight"].to_numpy(dtype=float))
-    return pipe, info
-
-
-def tune_params(train_pairs: pd.DataFrame, config: TrainingConfig,
-                grid: list[dict] | None = None, folds: int = TUNE_FOLDS,
-                horizon: int | None = None) -> dict:
-    """Choose LightGBM parameters by cross-validation grouped by student.
-
-    Each fold holds out whole students (:class:`~sklearn.model_selection.GroupKFold`,
-    so no student is in two folds); the model of each grid point is fitted exactly as
-    in training (augmentation with the config's Λ and G, weighted over-sampling) and
-    scored by the AUC of the plain ``dropout_within_h`` labels of the held-out fold.
-
-    Args:
-        train_pairs: The training students' pairs (features, ``t``, ``dropout_time``).
-        config: The base configuration (grid values replace its fields).
-        grid: Parameter dicts (keys of :class:`TrainingConfig`); default
-            :data:`TUNE_GRID`.
-        folds: Number of folds (reduced to the number of students when fewer).
-        horizon: Δ whose labels are scored; default :data:`TUNE_HORIZON` when trained,
-            else the config's first horizon.
-
-    Returns:
-        ``{"best": params, "horizon": h, "folds": k, "scores": [{**params, "auc": mean}]}``
-        (``best`` is ``{}`` when no fold could be scored).
-    """
-    grid = grid or TUNE_GRID
-    if horizon is None:
-        horizon = TUNE_HORIZON if TUNE_HORIZON in config.horizons else config.horizons[0]
-    labelled = add_labels(train_pairs, [horizon])
-    groups = labelled["student_id"].astype(str).to_numpy()
-    k = min(folds, len(np.unique(groups)))
-    result: dict = {"best": {}, "horizon": horizon, "folds": k, "scores": []}
-    if k < 2:
-        return result
-    in_cols, other, _ = _split_columns(labelled)
-    splits = list(GroupKFold(n_splits=k).split(labelled, groups=groups))
-    y_all = labelled[label_column(horizon)].to_numpy()
-    best_auc = -np.inf
-    for params in grid:
-        cfg = config.model_copy(update=params)
-        aucs = []
-        for tr, va in splits:
-            if len(np.unique(y_all[va])) < 2:
-                continue
-            pipe, _ = _fit_horizon(labelled.iloc[tr], horizon, in_cols, other, cfg,
-                                   cfg.lookback)
-            if pipe is None:
-                continue
-            p = pipe.predict_proba(labelled.iloc[va][in_cols + other].astype(float))[:, 1]
-            aucs.append(roc_auc_score(y_all[va], p))
-        mean = float(np.mean(aucs)) if aucs else float("nan")
-        result["scores"].append({**params, "auc": mean})
-        if aucs and mean > best_auc:
-            best_auc, result["best"] = mean, dict(params)
-    return result
-
-
 class RiskModel:
     """Per-horizon dropout-risk pipelines fitted on the training students.
 
     Args:
-        config: Training configuration (default :class:`TrainingConfig`).
+        config: The whole configuration (:class:`~atrisk.config.Config`: its ``features``
+            decide how pairs are built, its ``training`` section the labels and models);
+            a :class:`~atrisk.config.TrainingConfig` alone means default features.
+            ``None``: defaults.
         tune: Choose ``num_leaves``/``min_child_samples`` by grouped cross-validation
-            (:func:`tune_params`) before fitting; ``None`` follows ``config.tune``
-            (off when the config has no such field).
+            (:func:`tune_params`) before fitting.
 
     Attributes:
+        config_: The configuration the model was fitted with (tuned values included);
+            :meth:`pairs`, :meth:`rank` and :meth:`evaluate` build features with it.
         pipelines_: ``{horizon: fitted Pipeline}``.
         feature_columns_: Input columns, in order (in-class first).
         in_class_columns_: The in-class columns (PCA block).
         train_students_: Student ids the pipelines were fitted on.
         test_students_: Held-out student ids.
         metadata_: Versions, sizes, positive ratios, warnings, creation time.
+
+    Example:
+        >>> model = RiskModel(Config()).fit(logs, "ws/")               # doctest: +SKIP
+        >>> model.rank(logs, "ws/", date="2024-05-01", horizon=1)      # doctest: +SKIP
     """
 
-    def __init__(self, config: TrainingConfig | None = None, tune: bool | None = None):
+    def __init__(self, config: Config | TrainingConfig | None = None, tune: bool = False):
         self.config = config
         self.tune = tune
 
+    # ------------------------------------------------------------------ configuration
+    def _resolved(self) -> Config:
+        if hasattr(self, "config_"):
+            return self.config_
+        if isinstance(self.config, TrainingConfig):
+            return Config().model_copy(update={"training": self.config})
+        return self.config or Config()
+
+    @property
+    def training(self) -> TrainingConfig:
+        """The training settings in use (the fitted ones once fitted)."""
+        return self._resolved().training
+
+    @property
+    def features(self) -> FeatureConfig:
+        """The feature settings in use (the fitted ones once fitted)."""
+        return self._resolved().features
+
     # ------------------------------------------------------------------ fitting
-    def fit(self, pairs: pd.DataFrame) -> RiskModel:
+    def pairs(self, logs: Logs, in_class: Any = None,
+              keys: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Build the labelled ``<student, t>`` pairs with this model's feature settings.
+
+        Args:
+            logs: The validated logs (:class:`~atrisk.ingest.logs.Logs`).
+            in_class: In-class features: a workspace folder (or
+                :class:`~atrisk.workspace.Workspace`) made by ``extract``, an
+                :class:`~atrisk.features.in_class.InClassData`, or ``None`` for none.
+            keys: The ``student_id``/``t`` keys to build (default: every day of the
+                observation period, :func:`~atrisk.features.pairs.pair_keys`).
+
+        Returns:
+            Pairs with features, ``dropout_time`` and ``dropout_within_{Δ}`` labels.
+        """
+        data = as_in_class(in_class)
+        pairs = build_pairs(logs, in_class=data.table, sessions=data.sessions,
+                            config=self.features, keys=keys)
+        return add_labels(pairs, self.training.horizons)
+
+    def fit(self, logs: Logs, in_class: Any = None) -> RiskModel:
+        """Build the pairs of ``logs`` (+ in-class features) and fit (:meth:`fit_pairs`).
+
+        Args:
+            logs: The validated logs.
+            in_class: In-class features (see :meth:`pairs`).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            AtriskError: When no pair can be built (no class events) or too few students.
+        """
+        pairs = self.pairs(logs, in_class)
+        if pairs.empty:
+            raise AtriskError("no <student, day> pairs could be built from the logs: "
+                              "are there class events in events.csv?")
+        return self.fit_pairs(pairs)
+
+    def fit_pairs(self, pairs: pd.DataFrame) -> RiskModel:
         """Split by student, augment, over-sample and fit one pipeline per horizon.
 
         Args:
@@ -234,8 +164,8 @@ class RiskModel:
         Raises:
             AtriskError: When there are no feature columns or fewer than two students.
         """
-        cfg = self.config or TrainingConfig()
-        self.config = cfg
+        full = self._resolved() if not hasattr(self, "config_") else self.config_
+        cfg = full.training
         if not feature_columns(pairs):
             raise AtriskError("pairs table has no feature columns (in_*, out_*, time_*)")
         students = pairs["student_id"].astype(str)
@@ -247,14 +177,13 @@ class RiskModel:
         self.train_students_ = sorted(set(students.iloc[train_idx]))
         self.test_students_ = sorted(set(students.iloc[test_idx]))
         train = add_labels(pairs.iloc[train_idx], cfg.horizons)
-        tune = self.tune if self.tune is not None else bool(getattr(cfg, "tune", False))
         tuning = None
-        if tune:
+        if self.tune:
             tuning = tune_params(train, cfg)
             if tuning["best"]:
                 cfg = cfg.model_copy(update=tuning["best"])
-                self.config = cfg
-        in_cols, other, dropped = _split_columns(train)
+        self.config_ = full.model_copy(update={"training": cfg})
+        in_cols, other, dropped = split_columns(train)
         self.in_class_columns_ = in_cols
         self.feature_columns_ = in_cols + other
         self.pipelines_: dict[int, Pipeline] = {}
@@ -265,7 +194,7 @@ class RiskModel:
             notes.append("no in-class features: the PCA block is skipped")
         per_h: dict[str, dict] = {}
         for h in cfg.horizons:
-            pipe, info = _fit_horizon(train, h, in_cols, other, cfg, cfg.lookback)
+            pipe, info = fit_horizon(train, h, in_cols, other, cfg, cfg.lookback)
             per_h[str(h)] = info
             if pipe is None:
                 msg = f"horizon {h} skipped: {info['skipped']}"
@@ -274,7 +203,7 @@ class RiskModel:
             else:
                 self.pipelines_[h] = pipe
         self.metadata_ = {
-            "atrisk_version": atrisk.__version__,
+            "atrisk_version": __version__,
             "versions": {"scikit-learn": sklearn.__version__, "lightgbm": lightgbm.__version__,
                          "pandas": pd.__version__, "numpy": np.__version__},
             "created_at": datetime.now(UTC).isoformat(),
@@ -306,10 +235,11 @@ class RiskModel:
         """Return the fitted pipeline of ``horizon``.
 
         Raises:
+            AtriskError: When the model is not fitted.
             HorizonError: When the horizon was not trained (lists the trained ones).
         """
         if not hasattr(self, "pipelines_"):
-            raise AtriskError("the model is not fitted; call fit() or train() first")
+            raise AtriskError("the model is not fitted; call fit() first")
         if int(horizon) not in self.pipelines_:
             raise HorizonError(
                 f"no model for horizon {horizon} day(s); trained horizons: {self.horizons}")
@@ -346,20 +276,79 @@ class RiskModel:
             return np.zeros(0)
         return pipe.predict_proba(self.design_matrix(pairs))[:, 1]
 
+    def rank(self, logs: Logs, in_class: Any, date: Any, horizon: int = 1) -> pd.DataFrame:
+        """Return the ranked risk list of ``date``: every student active on that day.
+
+        A student is active on ``date`` when their first class is before it and no
+        dropout or completion is known before it; features use only data before ``date``.
+
+        Args:
+            logs: The validated logs.
+            in_class: In-class features (see :meth:`pairs`).
+            date: The day (anything pandas parses; taken as a UTC day).
+            horizon: Δ in days (a trained horizon).
+
+        Returns:
+            ``date``, ``student_id``, ``probability``, ``rank`` (1 = highest risk),
+            ``flagged`` and ``top_reasons``, sorted by rank.
+
+        Raises:
+            ConfigError: When ``date`` is not a date.
+            HorizonError: When ``horizon`` was not trained.
+            AtriskError: When no student is active on ``date``.
+        """
+        self.pipeline(horizon)  # fails early on an untrained horizon
+        day = to_utc(pd.Series([date])).iloc[0]
+        if pd.isna(day):
+            raise ConfigError(f"date {date!r} is not a date (use YYYY-MM-DD)")
+        day = day.normalize()
+        data = as_in_class(in_class)
+        keys = pair_keys(logs, sessions=data.sessions, as_of=day + pd.Timedelta(days=1))
+        keys = keys[keys["t"] == day]
+        if keys.empty:
+            raise AtriskError(f"no student is active on {day.date()} in the logs")
+        return predict_risk(self, self.pairs(logs, data, keys=keys), horizon=horizon, date=day)
+
+    def evaluate(self, logs: Logs, in_class: Any = None, horizons: list[int] | None = None,
+                 baselines: bool = True) -> EvaluationReport:
+        """Score the model on the held-out students of ``logs`` (all students when new).
+
+        Args:
+            logs: The validated logs.
+            in_class: In-class features (see :meth:`pairs`).
+            horizons: Δ values (default: the model's horizons).
+            baselines: Also fit and score LR / DT / RF / LightGBM without augmentation.
+
+        Returns:
+            An :class:`~atrisk.training.evaluate.EvaluationReport`.
+        """
+        return run_eval(self, self.pairs(logs, in_class), horizons=horizons,
+                        baselines=baselines)
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: Path | str) -> Path:
-        """Save as ``model.joblib`` + ``meta.json`` + ``config.toml`` (atomic writes).
+        """Save as ``model.joblib`` + its checksum + ``meta.json`` + ``config.toml`` (atomic).
+
+        ``config.toml`` holds the whole configuration the model was fitted with; the
+        model object carries it too.
 
         Args:
             directory: Output folder (created).
 
         Returns:
             The folder.
+
+        Raises:
+            AtriskError: When the model is not fitted.
         """
+        if not hasattr(self, "pipelines_"):
+            raise AtriskError("the model is not fitted; call fit() first")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / MODEL_FILE) as tmp:
             joblib.dump(self, tmp)
+            digest = _sha256(tmp)
+        write_text(f"{digest}  {MODEL_FILE}\n", directory / CHECKSUM_FILE)
         meta = dict(self.metadata_)
         meta["feature_names_out"] = {
             str(h): [str(n) for n in p.named_steps["features"].get_feature_names_out()]
@@ -368,21 +357,33 @@ class RiskModel:
         meta["test_students"] = self.test_students_
         write_text(json.dumps(meta, indent=2, sort_keys=True, default=str),
                    directory / META_FILE)
-        write_text(tomli_w.dumps({"training": self.config.model_dump(mode="json")}),
-                   directory / CONFIG_FILE)
+        write_text(self.config_.to_toml(), directory / CONFIG_FILE)
         return directory
 
     @classmethod
     def load(cls, directory: Path | str) -> RiskModel:
-        """Load a model saved by :meth:`save`.
+        """Load a model saved by :meth:`save` (only load models from folders you trust).
+
+        ``model.joblib`` is unpickled only when its SHA-256 matches ``model.sha256``
+        written at save.
 
         Raises:
-            ModelLoadError: When the folder or ``model.joblib`` is missing or corrupt.
+            ModelLoadError: When the folder or a file is missing, the checksum does not
+                match, or the file does not hold a fitted model.
         """
-        path = Path(directory) / MODEL_FILE
+        directory = Path(directory)
+        path = directory / MODEL_FILE
         if not path.is_file():
             raise ModelLoadError(
                 f"{path} does not exist: train a model first (atrisk train ... --out {directory})")
+        check = directory / CHECKSUM_FILE
+        if not check.is_file():
+            raise ModelLoadError(f"{check} is missing: the model folder is incomplete; "
+                                 "retrain the model")
+        want = check.read_text(encoding="utf-8").split()[0] if check.stat().st_size else ""
+        if _sha256(path) != want:
+            raise ModelLoadError(f"{path} does not match its checksum in {check}: the file "
+                                 "was changed after it was saved; retrain the model")
         try:
             model = joblib.load(path)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means corrupt
@@ -393,58 +394,9 @@ class RiskModel:
         return model
 
 
-def train(pairs: pd.DataFrame, config: TrainingConfig | None = None) -> RiskModel:
-    """Fit a :class:`RiskModel` on ``pairs`` (see :meth:`RiskModel.fit`).
-
-    Args:
-        pairs: Pairs table with features, ``student_id``, ``t``, ``dropout_time``.
-        config: Training configuration.
-
-    Returns:
-        The fitted model.
-    """
-    return RiskModel(config or TrainingConfig()).fit(pairs)
-
-
-def fit_baselines(pairs_train: pd.DataFrame, horizon: int,
-                  config: TrainingConfig | None = None) -> dict[str, Pipeline]:
-    """Fit the baselines on the training pairs for one horizon (plain P/N labels).
-
-    ``lr``: imputer + scaler + logistic regression; ``dt``: imputer + decision tree
-    (depth 6); ``rf``: imputer + random forest (200 trees); ``gbdt_none``: the LightGBM
-    fusion pipeline without pseudo-positives (Λ = 0, same over-sampling).
-
-    Args:
-        pairs_train: The training students' pairs (features, ``t``, ``dropout_time``).
-        horizon: Δ in days.
-        config: Seeds, LightGBM and PCA parameters.
-
-    Returns:
-        ``{name: fitted Pipeline}``; empty when the training labels have one class only.
-    """
-    cfg = config or TrainingConfig()
-    train = add_labels(pairs_train, [horizon])
-    in_cols, other, _ = _split_columns(train)
-    cols = in_cols + other
-    y = train[label_column(horizon)].to_numpy()
-    if len(np.unique(y)) < 2:
-        return {}
-    x = train[cols].astype(float)
-    models = {
-        "lr": Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                        ("scale", StandardScaler()),
-                        ("model", LogisticRegression(max_iter=1000))]),
-        "dt": Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                        ("model", DecisionTreeClassifier(max_depth=6,
-                                                         random_state=cfg.seed))]),
-        "rf": Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                        ("model", RandomForestClassifier(200, n_jobs=N_JOBS,
-                                                         random_state=cfg.seed))]),
-    }
-    out: dict[str, Pipeline] = {}
-    for name, pipe in models.items():
-        out[name] = pipe.fit(x, y)
-    gbdt, _ = _fit_horizon(train, horizon, in_cols, other, cfg, lookback=0)
-    if gbdt is not None:
-        out["gbdt_none"] = gbdt
-    return out
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from atrisk.errors import AtriskError
-from atrisk.features.logs import to_utc
-from atrisk.training.model import RiskModel
+from atrisk.ingest.logs import to_utc
+
+if TYPE_CHECKING:
+    from atrisk.training.model import RiskModel
 
 #: Plain words for feature columns (windowed ``time_*_{w}d`` columns are matched by
 #: pattern in :func:`reason_text`).
@@ -159,6 +162,6 @@ def predict_risk(model: RiskModel, pairs_at_date: pd.DataFrame, horizon: int,
     out = out.sort_values(["probability", "student_id"], ascending=[False, True],
                           kind="stable").reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
-    n_flag = max(1, math.ceil(round(model.config.flag_share * len(out), 9)))
+    n_flag = max(1, math.ceil(round(model.training.flag_share * len(out), 9)))
     out["flagged"] = out["rank"] <= n_flag
     return out[["date", "student_id", "probability", "rank", "flagged", "top_reasons"]]

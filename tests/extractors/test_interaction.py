@@ -37,7 +37,7 @@ def test_three_questions_answered_within_window(inter):
         ("teacher", 11.0, 12.0, "Why is that?"),
         ("student", 12.5, 14.0, "Because three and three make six."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["qa_rounds"] == 3
     assert row["response_latency_s"] == pytest.approx((1.0 + 2.0 + 0.5) / 3)
     assert row["teacher_questions"] == 3
@@ -56,7 +56,7 @@ def test_unanswered_late_and_superseded_questions(inter):
         ("teacher", 40.0, 41.0, "Okay."),  # not a question
         ("student", 41.5, 42.0, "Okay."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["teacher_questions"] == 3
     assert row["qa_rounds"] == 1
     assert row["response_latency_s"] == pytest.approx(1.0)
@@ -64,21 +64,21 @@ def test_unanswered_late_and_superseded_questions(inter):
 
 def test_qa_window_comes_from_config(ling):
     df = utts(("teacher", 0.0, 2.0, "Where is Paris?"), ("student", 22.0, 23.0, "France."))
-    assert InteractionExtractor(linguistic=ling).process_utterances(df).loc["s", "qa_rounds"] == 0
+    assert InteractionExtractor(linguistic=ling).transform(df).loc["s", "qa_rounds"] == 0
     wide = InteractionExtractor(TextConfig(qa_window_s=30), linguistic=ling)
-    assert wide.process_utterances(df).loc["s", "qa_rounds"] == 1
+    assert wide.transform(df).loc["s", "qa_rounds"] == 1
 
 
 def test_reply_overlapping_question_end_counts(inter):
     df = utts(("teacher", 0.0, 3.0, "Do you know it?"), ("student", 2.8, 4.0, "Yes I do."))
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["qa_rounds"] == 1
     assert row["response_latency_s"] == pytest.approx(-0.2)
 
 
 def test_asr_question_answered(inter):
     df = utts(("teacher", 0.0, 2.0, "what is two plus two"), ("student", 2.5, 3.0, "four"))
-    assert inter.process_utterances(df).loc["s", "qa_rounds"] == 1
+    assert inter.transform(df).loc["s", "qa_rounds"] == 1
 
 
 def test_note_reminders_teacher_only(inter):
@@ -88,7 +88,7 @@ def test_note_reminders_teacher_only(inter):
         ("student", 2, 3, "I will take notes."),
         ("teacher", 3, 4, "Notebooks are nice."),
     )
-    assert inter.process_utterances(df).loc["s", "note_reminders"] == 2
+    assert inter.transform(df).loc["s", "note_reminders"] == 2
 
 
 def test_repeat_requests_per_speaker(inter):
@@ -97,7 +97,7 @@ def test_repeat_requests_per_speaker(inter):
         ("student", 1, 2, "Can you say that again?"),
         ("teacher", 2, 3, "Seven."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["student_repeat_requests"] == 1
     assert row["teacher_repeat_requests"] == 0
     assert row["repeat_requests"] == 1
@@ -113,14 +113,14 @@ def test_turns_and_talk_ratio_exact(inter):
         ("student", 4.0, 4.25, "Yes."),
         ("student", 4.5, 4.75, "Go."),
     )
-    row = inter.process_utterances(df.sample(frac=1, random_state=0)).loc["s"]  # order-free
+    row = inter.transform(df.sample(frac=1, random_state=0)).loc["s"]  # order-free
     assert row["turns"] == 4
     assert row["talk_ratio"] == pytest.approx(1.0 / 4.0)  # student 1.0 s of 4.0 s
 
 
 def test_only_teacher_speech(inter):
     df = utts(("teacher", 0, 2, "Is anyone there?"), ("teacher", 5, 6, "Hello?"))
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["student_questions"] == 0
     assert row["student_repeat_requests"] == 0
     assert row["talk_ratio"] == 0.0
@@ -134,7 +134,7 @@ def test_missing_times_make_time_counters_nan(inter):
         ("teacher", np.nan, np.nan, "What is this?"),
         ("student", 3.0, 4.0, "A pen."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert math.isnan(row["qa_rounds"])
     assert math.isnan(row["turns"])
     assert math.isnan(row["talk_ratio"])
@@ -143,9 +143,9 @@ def test_missing_times_make_time_counters_nan(inter):
 
 def test_empty_transcript_and_missing_sessions(inter):
     empty = utts()
-    out = inter.process_utterances(empty)
+    out = inter.transform(empty)
     assert len(out) == 0 and list(out.columns) == INTERACTION_COLUMNS
-    out = inter.process_utterances(
+    out = inter.transform(
         utts(("teacher", 0, 1, "Hi?"), session="a"), session_ids=["none", "a"]
     )
     assert list(out.index) == ["none", "a"]
@@ -163,7 +163,7 @@ def test_sessions_are_independent(inter):
             utts(("student", 1.5, 2, "Because."), session="b"),
         ]
     )
-    out = inter.process_utterances(df)
+    out = inter.transform(df)
     assert out.loc["a", "qa_rounds"] == 0 and out.loc["b", "qa_rounds"] == 0
 
 
@@ -188,7 +188,7 @@ def test_latency_max_silence_overlaps_initiated_questions_exact(inter):
         ("teacher", 20.5, 23.0, "Five is odd."),
         ("teacher", 23.0, 30.0, "Now we move on to fractions."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["qa_rounds"] == 3
     assert row["response_latency_s"] == pytest.approx((0.5 - 0.5 + 3.0) / 3)
     assert row["response_latency_max_s"] == pytest.approx(3.0)
@@ -208,7 +208,7 @@ def test_student_question_as_reply_is_not_initiated(inter):
         ("student", 2.5, 3.0, "Which one?"),  # the reply of a Q&A round
         ("student", 30.0, 31.0, "Can we stop?"),  # on their own
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["qa_rounds"] == 1
     assert row["student_questions"] == 2
     assert row["student_initiated_questions"] == 1
@@ -223,7 +223,7 @@ def test_overlapping_utterances_of_one_speaker_merge(inter):
         ("student", 3.0, 5.0, "Okay."),
         ("student", 4.5, 7.0, "Okay okay."),
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["overlaps"] == 1  # teacher [0,6] ∩ student [3,7] = [3,6]
     assert row["overlap_s"] == pytest.approx(3.0)
     assert row["longest_student_silence_s"] == pytest.approx(3.0)  # 0 -> 3
@@ -231,7 +231,7 @@ def test_overlapping_utterances_of_one_speaker_merge(inter):
 
 def test_only_teacher_speech_silence_is_whole_span(inter):
     df = utts(("teacher", 1.0, 2.0, "Hello?"), ("teacher", 5.0, 9.0, "Anyone?"))
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["longest_student_silence_s"] == pytest.approx(8.0)
     assert row["student_initiated_questions"] == 0
     assert math.isnan(row["response_latency_max_s"])
@@ -243,7 +243,7 @@ def test_untimed_utterances_explain_nan_time_counters(inter):
         ("student", np.nan, 3.0, "A pen."),
         ("student", 5.0, 4.0, "Why?"),  # end before start: untimed
     )
-    row = inter.process_utterances(df).loc["s"]
+    row = inter.transform(df).loc["s"]
     assert row["untimed_utterances"] == 2
     for col in ("overlaps", "overlap_s", "longest_student_silence_s",
                 "student_initiated_questions", "response_latency_max_s"):

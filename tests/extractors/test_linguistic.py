@@ -25,18 +25,18 @@ def utts(*rows):
 
 
 def test_fillers_whole_word_case_insensitive(ext):
-    out = ext.process_utterances(utts(("s", "student", 0, 2, "um so uh I think")))
+    out = ext.transform(utts(("s", "student", 0, 2, "um so uh I think")))
     row = out.loc[("s", "student")]
     assert row["n_filler"] == 2
     assert row["n_words"] == 5
     assert row["filler_ratio"] == pytest.approx(0.4)
     # "Umbrella" is no filler; "UH-huh" is one filler (multi-token entry), "hmm," one.
-    out = ext.process_utterances(utts(("s", "teacher", 0, 2, "Umbrella hmm, UH-huh.")))
+    out = ext.transform(utts(("s", "teacher", 0, 2, "Umbrella hmm, UH-huh.")))
     assert out.loc[("s", "teacher"), "n_filler"] == 2
 
 
 def test_chars_and_words_per_second_exact(ext):
-    out = ext.process_utterances(utts(("s", "teacher", 1.0, 3.0, "Hello  world.")))
+    out = ext.transform(utts(("s", "teacher", 1.0, 3.0, "Hello  world.")))
     row = out.loc[("s", "teacher")]
     assert row["speech_s"] == pytest.approx(2.0)
     assert row["chars_per_s"] == pytest.approx(11 / 2)  # "Helloworld." = 11 characters
@@ -44,7 +44,7 @@ def test_chars_and_words_per_second_exact(ext):
 
 
 def test_rates_over_all_utterances_of_a_speaker(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(("s", "student", 0.0, 1.0, "abc"), ("s", "student", 5.0, 8.0, "de fg"))
     )
     row = out.loc[("s", "student")]
@@ -56,7 +56,7 @@ def test_rates_over_all_utterances_of_a_speaker(ext):
 
 def test_sentence_statistics_exact(ext):
     text = "One two three. Four five. Six seven eight nine ten eleven?"
-    row = ext.process_utterances(utts(("s", "teacher", 0, 10, text))).loc[("s", "teacher")]
+    row = ext.transform(utts(("s", "teacher", 0, 10, text))).loc[("s", "teacher")]
     lengths = np.array([3, 2, 6], dtype=float)
     assert row["n_sentences"] == 3
     assert row["n_words"] == 11
@@ -68,7 +68,7 @@ def test_sentence_statistics_exact(ext):
 
 
 def test_pos_shares_sum_to_one_and_punct_share(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(("s", "teacher", 0, 2, "Hello world."), ("s", "student", 0, 2, "I like red apples!"))
     )
     pos_cols = [f"pos_{t}" for t in POS_TAGS]
@@ -81,7 +81,7 @@ def test_pos_shares_sum_to_one_and_punct_share(ext):
 
 
 def test_unpunctuated_asr_question_detected(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(
             ("a", "teacher", 0, 2, "what is two plus two"),
             ("b", "teacher", 0, 2, "two plus two is four"),
@@ -95,12 +95,12 @@ def test_unpunctuated_asr_question_detected(ext):
 
 
 def test_question_with_trailing_quote_or_interrobang(ext):
-    out = ext.process_utterances(utts(("s", "teacher", 0, 2, 'Really?! He said "why?"')))
+    out = ext.transform(utts(("s", "teacher", 0, 2, 'Really?! He said "why?"')))
     assert out.loc[("s", "teacher"), "question_share"] == 1.0
 
 
 def test_missing_times_give_nan_rates_but_counts(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(("s", "teacher", np.nan, np.nan, "Hello world."), ("s", "teacher", 0, 1, "Again."))
     )
     row = out.loc[("s", "teacher")]
@@ -111,7 +111,7 @@ def test_missing_times_give_nan_rates_but_counts(ext):
 
 
 def test_only_teacher_speech_student_row_zero(ext):
-    out = ext.process_utterances(utts(("s", "teacher", 0, 1, "Hello.")))
+    out = ext.transform(utts(("s", "teacher", 0, 1, "Hello.")))
     assert list(out.index) == [("s", "teacher"), ("s", "student")]
     student = out.loc[("s", "student")]
     assert student[["n_utterances", "n_sentences", "n_words", "n_filler"]].tolist() == [0, 0, 0, 0]
@@ -122,14 +122,14 @@ def test_only_teacher_speech_student_row_zero(ext):
 
 
 def test_type_token_ratio(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(("s", "student", 0, 1, "The cat and"), ("s", "student", 1, 2, "the dog."))
     )
     assert out.loc[("s", "student"), "type_token_ratio"] == pytest.approx(4 / 5)
 
 
 def test_columns_dtypes_and_session_ids(ext):
-    out = ext.process_utterances(
+    out = ext.transform(
         utts(("b", "teacher", 0, 1, "Hi."), ("x", "student", 0, 1, "ignored")),
         session_ids=["b", "empty"],
     )
@@ -147,8 +147,8 @@ def test_columns_dtypes_and_session_ids(ext):
 
 def test_empty_transcript(ext):
     empty = utts()
-    assert len(ext.process_utterances(empty)) == 0
-    out = ext.process_utterances(empty, session_ids=["s"])
+    assert len(ext.transform(empty)) == 0
+    out = ext.transform(empty, session_ids=["s"])
     assert out["n_utterances"].tolist() == [0, 0]
 
 
@@ -159,7 +159,7 @@ def test_caller_frame_unchanged_and_bad_rows_ignored(ext):
         ("s", "student", 0, 1, "   "),
     )
     before = df.copy()
-    out = ext.process_utterances(df)
+    out = ext.transform(df)
     pd.testing.assert_frame_equal(df, before)
     assert out.loc[("s", "teacher"), "n_words"] == 1
     assert out.loc[("s", "student"), "n_utterances"] == 0
@@ -175,31 +175,31 @@ def test_missing_columns_raise():
 def test_missing_spacy_model_raises_model_load_error():
     bad = LinguisticExtractor(TextConfig(spacy_model="no_such_pipeline_xyz"))
     with pytest.raises(ModelLoadError, match="no_such_pipeline_xyz.*text.spacy_model"):
-        bad.process_utterances(utts(("s", "teacher", 0, 1, "Hello.")))
+        bad.transform(utts(("s", "teacher", 0, 1, "Hello.")))
 
 
 def test_lexicons_come_from_config():
     cfg = TextConfig(filler_words=["like", "you know"], question_words=["so"])
     ext = LinguisticExtractor(cfg)
-    out = ext.process_utterances(utts(("s", "student", 0, 1, "so um it was like you know big")))
+    out = ext.transform(utts(("s", "student", 0, 1, "so um it was like you know big")))
     row = out.loc[("s", "student")]
     assert row["n_filler"] == 2
     assert row["question_share"] == 1.0
 
 
 def test_model_loaded_once(ext):
-    ext.process_utterances(utts(("s", "teacher", 0, 1, "Hello.")))
+    ext.transform(utts(("s", "teacher", 0, 1, "Hello.")))
     nlp = ext.nlp
-    ext.process_utterances(utts(("s", "teacher", 0, 1, "Hello again.")))
+    ext.transform(utts(("s", "teacher", 0, 1, "Hello again.")))
     assert ext.nlp is nlp
     assert "parser" not in nlp.pipe_names and "ner" not in nlp.pipe_names
     assert "sentencizer" in nlp.pipe_names
 
 
 def test_ten_thousand_word_utterance(ext):
-    # Speed is measured in scripts/bench_text.py; here: it runs and counts right.
+    # Speed is measured in scripts/benchmarks/bench_text.py; here: it runs and counts right.
     text = " ".join(["the cat sat on the mat and um I think"] * 1000)
-    out = ext.process_utterances(utts(("s", "teacher", 0, 3600, text)))
+    out = ext.transform(utts(("s", "teacher", 0, 3600, text)))
     assert out.loc[("s", "teacher"), "n_words"] == 10_000
     assert out.loc[("s", "teacher"), "n_filler"] == 1000
     assert out.loc[("s", "teacher"), "words_per_s"] == pytest.approx(10_000 / 3600)
@@ -207,7 +207,7 @@ def test_ten_thousand_word_utterance(ext):
 
 def test_blank_pipeline_counts_without_pos():
     ext = LinguisticExtractor(TextConfig(spacy_model="blank:en"))
-    out = ext.process_utterances(utts(("s", "student", 0, 2, "Um, is it four? Yes it is.")))
+    out = ext.transform(utts(("s", "student", 0, 2, "Um, is it four? Yes it is.")))
     row = out.loc[("s", "student")]
     assert "tagger" not in ext.nlp.pipe_names and "sentencizer" in ext.nlp.pipe_names
     assert row["n_sentences"] == 2 and row["n_words"] == 7 and row["n_filler"] == 1

@@ -12,7 +12,7 @@ from atrisk.extractors.linguistic import LINGUISTIC_COLUMNS, POS_TAGS
 from atrisk.extractors.text import (
     TEXT_FEATURE_COLUMNS,
     TextFeaturizer,
-    _cached_featurizer,
+    featurizer,
     text_features,
 )
 from atrisk.ingest.utterances import load_utterances
@@ -60,22 +60,19 @@ def test_one_row_per_session_with_prefixed_columns():
 
 
 def test_featurizer_cached_per_config():
-    _cached_featurizer.cache_clear()
-    text_features(DIALOGUE)
-    text_features(DIALOGUE.iloc[:2])
-    info = _cached_featurizer.cache_info()
-    assert (info.misses, info.hits) == (1, 1)
-    text_features(DIALOGUE, config=TextConfig(qa_window_s=0.5))
-    assert _cached_featurizer.cache_info().misses == 2
+    first = featurizer()
+    assert featurizer(TextConfig()) is first  # an equal config shares one featurizer
+    other = featurizer(TextConfig(qa_window_s=0.5))
+    assert other is not first and featurizer(TextConfig(qa_window_s=0.5)) is other
 
 
 def test_featurizer_shares_one_spacy_pipeline():
     f = TextFeaturizer()
     assert f.interaction.linguistic is f.linguistic
-    f.process_utterances(DIALOGUE)
+    f.transform(DIALOGUE)
     assert f.linguistic._nlp is not None
     nlp = f.linguistic.nlp
-    f.process_utterances(DIALOGUE)
+    f.transform(DIALOGUE)
     assert f.linguistic.nlp is nlp
 
 
@@ -430,7 +427,7 @@ def test_extract_uses_the_same_text_features(tmp_path):
     into in_class: one code path."""
     import soundfile as sf
 
-    from atrisk import pipeline
+    from atrisk import workflows
     from atrisk.config import Config
     from tests.conftest import SR, voiced
 
@@ -447,7 +444,7 @@ def test_extract_uses_the_same_text_features(tmp_path):
     transcripts = tmp_path / "utterances.csv"
     pd.concat([LESSON, DIALOGUE[DIALOGUE["session_id"] == "s1"]]).to_csv(transcripts, index=False)
     cfg = Config().override({"asr.backend": "transcripts"})
-    res = pipeline.extract(rec, tmp_path / "ws", cfg, workers=1, progress=False,
+    res = workflows.extract_folder(rec, tmp_path / "ws", cfg, workers=1, progress=False,
                            transcripts=transcripts)
     assert res.exit_code == 0
     in_class = pd.read_parquet(tmp_path / "ws" / "in_class.parquet")

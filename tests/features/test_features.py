@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from atrisk.config import FeatureConfig
-from atrisk.features.logs import load_logs
 from atrisk.features.pairs import build_pairs, feature_columns, pair_keys
+from atrisk.ingest.logs import load_logs
 
 from .logs_factory import OUTCOMES, write_logs
 

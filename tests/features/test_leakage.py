@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from atrisk.features.in_class import session_end
-from atrisk.features.logs import Logs, load_logs
 from atrisk.features.pairs import build_pairs, feature_columns
+from atrisk.ingest.logs import Logs, load_logs
 
 from .logs_factory import random_logs
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from atrisk.errors import LogValidationError
-from atrisk.features.logs import load_logs
+from atrisk.ingest.logs import load_logs
 
 from .logs_factory import EVENTS, ORDERS, OUTCOMES, STUDENTS, write_logs
 

@@ -27,8 +27,8 @@ def test_light_modules_import_without_torch():
 
 @pytest.mark.slow
 def test_million_events(tmp_path: Path):
-    from atrisk.features.logs import load_logs
     from atrisk.features.pairs import build_pairs
+    from atrisk.ingest.logs import load_logs
 
     rng = np.random.default_rng(0)
     ns, ne = 2000, 10**6

@@ -19,7 +19,7 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m atrisk.cli_serve serve` on 127.0.0.1 in a subprocess."""
+    """`python -m atrisk serve` on 127.0.0.1 in a subprocess."""
 
     def __init__(self, model: Path, db: Path, extra: tuple[str, ...] = ()):
         self.port = free_port()
@@ -27,7 +27,7 @@ class Server:
         self.log = db.with_suffix(".log")
         self._fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "atrisk.cli_serve", "serve", "--model", str(model),
+            [sys.executable, "-m", "atrisk", "serve", "--model", str(model),
              "--db", str(db), "--port", str(self.port), "--log-level", "warning", *extra],
             stdout=self._fh, stderr=subprocess.STDOUT,
         )
@@ -55,15 +55,15 @@ class Server:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> dict:
     """A model trained on 40 synthetic students without audio (≈ 3 s), and its risk list."""
-    from atrisk import pipeline
+    from atrisk import workflows
     from atrisk.demo import busiest_day
     from atrisk.synthetic import generate_cohort
 
     root = tmp_path_factory.mktemp("tiny")
     generate_cohort(root / "cohort", n_students=40, audio=False)
     logs = root / "cohort" / "logs"
-    pipeline.train(root / "ws", logs, root / "model")
+    workflows.train_folder(root / "ws", logs, root / "model")
     day = busiest_day(logs)
-    risk, _ = pipeline.predict(root / "model", root / "ws", logs, day, root / "risk.csv")
+    risk, _ = workflows.predict_folder(root / "model", root / "ws", logs, day, root / "risk.csv")
     return {"model": root / "model", "logs": logs, "workspace": root / "ws", "day": day,
             "risk": risk}

@@ -159,7 +159,7 @@ def test_sessions_upload_and_job_with_vanished_audio(service):
 
 def test_second_service_on_a_locked_store_exits_2(service):
     r = subprocess.run(
-        [sys.executable, "-m", "atrisk.cli_serve", "serve", "--model", str(service["model"]),
+        [sys.executable, "-m", "atrisk", "serve", "--model", str(service["model"]),
          "--db", str(service["root"] / "s.duckdb"), "--port", "1"],
         capture_output=True, text=True, timeout=60,
     )

@@ -51,7 +51,7 @@ def test_keys_create_on_a_locked_store_exits_2_naming_the_holder(tmp_path):
     db = tmp_path / "s.duckdb"
     holder = _hold(db)
     try:
-        r = subprocess.run([sys.executable, "-m", "atrisk.cli_serve", "keys", "create", "--db",
+        r = subprocess.run([sys.executable, "-m", "atrisk", "keys", "create", "--db",
                             str(db), "--scope", "read"], capture_output=True, text=True,
                            timeout=120)
     finally:

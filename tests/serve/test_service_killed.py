@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from atrisk.serve.store import Store
+from tests.extract.test_resume_kill import N, _parts, _recordings
 from tests.serve.conftest import Server
-from tests.test_resume_kill import N, _parts, _recordings
 
 
 def _job(url: str, headers: dict, job_id: str) -> dict:

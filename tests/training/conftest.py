@@ -23,6 +23,6 @@ def small_config() -> TrainingConfig:
 
 @pytest.fixture(scope="session")
 def fitted(synth_pairs, small_config):
-    from atrisk.training.model import train
+    from atrisk.training.model import RiskModel
 
-    return train(synth_pairs, small_config)
+    return RiskModel(small_config).fit_pairs(synth_pairs)

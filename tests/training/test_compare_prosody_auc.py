@@ -1,4 +1,4 @@
-"""scripts/compare_prosody_auc.py on a tiny voiced cohort: both backends, same pairs."""
+"""scripts/recipes/compare_prosody_auc.py on a tiny voiced cohort: both backends, same pairs."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow,
 
 def _script():
     spec = importlib.util.spec_from_file_location(
-        "compare_prosody_auc", ROOT / "scripts" / "compare_prosody_auc.py")
+        "compare_prosody_auc", ROOT / "scripts" / "recipes" / "compare_prosody_auc.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -82,7 +82,7 @@ def test_tiny_cohort_both_backends(tmp_path, capsys):
             assert -1 <= lo <= hi <= 1
     # the reference without prosody does not depend on the backend
     assert cmp["auc"]["no_prosody"]["opensmile"] == cmp["auc"]["no_prosody"]["torch"]
-    assert res["command"] == "python scripts/compare_prosody_auc.py --out " + \
+    assert res["command"] == "python scripts/recipes/compare_prosody_auc.py --out " + \
         f"{out} --work {work} " + " ".join(ARGS)
     assert "| 1 |" in (out / "results.md").read_text()
 

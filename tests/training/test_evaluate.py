@@ -23,7 +23,7 @@ def test_recall_at_top_exact():
 
 
 def test_evaluate_with_baselines_and_nearest_horizon(fitted, synth_pairs):
-    result = evaluate(fitted, synth_pairs, horizons=[1, 2, 3])
+    result = evaluate(fitted, synth_pairs, horizons=[1, 2, 3]).metrics
     assert result["model_horizon"] == {"1": 1, "2": 1, "3": 3}
     assert any("Δ=2" in n and "Δ=1 model" in n for n in result["notes"])
     assert set(result["auc"]) == {"gbdt", "lr", "dt", "rf", "gbdt_none"}
@@ -38,7 +38,7 @@ def test_evaluate_with_baselines_and_nearest_horizon(fitted, synth_pairs):
 
 def test_fresh_dataset_is_evaluated_whole(fitted, synth_pairs):
     fresh = synth_pairs.assign(student_id="new_" + synth_pairs["student_id"])
-    result = evaluate(fitted, fresh, horizons=[3], baselines=True)
+    result = evaluate(fitted, fresh, horizons=[3], baselines=True).metrics
     assert result["evaluated_on"].startswith("all given pairs")
     assert result["n_pairs"] == len(fresh)
     assert result["auc"]["lr"]["3"] is None
@@ -47,7 +47,7 @@ def test_fresh_dataset_is_evaluated_whole(fitted, synth_pairs):
 
 def test_one_class_gives_null_auc_and_report(fitted, synth_pairs, tmp_path: Path):
     quiet = synth_pairs[synth_pairs["dropout_time"].isna()]
-    result = evaluate(fitted, quiet, horizons=[1, 3], baselines=False)
+    result = evaluate(fitted, quiet, horizons=[1, 3], baselines=False).metrics
     assert result["auc"]["gbdt"]["1"] is None
     assert any("only one class" in n for n in result["notes"])
     html = write_report(result, tmp_path / "rep")
@@ -58,7 +58,7 @@ def test_one_class_gives_null_auc_and_report(fitted, synth_pairs, tmp_path: Path
 
 
 def test_report_table_values(fitted, synth_pairs, tmp_path: Path):
-    result = evaluate(fitted, synth_pairs, horizons=[3], baselines=False)
+    result = evaluate(fitted, synth_pairs, horizons=[3], baselines=False).metrics
     write_report(result, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["auc"]["gbdt"]["3"] == pytest.approx(result["auc"]["gbdt"]["3"])

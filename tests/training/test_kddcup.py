@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from atrisk.errors import LogValidationError
+from atrisk.mooc.daily_pairs import EPOCH, load_kddcup_pairs
 from atrisk.mooc.kddcup import COURSE_COLUMNS
-from atrisk.training.kddcup import EPOCH, load_kddcup_pairs
 
 DAYS = pd.date_range("2014-06-01", periods=10, freq="D")
 

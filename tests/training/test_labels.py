@@ -65,7 +65,7 @@ def _rows(n=100, n_pos=10):
 
 def test_oversample_reaches_weight_share_and_keeps_relative_weights():
     df = _rows()
-    out = oversample(df, 0.6, seed=1)  # positives carry 58 of 148 weight units (39 %)
+    out = oversample(df, 0.6)  # positives carry 58 of 148 weight units (39 %)
     assert len(out) == 100  # no copies: the weights carry the over-sampling
     pos = out["label"] == 1
     share = out.loc[pos, "weight"].sum() / out["weight"].sum()
@@ -74,7 +74,7 @@ def test_oversample_reaches_weight_share_and_keeps_relative_weights():
     f = 0.6 * 90 / (0.4 * 58)
     np.testing.assert_allclose(out.loc[pos, "weight"], df.loc[pos, "weight"] * f)
     np.testing.assert_array_equal(out.loc[~pos, "weight"], 1.0)
-    pd.testing.assert_frame_equal(out, oversample(df, 0.6, seed=1))
+    pd.testing.assert_frame_equal(out, oversample(df, 0.6))
     pd.testing.assert_frame_equal(df, _rows())  # input unchanged
 
 

@@ -12,8 +12,9 @@ import pytest
 from atrisk.config import TrainingConfig
 from atrisk.errors import ModelLoadError
 from atrisk.training.evaluate import evaluate
+from atrisk.training.fit import fit_baselines
 from atrisk.training.labels import add_labels, augment, oversample
-from atrisk.training.model import HorizonError, RiskModel, fit_baselines, train
+from atrisk.training.model import HorizonError, RiskModel
 
 from .pairs_factory import make_pairs
 
@@ -27,7 +28,7 @@ def test_split_by_student(fitted, synth_pairs):
 
 
 def test_auc_on_held_out_students(fitted, synth_pairs):
-    result = evaluate(fitted, synth_pairs, baselines=False)
+    result = evaluate(fitted, synth_pairs, baselines=False).metrics
     assert result["evaluated_on"] == "held-out students"
     assert result["n_students"] == 16
     assert result["auc"]["gbdt"]["1"] > 0.8
@@ -36,11 +37,11 @@ def test_auc_on_held_out_students(fitted, synth_pairs):
 
 def test_pca_is_fitted_on_training_students_only(synth_pairs, small_config):
     pairs = synth_pairs.copy()
-    model = train(pairs, small_config)
+    model = RiskModel(small_config).fit_pairs(pairs)
     test = pairs["student_id"].isin(model.test_students_)
     shifted = pairs.copy()
     shifted.loc[test, "in_student_loudness_sma3_amean"] += 1000.0  # held-out rows only
-    model2 = train(shifted, small_config)
+    model2 = RiskModel(small_config).fit_pairs(shifted)
     assert model2.test_students_ == model.test_students_
     cols = model.in_class_columns_
     for m in (model, model2):
@@ -48,7 +49,7 @@ def test_pca_is_fitted_on_training_students_only(synth_pairs, small_config):
         scaler = block.named_steps["scale"]
         train_rows = add_labels(shifted[~test], [3])
         rows = oversample(augment(train_rows, 3, small_config.lookback, small_config.weighting),
-                          small_config.oversample, small_config.seed)
+                          small_config.oversample)
         imputed = rows[cols].fillna(rows[cols].median())
         assert scaler.n_samples_seen_ == len(rows) == m.metadata_["per_horizon"]["3"][
             "n_rows_fit"]
@@ -80,8 +81,17 @@ def test_load_errors(tmp_path: Path):
         RiskModel.load(tmp_path / "nothing")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "model.joblib").write_bytes(b"not a pickle")
-    with pytest.raises(ModelLoadError, match="cannot be loaded"):
-        RiskModel.load(tmp_path / "bad")
+    with pytest.raises(ModelLoadError, match="model.sha256 is missing"):
+        RiskModel.load(tmp_path / "bad")  # never unpickled without its checksum
+
+
+def test_a_changed_model_file_is_refused_before_unpickling(fitted, tmp_path):
+    fitted.save(tmp_path / "m")
+    assert RiskModel.load(tmp_path / "m").horizons == fitted.horizons
+    blob = tmp_path / "m" / "model.joblib"
+    blob.write_bytes(blob.read_bytes() + b"\0")  # e.g. replaced by someone else
+    with pytest.raises(ModelLoadError, match="does not match its checksum"):
+        RiskModel.load(tmp_path / "m")
 
 
 def test_untrained_horizon(fitted, synth_pairs):
@@ -100,7 +110,7 @@ def test_horizon_without_positives_is_skipped(small_config):
     pairs["dropout_time"] = pd.Series(pd.NaT, index=pairs.index, dtype="datetime64[ns, UTC]")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = train(pairs, small_config)
+        model = RiskModel(small_config).fit_pairs(pairs)
     assert model.horizons == []
     assert any("horizon 1 skipped: no positive" in w for w in model.metadata_["warnings"])
     assert any("horizon 3 skipped" in str(w.message) for w in caught)
@@ -108,12 +118,12 @@ def test_horizon_without_positives_is_skipped(small_config):
 
 def test_no_in_class_columns_skips_pca(synth_pairs, small_config):
     pairs = synth_pairs.drop(columns=[c for c in synth_pairs if c.startswith("in_")])
-    model = train(pairs, small_config)
+    model = RiskModel(small_config).fit_pairs(pairs)
     ct = model.pipelines_[3].named_steps["features"]
     assert [name for name, *_ in ct.transformers] == ["rest"]
     nan_in = synth_pairs.assign(in_student_loudness_sma3_amean=np.nan,
                                 in_teacher_loudness_sma3_amean=np.nan, in_inter_qa_rounds=np.nan)
-    model2 = train(nan_in, small_config)
+    model2 = RiskModel(small_config).fit_pairs(nan_in)
     assert model2.in_class_columns_ == []
     assert "in_class" not in model2.pipelines_[1].named_steps["features"].named_transformers_
     assert model2.predict_proba(nan_in, 1).shape == (len(nan_in),)

@@ -1,4 +1,4 @@
-"""scripts/reproduce_k12.py --test-data: train on one folder, evaluate on another."""
+"""scripts/recipes/reproduce_k12.py --test-data: train on one folder, evaluate on another."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from atrisk.mooc.daily_pairs import load_kddcup_pairs
 from atrisk.mooc.kddcup import COURSE_COLUMNS
-from atrisk.training.kddcup import load_kddcup_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ["gbdt_aug", "gbdt_none", "lr", "dt", "rf"]
@@ -46,7 +46,7 @@ def test_test_data_is_a_never_seen_folder(tmp_path):
     test_dir = _kdd_folder(tmp_path / "other", "B", range(1001, 1031), seed=2)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "reproduce_k12.py"), "--dataset", "kddcup",
+        [sys.executable, str(ROOT / "scripts" / "recipes" / "reproduce_k12.py"), "--dataset", "kddcup",
          "--data", str(train_dir), "--test-data", str(test_dir), "--out", str(out),
          "--no-tune", "--max-delta", "2", "--jobs", "1"],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -82,7 +82,7 @@ def _script():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("reproduce_k12",
-                                                  ROOT / "scripts" / "reproduce_k12.py")
+                                                  ROOT / "scripts" / "recipes" / "reproduce_k12.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from atrisk.training.model import RiskModel, tune_params
+from atrisk.training.fit import tune_params
+from atrisk.training.model import RiskModel
 
 GRID = [{"num_leaves": 3, "min_child_samples": 5}, {"num_leaves": 7, "min_child_samples": 40}]
 
@@ -21,16 +22,16 @@ def test_tune_scores_every_grid_point_and_keeps_the_best(synth_pairs, small_conf
 
 def test_folds_group_students(synth_pairs, small_config, monkeypatch):
     # record the training/validation students of every fold fit: never shared
-    import atrisk.training.model as m
+    import atrisk.training.fit as m
 
     seen = []
-    real = m._fit_horizon
+    real = m.fit_horizon
 
     def spy(train, *a, **k):
         seen.append(set(train["student_id"]))
         return real(train, *a, **k)
 
-    monkeypatch.setattr(m, "_fit_horizon", spy)
+    monkeypatch.setattr(m, "fit_horizon", spy)
     tune_params(synth_pairs, small_config, grid=GRID[:1], folds=3, horizon=3)
     students = set(synth_pairs["student_id"])
     assert len(seen) == 3
@@ -42,13 +43,13 @@ def test_folds_group_students(synth_pairs, small_config, monkeypatch):
 
 @pytest.mark.slow
 def test_risk_model_tune_switch(synth_pairs, small_config, monkeypatch):
-    import atrisk.training.model as m
+    import atrisk.training.fit as m
 
     monkeypatch.setattr(m, "TUNE_GRID", GRID)
-    model = RiskModel(small_config, tune=True).fit(synth_pairs)
+    model = RiskModel(small_config, tune=True).fit_pairs(synth_pairs)
     best = model.metadata_["tuning"]["best"]
     assert best in GRID
-    assert model.config.num_leaves == best["num_leaves"]
+    assert model.training.num_leaves == best["num_leaves"]
     assert model.pipeline(1).named_steps["model"].num_leaves == best["num_leaves"]
-    plain = RiskModel(small_config).fit(synth_pairs)
+    plain = RiskModel(small_config).fit_pairs(synth_pairs)
     assert plain.metadata_["tuning"] is None

@@ -1,0 +1,5 @@
+"""``python -m atrisk``: the command line."""
+
+from atrisk.cli import main
+
+main()

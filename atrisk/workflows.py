@@ -1,0 +1,169 @@
+"""Folder in, folder out: what the CLI commands, the demo and the service jobs run.
+
+Each function reads its inputs from folders, calls the Python API
+(:class:`~atrisk.extract.Extractor`, :class:`~atrisk.ingest.logs.Logs`,
+:class:`~atrisk.training.model.RiskModel`) and writes its outputs, so the CLI, the
+service and a backend using the API compute the same things in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from atrisk.config import Config
+from atrisk.errors import AtriskError
+from atrisk.extract import Extractor, ExtractResult
+from atrisk.features.in_class import InClassData
+from atrisk.ingest.logs import Logs
+from atrisk.training.evaluate import EvaluationReport
+from atrisk.training.labels import augment
+from atrisk.training.model import RiskModel
+from atrisk.workspace import Workspace, atomic_path
+
+
+def extract_folder(recordings: Path | str, out: Path | str, config: Config | None = None,
+                   device: str = "auto", engine: str = "local", workers: int | None = None,
+                   address: str | None = None, threads: int | None = None,
+                   known_students: set[str] | None = None,
+                   transcripts: Path | str | None = None, asr_fallback: bool = False,
+                   progress: bool = True) -> ExtractResult:
+    """Turn a recordings folder into the workspace tables (``atrisk extract``).
+
+    Args:
+        recordings: Folder with ``sessions.csv`` and one sub-folder per session.
+        out: The workspace folder (earlier results there are reused).
+        config: Output-changing settings (defaults when ``None``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        engine: ``local`` or ``ray``.
+        workers: Worker processes / CPUs of a local Ray.
+        address: Ray cluster to join.
+        threads: torch threads per worker (local engine).
+        known_students: When given, manifest rows naming other students fail.
+        transcripts: Utterance file for the ``transcripts`` backend.
+        asr_fallback: Fall back to pocketsphinx when the ASR model cannot be loaded.
+        progress: Show a progress bar.
+
+    Returns:
+        The run summary (see :meth:`Extractor.extract`).
+    """
+    extractor = Extractor(config, device=device, engine=engine, workers=workers,
+                          address=address, threads=threads, asr_fallback=asr_fallback)
+    return extractor.extract(recordings, out, known_students=known_students,
+                             transcripts=transcripts, progress=progress)
+
+
+@dataclass
+class TrainResult:
+    """Summary of :func:`train_folder`.
+
+    Attributes:
+        model_dir: Where the model was saved.
+        n_students: Students with pairs.
+        n_pairs: ``<student, day>`` pairs built.
+        positive_ratio: Share of positive pairs per horizon (before augmentation).
+        horizons: Horizons with a trained pipeline.
+        failures: Rejected log rows (one dict each).
+    """
+
+    model_dir: Path
+    n_students: int
+    n_pairs: int
+    positive_ratio: dict[str, float]
+    horizons: list[int]
+    failures: list[dict]
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some log rows were rejected (the rest was used), else 0."""
+        return 1 if self.failures else 0
+
+
+def workspace_in_class(workspace: Path | str) -> InClassData:
+    """Return a workspace's in-class data; none when the folder does not exist (log-only)."""
+    return InClassData.from_workspace(workspace) if Path(workspace).is_dir() else InClassData()
+
+
+def read_logs(logs_dir: Path | str) -> tuple[Logs, list[dict]]:
+    """Read and validate a logs folder; return the logs and their rejected rows as dicts."""
+    logs = Logs.read(logs_dir)
+    return logs, [{"stage": "logs", **e.to_dict()} for e in logs.errors]
+
+
+def train_folder(workspace: Path | str, logs_dir: Path | str, out: Path | str,
+                 config: Config | None = None) -> TrainResult:
+    """Build pairs from a workspace and logs, fit the risk model, save it (``atrisk train``).
+
+    Writes the ``pairs`` table (the first horizon's labels, pseudo-positives and weights)
+    into the workspace and the model into ``out``.
+
+    Raises:
+        AtriskError: When no pair can be built.
+        LogValidationError: When a log file is missing or unusable.
+    """
+    model = RiskModel(config or Config())
+    logs, failures = read_logs(logs_dir)
+    pairs = model.pairs(logs, workspace_in_class(workspace))
+    if pairs.empty:
+        raise AtriskError(f"no <student, day> pairs could be built from {logs_dir}: "
+                          "are there class events in events.csv?")
+    cfg = model.training
+    stored = augment(pairs, cfg.horizons[0], cfg.lookback, cfg.weighting)
+    Workspace(workspace).write("pairs", stored.reset_index(drop=True))
+    model.fit_pairs(pairs).save(out)
+    return TrainResult(
+        model_dir=Path(out),
+        n_students=int(pairs["student_id"].nunique()),
+        n_pairs=len(pairs),
+        positive_ratio=model.metadata_.get("positive_ratio", {}),
+        horizons=list(model.horizons),
+        failures=failures,
+    )
+
+
+def evaluate_folder(model_dir: Path | str, workspace: Path | str, logs_dir: Path | str,
+                    out: Path | str, horizons: list[int] | None = None,
+                    baselines: bool = True) -> EvaluationReport:
+    """Evaluate a saved model on a workspace and logs; write the report (``atrisk evaluate``).
+
+    The model builds the pairs with the feature settings it was trained with.
+
+    Returns:
+        The report (also written as ``metrics.json`` and ``report.html`` into ``out``).
+    """
+    model = RiskModel.load(model_dir)
+    logs, failures = read_logs(logs_dir)
+    report = model.evaluate(logs, workspace_in_class(workspace), horizons=horizons,
+                            baselines=baselines)
+    report.failures = failures
+    report.write(out)
+    return report
+
+
+def predict_folder(model_dir: Path | str, workspace: Path | str, logs_dir: Path | str,
+                   date: str | datetime | Any, out: Path | str, horizon: int = 1,
+                   db: Path | str | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Write the ranked risk list of ``date`` to ``out`` (CSV) (``atrisk predict``).
+
+    The model builds the features with the settings it was trained with, from data
+    before ``date`` only.  With ``db``, the list is also written into that service store
+    (re-running a day replaces its rows).
+
+    Returns:
+        ``(risk list, rejected log rows)``.
+    """
+    model = RiskModel.load(model_dir)
+    logs, failures = read_logs(logs_dir)
+    risk = model.rank(logs, workspace_in_class(workspace), date, horizon=horizon)
+    with atomic_path(Path(out)) as tmp:
+        risk.to_csv(tmp, index=False)
+    if db is not None:
+        from atrisk.serve.store import write_risk
+
+        day = pd.Timestamp(risk["date"].iloc[0]).tz_localize("UTC")
+        write_risk(db, risk, day, horizon)
+    return risk, failures

@@ -21,6 +21,8 @@ fails with the command that fixes it::
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import sys
 from types import ModuleType
 
 from atrisk.errors import ConfigError
@@ -49,7 +51,8 @@ class MissingExtraError(ConfigError):
         module: The module that was imported, e.g. ``"fastapi"`` or ``"ray.data"``.
         extra: The extra that installs it, e.g. ``"serve"``.
         feature: What needed it, in the user's words (``"atrisk serve"``).
-        reason: Why the import failed, when the module is installed but broken.
+        reason: Why the import failed beyond the module being absent (a broken native
+            library, a missing dependency of the module, a stray folder of that name).
     """
 
     def __init__(self, module: str, extra: str, feature: str, reason: str | None = None):
@@ -60,12 +63,22 @@ class MissingExtraError(ConfigError):
         top = module.split(".")[0]
         dist = EXTRAS.get(top, (top, extra))[0]
         fix = f"pip install 'atrisk[{extra}]'"
-        if reason is None:
-            text = f"{feature} needs the optional dependency {dist}, which is not installed: {fix}"
+        if not _installed(dist):
+            text = f"{feature} needs the optional dependency {dist}, which is not installed"
+            text += f" ({reason}): {fix}" if reason else f": {fix}"
         else:
             text = (f"{feature} needs the optional dependency {dist}, which is installed but "
-                    f"cannot be imported ({reason}); reinstall it: {fix}")
+                    f"cannot be imported ({reason or 'no module ' + module}); reinstall it: {fix}")
         super().__init__(text)
+
+
+def _installed(dist: str) -> bool:
+    """Whether the distribution ``dist`` has installed metadata."""
+    try:
+        importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def extra_for(module: str) -> str:
@@ -104,7 +117,7 @@ def require(module: str, extra: str | None = None, feature: str | None = None) -
     extra = extra or extra_for(module)
     feature = feature or "this feature"
     try:
-        return importlib.import_module(module)
+        mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         missing = exc.name or ""
         if missing and (module == missing or module.startswith(missing + ".")):
@@ -112,6 +125,14 @@ def require(module: str, extra: str | None = None, feature: str | None = None) -
         raise MissingExtraError(module, extra, feature, f"{type(exc).__name__}: {exc}") from exc
     except (ImportError, OSError) as exc:
         raise MissingExtraError(module, extra, feature, f"{type(exc).__name__}: {exc}") from exc
+    if getattr(mod, "__file__", None) is None:
+        # A bare folder of that name on sys.path imports as a namespace package (Ray's
+        # default temp folder /tmp/ray does, for a program started in /tmp).
+        where = ", ".join(str(p) for p in getattr(mod, "__path__", []))
+        sys.modules.pop(module, None)
+        raise MissingExtraError(module, extra, feature,
+                                f"the folder {where} is not the package")
+    return mod
 
 
 def available(module: str) -> bool:
@@ -121,10 +142,11 @@ def available(module: str) -> bool:
         module: Module name, e.g. ``"faster_whisper"``.
 
     Returns:
-        ``True`` when ``importlib.import_module(module)`` succeeds.
+        ``True`` when ``importlib.import_module(module)`` gives a regular module (not a
+        namespace package made of a stray folder of that name).
     """
     try:
-        importlib.import_module(module)
+        mod = importlib.import_module(module)
     except (ImportError, OSError):
         return False
-    return True
+    return getattr(mod, "__file__", None) is not None

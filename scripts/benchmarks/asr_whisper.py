@@ -12,8 +12,10 @@ Two measurements, each written as JSON:
     transcribed by each variant, and scored with :func:`atrisk.asr.evaluate.score`
     (both sides normalised by :func:`atrisk.asr.normalize.normalize_text`):
     corpus WER/CER with their counts, a 95 % bootstrap interval of the WER over
-    utterances (and over speakers when there are more than 2), per speaker, and
-    ``cpu_rtf`` = CPU seconds of this process (all threads) / audio seconds.
+    utterances (and over speakers when there are more than 2), per speaker, a
+    secondary WER/CER with digits written as English words on both sides
+    (``numbers_spelled``: Whisper writes "6 7 8 9" where the references say "six
+    seven eight nine"), and ``cpu_rtf`` = CPU seconds of this process (all threads) / audio seconds.
 
 ``longtrack``
     One ~3-minute two-speaker track built from the same data (an adult
@@ -27,7 +29,8 @@ Variants: ``whisper-vad`` (default segmentation: atrisk VAD segments packed into
 <= 30 s windows), ``whisper-vadsingle`` (one VAD segment per window),
 ``whisper-builtin`` (faster-whisper's own VAD and chunking), ``whisper-whole``
 (no VAD: the whole signal to ``WhisperModel.transcribe``), each with ``-b1`` /
-``-b5`` for the beam width, and ``pocketsphinx``.
+``-b5`` for the beam width and optionally ``-bsN`` for the batch size, and
+``pocketsphinx``.
 
 The machine may be shared: the load average is recorded before and after each
 run; compare ``cpu_rtf``, not wall-clock figures.
@@ -39,6 +42,8 @@ Usage (repository root)::
         [--per-speaker N]
     .venv/bin/python scripts/benchmarks/asr_whisper.py longtrack \
         --out docs/results/asr_whisper_longtrack.json [--minutes 3]
+    .venv/bin/python scripts/benchmarks/asr_whisper.py compare whisper-vad-b1 --hyps DIR \
+        --out docs/results/asr_whisper_paired.json   # paired bootstrap of WER differences
 """
 
 from __future__ import annotations
@@ -111,6 +116,20 @@ def per_speaker_limit(rows: list[tuple[Path, str, str]], n: int) -> list[tuple[P
 
 
 # -------------------------------------------------------------------------- variants
+def variant_kwargs(variant: str, threads: int | None) -> tuple[str, dict]:
+    """``whisper-<mode>-b<beam>[-bs<batch>]`` -> (mode, ``from_pretrained`` arguments)."""
+    _, mode, beam, *rest = variant.split("-")
+    kwargs: dict = {"device": "cpu", "beam_size": int(beam.lstrip("b")), "cpu_threads": threads}
+    for r in rest:
+        if r.startswith("bs"):
+            kwargs["batch_size"] = int(r[2:])
+    if mode == "builtin":
+        kwargs["segmentation"] = "builtin"
+    elif mode == "vadsingle":
+        kwargs["max_chunk_s"] = 0.0
+    return mode, kwargs
+
+
 def load_variant(variant: str, threads: int | None):
     """Return ``(transcribe_batch_fn, name)`` for a variant name."""
     if variant == "pocketsphinx":
@@ -120,13 +139,7 @@ def load_variant(variant: str, threads: int | None):
         return t.transcribe_batch, t.name
     from atrisk.asr.whisper import WhisperTranscriber
 
-    _, mode, beam = variant.split("-")
-    beam_size = int(beam.lstrip("b"))
-    kwargs: dict = {"device": "cpu", "beam_size": beam_size, "cpu_threads": threads}
-    if mode == "builtin":
-        kwargs["segmentation"] = "builtin"
-    elif mode == "vadsingle":
-        kwargs["max_chunk_s"] = 0.0
+    mode, kwargs = variant_kwargs(variant, threads)
     t = WhisperTranscriber.from_pretrained(**kwargs)
     if mode == "whole":
         def fn(signals, sr):
@@ -136,6 +149,38 @@ def load_variant(variant: str, threads: int | None):
 
 
 # ---------------------------------------------------------------------------- scoring
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    """English words of 0 <= n < 10**9 (``21`` -> ``"twenty one"``)."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    for size, word in ((10**6, "million"), (1000, "thousand"), (100, "hundred")):
+        if n >= size:
+            rest = n % size
+            return (number_words(n // size) + " " + word
+                    + ("" if rest == 0 else " " + number_words(rest)))
+    raise ValueError(n)  # pragma: no cover
+
+
+def spell_numbers(text: str) -> str:
+    """Normalise ``text`` and write every run of digits as English words (secondary WER)."""
+    import re
+
+    from atrisk.asr.normalize import normalize_text
+
+    def words(m: re.Match) -> str:
+        n = int(m.group(0))
+        return number_words(n) if n < 10**9 else " ".join(_ONES[int(d)] for d in m.group(0))
+
+    return re.sub(r"\d+", words, normalize_text(text))
+
+
 def boot_ci(errors: np.ndarray, words: np.ndarray, groups: np.ndarray | None,
             seed: int = 0) -> list[float]:
     """95 % percentile bootstrap interval of sum(errors)/sum(words), resampling units."""
@@ -164,6 +209,9 @@ def score_rows(refs: list[str], hyps: list[str], speakers: list[str]) -> dict:
     out["wer_ci95_utterances"] = boot_ci(err, words, None)
     if len(set(speakers)) > 2:
         out["wer_ci95_speakers"] = boot_ci(err, words, spk)
+    spelled = score([spell_numbers(r) for r in refs], [spell_numbers(h) for h in hyps])
+    out["numbers_spelled"] = {k: spelled[k] for k in ("wer", "cer", "words", "substitutions",
+                                                      "deletions", "insertions")}
     out["per_speaker"] = {
         s: score([r for r, k in zip(refs, speakers, strict=True) if k == s],
                  [h for h, k in zip(hyps, speakers, strict=True) if k == s])
@@ -199,6 +247,12 @@ def run_sets(args: argparse.Namespace) -> dict:
                 hyps += [" ".join(s.text for s in segs) for segs in out]
             audio_s = sum(x.size for x, _, _ in items) / SR
             entry = score_rows([t for _, _, t in items], hyps, [s for _, s, _ in items])
+            if args.hyps:
+                Path(args.hyps).mkdir(parents=True, exist_ok=True)
+                with (Path(args.hyps) / f"{name}_{variant}.tsv").open("w") as fh:
+                    fh.write("speaker\treference\thypothesis\n")
+                    for (_, spk, ref), hyp in zip(items, hyps, strict=True):
+                        fh.write(f"{spk}\t{ref}\t{' '.join(hyp.split())}\n")
             entry.update({
                 "asr_model": model_name, "variant": variant, "utterances": len(items),
                 "audio_s": round(audio_s, 2), "cpu_s": round(cpu, 2),
@@ -251,13 +305,7 @@ def child_longtrack(variant: str, track: str, threads: int | None) -> None:
     else:
         from atrisk.asr.whisper import WhisperTranscriber
 
-        _, mode, beam = variant.split("-")
-        kwargs: dict = {"device": "cpu", "beam_size": int(beam.lstrip("b")),
-                        "cpu_threads": threads}
-        if mode == "builtin":
-            kwargs["segmentation"] = "builtin"
-        elif mode == "vadsingle":
-            kwargs["max_chunk_s"] = 0.0
+        mode, kwargs = variant_kwargs(variant, threads)
         t = WhisperTranscriber.from_pretrained(**kwargs)
         if mode == "whole":
             from atrisk.ingest.audio import load_audio
@@ -318,6 +366,57 @@ def run_longtrack(args: argparse.Namespace) -> dict:
     return result
 
 
+# ----------------------------------------------------------------------------- paired
+def _errors(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-utterance word errors, reference words and speakers of a hypotheses TSV."""
+    import csv
+
+    from atrisk.asr.evaluate import score
+
+    with path.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    per = [score([r["reference"]], [r["hypothesis"]]) for r in rows]
+    e = np.array([p["substitutions"] + p["deletions"] + p["insertions"] for p in per], float)
+    return e, np.array([p["words"] for p in per], float), np.array([r["speaker"] for r in rows])
+
+
+def run_compare(args: argparse.Namespace) -> dict:
+    """Paired bootstrap of WER differences between variants, from the ``--hyps`` TSV files."""
+    base = args.rest[0]
+    folder = Path(args.hyps)
+    result: dict = {"baseline": base, "n_boot": N_BOOT, "pairs": {}}
+    for name in args.sets.split(","):
+        e0, w, spk = _errors(folder / f"{name}_{base}.tsv")
+        for variant in args.variants.split(","):
+            if variant == base or not (folder / f"{name}_{variant}.tsv").is_file():
+                continue
+            e1, w1, _ = _errors(folder / f"{name}_{variant}.tsv")
+            assert np.array_equal(w, w1)  # same utterances in the same order
+            rng = np.random.default_rng(0)
+            idx = rng.integers(0, w.size, size=(N_BOOT, w.size))
+            d = (e1[idx].sum(1) - e0[idx].sum(1)) / w[idx].sum(1)
+            entry = {"wer_base": round(float(e0.sum() / w.sum()), 4),
+                     "wer_variant": round(float(e1.sum() / w.sum()), 4),
+                     "diff": round(float((e1.sum() - e0.sum()) / w.sum()), 4),
+                     "diff_ci95_utterances": [round(float(np.percentile(d, 2.5)), 4),
+                                              round(float(np.percentile(d, 97.5)), 4)],
+                     "words": int(w.sum()), "utterances": int(w.size)}
+            keys = np.unique(spk)
+            if keys.size > 2:
+                es0 = np.array([e0[spk == k].sum() for k in keys])
+                es1 = np.array([e1[spk == k].sum() for k in keys])
+                ws = np.array([w[spk == k].sum() for k in keys])
+                idx = rng.integers(0, keys.size, size=(N_BOOT, keys.size))
+                d = (es1[idx].sum(1) - es0[idx].sum(1)) / ws[idx].sum(1)
+                entry["diff_ci95_speakers"] = [round(float(np.percentile(d, 2.5)), 4),
+                                               round(float(np.percentile(d, 97.5)), 4)]
+                entry["speakers_better"] = int(((es1 - es0) < 0).sum())
+                entry["speakers_worse"] = int(((es1 - es0) > 0).sum())
+            result["pairs"].setdefault(name, {})[variant] = entry
+    write(args.out, result)
+    return result
+
+
 # ----------------------------------------------------------------------------- common
 def machine() -> dict:
     """Facts about the machine and the packages."""
@@ -341,7 +440,7 @@ def write(out: str | None, result: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command line entry (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("sets", "longtrack", "_child"))
+    ap.add_argument("what", choices=("sets", "longtrack", "compare", "_child"))
     ap.add_argument("rest", nargs="*")
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--sets", default="speechbrain,jfk,kids")
@@ -350,11 +449,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--hyps", default=None, help="folder for per-utterance hypotheses (TSV)")
     args = ap.parse_args(argv)
     if args.what == "_child":
         child_longtrack(args.rest[0], args.rest[1], args.threads)
         return
-    result = run_sets(args) if args.what == "sets" else run_longtrack(args)
+    run = {"sets": run_sets, "longtrack": run_longtrack, "compare": run_compare}[args.what]
+    result = run(args)
     if not args.out:
         print(json.dumps(result, indent=1))
 

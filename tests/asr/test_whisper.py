@@ -62,6 +62,7 @@ def test_bundled_model_loads(whisper):
     assert whisper.device == "cpu" and whisper.compute_type == "int8"
     assert whisper.language == "en" and whisper.beam_size == W.DEFAULT_BEAM_SIZE
     assert W.file_sha256(W.bundled_model_dir() / "model.bin") == W.BUNDLED_MODEL_SHA256
+    assert W.is_available()
 
 
 def test_recognises_espeak_sentences(result, speech):

@@ -6,12 +6,15 @@ package, so nothing is downloaded - and transcribes signals:
 
 * ``segmentation="vad"`` (default): the project's silero-vad segments
   (:func:`atrisk.asr.vad.stream_speech`, at most 30 s each) are packed, in
-  time order, into decoding windows of at most 30 s of speech (Whisper's input
-  window; the pauses between segments are replaced by :data:`JOIN_GAP_S` of
-  silence), and the windows are decoded ``batch_size`` at a time with
-  faster-whisper's ``BatchedInferencePipeline``.  Each word goes back to the
-  VAD segment it was spoken in: one :class:`~atrisk.asr.base.Segment` per VAD
-  segment, as the other backends give.  Long tracks stream in bounded memory.
+  time order, into decoding windows of at most ``max_chunk_s`` (20 s; Whisper
+  sees 30 s at most; the pauses between segments are replaced by
+  :data:`JOIN_GAP_S` of silence), and the windows are decoded ``batch_size`` at
+  a time with faster-whisper's ``BatchedInferencePipeline``.  Each word goes
+  back to the VAD segment it was spoken in: one
+  :class:`~atrisk.asr.base.Segment` per VAD segment, as the other backends
+  give.  Whisper sometimes skips speech in a window of many segments: a
+  segment that gets no word is decoded again in a window of its own.  Long
+  tracks stream in bounded memory.
 * ``segmentation="builtin"``: faster-whisper's own VAD merges speech into
   chunks of up to 30 s which are decoded in batches; the words are then split
   into segments at pauses of at least ``config.min_silence_ms``.  The whole
@@ -80,7 +83,9 @@ VOCABULARY_FILES = ("vocabulary.txt", "vocabulary.json")
 #: Whisper's input window (s): the longest piece one decoding step sees.
 WINDOW_LIMIT_S = 30.0
 #: Default beam width (see docs/asr_whisper.md for the measurement behind it).
-DEFAULT_BEAM_SIZE = 1
+DEFAULT_BEAM_SIZE = 5
+#: Default seconds of speech packed into one decoding window (docs/asr_whisper.md).
+DEFAULT_MAX_CHUNK_S = 20.0
 #: Default speech segments decoded together on the CPU (CUDA uses ``config.batch_size``).
 DEFAULT_CPU_BATCH_SIZE = 8
 #: Seconds of audio decoded at a time by :meth:`WhisperTranscriber.transcribe_file`.
@@ -255,13 +260,18 @@ class WhisperTranscriber(Transcriber):
         batch_size: Speech segments decoded together.
         segmentation: ``"vad"`` or ``"builtin"`` (see the module docstring).
         max_chunk_s: ``"vad"``: consecutive VAD segments of one signal are joined
-            (without their pauses) into windows of at most this many seconds of
-            speech (at most 30); 0 decodes every VAD segment in its own window.
+            (their pauses replaced by :data:`JOIN_GAP_S`) into windows of at most
+            this many seconds (at most 30); 0 decodes every VAD segment in its own
+            window.  A piece of a window of several that gets no word is decoded
+            again on its own.
 
     Attributes:
+        timestamps: Let Whisper write segment timestamps inside each window
+            (``"vad"``; off by default: more substitutions and insertions measured).
         timings: Seconds spent so far per stage, summed over calls: ``decode``
             (files), ``vad`` and ``model`` (feature extraction, encoder, beam
-            search and word alignment); plus the counts ``segments`` and ``batches``.
+            search and word alignment); plus the counts ``segments``, ``batches``
+            and ``retried`` (pieces decoded again on their own).
         vad_window_s: Seconds of audio the VAD looks at in one call.
     """
 
@@ -276,7 +286,7 @@ class WhisperTranscriber(Transcriber):
         beam_size: int = DEFAULT_BEAM_SIZE,
         batch_size: int = DEFAULT_CPU_BATCH_SIZE,
         segmentation: Literal["vad", "builtin"] = "vad",
-        max_chunk_s: float = WINDOW_LIMIT_S,
+        max_chunk_s: float = DEFAULT_MAX_CHUNK_S,
     ):
         if segmentation not in SEGMENTATIONS:
             raise ConfigError(
@@ -302,6 +312,7 @@ class WhisperTranscriber(Transcriber):
         self.batch_size = int(batch_size)
         self.segmentation = segmentation
         self.max_chunk_s = min(float(max_chunk_s), WINDOW_LIMIT_S)
+        self.timestamps = False
         self.timings: dict[str, float] = {}
         self.vad_window_s = WINDOW_S
         self._lock = threading.Lock()  # one decode at a time (the pipeline keeps state)
@@ -321,7 +332,7 @@ class WhisperTranscriber(Transcriber):
         segmentation: Literal["vad", "builtin"] | None = None,
         local_files_only: bool = False,
         expected_sha256: str | None = None,
-        max_chunk_s: float = WINDOW_LIMIT_S,
+        max_chunk_s: float = DEFAULT_MAX_CHUNK_S,
         cache_dir: str | None = None,
     ) -> WhisperTranscriber:
         """Load a CTranslate2 Whisper model once.
@@ -589,17 +600,18 @@ class WhisperTranscriber(Transcriber):
         if batch:
             yield from self._run_batch(batch)
 
-    def _run_batch(self, batch: list[list[tuple[int, float, float, np.ndarray]]]
-                   ) -> Iterator[tuple[int, Segment]]:
+    def _run_batch(self, batch: list[list[tuple[int, float, float, np.ndarray]]],
+                   retry: bool = True) -> Iterator[tuple[int, Segment]]:
         """Decode one batch of windows (each a run of pieces) with the batched pipeline.
 
         Each window's pieces are joined with :data:`JOIN_GAP_S` of silence between
         them instead of their pauses; the windows are laid
         end to end, each starting at a whole second (so that the pipeline's
         second-based clip times are exact), and given as ``clip_timestamps``.
-        Each output segment is matched to its window by its start; each word goes
-        to the piece its start falls in, its times moved back to that piece's place
-        in its signal.
+        Each output segment is matched to its window by its ``seek``; each word
+        goes to the piece its midpoint falls in, its times moved back to that
+        piece's place in its signal.  With ``retry``, pieces of a window of several
+        that get no word are decoded again, each alone.
         """
         sr = MODEL_SAMPLE_RATE
         gap = int(JOIN_GAP_S * sr)
@@ -622,17 +634,19 @@ class WhisperTranscriber(Transcriber):
         with self._lock:
             fw_segs, _ = self.pipeline.transcribe(
                 audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
-                word_timestamps=True, without_timestamps=True, vad_filter=False,
-                clip_timestamps=clips, batch_size=len(batch),
+                word_timestamps=True, without_timestamps=not self.timestamps,
+                vad_filter=False, clip_timestamps=clips, batch_size=len(batch),
             )
             fw_segs = list(fw_segs)
         self._add_time("model", time.perf_counter() - t0)
         self.timings["segments"] = self.timings.get("segments", 0.0) + sum(map(len, batch))
         self.timings["batches"] = self.timings.get("batches", 0.0) + 1
         by_chunk: dict[int, list[Any]] = {}
-        by_start = {o // sr: k for k, o in enumerate(offsets)}
+        missed: list[tuple[int, float, float, np.ndarray]] = []
+        # every output segment carries its window's start as ``seek`` (in 10 ms frames)
+        by_seek = {o * self.model.frames_per_second // sr: k for k, o in enumerate(offsets)}
         for s in fw_segs:
-            k = by_start.get(int(round(float(s.start))))
+            k = by_seek.get(int(s.seek))
             if k is not None and not _is_silence(s.avg_logprob, s.no_speech_prob):
                 by_chunk.setdefault(k, []).append(s)
         for k, chunk in enumerate(batch):
@@ -645,10 +659,20 @@ class WhisperTranscriber(Transcriber):
                 mid = (float(w.start) + float(w.end)) / 2 - offsets[k] / sr
                 per_piece[int(np.searchsorted(edges, mid, side="right"))].append(w)
             for j, (key, start_s, end_s, _) in enumerate(chunk):
+                if retry and len(chunk) > 1 and not per_piece[j]:
+                    missed.append(chunk[j])
+                    continue
                 shift = start_s - (offsets[k] + starts[k][j]) / sr
                 seg = _words_segment(per_piece[j], start_s, end_s, shift)
                 if seg is not None:
                     yield key, seg
+        if missed:
+            # Whisper skips some speech in a window of many pieces (often near its end):
+            # those pieces are decoded once more, each in a window of its own
+            self.timings["retried"] = self.timings.get("retried", 0.0) + len(missed)
+            for k in range(0, len(missed), self.batch_size):
+                yield from self._run_batch([[p] for p in missed[k : k + self.batch_size]],
+                                           retry=False)
 
     def _transcribe_builtin(self, x: np.ndarray) -> list[Segment]:
         """faster-whisper's VAD and chunking, then segments split at pauses."""

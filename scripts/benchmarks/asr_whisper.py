@@ -22,11 +22,11 @@ Two measurements, each written as JSON:
     utterance, a pause, a child's utterance, a pause, ...; pauses 0.4-2.0 s from
     a seeded generator), written as WAV to a temp folder; each variant runs in
     its own child process (``transcribe_file``), which reports its CPU time, wall
-    time, peak RSS (``ru_maxrss``: model, VAD, torch and the track) and the WER of
+    time, peak RSS (``VmHWM``: model, VAD, torch and the track) and the WER of
     the joined text against the joined references.
 
 Variants: ``whisper-vad`` (default segmentation: atrisk VAD segments packed into
-<= 30 s windows), ``whisper-vadsingle`` (one VAD segment per window),
+windows of at most 20 s, ``-cN``: N s), ``whisper-vadsingle`` (one VAD segment per window),
 ``whisper-builtin`` (faster-whisper's own VAD and chunking), ``whisper-whole``
 (no VAD: the whole signal to ``WhisperModel.transcribe``), each with ``-b1`` /
 ``-b5`` for the beam width and optionally ``-bsN`` for the batch size, and
@@ -117,17 +117,36 @@ def per_speaker_limit(rows: list[tuple[Path, str, str]], n: int) -> list[tuple[P
 
 # -------------------------------------------------------------------------- variants
 def variant_kwargs(variant: str, threads: int | None) -> tuple[str, dict]:
-    """``whisper-<mode>-b<beam>[-bs<batch>]`` -> (mode, ``from_pretrained`` arguments)."""
+    """``whisper-<mode>-b<beam>[-bs<batch>][-c<max_chunk_s>][-ts]`` -> (mode, arguments).
+
+    ``-ts`` (Whisper's timestamps inside windows) is not a ``from_pretrained``
+    argument: it is returned as ``kwargs["timestamps"]`` and set on the transcriber.
+    """
     _, mode, beam, *rest = variant.split("-")
     kwargs: dict = {"device": "cpu", "beam_size": int(beam.lstrip("b")), "cpu_threads": threads}
     for r in rest:
         if r.startswith("bs"):
             kwargs["batch_size"] = int(r[2:])
+        elif r.startswith("c"):
+            kwargs["max_chunk_s"] = float(r[1:])
+        elif r == "ts":
+            kwargs["timestamps"] = True
     if mode == "builtin":
         kwargs["segmentation"] = "builtin"
     elif mode == "vadsingle":
         kwargs["max_chunk_s"] = 0.0
     return mode, kwargs
+
+
+def make_whisper(kwargs: dict):
+    """``WhisperTranscriber.from_pretrained(**kwargs)`` plus the ``timestamps`` switch."""
+    from atrisk.asr.whisper import WhisperTranscriber
+
+    kwargs = dict(kwargs)
+    timestamps = kwargs.pop("timestamps", False)
+    t = WhisperTranscriber.from_pretrained(**kwargs)
+    t.timestamps = timestamps
+    return t
 
 
 def load_variant(variant: str, threads: int | None):
@@ -137,10 +156,9 @@ def load_variant(variant: str, threads: int | None):
 
         t = PocketsphinxTranscriber()
         return t.transcribe_batch, t.name
-    from atrisk.asr.whisper import WhisperTranscriber
 
     mode, kwargs = variant_kwargs(variant, threads)
-    t = WhisperTranscriber.from_pretrained(**kwargs)
+    t = make_whisper(kwargs)
     if mode == "whole":
         def fn(signals, sr):
             return [t.transcribe_whole(x, sr) for x in signals]
@@ -303,10 +321,9 @@ def child_longtrack(variant: str, track: str, threads: int | None) -> None:
         t = PocketsphinxTranscriber()
         run = t.transcribe_file
     else:
-        from atrisk.asr.whisper import WhisperTranscriber
 
         mode, kwargs = variant_kwargs(variant, threads)
-        t = WhisperTranscriber.from_pretrained(**kwargs)
+        t = make_whisper(kwargs)
         if mode == "whole":
             from atrisk.ingest.audio import load_audio
 
@@ -322,12 +339,27 @@ def child_longtrack(variant: str, track: str, threads: int | None) -> None:
     print(json.dumps({
         "asr_model": t.name, "load_s": round(load_s, 2), "load_cpu_s": round(load_cpu, 2),
         "cpu_s": round(cpu, 2), "wall_s": round(wall, 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": peak_rss_mb(),
         "segments": len(segs), "hypothesis": " ".join(s.text for s in segs),
         "timings": {k: round(v, 2) for k, v in getattr(t, "timings", {}).items()},
         "loadavg_before": [round(v, 2) for v in load0],
         "loadavg_after": [round(v, 2) for v in os.getloadavg()],
     }))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB), from ``VmHWM``.
+
+    ``ru_maxrss`` is not used: Linux keeps it across ``execve``, so a child
+    started by a big parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def run_longtrack(args: argparse.Namespace) -> dict:

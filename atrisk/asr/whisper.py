@@ -13,8 +13,10 @@ package, so nothing is downloaded - and transcribes signals:
   back to the VAD segment it was spoken in: one
   :class:`~atrisk.asr.base.Segment` per VAD segment, as the other backends
   give.  Whisper sometimes skips speech in a window of many segments: a
-  segment that gets no word is decoded again in a window of its own.  Long
-  tracks stream in bounded memory.
+  segment that gets no word is decoded again in a window of its own.  A window
+  whose text loops ("I, I, I, ...": zlib compression ratio above 2.4, Whisper's
+  own test) is decoded again with repeated 3-grams banned, and dropped if it
+  still loops.  Long tracks stream in bounded memory.
 * ``segmentation="builtin"``: faster-whisper's own VAD merges speech into
   chunks of up to 30 s which are decoded in batches; the words are then split
   into segments at pauses of at least ``config.min_silence_ms``.  The whole
@@ -94,6 +96,12 @@ BLOCK_S = 30.0
 NO_SPEECH_THRESHOLD = 0.6
 #: ... and its mean token log-probability below this (Whisper's rule).
 LOGPROB_THRESHOLD = -1.0
+#: A window's text compressing better than this (zlib) is a repetition loop (Whisper's
+#: threshold for its temperature fallback) ...
+COMPRESSION_RATIO_THRESHOLD = 2.4
+#: ... and is decoded once more with every n-gram of this size allowed only once;
+#: when it still loops, the window gives no segments.
+NO_REPEAT_NGRAM_SIZE = 3
 #: Silence put between two VAD segments joined into one decoding window (s).
 JOIN_GAP_S = 0.2
 #: Segmentation strategies (see the module docstring).
@@ -271,7 +279,9 @@ class WhisperTranscriber(Transcriber):
         timings: Seconds spent so far per stage, summed over calls: ``decode``
             (files), ``vad`` and ``model`` (feature extraction, encoder, beam
             search and word alignment); plus the counts ``segments``, ``batches``
-            and ``retried`` (pieces decoded again on their own).
+            ``retried`` (pieces decoded again on their own), ``looping`` (windows
+            decoded again for a repetition loop) and ``dropped`` (pieces of windows
+            that still looped).
         vad_window_s: Seconds of audio the VAD looks at in one call.
     """
 
@@ -332,7 +342,7 @@ class WhisperTranscriber(Transcriber):
         segmentation: Literal["vad", "builtin"] | None = None,
         local_files_only: bool = False,
         expected_sha256: str | None = None,
-        max_chunk_s: float = DEFAULT_MAX_CHUNK_S,
+        max_chunk_s: float | None = None,
         cache_dir: str | None = None,
     ) -> WhisperTranscriber:
         """Load a CTranslate2 Whisper model once.
@@ -352,8 +362,9 @@ class WhisperTranscriber(Transcriber):
                 ``"cuda:N"``.
             config: ASR settings (VAD, ``batch_size`` on CUDA); defaults when ``None``.
                 Fields ``whisper_model``, ``whisper_compute_type``,
-                ``whisper_beam_size`` and ``whisper_segmentation`` are used when the
-                config has them and the argument is ``None``.
+                ``whisper_beam_size``, ``whisper_segmentation`` and
+                ``whisper_max_chunk_s`` are used when the config has them and the
+                argument is ``None``.
             compute_type: CTranslate2 compute type; ``None``: ``int8`` on CPU,
                 ``float16`` on CUDA.
             language: Spoken language (``"en"``); ``None`` detects it (multilingual
@@ -368,7 +379,8 @@ class WhisperTranscriber(Transcriber):
                 Hugging Face cache.
             expected_sha256: Pin the sha256 of ``model.bin`` of a model folder
                 (the bundled model is always pinned to :data:`BUNDLED_MODEL_SHA256`).
-            max_chunk_s: Seconds of speech per decoding window (``"vad"``; see the class).
+            max_chunk_s: Seconds per decoding window (``"vad"``; see the class);
+                ``None``: :data:`DEFAULT_MAX_CHUNK_S`.
             cache_dir: Hugging Face cache folder for model names (``None``: the default cache).
 
         Returns:
@@ -390,6 +402,8 @@ class WhisperTranscriber(Transcriber):
             compute_type = None
         beam_size = beam_size or _cfg(config, "whisper_beam_size", DEFAULT_BEAM_SIZE)
         segmentation = segmentation or _cfg(config, "whisper_segmentation", "vad")
+        if max_chunk_s is None:
+            max_chunk_s = float(_cfg(config, "whisper_max_chunk_s", DEFAULT_MAX_CHUNK_S))
         language = (language or "").strip().lower() or None
 
         dev, index = resolve_whisper_device(device)
@@ -601,7 +615,7 @@ class WhisperTranscriber(Transcriber):
             yield from self._run_batch(batch)
 
     def _run_batch(self, batch: list[list[tuple[int, float, float, np.ndarray]]],
-                   retry: bool = True) -> Iterator[tuple[int, Segment]]:
+                   retry: bool = True, no_repeat: int = 0) -> Iterator[tuple[int, Segment]]:
         """Decode one batch of windows (each a run of pieces) with the batched pipeline.
 
         Each window's pieces are joined with :data:`JOIN_GAP_S` of silence between
@@ -611,7 +625,10 @@ class WhisperTranscriber(Transcriber):
         Each output segment is matched to its window by its ``seek``; each word
         goes to the piece its midpoint falls in, its times moved back to that
         piece's place in its signal.  With ``retry``, pieces of a window of several
-        that get no word are decoded again, each alone.
+        that get no word are decoded again, each alone.  A window whose text loops
+        (zlib compression ratio above :data:`COMPRESSION_RATIO_THRESHOLD`) is
+        decoded again with ``no_repeat_ngram_size`` :data:`NO_REPEAT_NGRAM_SIZE`
+        (``no_repeat`` > 0: it is dropped instead).
         """
         sr = MODEL_SAMPLE_RATE
         gap = int(JOIN_GAP_S * sr)
@@ -636,6 +653,7 @@ class WhisperTranscriber(Transcriber):
                 audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
                 word_timestamps=True, without_timestamps=not self.timestamps,
                 vad_filter=False, clip_timestamps=clips, batch_size=len(batch),
+                no_repeat_ngram_size=no_repeat,
             )
             fw_segs = list(fw_segs)
         self._add_time("model", time.perf_counter() - t0)
@@ -643,6 +661,7 @@ class WhisperTranscriber(Transcriber):
         self.timings["batches"] = self.timings.get("batches", 0.0) + 1
         by_chunk: dict[int, list[Any]] = {}
         missed: list[tuple[int, float, float, np.ndarray]] = []
+        looping: list[list[tuple[int, float, float, np.ndarray]]] = []
         # every output segment carries its window's start as ``seek`` (in 10 ms frames)
         by_seek = {o * self.model.frames_per_second // sr: k for k, o in enumerate(offsets)}
         for s in fw_segs:
@@ -650,6 +669,13 @@ class WhisperTranscriber(Transcriber):
             if k is not None and not _is_silence(s.avg_logprob, s.no_speech_prob):
                 by_chunk.setdefault(k, []).append(s)
         for k, chunk in enumerate(batch):
+            text = " ".join(s.text for s in by_chunk.get(k, []))
+            if _compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+                if no_repeat:
+                    self._add_time("dropped", float(len(chunk)))
+                else:
+                    looping.append(chunk)
+                continue
             words = [w for s in by_chunk.get(k, []) for w in (s.words or [])]
             # a word belongs to the piece its midpoint falls in; the gaps between
             # pieces are split in the middle
@@ -672,7 +698,13 @@ class WhisperTranscriber(Transcriber):
             self.timings["retried"] = self.timings.get("retried", 0.0) + len(missed)
             for k in range(0, len(missed), self.batch_size):
                 yield from self._run_batch([[p] for p in missed[k : k + self.batch_size]],
-                                           retry=False)
+                                           retry=False, no_repeat=no_repeat)
+        if looping:
+            # a repetition loop ("I, I, I, ..."): once more with repeated n-grams banned
+            self._add_time("looping", float(len(looping)))
+            for k in range(0, len(looping), self.batch_size):
+                yield from self._run_batch(looping[k : k + self.batch_size], retry=retry,
+                                           no_repeat=NO_REPEAT_NGRAM_SIZE)
 
     def _transcribe_builtin(self, x: np.ndarray) -> list[Segment]:
         """faster-whisper's VAD and chunking, then segments split at pauses."""
@@ -729,6 +761,14 @@ def _pack(
         n += gap + size
     if run:
         yield run
+
+
+def _compression_ratio(text: str) -> float:
+    """Bytes of ``text`` / bytes of its zlib compression (Whisper's repetition measure)."""
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def _is_silence(avg_logprob: float, no_speech_prob: float) -> bool:

@@ -181,3 +181,23 @@ def test_jfk(whisper, shared_data):
            "ask what you can do for your country")
     assert score([ref], [" ".join(s.text for s in segs)])["wer"] <= 0.1
     assert segs[0].start_s < 0.6 and segs[-1].end_s <= 11.0 + 1e-6
+
+
+def test_whisper_settings_come_from_the_config(whisper):
+    # the ASRConfig fields the lead adds (whisper_*) are read when the arguments are None
+    class Cfg(ASRConfig):
+        whisper_beam_size: int = 2
+        whisper_max_chunk_s: float = 12.0
+        whisper_segmentation: str = "builtin"
+
+    t = WhisperTranscriber.from_pretrained(device="cpu", config=Cfg())
+    assert (t.beam_size, t.max_chunk_s, t.segmentation) == (2, 12.0, "builtin")
+    t = WhisperTranscriber.from_pretrained(device="cpu", config=Cfg(), beam_size=3)
+    assert t.beam_size == 3
+
+
+def test_repetition_loops_are_recognised():
+    assert W._compression_ratio("I, " * 40) > W.COMPRESSION_RATIO_THRESHOLD
+    normal = "But as it was, things soon righted themselves. Please write this down."
+    assert W._compression_ratio(normal) < W.COMPRESSION_RATIO_THRESHOLD
+    assert W._compression_ratio("") == 0.0

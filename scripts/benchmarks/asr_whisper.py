@@ -15,12 +15,14 @@ Two measurements, each written as JSON:
     utterances (and over speakers when there are more than 2), per speaker, a
     secondary WER/CER with digits written as English words on both sides
     (``numbers_spelled``: Whisper writes "6 7 8 9" where the references say "six
-    seven eight nine"), and ``cpu_rtf`` = CPU seconds of this process (all threads) / audio seconds.
+    seven eight nine"), and ``cpu_rtf`` = CPU seconds of this process (all
+    threads) / audio seconds.
 
 ``longtrack``
-    One ~3-minute two-speaker track built from the same data (an adult
-    utterance, a pause, a child's utterance, a pause, ...; pauses 0.4-2.0 s from
-    a seeded generator), written as WAV to a temp folder; each variant runs in
+    One two-speaker track of ``--minutes`` (3) built from the same data (an
+    adult utterance, a pause, a child's utterance, a pause, ...; the adults'
+    11 and the children's 240 utterances in a cycle; pauses 0.4-2.0 s from a
+    seeded generator), written as WAV to a temp folder; each variant runs in
     its own child process (``transcribe_file``), which reports its CPU time, wall
     time, peak RSS (``VmHWM``: model, VAD, torch and the track) and the WER of
     the joined text against the joined references.
@@ -300,7 +302,8 @@ def build_track(data: Path, minutes: float, path: Path, seed: int = 0) -> list[s
     kids = [kids[i] for i in rng.permutation(len(kids))]
     parts, refs, n, turn = [], [], 0, 0
     while n < minutes * 60 * SR:
-        p, _, text = adults[(turn // 2) % len(adults)] if turn % 2 == 0 else kids[turn // 2]
+        p, _, text = adults[(turn // 2) % len(adults)] if turn % 2 == 0 \
+            else kids[(turn // 2) % len(kids)]
         x = load_audio(p, sample_rate=SR)
         pause = np.zeros(int(rng.uniform(0.4, 2.0) * SR), dtype=np.float32)
         parts += [x, pause]

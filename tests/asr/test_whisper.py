@@ -196,6 +196,14 @@ def test_whisper_settings_come_from_the_config(whisper):
     t = WhisperTranscriber.from_pretrained(device="cpu", config=Cfg(), beam_size=3)
     assert t.beam_size == 3
 
+    class Fr(ASRConfig):
+        language: str = "fr"
+
+    with pytest.raises(ConfigError, match="English-only"):
+        WhisperTranscriber.from_pretrained(device="cpu", config=Fr())
+    assert WhisperTranscriber.from_pretrained(device="cpu", config=Fr(),
+                                              language="en").language == "en"
+
 
 def test_repetition_loops_are_recognised():
     assert W._compression_ratio("I, " * 40) > W.COMPRESSION_RATIO_THRESHOLD

@@ -195,6 +195,129 @@ def _segment_mask(n_frames: int, frame: int, hop: int, rate: int,
     return mask
 
 
+def _speech_runs(speech: np.ndarray, hop_s: float, config: TimingConfig
+                 ) -> list[tuple[int, int]]:
+    """Return the speech runs after filling gaps under ``min_pause_s``, dropping short runs."""
+    min_gap = int(round(config.min_pause_s / hop_s))
+    min_run = int(round(config.min_speech_s / hop_s))
+    merged: list[list[int]] = []
+    for a, b in _runs(speech):
+        if merged and a - merged[-1][1] < min_gap:
+            merged[-1][1] = b
+        else:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged if b - a >= max(1, min_run)]
+
+
+def _nuclei(band_db: np.ndarray, inside: np.ndarray, hop_s: float, config: TimingConfig) -> int:
+    """Count the syllable nuclei: band-energy peaks inside speech (module docstring)."""
+    env = uniform_filter1d(band_db.astype(np.float64), SMOOTH_FRAMES, mode="nearest")
+    half = max(1, int(round(0.05 / hop_s)))  # local maximum over +-50 ms
+    avg = max(1, int(round(0.1 / hop_s)))  # mean over +-100 ms
+    wait = max(1, int(round(config.min_syllable_s / hop_s)))
+    peaks = librosa.util.peak_pick(env, pre_max=half, post_max=half + 1, pre_avg=avg,
+                                   post_avg=avg + 1, delta=config.peak_delta_db, wait=wait)
+    peaks = peaks[inside[peaks]]
+    if not peaks.size:
+        return 0
+    level = np.percentile(env[inside], PEAK_REFERENCE_PERCENTILE)
+    return int(np.count_nonzero(env[peaks] >= level - config.peak_window_db))
+
+
+def _row(frames: _Frames, config: TimingConfig,
+         segments: Sequence[tuple[float, float]] | None) -> pd.Series:
+    """Return the row of :data:`TIMING_COLUMNS` from the frame levels of a whole track."""
+    rms_db, band_db = frames.arrays()
+    if rms_db.size == 0:
+        return nan_row()
+    rate = frames.rate
+    hop_s = frames.hop / rate
+    if segments is None:
+        ref = float(rms_db.max())
+        speech = (rms_db > max(ref - config.top_db, config.floor_dbfs)) & (rms_db > _AMIN_DB)
+    else:
+        speech = _segment_mask(rms_db.size, frames.frame, frames.hop, rate, segments)
+    runs = _speech_runs(speech, hop_s, config)
+    if not runs:
+        return nan_row()
+    inside = np.zeros(rms_db.size, dtype=bool)
+    for a, b in runs:
+        inside[a:b] = True
+    n_syll = _nuclei(band_db, inside, hop_s, config)
+    speech_s = int(inside.sum()) * hop_s
+    gaps = np.array([(runs[i + 1][0] - runs[i][1]) * hop_s for i in range(len(runs) - 1)])
+    span_min = (runs[-1][1] - runs[0][0]) * hop_s / 60.0
+    duration_s = frames.n_samples / rate
+    values = {
+        "speech_rate_syll_s": n_syll / speech_s,
+        "syllables": float(n_syll),
+        "speech_s": speech_s,
+        "speech_ratio": min(1.0, speech_s / duration_s),
+        "pause_count": float(gaps.size),
+        "pause_mean_s": float(gaps.mean()) if gaps.size else math.nan,
+        "pause_max_s": float(gaps.max()) if gaps.size else math.nan,
+        "pauses_per_min": gaps.size / span_min,
+    }
+    return pd.Series(values, index=TIMING_COLUMNS, dtype="float64")
+
+
+class TimingStream:
+    """The timing features of one track fed block by block (:meth:`TimingFeatures.start_stream`).
+
+    Lets a caller that already reads a track in blocks (e.g. to stream it to
+    openSMILE) compute the timing row from the same blocks, without decoding twice.
+
+    Args:
+        config: Settings.
+        sampling_rate: Rate of the blocks (Hz).
+        speech_segments: As in :meth:`TimingFeatures.process_signal`.
+
+    Raises:
+        ValueError: When ``sampling_rate`` is below 1000 Hz.
+
+    Example:
+        >>> stream = TimingFeatures().start_stream(16000)
+        >>> for block in blocks:  # doctest: +SKIP
+        ...     stream.add(block)
+        >>> stream.row()["pause_count"]  # doctest: +SKIP
+    """
+
+    def __init__(self, config: TimingConfig, sampling_rate: int,
+                 speech_segments: Sequence[tuple[float, float]] | None = None) -> None:
+        self.rate = int(sampling_rate)
+        mono_finite(np.zeros(0, np.float32), self.rate)  # checks the rate
+        self.config = config
+        self.speech_segments = None if speech_segments is None else list(speech_segments)
+        self._frames = _Frames(self.rate, config)
+
+    @property
+    def n_samples(self) -> int:
+        """Samples added so far."""
+        return self._frames.n_samples
+
+    def add(self, block: np.ndarray) -> None:
+        """Add the next block of the track.
+
+        Args:
+            block: Samples, 1-D or ``(channels, samples)`` (channels averaged; NaN/inf
+                count as 0).
+
+        Raises:
+            ValueError: When ``block`` has more than 2 axes.
+        """
+        self._frames.add(mono_finite(block, self.rate))
+
+    def row(self) -> pd.Series:
+        """Return the timing features of the blocks added so far.
+
+        Returns:
+            A float64 Series indexed by :data:`TIMING_COLUMNS` (all NaN when shorter than
+            one frame or without speech), equal to
+            :meth:`TimingFeatures.process_signal` of the joined blocks.
+        """
+        return _row(self._frames, self.config, self.speech_segments)
+
+
 def nan_row() -> pd.Series:
     """Return a row of :data:`TIMING_COLUMNS`, all NaN (no speech, or too short to frame).
 
@@ -252,6 +375,23 @@ class TimingFeatures:
 
     # -- processing ------------------------------------------------------------------
 
+    def start_stream(self, sampling_rate: int,
+                     speech_segments: Sequence[tuple[float, float]] | None = None
+                     ) -> TimingStream:
+        """Return an accumulator of one track's blocks (:class:`TimingStream`).
+
+        Args:
+            sampling_rate: Rate of the blocks (Hz).
+            speech_segments: As in :meth:`process_signal`.
+
+        Returns:
+            A :class:`TimingStream`; ``add`` each block, then ``row()``.
+
+        Raises:
+            ValueError: When ``sampling_rate`` is below 1000 Hz.
+        """
+        return TimingStream(self.config, sampling_rate, speech_segments)
+
     def process_signal(self, signal: np.ndarray, sampling_rate: int,
                        speech_segments: Sequence[tuple[float, float]] | None = None
                        ) -> pd.Series:
@@ -272,8 +412,9 @@ class TimingFeatures:
             ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
                 than 2 axes.
         """
-        return self._features([mono_finite(signal, sampling_rate)], int(sampling_rate),
-                              speech_segments)
+        stream = self.start_stream(sampling_rate, speech_segments)
+        stream.add(signal)
+        return stream.row()
 
     def process_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int,
                        session_id: str, track: str,
@@ -299,8 +440,10 @@ class TimingFeatures:
             AudioDecodeError: When the block source fails to decode.
             ValueError: As :meth:`process_signal`.
         """
-        rate = int(sampling_rate)
-        row = self._features((mono_finite(b, rate) for b in blocks), rate, speech_segments)
+        stream = self.start_stream(sampling_rate, speech_segments)
+        for block in blocks:  # an AudioDecodeError of a decoding stream propagates
+            stream.add(block)
+        row = stream.row()
         return self._frame([row], pd.MultiIndex.from_tuples([(session_id, track)],
                                                             names=SESSION_INDEX))
 
@@ -324,7 +467,10 @@ class TimingFeatures:
                 audio stream or decodes to 0 samples.
         """
         blocks = stream_audio(path, self.sample_rate, int(FILE_BLOCK_S * self.sample_rate))
-        row = self._features(blocks, self.sample_rate, speech_segments)
+        stream = self.start_stream(self.sample_rate, speech_segments)
+        for block in blocks:
+            stream.add(block)
+        row = stream.row()
         return self._frame([row], pd.Index([str(path)], name="file", dtype="object"))
 
     def process_files(self, paths: Iterable[Path | str]) -> pd.DataFrame:
@@ -388,74 +534,6 @@ class TimingFeatures:
         index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
         return self._frame(rows, index)
-
-    # -- the computation -------------------------------------------------------------
-
-    def _features(self, pieces: Iterable[np.ndarray], rate: int,
-                  segments: Sequence[tuple[float, float]] | None) -> pd.Series:
-        """Frame ``pieces`` (mono, finite) and compute the row from the frame levels."""
-        cfg = self.config
-        frames = _Frames(rate, cfg)
-        for piece in pieces:  # an AudioDecodeError of a decoding stream propagates
-            frames.add(piece)
-        rms_db, band_db = frames.arrays()
-        if rms_db.size == 0:
-            return nan_row()
-        hop_s = frames.hop / rate
-        if segments is None:
-            ref = float(rms_db.max())
-            speech = (rms_db > max(ref - cfg.top_db, cfg.floor_dbfs)) & (rms_db > _AMIN_DB)
-        else:
-            speech = _segment_mask(rms_db.size, frames.frame, frames.hop, rate, segments)
-        runs = self._speech_runs(speech, hop_s)
-        if not runs:
-            return nan_row()
-        inside = np.zeros(rms_db.size, dtype=bool)
-        for a, b in runs:
-            inside[a:b] = True
-        n_syll = self._nuclei(band_db, inside, hop_s)
-        speech_s = int(inside.sum()) * hop_s
-        gaps = np.array([(runs[i + 1][0] - runs[i][1]) * hop_s for i in range(len(runs) - 1)])
-        span_min = (runs[-1][1] - runs[0][0]) * hop_s / 60.0
-        duration_s = frames.n_samples / rate
-        values = {
-            "speech_rate_syll_s": n_syll / speech_s,
-            "syllables": float(n_syll),
-            "speech_s": speech_s,
-            "speech_ratio": min(1.0, speech_s / duration_s),
-            "pause_count": float(gaps.size),
-            "pause_mean_s": float(gaps.mean()) if gaps.size else math.nan,
-            "pause_max_s": float(gaps.max()) if gaps.size else math.nan,
-            "pauses_per_min": gaps.size / span_min,
-        }
-        return pd.Series(values, index=TIMING_COLUMNS, dtype="float64")
-
-    def _speech_runs(self, speech: np.ndarray, hop_s: float) -> list[tuple[int, int]]:
-        """Speech runs after filling gaps under ``min_pause_s`` and dropping short runs."""
-        min_gap = int(round(self.config.min_pause_s / hop_s))
-        min_run = int(round(self.config.min_speech_s / hop_s))
-        merged: list[list[int]] = []
-        for a, b in _runs(speech):
-            if merged and a - merged[-1][1] < min_gap:
-                merged[-1][1] = b
-            else:
-                merged.append([a, b])
-        return [(a, b) for a, b in merged if b - a >= max(1, min_run)]
-
-    def _nuclei(self, band_db: np.ndarray, inside: np.ndarray, hop_s: float) -> int:
-        """Count the syllable nuclei: band-energy peaks inside speech (module docstring)."""
-        cfg = self.config
-        env = uniform_filter1d(band_db.astype(np.float64), SMOOTH_FRAMES, mode="nearest")
-        half = max(1, int(round(0.05 / hop_s)))  # local maximum over +-50 ms
-        avg = max(1, int(round(0.1 / hop_s)))  # mean over +-100 ms
-        wait = max(1, int(round(cfg.min_syllable_s / hop_s)))
-        peaks = librosa.util.peak_pick(env, pre_max=half, post_max=half + 1, pre_avg=avg,
-                                       post_avg=avg + 1, delta=cfg.peak_delta_db, wait=wait)
-        peaks = peaks[inside[peaks]]
-        if not peaks.size:
-            return 0
-        level = np.percentile(env[inside], PEAK_REFERENCE_PERCENTILE)
-        return int(np.count_nonzero(env[peaks] >= level - cfg.peak_window_db))
 
     def _frame(self, rows: list[pd.Series], index: pd.Index) -> pd.DataFrame:
         if rows:

@@ -194,6 +194,18 @@ def test_blocks_of_any_size_give_the_signals_row(timing, clips):
         pd.testing.assert_series_equal(row, whole, check_names=False)
 
 
+def test_a_stream_fed_by_a_caller_gives_the_signals_row(timing, clips):
+    """The tee a caller uses when it already reads the track in blocks (openSMILE)."""
+    x = _with_pauses(clips, (0.6, 1.2))
+    stream = timing.start_stream(SR)
+    for i in range(0, x.size, 7000):
+        stream.add(np.stack([x[i:i + 7000]] * 2))  # stereo blocks: channels averaged
+    assert stream.n_samples == x.size
+    pd.testing.assert_series_equal(stream.row(), timing.process_signal(x, SR), atol=1e-9)
+    with pytest.raises(ValueError, match="sampling_rate"):
+        timing.start_stream(10)
+
+
 def test_a_long_signal_is_framed_in_chunks(clips, monkeypatch):
     """Chunking the frames (bounded memory) changes no value."""
     from atrisk.extractors import timing as timing_module

@@ -20,11 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from atrisk.config import Config
+from atrisk.extract import Extractor
 from atrisk.features.pairs import pair_keys
 from atrisk.ingest.logs import load_logs
 from atrisk.progress import console, print_auc_table, progress_bar
 from atrisk.synthetic import generate_cohort
-from atrisk.workflows import evaluate_folder, extract_folder, predict_folder, train_folder
+from atrisk.workflows import evaluate_folder, predict_folder, train_folder
 
 
 def busiest_day(logs_dir: Path, sessions: pd.DataFrame | None = None) -> pd.Timestamp:
@@ -50,8 +51,11 @@ def run_demo(
         recorded_per_student: Classes per student that get two voiced tracks
             (the others exist in the logs only, as unrecorded classes do).
         seed: Seed of the generator and of the models.
-        asr_model: Wav2Vec2 id/folder to try first; falls back to pocketsphinx
-            (with a warning) when it cannot be loaded, e.g. offline.
+        asr_model: ``--asr-model``: the speech recogniser is chosen as by
+            ``asr.backend = "auto"`` (:mod:`atrisk.asr.auto`): a Wav2Vec2 checkpoint when
+            this names one or the default is in the Hugging Face cache, else the bundled
+            Whisper (offline), else pocketsphinx; the choice is printed.  When the chosen
+            model cannot be loaded the demo falls back to pocketsphinx with a warning.
         quiet: Print nothing.
     """
     out = Path(out)
@@ -80,9 +84,12 @@ def run_demo(
     recordings, logs = out / "data" / "recordings", out / "data" / "logs"
 
     t = time.perf_counter()
-    ex = extract_folder(
-        recordings, out / "workspace", config, asr_fallback=True, progress=not quiet
-    )
+    extractor = Extractor(config, asr_fallback=True)
+    choice = extractor.resolve_asr()
+    if not quiet:
+        console.print(f"speech recognition: [bold]{choice.backend}[/] ({choice.reason})",
+                      highlight=False)
+    ex = extractor.extract(recordings, out / "workspace", progress=not quiet)
     timings["extract"] = time.perf_counter() - t
     config = config.override({"asr.backend": ex.asr_backend})
 
@@ -107,6 +114,8 @@ def run_demo(
         "sessions": ex.n_sessions,
         "utterances": ex.n_utterances,
         "asr_backend": ex.asr_backend,
+        "asr_model": ex.asr_model,
+        "asr_choice": ex.asr_choice,
         "pairs": tr.n_pairs,
         "auc": ev.metrics.get("auc", {}),
         "n_test_students": ev.metrics.get("n_students"),
@@ -128,7 +137,7 @@ def run_demo(
 def _print_summary(s: dict) -> None:
     console.print(
         f"\n[bold]atrisk demo[/]: {s['students']} students ({s['dropout_rate']:.0%} dropped out), "
-        f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_backend']}), "
+        f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_model']}), "
         f"{s['pairs']} <student, day> pairs, {s['seconds']['total']:.0f} s",
         highlight=False,
     )

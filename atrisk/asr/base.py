@@ -30,7 +30,10 @@ class Segment:
     Attributes:
         start_s: Start, seconds from the start of the signal.
         end_s: End, seconds from the start of the signal.
-        text: Recognised text, lower case, words separated by single spaces.
+        text: Recognised text as the backend writes it: lower case without punctuation
+            (wav2vec2, pocketsphinx) or with casing and punctuation (whisper); words
+            separated by single spaces.  Compare texts after
+            :func:`atrisk.asr.normalize.normalize_text`.
         confidence: Recogniser confidence in [0, 1], ``nan`` when unknown.
         words: Word-level times (seconds from the start of the signal), in time order.
     """

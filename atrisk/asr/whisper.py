@@ -63,6 +63,7 @@ from atrisk.asr.base import (
 from atrisk.asr.normalize import normalize_text
 from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
+from atrisk.device import resolve_device
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.extras import require
 from atrisk.ingest.audio import stream_audio
@@ -193,8 +194,13 @@ def bundled_model_dir() -> Path:
 def resolve_whisper_device(device: str) -> tuple[str, int]:
     """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a CTranslate2 device.
 
+    The device is resolved by :func:`atrisk.device.resolve_device` (the one resolver of
+    the package); CTranslate2 is then asked whether it can use that CUDA device too (a
+    CPU-only CTranslate2 build cannot): ``"auto"`` then runs on the CPU, an explicit
+    ``"cuda"`` is an error.
+
     Args:
-        device: Requested device; ``"auto"`` picks CUDA when CTranslate2 sees a CUDA device.
+        device: Requested device; ``"auto"`` picks CUDA when there is one.
 
     Returns:
         ``(device, index)``: ``("cpu", 0)`` or ``("cuda", N)``.
@@ -204,28 +210,25 @@ def resolve_whisper_device(device: str) -> tuple[str, int]:
     """
     import ctranslate2
 
-    dev = (device or "auto").strip().lower()
+    resolved = resolve_device(device)
+    if resolved.type != "cuda":
+        return "cpu", 0
+    index = 0 if resolved.index is None else int(resolved.index)
     try:
         n_cuda = int(ctranslate2.get_cuda_device_count())
-    except Exception:  # a CPU-only build or a broken driver: no CUDA
+    except Exception:  # a CPU-only build or a broken driver: no CUDA for CTranslate2
         n_cuda = 0
-    if dev == "auto":
-        return ("cuda", 0) if n_cuda > 0 else ("cpu", 0)
-    if dev == "cpu":
+    if index < n_cuda:
+        return "cuda", index
+    if (device or "auto").strip().lower() == "auto":
+        log.warning("CUDA is available to torch but not to CTranslate2 (a CPU-only build?): "
+                    "Whisper runs on the CPU")
         return "cpu", 0
-    if dev == "cuda" or dev.startswith("cuda:"):
-        if n_cuda == 0:
-            raise ConfigError(
-                f"device {device!r} was requested but CTranslate2 sees no CUDA device "
-                "(ctranslate2.get_cuda_device_count() is 0); use --device cpu or --device auto"
-            )
-        index = dev.split(":", 1)[1] if ":" in dev else "0"
-        if not index.isdigit() or int(index) >= n_cuda:
-            raise ConfigError(
-                f"device {device!r} does not exist: CTranslate2 sees {n_cuda} CUDA device(s)"
-            )
-        return "cuda", int(index)
-    raise ConfigError(f"unknown device {device!r}; choose one of: auto, cpu, cuda, cuda:N")
+    raise ConfigError(
+        f"device {device!r} was requested but CTranslate2 sees {n_cuda} CUDA device(s) "
+        "(ctranslate2.get_cuda_device_count()); install a CUDA build of ctranslate2 or use "
+        "--device cpu"
+    )
 
 
 def _import_faster_whisper() -> Any:

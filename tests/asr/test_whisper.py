@@ -161,8 +161,29 @@ def test_bad_model_arguments(tmp_path, damaged_model):
 @pytest.mark.skipif(W.resolve_whisper_device("auto")[0] == "cuda", reason="CUDA is present")
 def test_cuda_without_cuda():
     assert W.resolve_whisper_device("auto") == ("cpu", 0)
-    with pytest.raises(ConfigError, match="no CUDA device"):
+    # the package's one resolver answers (atrisk.device.resolve_device)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
         WhisperTranscriber.from_pretrained(device="cuda")
+
+
+def test_whisper_device_follows_the_package_resolver(monkeypatch):
+    import ctranslate2
+
+    import atrisk.asr.whisper as W2
+
+    class FakeDevice:
+        def __init__(self, kind, index=None):
+            self.type, self.index = kind, index
+
+    monkeypatch.setattr(W2, "resolve_device", lambda d: FakeDevice("cuda", 1))
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 2)
+    assert W2.resolve_whisper_device("cuda:1") == ("cuda", 1)
+    # torch sees CUDA but CTranslate2 does not (a CPU-only build): auto runs on the CPU,
+    # an explicit cuda is an error naming the fix
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    assert W2.resolve_whisper_device("auto") == ("cpu", 0)
+    with pytest.raises(ConfigError, match="CTranslate2 sees 0 CUDA"):
+        W2.resolve_whisper_device("cuda")
 
 
 def test_english_only_model_refuses_other_languages(whisper):

@@ -54,9 +54,10 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.ndimage import uniform_filter1d
 
+from atrisk.config import TimingConfig
+from atrisk.extractors.prosody.base import Extracted
 from atrisk.ingest.audio import DecodedSession, mono_finite, stream_audio
 from atrisk.records import TRACKS, Utterance
 
@@ -89,43 +90,6 @@ SMOOTH_FRAMES = 3
 _AMIN_DB = -100.0
 
 
-class TimingConfig(BaseModel):
-    """Settings of :class:`TimingFeatures` (all change the outputs; serialisable).
-
-    Meant to become the ``timing`` section of :class:`atrisk.config.Config`.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    top_db: float = Field(35.0, gt=0, description="A frame is speech when its RMS level is "
-                          "at most this many dB below the track's loudest frame.")
-    floor_dbfs: float = Field(-50.0, description="Frames below this RMS level (dB re full "
-                              "scale) are never speech.")
-    min_pause_s: float = Field(0.25, gt=0, description="Shortest silence inside speech "
-                               "counted as a pause; shorter gaps count as speech.")
-    min_speech_s: float = Field(0.05, ge=0, description="Speech runs shorter than this "
-                                "(after filling short gaps) are dropped.")
-    band_hz: tuple[float, float] = Field((300.0, 2500.0), description="Band whose energy "
-                                         "peaks are syllable nuclei (Hz).")
-    peak_delta_db: float = Field(2.0, ge=0, description="A nucleus rises this far above the "
-                                 "mean band energy of its 0.2 s neighbourhood (dB).")
-    peak_window_db: float = Field(15.0, gt=0, description="Nuclei lie at most this far below "
-                                  "the 95th percentile of the band energy over speech (dB).")
-    min_syllable_s: float = Field(0.06, gt=0, description="Shortest time between two nuclei.")
-    frame_s: float = Field(0.032, gt=0, description="Analysis frame (seconds).")
-    hop_s: float = Field(0.010, gt=0, description="Frame step (seconds).")
-
-    @model_validator(mode="after")
-    def _check(self) -> TimingConfig:
-        lo, hi = self.band_hz
-        if not 0 <= lo < hi:
-            raise ValueError(f"band_hz must be (low, high) with 0 <= low < high, "
-                             f"got {self.band_hz}")
-        if self.hop_s > self.frame_s:
-            raise ValueError(f"hop_s ({self.hop_s}) must not exceed frame_s ({self.frame_s})")
-        return self
-
-
 class _Frames:
     """Frame RMS level and band energy of a signal fed in blocks of any size.
 
@@ -133,8 +97,8 @@ class _Frames:
     boundaries, so the frames equal those of the joined signal.
     """
 
-    def __init__(self, sampling_rate: int, config: TimingConfig) -> None:
-        self.rate = int(sampling_rate)
+    def __init__(self, sample_rate: int, config: TimingConfig) -> None:
+        self.rate = int(sample_rate)
         self.frame = max(2, int(round(config.frame_s * self.rate)))
         self.hop = max(1, int(round(config.hop_s * self.rate)))
         freqs = librosa.fft_frequencies(sr=self.rate, n_fft=self.frame)
@@ -269,11 +233,11 @@ class TimingStream:
 
     Args:
         config: Settings.
-        sampling_rate: Rate of the blocks (Hz).
+        sample_rate: Rate of the blocks (Hz).
         speech_segments: As in :meth:`TimingFeatures.process_signal`.
 
     Raises:
-        ValueError: When ``sampling_rate`` is below 1000 Hz.
+        ValueError: When ``sample_rate`` is below 1000 Hz.
 
     Example:
         >>> stream = TimingFeatures().start_stream(16000)
@@ -282,9 +246,9 @@ class TimingStream:
         >>> stream.row()["pause_count"]  # doctest: +SKIP
     """
 
-    def __init__(self, config: TimingConfig, sampling_rate: int,
+    def __init__(self, config: TimingConfig, sample_rate: int,
                  speech_segments: Sequence[tuple[float, float]] | None = None) -> None:
-        self.rate = int(sampling_rate)
+        self.rate = int(sample_rate)
         mono_finite(np.zeros(0, np.float32), self.rate)  # checks the rate
         self.config = config
         self.speech_segments = None if speech_segments is None else list(speech_segments)
@@ -351,10 +315,6 @@ class TimingFeatures:
         config: Settings; defaults when ``None``.
         sample_rate: Rate files are decoded to by :meth:`process_file` (Hz).
 
-    Attributes:
-        failures: After :meth:`process_sessions`: ``(session_id, track)`` → reason, for
-            each track whose features could not be computed (its row is NaN).
-
     Example:
         >>> tf = TimingFeatures()
         >>> tf.process_file("recordings/s1/student.wav")["pause_count"]  # doctest: +SKIP
@@ -363,7 +323,6 @@ class TimingFeatures:
     def __init__(self, config: TimingConfig | None = None, sample_rate: int = 16000) -> None:
         self.config = config or TimingConfig()
         self.sample_rate = int(sample_rate)
-        self.failures: dict[tuple[str, str], str] = {}
 
     def __repr__(self) -> str:
         return f"TimingFeatures(config={self.config!r}, sample_rate={self.sample_rate})"
@@ -375,24 +334,24 @@ class TimingFeatures:
 
     # -- processing ------------------------------------------------------------------
 
-    def start_stream(self, sampling_rate: int,
+    def start_stream(self, sample_rate: int,
                      speech_segments: Sequence[tuple[float, float]] | None = None
                      ) -> TimingStream:
         """Return an accumulator of one track's blocks (:class:`TimingStream`).
 
         Args:
-            sampling_rate: Rate of the blocks (Hz).
+            sample_rate: Rate of the blocks (Hz).
             speech_segments: As in :meth:`process_signal`.
 
         Returns:
             A :class:`TimingStream`; ``add`` each block, then ``row()``.
 
         Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz.
+            ValueError: When ``sample_rate`` is below 1000 Hz.
         """
-        return TimingStream(self.config, sampling_rate, speech_segments)
+        return TimingStream(self.config, sample_rate, speech_segments)
 
-    def process_signal(self, signal: np.ndarray, sampling_rate: int,
+    def process_signal(self, signal: np.ndarray, sample_rate: int,
                        speech_segments: Sequence[tuple[float, float]] | None = None
                        ) -> pd.Series:
         """Return the timing features of one signal (a whole track or one utterance).
@@ -400,7 +359,7 @@ class TimingFeatures:
         Args:
             signal: Samples, 1-D or ``(channels, samples)`` (channels are averaged;
                 NaN/inf count as 0).
-            sampling_rate: Rate of ``signal`` (Hz).
+            sample_rate: Rate of ``signal`` (Hz).
             speech_segments: ``(start_s, end_s)`` stretches of speech (e.g. VAD segments);
                 ``None``: speech is found from the level (``top_db``, ``floor_dbfs``).
 
@@ -409,14 +368,14 @@ class TimingFeatures:
             shorter than one frame or holds no speech frame.
 
         Raises:
-            ValueError: When ``sampling_rate`` is below 1000 Hz or ``signal`` has more
+            ValueError: When ``sample_rate`` is below 1000 Hz or ``signal`` has more
                 than 2 axes.
         """
-        stream = self.start_stream(sampling_rate, speech_segments)
+        stream = self.start_stream(sample_rate, speech_segments)
         stream.add(signal)
         return stream.row()
 
-    def process_stream(self, blocks: Iterable[np.ndarray], sampling_rate: int,
+    def process_stream(self, blocks: Iterable[np.ndarray], sample_rate: int,
                        session_id: str, track: str,
                        speech_segments: Sequence[tuple[float, float]] | None = None
                        ) -> pd.DataFrame:
@@ -428,7 +387,7 @@ class TimingFeatures:
         Args:
             blocks: Samples in order (e.g. :func:`~atrisk.ingest.audio.stream_audio`),
                 each 1-D or ``(channels, samples)``.
-            sampling_rate: Their rate (Hz).
+            sample_rate: Their rate (Hz).
             session_id: Session of the track (first index level).
             track: ``"teacher"`` or ``"student"`` (second index level).
             speech_segments: As in :meth:`process_signal`.
@@ -440,7 +399,7 @@ class TimingFeatures:
             AudioDecodeError: When the block source fails to decode.
             ValueError: As :meth:`process_signal`.
         """
-        stream = self.start_stream(sampling_rate, speech_segments)
+        stream = self.start_stream(sample_rate, speech_segments)
         for block in blocks:  # an AudioDecodeError of a decoding stream propagates
             stream.add(block)
         row = stream.row()
@@ -494,11 +453,11 @@ class TimingFeatures:
         self,
         decoded: Iterable[DecodedSession],
         speech_segments: Mapping[tuple[str, str], Sequence[tuple[float, float]]] | None = None,
-    ) -> pd.DataFrame:
-        """Return the timing features of every decoded track of the sessions.
+    ) -> Extracted:
+        """Return the timing features of every decoded track of the sessions, and the failures.
 
         Never raises for one track: a track whose features cannot be computed gets a
-        NaN row and its reason in :attr:`failures` (a warning is logged).
+        NaN row, and its reason is returned (a warning is logged).
 
         Args:
             decoded: Sessions from :func:`~atrisk.ingest.audio.decode_session`; tracks
@@ -509,11 +468,13 @@ class TimingFeatures:
                 it with no segment has no speech (NaN row).
 
         Returns:
-            Rows indexed by ``(session_id, track)``, columns :data:`TIMING_COLUMNS`.
+            :class:`~atrisk.extractors.prosody.base.Extracted`: rows indexed by
+            ``(session_id, track)`` with columns :data:`TIMING_COLUMNS`, and
+            ``(session_id, track) -> "session/track: reason"`` for each failed track.
         """
         keys: list[tuple[str, str]] = []
         rows: list[pd.Series] = []
-        self.failures = {}
+        failures: dict[tuple, str] = {}
         for item in decoded:
             rate = int(getattr(item, "sample_rate", self.sample_rate))
             for track in TRACKS:
@@ -527,13 +488,25 @@ class TimingFeatures:
                 except Exception as exc:  # one bad track must not stop a batch
                     reason = f"timing features failed: {type(exc).__name__}: {exc}"
                     log.warning("%s/%s: %s; features set to NaN", key[0], key[1], reason)
-                    self.failures[key] = f"{key[0]}/{key[1]}: {reason}"
+                    failures[key] = f"{key[0]}/{key[1]}: {reason}"
                     row = nan_row()
                 keys.append(key)
                 rows.append(row)
-        index = pd.MultiIndex.from_tuples(keys, names=SESSION_INDEX) if keys else \
+        return Extracted(self.frame(rows, keys), failures)
+
+    def frame(self, rows: Sequence[pd.Series], keys: Sequence[tuple[str, str]]) -> pd.DataFrame:
+        """Return rows of :data:`TIMING_COLUMNS` indexed by ``(session_id, track)``.
+
+        Args:
+            rows: One Series per track (e.g. :meth:`TimingStream.row`).
+            keys: Their ``(session_id, track)``, in the same order.
+
+        Returns:
+            A float64 frame indexed ``(session_id, track)`` (no rows: same columns).
+        """
+        index = pd.MultiIndex.from_tuples(list(keys), names=SESSION_INDEX) if keys else \
             pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
-        return self._frame(rows, index)
+        return self._frame(list(rows), index)
 
     def _frame(self, rows: list[pd.Series], index: pd.Index) -> pd.DataFrame:
         if rows:

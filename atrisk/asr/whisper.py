@@ -58,15 +58,14 @@ from atrisk.asr.base import (
     Segment,
     Transcriber,
     prepare_signal,
-    rechunk,
 )
 from atrisk.asr.normalize import normalize_text
-from atrisk.asr.vad import WINDOW_S, stream_speech
+from atrisk.asr.segmenting import SegmentingTranscriber
+from atrisk.asr.vad import WINDOW_S
 from atrisk.config import ASRConfig
 from atrisk.device import resolve_device
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.extras import require
-from atrisk.ingest.audio import stream_audio
 from atrisk.records import Word
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,6 @@ DEFAULT_BEAM_SIZE = 5
 DEFAULT_MAX_CHUNK_S = 20.0
 #: Default speech segments decoded together on the CPU (CUDA uses ``config.batch_size``).
 DEFAULT_CPU_BATCH_SIZE = 8
-#: Seconds of audio decoded at a time by :meth:`WhisperTranscriber.transcribe_file`.
-BLOCK_S = 30.0
 #: A segment is silence when its no-speech probability is above this ...
 NO_SPEECH_THRESHOLD = 0.6
 #: ... and its mean token log-probability below this (Whisper's rule).
@@ -262,7 +259,7 @@ def _cfg(config: ASRConfig, field: str, default: Any) -> Any:
     return default if value is None or value == "" else value
 
 
-class WhisperTranscriber(Transcriber):
+class WhisperTranscriber(SegmentingTranscriber):
     """Whisper speech recognition with faster-whisper's batched decoding.
 
     Build it with :meth:`from_pretrained`; the constructor takes a loaded model.
@@ -474,29 +471,13 @@ class WhisperTranscriber(Transcriber):
                    max_chunk_s=max_chunk_s)
 
     # ------------------------------------------------------------ transcription
-    def transcribe_signal(self, signal: np.ndarray, sample_rate: int = 16000) -> list[Segment]:
-        """Transcribe one signal (see :meth:`transcribe_batch`).
-
-        Args:
-            signal: Mono samples; NaN/inf count as 0.
-            sample_rate: Rate of ``signal`` in Hz (resampled to 16 kHz when different).
-
-        Returns:
-            Segments in time order; ``[]`` when there is no speech.
-
-        Raises:
-            AudioDecodeError: When ``signal`` is not a usable array.
-        """
-        return self.transcribe_batch([signal], sample_rate)[0]
-
     def transcribe_batch(
         self, signals: Sequence[np.ndarray], sample_rate: int = 16000
     ) -> list[list[Segment]]:
         """Transcribe several signals, decoding their speech segments in batches.
 
-        With ``segmentation="vad"`` each signal goes through the windowed VAD of
-        :func:`~atrisk.asr.vad.stream_speech` (exactly as :meth:`transcribe_file`
-        does); each signal's segments are packed into windows of at most
+        With ``segmentation="vad"`` (:class:`~atrisk.asr.segmenting.SegmentingTranscriber`)
+        each signal's VAD segments are packed into windows of at most
         :attr:`max_chunk_s` seconds of speech (never mixing signals), and the
         windows of all signals, in order, are decoded :attr:`batch_size` at a
         time.  Each segment keeps its VAD bounds; its words carry Whisper's word
@@ -515,49 +496,16 @@ class WhisperTranscriber(Transcriber):
         Raises:
             AudioDecodeError: When a signal is not a usable array.
         """
-        prepared = [prepare_signal(s, sample_rate) for s in signals]
         if self.segmentation == "builtin":
-            return [self._transcribe_builtin(x) for x in prepared]
-        pieces = (
-            (i, start_s, end_s, piece)
-            for i, x in enumerate(prepared)
-            for start_s, end_s, piece in stream_speech(
-                _array_blocks(x), self.config, self.vad_window_s, self.timings
-            )
-        )
-        results: list[list[Segment]] = [[] for _ in prepared]
-        for i, seg in self._transcribe_pieces(pieces):
-            results[i].append(seg)
-        for segs in results:
-            segs.sort(key=lambda s: (s.start_s, s.end_s))
-        return results
-
-    def transcribe_file(self, path: Path | str) -> list[Segment]:
-        """Transcribe a file of any length (bounded memory with ``segmentation="vad"``).
-
-        Args:
-            path: Any audio or video file ffmpeg decodes.
-
-        Returns:
-            Segments in time order, times from the start of the file; ``[]``
-            when there is no speech.
-
-        Raises:
-            AudioDecodeError: When the file is missing or cannot be decoded.
-        """
-        blocks = _timed(stream_audio(path, MODEL_SAMPLE_RATE, int(BLOCK_S * MODEL_SAMPLE_RATE)),
-                        self.timings, "decode")
-        return self.transcribe_blocks(blocks)
+            return [self._transcribe_builtin(prepare_signal(s, sample_rate)) for s in signals]
+        return super().transcribe_batch(signals, sample_rate)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:
         """Transcribe a 16 kHz signal given as consecutive blocks.
 
-        With ``segmentation="vad"`` the blocks are regrouped into
-        :data:`BLOCK_S`-second blocks (as :meth:`transcribe_signal` cuts a
-        signal), so the segments and batches - and so the results - are exactly
-        :meth:`transcribe_signal`'s on the joined blocks, while only about one VAD
-        window and one batch of windows are held.  With ``"builtin"`` the blocks
-        are joined first.
+        With ``segmentation="vad"`` the segments are exactly :meth:`transcribe_signal`'s
+        on the joined blocks, while only about one VAD window and one batch of windows
+        are held; with ``"builtin"`` the blocks are joined first.
 
         Args:
             blocks: Float samples at 16 kHz, in order (e.g. from
@@ -570,16 +518,8 @@ class WhisperTranscriber(Transcriber):
             AudioDecodeError: When the block source fails to decode.
         """
         if self.segmentation == "builtin":
-            return super().transcribe_blocks(blocks)
-        step = max(1, int(BLOCK_S * MODEL_SAMPLE_RATE))
-        pieces = (
-            (0, start_s, end_s, piece)
-            for start_s, end_s, piece in stream_speech(rechunk(blocks, step), self.config,
-                                                       self.vad_window_s, self.timings)
-        )
-        segments = [seg for _, seg in self._transcribe_pieces(pieces)]
-        segments.sort(key=lambda s: (s.start_s, s.end_s))
-        return segments
+            return Transcriber.transcribe_blocks(self, blocks)
+        return super().transcribe_blocks(blocks)
 
     def transcribe_whole(self, signal: np.ndarray, sample_rate: int = 16000) -> list[Segment]:
         """Transcribe a short signal as one piece, with no VAD (Whisper's own long-form loop).
@@ -904,24 +844,6 @@ def _check_compute_type(compute_type: str, device: str) -> None:
             f"compute type {compute_type!r} is not supported on {device} here; choose one of: "
             f"{', '.join(sorted(supported))}"
         )
-
-
-def _array_blocks(x: np.ndarray, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """Yield ``x`` in views of ``block_s`` seconds (the in-memory twin of a file stream)."""
-    step = max(1, int(block_s * MODEL_SAMPLE_RATE))
-    for k in range(0, x.size, step):
-        yield x[k : k + step]
-
-
-def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
-    """Yield from ``items``, adding the seconds spent producing them to ``timings[key]``."""
-    while True:
-        t0 = time.perf_counter()
-        item = next(items, None)
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-        if item is None:
-            return
-        yield item
 
 
 def _short(exc: BaseException, limit: int = 400) -> str:

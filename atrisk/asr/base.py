@@ -138,6 +138,20 @@ class Transcriber(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+def short_message(exc: BaseException, limit: int = 400) -> str:
+    """Return an exception's message on one line, cut to ``limit`` characters.
+
+    Args:
+        exc: Any exception (a library's message may span many lines).
+        limit: Longest result.
+
+    Returns:
+        The message with runs of whitespace made single spaces, ``...`` when cut.
+    """
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
     """Regroup a stream of 1-D blocks into blocks of exactly ``size`` samples (last shorter).
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment
+from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, short_message
 from atrisk.asr.segmenting import SegmentingTranscriber
 from atrisk.asr.vad import WINDOW_S
 from atrisk.config import ASRConfig
@@ -158,7 +158,7 @@ class Wav2Vec2Transcriber(SegmentingTranscriber):
             except Exception as exc:  # transformers raises OSError, ValueError, ...
                 raise ModelLoadError(
                     f"cannot load Wav2Vec2 model {path_or_id!r}: the local folder {source} "
-                    f"could not be read: {type(exc).__name__}: {_short(exc)}"
+                    f"could not be read: {type(exc).__name__}: {short_message(exc)}"
                 ) from exc
         else:
             processor, model, info = _load_from_hub(source)
@@ -182,7 +182,7 @@ class Wav2Vec2Transcriber(SegmentingTranscriber):
             model = model.to(device=dev, dtype=dtype).eval()
         except Exception as exc:  # e.g. CUDA out of memory
             raise ModelLoadError(
-                f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {_short(exc)}"
+                f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {short_message(exc)}"
             ) from exc
         config = config or ASRConfig()
         quantize = config.quantize if quantize is None else quantize
@@ -377,7 +377,7 @@ def _load_from_hub(repo_id: str) -> tuple[Any, Any, dict]:
     except Exception as exc:  # offline mode, DNS failure, timeout, proxy, ...
         raise ModelLoadError(
             f"{prefix}: it is not a local folder, not in the local Hub cache, and the Hugging "
-            f"Face Hub cannot be reached ({type(exc).__name__}: {_short(exc, 200)}); "
+            f"Face Hub cannot be reached ({type(exc).__name__}: {short_message(exc, 200)}); "
             f"{_OFFLINE_HINT}"
         ) from None
     try:
@@ -385,7 +385,7 @@ def _load_from_hub(repo_id: str) -> tuple[Any, Any, dict]:
     except Exception as exc:
         raise ModelLoadError(
             f"{prefix}: download from the Hugging Face Hub failed: "
-            f"{type(exc).__name__}: {_short(exc)}; {_OFFLINE_HINT}"
+            f"{type(exc).__name__}: {short_message(exc)}; {_OFFLINE_HINT}"
         ) from exc
 
 
@@ -419,9 +419,3 @@ def _check_local_folder(folder: Path) -> None:
             f"cannot load Wav2Vec2 model {str(folder)!r}: no weights file in the folder "
             f"(expected one of {', '.join(WEIGHT_FILES)})"
         )
-
-
-def _short(exc: BaseException, limit: int = 400) -> str:
-    """First line(s) of an exception message, cut to ``limit`` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

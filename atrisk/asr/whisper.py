@@ -58,6 +58,7 @@ from atrisk.asr.base import (
     Segment,
     Transcriber,
     prepare_signal,
+    short_message,
 )
 from atrisk.asr.normalize import normalize_text
 from atrisk.asr.segmenting import SegmentingTranscriber
@@ -452,7 +453,7 @@ class WhisperTranscriber(SegmentingTranscriber):
         except Exception as exc:  # CTranslate2 raises RuntimeError / ValueError
             raise ModelLoadError(
                 f"cannot load Whisper model {label!r} from {folder} on {dev} "
-                f"({compute_type}): {type(exc).__name__}: {_short(exc)}"
+                f"({compute_type}): {type(exc).__name__}: {short_message(exc)}"
             ) from exc
         if language is not None and not wm.model.is_multilingual and language != "en":
             raise ConfigError(
@@ -474,7 +475,7 @@ class WhisperTranscriber(SegmentingTranscriber):
     def transcribe_batch(
         self, signals: Sequence[np.ndarray], sample_rate: int = 16000
     ) -> list[list[Segment]]:
-        """Transcribe several signals, decoding their speech segments in batches.
+        """Transcribe several signals (arguments, result and errors as in the base class).
 
         With ``segmentation="vad"`` (:class:`~atrisk.asr.segmenting.SegmentingTranscriber`)
         each signal's VAD segments are packed into windows of at most
@@ -485,37 +486,17 @@ class WhisperTranscriber(SegmentingTranscriber):
         that get no words, or whose window Whisper marks as silence, are dropped.
         With ``segmentation="builtin"`` each signal goes through faster-whisper's
         batched pipeline on its own.
-
-        Args:
-            signals: Mono signals, all at ``sample_rate``.
-            sample_rate: Rate of the signals in Hz.
-
-        Returns:
-            One list of segments (time order) per signal.
-
-        Raises:
-            AudioDecodeError: When a signal is not a usable array.
         """
         if self.segmentation == "builtin":
             return [self._transcribe_builtin(prepare_signal(s, sample_rate)) for s in signals]
         return super().transcribe_batch(signals, sample_rate)
 
     def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:
-        """Transcribe a 16 kHz signal given as consecutive blocks.
+        """Transcribe a 16 kHz signal given as consecutive blocks (as in the base class).
 
         With ``segmentation="vad"`` the segments are exactly :meth:`transcribe_signal`'s
         on the joined blocks, while only about one VAD window and one batch of windows
         are held; with ``"builtin"`` the blocks are joined first.
-
-        Args:
-            blocks: Float samples at 16 kHz, in order (e.g. from
-                :func:`atrisk.ingest.audio.stream_audio`).
-
-        Returns:
-            Segments in time order, times from the start of the first block.
-
-        Raises:
-            AudioDecodeError: When the block source fails to decode.
         """
         if self.segmentation == "builtin":
             return Transcriber.transcribe_blocks(self, blocks)
@@ -797,7 +778,7 @@ def _resolve_model(fw: Any, model: str | None, local_files_only: bool,
     except Exception as exc:  # offline, DNS failure, unknown repo, ...
         raise ModelLoadError(
             f"{prefix}: it is not a local folder, not in the local Hugging Face cache, and the "
-            f"download failed ({type(exc).__name__}: {_short(exc, 200)}); {_OFFLINE_HINT}"
+            f"download failed ({type(exc).__name__}: {short_message(exc, 200)}); {_OFFLINE_HINT}"
         ) from None
 
 
@@ -844,9 +825,3 @@ def _check_compute_type(compute_type: str, device: str) -> None:
             f"compute type {compute_type!r} is not supported on {device} here; choose one of: "
             f"{', '.join(sorted(supported))}"
         )
-
-
-def _short(exc: BaseException, limit: int = 400) -> str:
-    """First line(s) of an exception message, cut to ``limit`` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

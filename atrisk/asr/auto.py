@@ -135,8 +135,9 @@ def resolve_backend(config: ASRConfig) -> BackendChoice:
     why = (f"no Wav2Vec2 checkpoint here ({model} is not in the Hugging Face cache; "
            "nothing is downloaded in auto mode)")
     if whisper_available():
-        what = config.whisper_model or "the bundled tiny.en"
-        return pick("whisper", f"{why}: Whisper {what} runs offline")
+        what = (f"Whisper {config.whisper_model}" if config.whisper_model
+                else "the bundled Whisper tiny.en")
+        return pick("whisper", f"{why}: {what} runs offline")
     if available("pocketsphinx"):
         return pick("pocketsphinx", f"{why}, and Whisper is not installed "
                     "(pip install 'atrisk[whisper]'): pocketsphinx, lower accuracy")

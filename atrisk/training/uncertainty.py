@@ -729,6 +729,13 @@ def evaluation_summary(y, p, groups, t=None, share: float = DEFAULT_SHARE,
     return out
 
 
+def _group_label(value) -> str:
+    """Group name: whole floats without ``.0`` (a grade column with NaN is float)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def group_report(frame: pd.DataFrame, group_col: str, y_col: str = "y", p_col: str = "p",
                  student_col: str = "student_id", t_col: str = "t",
                  share: float = DEFAULT_SHARE, n_boot: int = 1000, seed: int = 0,
@@ -773,7 +780,7 @@ def group_report(frame: pd.DataFrame, group_col: str, y_col: str = "y", p_col: s
     p = _as_scores(frame[p_col].to_numpy(), len(y), p_col, unit=True)
     flags = daily_flags(frame[t_col].to_numpy(), p, share)
     attr = frame[group_col].astype(object).where(frame[group_col].notna(), "(missing)")
-    attr = attr.map(str).to_numpy()
+    attr = attr.map(_group_label).to_numpy()
     students = frame[student_col].astype(str).to_numpy()
     rows = []
     for g in sorted(set(attr)):

@@ -10,7 +10,8 @@ Usage:
    two-group :func:`group_report`.  Target: about 1 s for the AUC.
 2. ``seed_labels``: the paper-scale cohort (3,926 students, no audio) → pairs →
    :func:`seed_labels` (Λ = 7, convex, ``t_{n−1}`` = last class) with the lookup builder
-   and with ``build_pairs`` recomputing the pseudo pairs, then :func:`balance` both ways.
+   and with ``build_pairs`` recomputing the pseudo pairs (and ``t_{n−1}`` recovered from
+   the pairs by :func:`records_from_pairs`), then :func:`balance` both ways.
 
 Timings on a machine shared with other jobs are pessimistic: ``load_avg`` is recorded
 at the start and the end, and ``*_cpu_s`` is the process CPU time of the same step.
@@ -80,7 +81,12 @@ def bench_seed() -> dict:
     from atrisk.features.pairs import build_pairs
     from atrisk.features.time_variant import class_table
     from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS, generate_cohort
-    from atrisk.training.seed_labels import balance, lookup_builder, seed_labels
+    from atrisk.training.seed_labels import (
+        balance,
+        lookup_builder,
+        records_from_pairs,
+        seed_labels,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_cohort(Path(tmp), n_students=PAPER_N_STUDENTS, seed=0, audio=False,
@@ -98,6 +104,8 @@ def bench_seed() -> dict:
     out["recompute_equals_lookup"] = bool(np.allclose(
         rows2.loc[rows2["is_pseudo"], feats].to_numpy(float), pseudo[feats].to_numpy(float),
         equal_nan=True))
+    rows3 = seed_labels(pairs, lookup_builder(pairs), 7, "convex", records_from_pairs(pairs))
+    out["records_from_pairs_equal"] = bool(rows3.equals(rows))
     out["n_dropout_pairs"] = int(rows["is_dropout_pair"].sum())
     out["n_pseudo"] = int(len(pseudo))
     out["n_dropouts_with_pseudo"] = int(pseudo["student_id"].nunique())

@@ -138,6 +138,36 @@ def seed_anchors(pairs: pd.DataFrame, records: pd.DataFrame | None = None,
     return anchors
 
 
+def records_from_pairs(pairs: pd.DataFrame,
+                       column: str = "time_days_since_last_class") -> pd.DataFrame:
+    """Recover each dropout's last class before its dropout pair from the pairs alone.
+
+    ``time_days_since_last_class`` of the dropout pair ``<s, t_n>`` is ``t_n`` minus the
+    latest class before ``t_n``, so ``t_{n−1} = t_n − that many days`` (rounded to the
+    second).  Use it as ``records`` of :func:`seed_labels` where the logs are not at
+    hand (``RiskModel.fit`` gets only pairs).
+
+    Args:
+        pairs: Pairs with ``student_id``, ``t``, ``dropout_time`` and ``column``.
+        column: Days since the latest class, per pair.
+
+    Returns:
+        DataFrame ``student_id``, ``time``: one row per dropout pair whose ``column``
+        is known.
+
+    Raises:
+        AtriskError: When a column is missing.
+    """
+    _require(pairs, ("student_id", "t", "dropout_time", column), "records_from_pairs")
+    mask = dropout_pair_mask(pairs)
+    days = pairs[column].to_numpy(dtype=float)[mask]
+    t_n = to_utc(pairs["t"]).reset_index(drop=True)[mask].reset_index(drop=True)
+    time = (t_n - pd.to_timedelta(days, unit="D")).dt.round("s")
+    out = pd.DataFrame({"student_id": pairs["student_id"].astype(str).to_numpy()[mask],
+                        "time": time.array})
+    return out[out["time"].notna()].reset_index(drop=True)
+
+
 def pseudo_keys(anchors: pd.DataFrame, lookback: int, weighting: str = "convex") -> pd.DataFrame:
     """Return the pseudo pairs P̃: whole days ``t̃`` with ``max(t_{n−1}, t_n − Λ) < t̃ < t_n``.
 

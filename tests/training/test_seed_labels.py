@@ -19,6 +19,7 @@ from atrisk.training.seed_labels import (
     evaluation_rows,
     lookup_builder,
     pseudo_keys,
+    records_from_pairs,
     seed_anchors,
     seed_labels,
     step_ahead_labels,
@@ -263,6 +264,14 @@ def test_lookup_builder_equals_recomputing_on_a_daily_grid(world):
     pd.testing.assert_frame_equal(looked_up, rows)
     with pytest.raises(AtriskError, match="not in the pairs table"):
         lookup_builder(pairs.iloc[::2])(pairs[["student_id", "t"]].iloc[1:2])
+
+
+def test_last_class_recovered_from_the_pairs_gives_the_same_rows(world):
+    # RiskModel.fit has only pairs: t_{n-1} from time_days_since_last_class
+    _, _, _, pairs, _, rows = world
+    from_pairs = seed_labels(pairs, lookup_builder(pairs), lookback=7, weighting="convex",
+                             records=records_from_pairs(pairs))
+    pd.testing.assert_frame_equal(from_pairs, rows)
 
 
 def test_builder_must_return_the_keys_in_order(world):

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from atrisk.errors import AtriskError
-from atrisk.features.logs import to_utc
+from atrisk.ingest.logs import to_utc
 from atrisk.training.labels import WEIGHTINGS, add_labels, oversample
 
 #: Class-balance methods of :func:`balance`.
@@ -358,7 +358,7 @@ def balance(rows: pd.DataFrame, method: str = "oversample", target_share: float 
         raise AtriskError(f"target_share must be in [0, 1), got {target_share}")
     _require(rows, ("label", "weight"), "balance")
     if method == "reweight":
-        out = oversample(rows, target_share, seed)
+        out = oversample(rows, target_share)
         out["is_copy"] = False
         return out
     out = rows.reset_index(drop=True)

@@ -1,7 +1,7 @@
 """Benchmark: cluster-bootstrap intervals on ~50k pairs, and the seed labels at paper scale.
 
 Usage:
-    python scripts/bench_uncertainty.py [--n-boot 1000] [--skip-seed] > out.json
+    python scripts/benchmarks/bench_uncertainty.py [--n-boot 1000] [--skip-seed] > out.json
 
 1. ``bootstrap``: a synthetic held-out set of 50,000 pairs of 3,000 students (daily
    pairs, 1 % positive, scores with signal): time of :func:`bootstrap_auc`,
@@ -77,7 +77,7 @@ def bench_bootstrap(n_boot: int) -> dict:
 
 
 def bench_seed() -> dict:
-    from atrisk.features.logs import load_logs
+    from atrisk.ingest.logs import load_logs
     from atrisk.features.pairs import build_pairs
     from atrisk.features.time_variant import class_table
     from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS, generate_cohort

@@ -38,7 +38,7 @@ def run_demo(
     out: Path | str,
     n_students: int = 80,
     seed: int = 0,
-    recorded_per_student: int = 1,
+    recorded_per_student: int | None = None,
     asr_model: str | None = None,
     quiet: bool = False,
 ) -> dict:
@@ -47,8 +47,10 @@ def run_demo(
     Args:
         out: Folder for everything the demo makes.
         n_students: Size of the synthetic cohort.
-        recorded_per_student: Classes per student that get two voiced tracks
-            (the others exist in the logs only, as unrecorded classes do).
+        recorded_per_student: At most this many recorded classes per student (the
+            generator records the first class and each later one with probability
+            ``record_share``, never looking at the outcome; the others exist in the
+            logs only, as unrecorded classes do).  ``None``: no cap.
         seed: Seed of the generator and of the models.
         asr_model: Wav2Vec2 id/folder to try first; falls back to pocketsphinx
             (with a warning) when it cannot be loaded, e.g. offline.

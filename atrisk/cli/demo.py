@@ -20,13 +20,14 @@ def demo(
     ] = Path("atrisk-demo"),
     students: Annotated[int, typer.Option("--students", help="Synthetic students.", min=10)] = 80,
     recorded: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--recorded",
-            help="Voiced classes per student, at most (the rest are log-only).",
+            help="Voiced classes per student, at most (default: no cap; the first class "
+            "and about one in ten later ones are voiced, the rest are log-only).",
             min=1,
         ),
-    ] = 1,
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the generator and the models.")] = 0,
     asr_model: Annotated[
         str | None,

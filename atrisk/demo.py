@@ -22,7 +22,7 @@ import pandas as pd
 from atrisk.config import Config
 from atrisk.features.pairs import pair_keys
 from atrisk.ingest.logs import load_logs
-from atrisk.progress import console, print_auc_table, progress_bar
+from atrisk.progress import console, print_evaluation, progress_bar
 from atrisk.synthetic import generate_cohort
 from atrisk.workflows import evaluate_folder, extract_folder, predict_folder, train_folder
 
@@ -111,7 +111,11 @@ def run_demo(
         "asr_backend": ex.asr_backend,
         "pairs": tr.n_pairs,
         "auc": ev.metrics.get("auc", {}),
+        "auc_ci": ev.metrics.get("auc_ci", {}),
         "n_test_students": ev.metrics.get("n_students"),
+        "evaluation": {k: ev.metrics.get(k) for k in (
+            "per_horizon", "auc", "auc_ci", "n_students", "caveats", "flag_share", "level",
+            "temporal")},
         "risk_date": str(day.date()),
         "flagged": int(risk["flagged"].sum()),
         "paths": {
@@ -134,7 +138,7 @@ def _print_summary(s: dict) -> None:
         f"{s['pairs']} <student, day> pairs, {s['seconds']['total']:.0f} s",
         highlight=False,
     )
-    print_auc_table(s["auc"], s.get("n_test_students"))
+    print_evaluation(s["evaluation"])
     console.print(f"risk list for {s['risk_date']}: {s['paths']['risk']} ({s['flagged']} flagged)")
     for name in ("workspace", "model", "report"):
         console.print(f"{name}: {s['paths'][name]}")

@@ -83,3 +83,54 @@ def print_auc_table(
             cells.append("—" if v is None else f"{v:.3f}")
         table.add_row(str(d), *cells)
     console.print(table)
+
+
+def _with_ci(value: float | None, ci: list | None) -> str:
+    if value is None:
+        return "—"
+    if not ci:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.2f}–{ci[1]:.2f}]"
+
+
+def print_evaluation(metrics: dict) -> None:
+    """Print an evaluation: per Δ the AUC with its interval, positives, recall, Brier.
+
+    One row per Δ: the model's AUC with its bootstrap interval (by student), the
+    positive pairs behind it, recall of the top flagged share with its interval, the
+    Brier score of the calibrated probability and the baselines' AUCs; then one caveat
+    line per horizon with fewer than 20 positive pairs, and the temporal hold-out.
+
+    Args:
+        metrics: ``EvaluationReport.metrics`` (or its ``to_dict()``).
+    """
+    per = metrics.get("per_horizon") or {}
+    if not per:
+        print_auc_table(metrics.get("auc", {}), metrics.get("n_students"))
+        return
+    baselines = [m for m in metrics.get("auc", {}) if m != "gbdt"]
+    level = metrics.get("level", 0.95)
+    share = metrics.get("flag_share", 0.3)
+    table = Table(title=f"Dropout risk by horizon Δ (days): {metrics.get('n_students')} "
+                  f"held-out students, {level:.0%} intervals by student")
+    for name in ("Δ", "AUC [CI]", "n_pos", f"recall top {share:.0%} [CI]", "Brier"):
+        table.add_column(name, justify="right")
+    for m in baselines:
+        table.add_column(m, justify="right")
+    for d in sorted(per, key=int):
+        r = per[d]
+        cells = [d, _with_ci(r.get("auc"), r.get("auc_ci")), str(r.get("n_pos")),
+                 _with_ci(r.get("recall_at_top"), r.get("recall_at_top_ci")),
+                 "—" if r.get("brier") is None else f"{r['brier']:.4f}"]
+        cells += ["—" if metrics["auc"][m].get(d) is None else f"{metrics['auc'][m][d]:.3f}"
+                  for m in baselines]
+        table.add_row(*cells)
+    console.print(table)
+    for line in metrics.get("caveats", []):
+        console.print(f"[yellow]caveat[/] {line}", highlight=False)
+    temporal = metrics.get("temporal")
+    if temporal and temporal.get("per_horizon"):
+        parts = [f"Δ{d} {_with_ci(r.get('auc'), r.get('auc_ci'))} (n_pos {r.get('n_pos')})"
+                 for d, r in sorted(temporal["per_horizon"].items(), key=lambda kv: int(kv[0]))]
+        console.print(f"temporal hold-out, cut {temporal['cut']} ({temporal['n_students']} "
+                      f"students after it): AUC " + "; ".join(parts), highlight=False)

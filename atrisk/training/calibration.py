@@ -10,8 +10,8 @@ held-out fold, as ``CalibratedClassifierCV`` does, but with whole students held 
 
 - ``isotonic``: a non-decreasing step-linear map (``IsotonicRegression``, clipped to
   [0, 1] and to the fitted range); flexible, needs a few hundred positives.
-- ``platt``: ``sigmoid(a · logit(p) + b)`` with Platt's smoothed targets; two numbers,
-  stable with few positives, keeps the ranking.
+- ``platt``: ``sigmoid(a · logit(p) + b)`` with Platt's smoothed targets and ``a ≥ 0``;
+  two numbers, stable with few positives, never reverses the ranking.
 
 The state is plain numbers (:meth:`Calibrator.to_dict` / :meth:`Calibrator.from_dict`):
 a saved model can store it as JSON and reload it without unpickling anything.
@@ -55,7 +55,10 @@ def _platt(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
 
     Targets follow Platt (1999): ``(N₊ + 1) / (N₊ + 2)`` for positives and
     ``1 / (N₋ + 2)`` for negatives (``N`` = summed weights), which keeps the fit finite
-    when the classes separate.
+    when the classes separate.  The slope is kept ≥ 0: a calibration map must not
+    reverse the model's ranking; where the out-of-fold scores rank *worse* than
+    chance, the best non-decreasing map is the constant ``sigmoid(b)`` at the targets'
+    mean (as isotonic regression would give).
     """
     n_pos, n_neg = w[y].sum(), w[~y].sum()
     target = np.where(y, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
@@ -86,6 +89,9 @@ def _platt(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
         current = new
         if improved <= 1e-13 * max(1.0, abs(current)) or np.abs(t * step).max() < 1e-10:
             break
+    if theta[0] < 0:
+        mean = float(np.sum(w * target) / np.sum(w))
+        return 0.0, float(np.log(mean) - np.log1p(-mean))
     return float(theta[0]), float(theta[1])
 
 

@@ -77,9 +77,9 @@ def bench_bootstrap(n_boot: int) -> dict:
 
 
 def bench_seed() -> dict:
-    from atrisk.ingest.logs import load_logs
     from atrisk.features.pairs import build_pairs
     from atrisk.features.time_variant import class_table
+    from atrisk.ingest.logs import load_logs
     from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS, generate_cohort
     from atrisk.training.seed_labels import (
         balance,

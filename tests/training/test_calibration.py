@@ -158,3 +158,16 @@ def test_out_of_fold_calibration_of_a_balanced_model_on_held_out_students(method
     assert cal_brier < 0.7 * raw_brier
     assert abs(calibrated.mean() - y_test.mean()) < 0.03
     assert len(p_oof) == len(y) and np.isfinite(p_oof).all()
+
+
+def test_platt_never_reverses_the_ranking():
+    """Scores that rank worse than chance get the base rate, not an inverted map."""
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.05, 0.95, 2000)
+    y = (rng.uniform(size=2000) < 1 - p).astype(int)  # higher score, fewer positives
+    cal = Calibrator("platt").fit(p, y)
+    assert cal.a_ == 0.0
+    out = cal.transform(np.array([0.1, 0.5, 0.9]))
+    assert np.allclose(out, out[0]) and abs(out[0] - y.mean()) < 0.01
+    state = Calibrator.from_dict(cal.to_dict())
+    assert state.a_ == 0.0

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from atrisk.errors import AtriskError
-from atrisk.ingest.logs import load_logs
 from atrisk.features.pairs import build_pairs, feature_columns, pair_keys
 from atrisk.features.time_variant import class_table
+from atrisk.ingest.logs import load_logs
 from atrisk.training.labels import WEIGHTINGS, add_labels, oversample
 from atrisk.training.seed_labels import (
     balance,

@@ -93,13 +93,32 @@ def _with_ci(value: float | None, ci: list | None) -> str:
     return f"{value:.3f} [{ci[0]:.2f}–{ci[1]:.2f}]"
 
 
+def caveat_line(caveats: list[str], per_horizon: dict, min_pos: int = 20) -> str | None:
+    """One line naming the horizons with fewer than ``min_pos`` positive pairs, or ``None``."""
+    few = sorted((int(d) for d, r in per_horizon.items()
+                  if r.get("n_pos") is not None and r["n_pos"] < min_pos))
+    if not few and not caveats:
+        return None
+    if not few:
+        return caveats[0]
+    n = [per_horizon[str(d)]["n_pos"] for d in few]
+    days = (f"Δ = {few[0]}" if len(few) == 1 else
+            f"Δ = {few[0]}–{few[-1]}" if few == list(range(few[0], few[-1] + 1)) else
+            "Δ = " + ", ".join(map(str, few)))
+    students = per_horizon[str(few[0])].get("n_students")
+    return (f"{days} rest on fewer than {min_pos} positive pairs ({min(n)}–{max(n)} among "
+            f"{students} held-out students): those AUCs are unstable; read them with "
+            "their intervals")
+
+
 def print_evaluation(metrics: dict) -> None:
     """Print an evaluation: per Δ the AUC with its interval, positives, recall, Brier.
 
     One row per Δ: the model's AUC with its bootstrap interval (by student), the
-    positive pairs behind it, recall of the top flagged share with its interval, the
-    Brier score of the calibrated probability and the baselines' AUCs; then one caveat
-    line per horizon with fewer than 20 positive pairs, and the temporal hold-out.
+    positive pairs and students behind it, recall of the top flagged share with its
+    interval and the Brier score of the calibrated probability; then the baselines'
+    AUCs, one caveat line naming the horizons with fewer than 20 positive pairs, and
+    the temporal hold-out.
 
     Args:
         metrics: ``EvaluationReport.metrics`` (or its ``to_dict()``).
@@ -108,26 +127,27 @@ def print_evaluation(metrics: dict) -> None:
     if not per:
         print_auc_table(metrics.get("auc", {}), metrics.get("n_students"))
         return
-    baselines = [m for m in metrics.get("auc", {}) if m != "gbdt"]
     level = metrics.get("level", 0.95)
     share = metrics.get("flag_share", 0.3)
-    table = Table(title=f"Dropout risk by horizon Δ (days): {metrics.get('n_students')} "
-                  f"held-out students, {level:.0%} intervals by student")
-    for name in ("Δ", "AUC [CI]", "n_pos", f"recall top {share:.0%} [CI]", "Brier"):
-        table.add_column(name, justify="right")
-    for m in baselines:
-        table.add_column(m, justify="right")
+    table = Table(title=f"Dropout risk by horizon Δ (days), held-out students, "
+                  f"{level:.0%} intervals by student")
+    for name in ("Δ", "AUC [CI]", "n_pos", "students", f"recall top {share:.0%} [CI]",
+                 "Brier"):
+        table.add_column(name, justify="right", no_wrap=True)
     for d in sorted(per, key=int):
         r = per[d]
-        cells = [d, _with_ci(r.get("auc"), r.get("auc_ci")), str(r.get("n_pos")),
-                 _with_ci(r.get("recall_at_top"), r.get("recall_at_top_ci")),
-                 "—" if r.get("brier") is None else f"{r['brier']:.4f}"]
-        cells += ["—" if metrics["auc"][m].get(d) is None else f"{metrics['auc'][m][d]:.3f}"
-                  for m in baselines]
-        table.add_row(*cells)
+        table.add_row(d, _with_ci(r.get("auc"), r.get("auc_ci")), str(r.get("n_pos")),
+                      str(r.get("n_students")),
+                      _with_ci(r.get("recall_at_top"), r.get("recall_at_top_ci")),
+                      "—" if r.get("brier") is None else f"{r['brier']:.4f}")
     console.print(table)
-    for line in metrics.get("caveats", []):
-        console.print(f"[yellow]caveat[/] {line}", highlight=False)
+    baselines = {m: v for m, v in metrics.get("auc", {}).items() if m != "gbdt"}
+    if baselines:
+        print_auc_table({"gbdt": metrics["auc"].get("gbdt", {}), **baselines},
+                        metrics.get("n_students"))
+    line = caveat_line(metrics.get("caveats", []), per)
+    if line:
+        console.print(f"[yellow]caveat:[/] {line}", highlight=False)
     temporal = metrics.get("temporal")
     if temporal and temporal.get("per_horizon"):
         parts = [f"Δ{d} {_with_ci(r.get('auc'), r.get('auc_ci'))} (n_pos {r.get('n_pos')})"

@@ -26,8 +26,10 @@ The generative model
   own random stream before anything later is known: whether a class is recorded never
   depends on the outcome or on the classes after it (an optional cap keeps the first
   ``max_recorded_per_student`` recorded classes).  Pairs start the day after the
-  first class, so every pair has in-class features and their presence carries no
-  signal (with a share alone it would carry the number of classes so far).
+  first class, so every pair of a recorded student has in-class features and their
+  presence carries no signal (with a share alone it would carry the number of classes
+  so far).  ``record_students`` < 1 records only that share of the students, drawn per
+  student at enrolment: presence then says which students those are, nothing more.
   Recording every student's *last* class instead would make the mere presence of
   in-class features say "this student's classes are over" (completers complete at
   their last class, so only dropouts have days after it); ``tests/test_canary.py``
@@ -151,6 +153,9 @@ class CohortParams:
         record_share: Probability that each later class is recorded; drawn per class
             independently of the outcome and of later classes.  1.0 records every
             class.
+        record_students: Share of the students whose classes are recorded at all,
+            drawn per student at enrolment (before anything else about them is known);
+            the others' classes exist in the logs only.
 
     """
 
@@ -175,6 +180,7 @@ class CohortParams:
     sample_rate: int = 16000
     record_first: bool = True
     record_share: float = 0.1
+    record_students: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -870,8 +876,9 @@ def generate_cohort(
     p = params or CohortParams()
     if n_students < 1:
         raise ConfigError(f"n_students must be at least 1, got {n_students}")
-    if not 0 <= p.record_share <= 1:
-        raise ConfigError(f"record_share must be in [0, 1], got {p.record_share}")
+    if not 0 <= p.record_share <= 1 or not 0 <= p.record_students <= 1:
+        raise ConfigError(f"record_share and record_students must be in [0, 1], got "
+                          f"{p.record_share} and {p.record_students}")
     if max_recorded_per_student is not None and max_recorded_per_student < 0:
         raise ConfigError(
             f"max_recorded_per_student must be >= 0, got {max_recorded_per_student}")
@@ -894,6 +901,8 @@ def generate_cohort(
     for s in students:
         ks = _recorded_indices(len(s.classes), p.record_share, max_recorded_per_student,
                                np.random.default_rng([seed, 5, s.idx]), p.record_first)
+        if np.random.default_rng([seed, 6, s.idx]).random() >= p.record_students:
+            ks = []
         recorded[s.idx] = ks
         if not audio:
             continue

@@ -12,11 +12,14 @@ control records the last class instead and must be caught.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from atrisk.config import TrainingConfig
+from atrisk.demo import DEMO_RECORDED_STUDENTS
 from atrisk.features.in_class import in_class_at
 from atrisk.features.pairs import build_pairs
 from atrisk.ingest.logs import load_logs
@@ -25,19 +28,23 @@ from atrisk.training.evaluate import evaluate
 from atrisk.training.model import RiskModel
 
 HORIZONS = [1, 7, 14]
-#: (params, students, teachers): a few hundred students keep each preset's rules and
-#: enough held-out dropouts for a meaningful interval, in seconds.
-PRESETS = {"demo": (CohortParams(), 400, None), "paper": (PAPER_PARAMS, 500, 490)}
+#: (params, students, teachers, recorded per student): each preset's recording rules (the
+#: demo records the first class of 45 % of its students) with a few hundred students, for
+#: enough held-out dropouts, in seconds.
+PRESETS = {
+    "demo": (replace(CohortParams(), record_students=DEMO_RECORDED_STUDENTS), 400, None, 1),
+    "paper": (PAPER_PARAMS, 500, 490, None),
+}
 CONFIG = TrainingConfig(horizons=HORIZONS, n_estimators=40, num_leaves=7, lookback=0,
                         calibration="none", temporal_cut=None, n_boot=500, seed=0)
 
 
 @pytest.fixture(scope="module", params=sorted(PRESETS))
 def cohort(request, tmp_path_factory):
-    params, n, teachers = PRESETS[request.param]
+    params, n, teachers, cap = PRESETS[request.param]
     out = tmp_path_factory.mktemp(f"canary_{request.param}")
     generate_cohort(out, n_students=n, seed=11, audio=False, params=params,
-                    n_teachers=teachers)
+                    n_teachers=teachers, max_recorded_per_student=cap)
     logs = load_logs(out / "logs")
     pairs = build_pairs(logs)[["student_id", "t", "dropout_time"]]
     return request.param, logs, pairs, recorded_sessions(out)
@@ -68,7 +75,8 @@ def _assert_uninformative(per: dict, what: str) -> None:
 def test_noise_in_class_features_predict_nothing(cohort):
     name, _, pairs, sessions = cohort
     feats = in_class_at(_noise(sessions), sessions, pairs[["student_id", "t"]], 3)
-    assert feats.notna().any(axis=1).mean() > 0.9  # presence kept: most pairs have them
+    share = feats.notna().any(axis=1).mean()  # presence kept
+    assert share > 0.9 if name == "paper" else 0.3 < share < 0.6
     _assert_uninformative(_held_out(pairs, feats), f"{name} noise")
 
 

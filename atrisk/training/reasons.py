@@ -60,14 +60,17 @@ IN_CLASS_GROUPS: list[tuple[str, str, int, str, str]] = [
     ("pitch_var", r"^student_.*F0.*(stddev|Range|pctlrange)", 1,
      "speaks in a flat voice", "speaks with a lively voice"),
     ("loudness", r"^student_.*loudness", 1, "speaks quietly", "speaks loudly"),
-    ("student_voice", r"^student_", 1, "the student's voice sounds unusual (low values)",
-     "the student's voice sounds unusual (high values)"),
+    ("student_voice", r"^student_", 1, "the student's voice sounded unlike most students'",
+     "the student's voice sounded unlike most students'"),
     ("teacher_questions", r"^(inter_teacher_questions|teacher_question_share)", 1,
-     "the teacher asks few questions", "the teacher asks many questions"),
-    ("teacher", r"^teacher_", 1, "the teacher's speech differs from other classes (low "
-     "values)", "the teacher's speech differs from other classes (high values)"),
-    ("interaction", r".", 1, "the class's interaction differs from others (low values)",
-     "the class's interaction differs from others (high values)"),
+     "the teacher asked few questions", "the teacher asked many questions"),
+    ("teacher_talk", r"^teacher_(n_words|n_utterances|n_sentences|speech_s|words_per_s|"
+     r"chars_per_s)", 1, "the teacher talked less than in most classes",
+     "the teacher talked more than in most classes"),
+    ("teacher", r"^teacher_", 1, "the teacher's voice sounded unlike most classes",
+     "the teacher's voice sounded unlike most classes"),
+    ("interaction", r".", 1, "the turn-taking was unlike most classes",
+     "the turn-taking was unlike most classes"),
 ]
 _GROUP_RE = [(key, re.compile(pat), pol, lo, hi) for key, pat, pol, lo, hi in IN_CLASS_GROUPS]
 
@@ -95,6 +98,11 @@ def _n(v: float) -> str:
     return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
 
 
+def _d(v: float) -> str:
+    """Format a number of days: whole days."""
+    return f"{round(v):.0f}"
+
+
 def _pct(v: float) -> str:
     return f"{100 * v:.0f} %"
 
@@ -105,7 +113,7 @@ def _s(v: float, word: str, plural: str | None = None) -> str:
 
 #: Plain words of log and time columns: ``column → (phrase(value), typical(value))``.
 _PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
-    "time_days_since_last_class": (lambda v: f"no class for {_s(v, 'day')}", _n),
+    "time_days_since_last_class": (lambda v: f"no class for {_s(round(v), 'day')}", _d),
     "time_classes_total": (lambda v: f"{_s(v, 'class', 'classes')} so far", _n),
     "time_mean_class_gap_30d": (
         lambda v: f"{_s(v, 'day')} between classes on average (past 30 days)", _n),
@@ -114,7 +122,7 @@ _PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
     "time_teacher_students": (lambda v: f"the teacher has taught {_s(v, 'student')}", _n),
     "time_teacher_classes": (
         lambda v: f"the teacher has given {_s(v, 'class', 'classes')}", _n),
-    "out_days_since_order": (lambda v: f"{_s(v, 'day')} since the latest order", _n),
+    "out_days_since_order": (lambda v: f"{_s(round(v), 'day')} since the latest order", _d),
     "out_order_n_courses": (
         lambda v: f"{_s(v, 'course')} bought in the latest order", _n),
     "out_order_n_sales_conversations": (
@@ -122,7 +130,7 @@ _PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
     "out_order_discount_ratio": (lambda v: f"bought at a {_pct(v)} discount", _pct),
     "out_courses_ordered": (lambda v: f"{_s(v, 'course')} ordered in total", _n),
     "out_grade": (lambda v: f"grade {_n(v)}", _n),
-    "out_days_since_enrolment": (lambda v: f"enrolled {_s(v, 'day')} ago", _n),
+    "out_days_since_enrolment": (lambda v: f"enrolled {_s(round(v), 'day')} ago", _d),
     "out_follow_ups": (lambda v: f"{_s(v, 'follow-up report')} since the first class", _n),
     "out_last_follow_up_words": (
         lambda v: f"{_s(v, 'word')} in the latest follow-up report", _n),

@@ -259,11 +259,11 @@ class TrainingConfig(_Section):
     calibration_folds: int = Field(3, ge=2, le=10, description="Folds (by student) of the "
                                    "out-of-fold scores the calibrators are fitted on.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Share of students held out.")
-    temporal_cut: str | None = Field(
+    temporal_cut: str = Field(
         "auto",
         description="Temporal hold-out of evaluate: train on pairs with t + Δ ≤ cut (outcomes "
         "as known at the cut), test on pairs with t ≥ cut. A date (YYYY-MM-DD), 'auto' (the "
-        "day before which 70 % of the pairs lie) or null/'none' (skip).",
+        "day before which 70 % of the pairs lie) or 'none' (skip).",
     )
     n_boot: int = Field(1000, ge=1, description="Bootstrap resamples (by student) of every "
                         "interval.")
@@ -287,11 +287,12 @@ class TrainingConfig(_Section):
             raise ValueError("horizons must be a non-empty list of positive day counts")
         return sorted(set(v))
 
-    @field_validator("temporal_cut")
+    @field_validator("temporal_cut", mode="before")
     @classmethod
-    def _cut_ok(cls, v: str | None) -> str | None:
-        if v is None or v.strip().lower() in ("", "none", "off"):
-            return None
+    def _cut_ok(cls, v: str | None) -> str:
+        if v is None or str(v).strip().lower() in ("", "none", "off", "null"):
+            return "none"
+        v = str(v)
         if v.strip().lower() == "auto":
             return "auto"
         try:

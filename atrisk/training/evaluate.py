@@ -172,7 +172,8 @@ def evaluate(model: RiskModel, pairs: pd.DataFrame, horizons: list[int] | None =
         attributes: Student attributes by ``student_id`` (index) for the fairness table
             (``training.group_columns``); a missing ``grade`` falls back to ``out_grade``.
         temporal: Also fit a model as on the cut day ``training.temporal_cut`` and score
-            the pairs after it (``metrics["temporal"]``); skipped when the cut is null.
+            the pairs after it (``metrics["temporal"]``); skipped when the cut is
+            ``"none"``.
 
     Returns:
         The report; its ``metrics`` say why a value is null in ``notes``; ``caveats``
@@ -275,7 +276,7 @@ def evaluate(model: RiskModel, pairs: pd.DataFrame, horizons: list[int] | None =
                 if auc.value is None:
                     notes.append(f"Δ={delta} {b}: AUC null, {auc.note}")
     result["fairness"] = _fairness(model, test, horizons, scores, attributes, cfg, notes)
-    if temporal and cut is None and cfg.temporal_cut is not None:
+    if temporal and cut is None and cfg.temporal_cut != "none":
         result["temporal"] = _temporal(model, pairs, horizons, notes)
     return EvaluationReport(result)
 
@@ -507,7 +508,7 @@ def write_report(result: dict, out_dir: Path | str) -> Path:
     caveats = "".join(f"<li>{html.escape(n)}</li>" for n in clean.get("caveats", []))
     rel = _reliability_png(clean)
     temporal = clean.get("temporal")
-    temporal_html = "<p>Not run (training.temporal_cut is null).</p>"
+    temporal_html = "<p>Not run (training.temporal_cut is \"none\").</p>"
     if temporal:
         temporal_html = (
             f"<p>Cut {html.escape(temporal['cut'])}: {html.escape(temporal['rule'])}. "

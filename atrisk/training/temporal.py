@@ -26,8 +26,9 @@ def resolve_cut(pairs: pd.DataFrame, spec: str | None) -> pd.Timestamp | None:
 
     Args:
         pairs: Pairs with ``t``.
-        spec: ``None`` (no temporal hold-out), ``"auto"`` (the first day on or after
-            which fewer than ``1 − AUTO_SHARE`` of the pairs lie), or a date string.
+        spec: ``None`` or ``"none"`` (no temporal hold-out), ``"auto"`` (the first day
+            on or after which fewer than ``1 − AUTO_SHARE`` of the pairs lie), or a date
+            string.
 
     Returns:
         A UTC midnight, or ``None``.
@@ -35,7 +36,7 @@ def resolve_cut(pairs: pd.DataFrame, spec: str | None) -> pd.Timestamp | None:
     Raises:
         AtriskError: When ``spec`` is not a date.
     """
-    if spec is None:
+    if spec is None or spec == "none":
         return None
     if spec == "auto":
         if pairs.empty:

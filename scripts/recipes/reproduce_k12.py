@@ -341,14 +341,20 @@ class Runner:
             self.config_cell("fine", best["labels"], lam, best["weighting"], best["balance"])
 
     def baselines(self) -> None:
+        fitted_by_delta: dict[int, dict] = {}  # every baseline of a Δ is fitted at once
+
+        def fitted(d: int) -> dict:
+            if d not in fitted_by_delta:
+                fitted_by_delta[d] = fit_baselines(self.train, d, self.base)
+            return fitted_by_delta[d]
+
         for name in BASELINES:
             cell = {"stage": "baselines", "model": name}
 
             def fn(name=name):
                 scores = {}
                 for d in self.deltas:
-                    fitted = fit_baselines(self.train, d, self.base)
-                    pipe = fitted[name]
+                    pipe = fitted(d)[name]
                     cols = list(pipe.feature_names_in_)
                     scores[d] = pipe.predict_proba(
                         self.test.reindex(columns=cols).astype(float))[:, 1]

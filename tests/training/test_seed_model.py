@@ -86,3 +86,18 @@ def test_temporal_fit_uses_only_what_was_known_at_the_cut(synth_pairs, small_con
     # every student with a pair at or after the cut is a test student
     after_ids = set(synth_pairs.loc[synth_pairs["t"] >= cut, "student_id"])
     assert set(model.test_students_) == after_ids
+
+
+def test_training_config_round_trips_through_toml(tmp_path):
+    from atrisk.config import Config
+
+    cfg = Config().override({"training.temporal_cut": "off", "training.labels": "seed",
+                             "training.balance": "oversample",
+                             "training.group_columns": ["grade", "school"]})
+    assert cfg.training.temporal_cut == "none"
+    cfg.save(tmp_path / "c.toml")
+    assert Config.load(tmp_path / "c.toml") == cfg
+    with pytest.raises(Exception, match="temporal_cut"):
+        Config().override({"training.temporal_cut": "next tuesday"})
+    assert Config().override({"training.temporal_cut": "2024-03-20"}).training.temporal_cut \
+        == "2024-03-20"

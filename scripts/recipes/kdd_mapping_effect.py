@@ -14,7 +14,8 @@ Three mappings of the same enrollments (the id-hash split of
 * ``window_end``: everyone observed to the window end, dropouts leave there.
 
 A pair's features depend only on the days before it, so ``old`` is the
-``last_active`` rows of the dropouts plus the ``window_end`` rows of the others.
+``last_active`` rows of the dropouts (none for a dropout active on one day only) plus
+the ``window_end`` rows of the others.
 Scored: LightGBM with horizon labels and no augmentation (the default model) at
 Δ ∈ ``--deltas``; AUC with a 95 % student-bootstrap interval, positives, students; and
 the AUC of "days since the last activity" alone, the feature the old mapping made
@@ -50,7 +51,7 @@ def mappings(data: Path, max_train: int, max_test: int, seed: int) -> dict:
     old = {}
     for part in ("train", "test"):
         la, we = out["last_active"][part], out["window_end"][part]
-        drop_ids = set(la.loc[la["dropout_time"].notna(), "student_id"])
+        drop_ids = set(we.loc[we["dropout_time"].notna(), "student_id"])  # every dropout
         old[part] = pd.concat([la[la["student_id"].isin(drop_ids)],
                                we[~we["student_id"].isin(drop_ids)]], ignore_index=True)
     out["old"] = old

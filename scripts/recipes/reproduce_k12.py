@@ -38,8 +38,12 @@ runs in pieces that resume):
 * ``temporal``: a temporal hold-out (train on ``t + Δ ≤ cut`` with outcomes known at
   the cut, test on ``t ≥ cut``; cut = the day before which 70 % of the pairs lie) for
   Λ = none and the best augmented cell of each label construction.
-* ``groups``: (synthetic) feature groups in / out / time / all at Δ = 7, 14 on the
-  voiced students only (the only ones with in-class features), split by student.
+* ``groups``: (synthetic) feature groups in / out / time / all on the voiced students
+  only (the only ones with in-class features), 30 % of them held out.
+* ``calibration``: the default model (horizon labels, Λ = none, reweight) with no
+  calibration, Platt or isotonic, each fitted as ``RiskModel`` does (3 folds of the
+  training students, out-of-fold scores): Brier with its interval, mean probability vs
+  observed rate, and the calibration error of the reliability curve, on the test set.
 
 Writes ``OUT/cells.jsonl``, ``OUT/results.json`` (every cell, the data, the command,
 the machine load) and ``OUT/results.md`` (the tables of ``docs/method.md``).
@@ -410,6 +414,54 @@ class Runner:
                                       "split": "voiced students only, 30 % held out"}
             self.run(cell, fn)
 
+    def calibration(self) -> None:
+        """Platt vs isotonic vs none, fitted as RiskModel does (3 out-of-fold folds)."""
+        from atrisk.training.calibration import out_of_fold
+        from atrisk.training.fit import fit_horizon
+        from atrisk.training.uncertainty import calibration_error, reliability_curve
+
+        cfg = self.base.model_copy(update={"labels": "horizon", "lookback": 0,
+                                           "balance": "reweight"})
+        in_cols, other, _ = split_columns(self.train)
+        cols = in_cols + other
+        sid_tr = self.train["student_id"].astype(str).to_numpy()
+        sid_te = self.test["student_id"].astype(str).to_numpy()
+        cache: dict = {}
+
+        def raw(d: int):
+            if d not in cache:
+                pipe, _ = fit_horizon(self.train, d, in_cols, other, cfg)
+
+                def fit_predict(tr, te, d=d):
+                    p, _ = fit_horizon(self.train.iloc[tr], d, in_cols, other, cfg)
+                    return p.predict_proba(self.train.iloc[te][cols].astype(float))[:, 1]
+                cache[d] = (pipe.predict_proba(self.test[cols].astype(float))[:, 1],
+                            out_of_fold(fit_predict, len(self.train), sid_tr,
+                                        cfg.calibration_folds))
+            return cache[d]
+
+        for method in ("none", "platt", "isotonic"):
+            cell = {"stage": "calibration", "labels": "horizon", "lookback": 0,
+                    "weighting": "convex", "balance": "reweight", "group": method}
+
+            def fn(method=method):
+                scores, calibrated = {}, {}
+                for d in self.deltas:
+                    test_raw, oof = raw(d)
+                    y_tr = self.train[label_column(d)].to_numpy()
+                    y = self.test[label_column(d)].to_numpy()
+                    p = test_raw if method == "none" else Calibrator(method).fit(
+                        oof, y_tr).transform(test_raw)
+                    br = brier_score(y, p, sid_te, self.args.n_boot, self.args.seed)
+                    curve = reliability_curve(y, p)
+                    calibrated[str(d)] = {
+                        "brier": br.value, "brier_ci": br.to_dict()["ci"],
+                        "mean_p": float(p.mean()), "observed_rate": float(y.mean()),
+                        "calibration_error": calibration_error(curve)}
+                    scores[d] = test_raw
+                return scores, self.test, {"calibrated": calibrated}
+            self.run(cell, fn)
+
     def paired(self) -> None:
         """AUC differences on the same resampled students: vs Λ = none, and the baselines."""
         y = {d: self.test[label_column(d)].to_numpy() for d in self.deltas}
@@ -456,8 +508,14 @@ def _ci(v, ci, digits=3) -> str:
 
 def write_results(runner: Runner, info: dict, out: Path, args) -> dict:
     cells = list(runner.done.values())
+    command = " ".join(["python", *sys.argv])
+    old = out / "results.json"
+    prev = json.loads(old.read_text()) if old.is_file() else {}
+    commands = prev.get("commands") or ([prev["command"]] if prev.get("command") else [])
+    if command not in commands:
+        commands.append(command)
     res = {
-        "dataset": args.dataset, "command": " ".join(["python", *sys.argv]),
+        "dataset": args.dataset, "command": command, "commands": commands,
         "data": info, "deltas": runner.deltas, "n_boot": args.n_boot, "seed": args.seed,
         "n_train_pairs": int(len(runner.train)), "n_test_pairs": int(len(runner.test)),
         "n_train_students": int(runner.train["student_id"].nunique()),
@@ -471,7 +529,8 @@ def write_results(runner: Runner, info: dict, out: Path, args) -> dict:
     }
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     lines = [f"# K-12 grid: {args.dataset}", "",
-             f"Command: `{res['command']}`", "",
+             "Commands (in order; finished cells are kept, so they add up): "
+             + "; ".join(f"`{c}`" for c in commands), "",
              f"Data: {json.dumps(info, default=str)}", "",
              f"Train {res['n_train_pairs']} pairs of {res['n_train_students']} students; test "
              f"{res['n_test_pairs']} pairs of {res['n_test_students']} students. "
@@ -525,7 +584,9 @@ def main() -> None:
     ap.add_argument("--work", required=True, help="folder for the prepared data and the "
                     "test scores (reused by reruns)")
     ap.add_argument("--out", required=True, help="results folder")
-    ap.add_argument("--stages", default="grid,baselines,temporal,fine,groups")
+    ap.add_argument("--stages", default="grid,baselines,temporal,fine,groups",
+                    help="comma list of grid, baselines, temporal, fine, groups, calibration "
+                    "('none': only rewrite the results from the finished cells)")
     ap.add_argument("--deltas", default="1,3,7,14")
     ap.add_argument("--lookbacks", default=",".join(map(str, LOOKBACKS)),
                     help="grid: Λ values (0 = none)")
@@ -556,7 +617,7 @@ def main() -> None:
     log(f"pairs: {len(pairs)} ({int(pairs['is_test'].sum())} test) of "
         f"{pairs['student_id'].nunique()} students, {len(feature_columns(pairs))} features")
     runner = Runner(pairs, args, out, work)
-    stages = args.stages.split(",")
+    stages = [s for s in args.stages.split(",") if s and s != "none"]
     for stage in stages:
         getattr(runner, stage)()
         runner.paired()

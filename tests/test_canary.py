@@ -102,3 +102,23 @@ def test_recording_the_last_class_would_be_caught(cohort):
                            index=pairs.index)
     per = _held_out(pairs, present)
     assert per["1"]["auc_ci"][0] > 0.6, per["1"]
+
+
+def test_presence_alone_in_the_demo_cohort(tmp_path):
+    """Issue 15 acceptance: in the demo's own cohort (its size, seed and recording rule),
+    "has in-class features" scores AUC ≤ 0.65 for ``dropout_within_1`` (≈ 0.98 before)."""
+    from sklearn.metrics import roc_auc_score
+
+    from atrisk.training.labels import add_labels, label_column
+
+    generate_cohort(tmp_path, n_students=200, seed=0, audio=False,
+                    params=replace(CohortParams(), record_students=DEMO_RECORDED_STUDENTS),
+                    max_recorded_per_student=1)
+    sessions = recorded_sessions(tmp_path)
+    pairs = build_pairs(load_logs(tmp_path / "logs"), sessions=sessions)
+    pairs = add_labels(pairs[["student_id", "t", "dropout_time"]], [1, 7, 14])
+    present = in_class_at(_noise(sessions), sessions, pairs[["student_id", "t"]], 3)
+    present = present.notna().any(axis=1).astype(float).to_numpy()
+    assert 0.2 < present.mean() < 0.7
+    aucs = {d: roc_auc_score(pairs[label_column(d)], present) for d in (1, 7, 14)}
+    assert all(0.35 <= a <= 0.65 for a in aucs.values()), aucs

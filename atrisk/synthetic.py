@@ -795,6 +795,27 @@ def class_session_id(student_id: str, class_index: int) -> str:
     return f"{student_id}-C{class_index + 1:02d}"
 
 
+def _cohort_classes(cohort_dir: Path | str) -> tuple[dict, pd.DataFrame]:
+    """Read a generated cohort's ground truth and its class events, numbered per student.
+
+    Returns ``(truth, classes)``: the ``ground_truth.json`` dict, and the ``class`` events
+    in student and time order with ``_t`` (UTC time) and ``_k`` (the student's class
+    number, from 0).  Raises ``ConfigError`` when the folder is not a generated cohort.
+    """
+    cohort_dir = Path(cohort_dir)
+    truth_path, events_path = cohort_dir / _MARKER, cohort_dir / "logs" / "events.csv"
+    if not truth_path.is_file() or not events_path.is_file():
+        raise ConfigError(f"{cohort_dir} is not a generated cohort (needs {_MARKER} and "
+                          "logs/events.csv)")
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    ev = pd.read_csv(events_path, dtype=str, keep_default_na=False)
+    cls = ev[ev["kind"] == "class"].copy()
+    cls["_t"] = pd.to_datetime(cls["time"], utc=True)
+    cls = cls.sort_values(["student_id", "_t"], kind="stable")
+    cls["_k"] = cls.groupby("student_id").cumcount()
+    return truth, cls
+
+
 def recorded_sessions(cohort_dir: Path | str) -> pd.DataFrame:
     """Return the recorded classes of a generated cohort as a sessions manifest.
 
@@ -812,17 +833,7 @@ def recorded_sessions(cohort_dir: Path | str) -> pd.DataFrame:
     Raises:
         ConfigError: When the folder is not a generated cohort.
     """
-    cohort_dir = Path(cohort_dir)
-    truth_path, events_path = cohort_dir / _MARKER, cohort_dir / "logs" / "events.csv"
-    if not truth_path.is_file() or not events_path.is_file():
-        raise ConfigError(f"{cohort_dir} is not a generated cohort (needs {_MARKER} and "
-                          "logs/events.csv)")
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    ev = pd.read_csv(events_path, dtype=str, keep_default_na=False)
-    cls = ev[ev["kind"] == "class"].copy()
-    cls["_t"] = pd.to_datetime(cls["time"], utc=True)
-    cls = cls.sort_values(["student_id", "_t"], kind="stable")
-    cls["_k"] = cls.groupby("student_id").cumcount()
+    truth, cls = _cohort_classes(cohort_dir)
     want = {(s["student_id"], k) for s in truth["students"] for k in s.get("recorded", [])}
     keep = [(sid, k) in want for sid, k in zip(cls["student_id"], cls["_k"], strict=True)]
     cls = cls[keep]
@@ -1060,17 +1071,7 @@ def simulate_in_class(cohort_dir: Path, seed: int = 0) -> tuple[pd.DataFrame, pd
     Raises:
         ConfigError: When the folder has no ``ground_truth.json`` or ``logs/events.csv``.
     """
-    cohort_dir = Path(cohort_dir)
-    truth_path, events_path = cohort_dir / _MARKER, cohort_dir / "logs" / "events.csv"
-    if not truth_path.is_file() or not events_path.is_file():
-        raise ConfigError(f"{cohort_dir} is not a generated cohort (needs {_MARKER} and "
-                          "logs/events.csv)")
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    ev = pd.read_csv(events_path, dtype=str, keep_default_na=False)
-    cls = ev[ev["kind"] == "class"].copy()
-    cls["_t"] = pd.to_datetime(cls["time"], utc=True)
-    cls = cls.sort_values(["student_id", "_t"], kind="stable")
-    cls["_k"] = cls.groupby("student_id").cumcount()
+    truth, cls = _cohort_classes(cohort_dir)
     eng = {s["student_id"]: s["class_engagement"] for s in truth["students"]}
     e = np.array([eng.get(sid, [])[k] if k < len(eng.get(sid, [])) else np.nan
                   for sid, k in zip(cls["student_id"], cls["_k"], strict=True)], dtype=float)

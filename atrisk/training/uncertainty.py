@@ -138,6 +138,21 @@ def group_codes(groups, n: int) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), len(uniques)
 
 
+def _weighted_inputs(y, p, groups, weights):
+    """Check labels, scores, groups and per-group weights; return them as arrays.
+
+    Returns ``(labels, scores, group codes, number of groups, weights as (B, groups))``;
+    raises ``AtriskError`` when the weights do not have one column per group.
+    """
+    yb = _as_labels(y)
+    pf = _as_scores(p, len(yb))
+    codes, n_groups = group_codes(groups, len(yb))
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    if w.shape[1] != n_groups:
+        raise AtriskError(f"weights need one column per group ({n_groups}), got {w.shape[1]}")
+    return yb, pf, codes, n_groups, w
+
+
 def resample_counts(n_groups: int, n_boot: int, seed: int = 0) -> Iterator[np.ndarray]:
     """Yield blocks of per-student multiplicities, ``(b, n_groups)`` float arrays.
 
@@ -248,12 +263,7 @@ def weighted_auc(y, p, weights, groups=None) -> np.ndarray:
     Raises:
         AtriskError: On bad shapes or values.
     """
-    yb = _as_labels(y)
-    pf = _as_scores(p, len(yb))
-    codes, n_groups = group_codes(groups, len(yb))
-    w = np.atleast_2d(np.asarray(weights, dtype=float))
-    if w.shape[1] != n_groups:
-        raise AtriskError(f"weights need one column per group ({n_groups}), got {w.shape[1]}")
+    yb, pf, codes, n_groups, w = _weighted_inputs(y, p, groups, weights)
     return _AucDesign(yb, pf, codes, n_groups).aucs(w)
 
 
@@ -568,12 +578,7 @@ def weighted_recall_at_top(y, p, t, weights, groups=None,
     Raises:
         AtriskError: On bad inputs.
     """
-    yb = _as_labels(y)
-    pf = _as_scores(p, len(yb))
-    codes, n_groups = group_codes(groups, len(yb))
-    w = np.atleast_2d(np.asarray(weights, dtype=float))
-    if w.shape[1] != n_groups:
-        raise AtriskError(f"weights need one column per group ({n_groups}), got {w.shape[1]}")
+    yb, pf, codes, n_groups, w = _weighted_inputs(y, p, groups, weights)
     design = _RecallDesign(yb, pf, _day_codes(t, len(yb)), codes, n_groups, share)
     return design.recalls(w)
 

@@ -24,7 +24,7 @@ from atrisk.training.seed_labels import (
     seed_labels,
     step_ahead_labels,
 )
-from tests.features.logs_factory import random_logs, write_logs
+from tests.features.logs_factory import random_logs, with_recorded_classes, write_logs
 
 UTC = "UTC"
 
@@ -119,20 +119,7 @@ def world(tmp_path_factory):
     """Random logs with sessions and in-class rows (as in tests/features/test_leakage.py)."""
     logs = load_logs(random_logs(tmp_path_factory.mktemp("seed") / "logs", n_students=30,
                                  n_teachers=3, days=45, seed=5))
-    ev = logs.events.copy()
-    is_class = ev["kind"] == "class"
-    ev.loc[is_class, "session_id"] = "x" + ev.loc[is_class, "event_id"]
-    logs = replace(logs, events=ev)
-    cls = ev[is_class]
-    rng = np.random.default_rng(0)
-    sessions = pd.DataFrame({
-        "session_id": cls["session_id"].to_numpy(), "student_id": cls["student_id"].to_numpy(),
-        "teacher_id": cls["teacher_id"].to_numpy(), "start_time": cls["time"].to_numpy(),
-        "duration_s": rng.uniform(600, 4 * 3600, len(cls)),
-    })
-    in_class = pd.DataFrame(
-        rng.normal(size=(len(sessions), 3)), columns=["teacher_f0", "student_f0", "inter_f0"],
-        index=pd.Index(sessions["session_id"], name="session_id"))
+    logs, sessions, in_class = with_recorded_classes(logs)
     pairs = build_pairs(logs, in_class=in_class, sessions=sessions)
 
     def build(keys, logs=logs, sessions=sessions, in_class=in_class):

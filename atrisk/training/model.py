@@ -402,15 +402,14 @@ class RiskModel:
         The calibrated probability (:meth:`calibrate` of :meth:`predict_score`).
 
         Args:
-            pairs: Pairs with the model's feature columns.
-            horizon: A trained horizon (days).
+            pairs: As for :meth:`predict_score`.
+            horizon: Δ in days, one the model was trained for.
 
         Returns:
-            A float array in [0, 1], one value per row of ``pairs``.
+            The chance of dropping out within ``horizon`` days, one per row of ``pairs``.
 
         Raises:
-            HorizonError: When the horizon was not trained.
-            AtriskError: When feature columns are missing.
+            HorizonError: For an untrained horizon; AtriskError: for missing columns.
         """
         return self.calibrate(self.predict_score(pairs, horizon), horizon)
 

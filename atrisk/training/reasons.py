@@ -111,9 +111,15 @@ def _s(v: float, word: str, plural: str | None = None) -> str:
     return f"{_n(v)} {word if v == 1 else (plural or word + 's')}"
 
 
+def _idle(v: float, recent: str, none: str) -> str:
+    """Say a number of idle days: "<recent> within the past day" below one whole day."""
+    days = round(v)
+    return f"{recent} within the past day" if days < 1 else f"{none} for {_s(days, 'day')}"
+
+
 #: Plain words of log and time columns: ``column → (phrase(value), typical(value))``.
 _PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
-    "time_days_since_last_class": (lambda v: f"no class for {_s(round(v), 'day')}", _d),
+    "time_days_since_last_class": (lambda v: _idle(v, "a class", "no class"), _d),
     "time_classes_total": (lambda v: f"{_s(v, 'class', 'classes')} so far", _n),
     "time_mean_class_gap_30d": (
         lambda v: f"{_s(v, 'day')} between classes on average (past 30 days)", _n),
@@ -138,7 +144,7 @@ _PHRASES: dict[str, tuple[Callable[[float], str], Callable[[float], str]]] = {
     "out_follow_up_ratio": (lambda v: f"follow-up reports after {_pct(v)} of classes", _pct),
     "out_satisfaction": (lambda v: f"latest satisfaction score {_n(v)} of 5", _n),
     # KDD Cup daily pairs (atrisk.mooc.daily_pairs)
-    "time_days_since_last_active": (lambda v: f"no activity for {_s(v, 'day')}", _n),
+    "time_days_since_last_active": (lambda v: _idle(v, "active", "no activity"), _d),
     "out_active_days_total": (lambda v: f"{_s(v, 'active day')} so far", _n),
     "out_days_since_first_activity": (
         lambda v: f"{_s(v, 'day')} since the first activity", _n),
@@ -179,6 +185,8 @@ def phrase(column: str, value: float, typical: float | None = None) -> str:
     Example:
         >>> phrase("time_days_since_last_class", 9, 2)
         'no class for 9 days (usually 2)'
+        >>> phrase("time_days_since_last_class", 0.4, 2)
+        'a class within the past day (usually 2)'
         >>> phrase("time_reschedules_7d", 2, 0)
         'rescheduled 2 times in the past 7 days (usually 0)'
     """

@@ -60,6 +60,8 @@ def test_errors(fitted, synth_pairs):
 def test_reason_words():
     assert phrase("time_days_since_last_class", 9, 2) == "no class for 9 days (usually 2)"
     assert phrase("time_days_since_last_class", 1) == "no class for 1 day"
+    assert phrase("time_days_since_last_class", 0.3, 1) == "a class within the past day (usually 1)"
+    assert phrase("time_days_since_last_active", 0) == "active within the past day"
     assert phrase("time_classes_7d", 0, 2) == "0 classes in the past 7 days (usually 2)"
     assert phrase("time_reschedules_21d", 1, 0) == \
         "rescheduled 1 time in the past 21 days (usually 0)"

@@ -741,6 +741,14 @@ def _group_label(value) -> str:
     return str(value)
 
 
+def _natural(label: str) -> tuple:
+    """Sort key: numbers by value (grade 2 before grade 10), then other labels by text."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
+
+
 def group_report(frame: pd.DataFrame, group_col: str, y_col: str = "y", p_col: str = "p",
                  student_col: str = "student_id", t_col: str = "t",
                  share: float = DEFAULT_SHARE, n_boot: int = 1000, seed: int = 0,
@@ -788,7 +796,7 @@ def group_report(frame: pd.DataFrame, group_col: str, y_col: str = "y", p_col: s
     attr = attr.map(_group_label).to_numpy()
     students = frame[student_col].astype(str).to_numpy()
     rows = []
-    for g in sorted(set(attr)):
+    for g in sorted(set(attr), key=_natural):
         m = attr == g
         yg, pg, fg, sg = y[m], p[m], flags[m].astype(float), students[m]
         ones = np.ones(len(yg))

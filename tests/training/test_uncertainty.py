@@ -308,10 +308,11 @@ def test_group_report_shows_a_group_flagged_more_at_the_same_risk():
 
 def test_group_report_keeps_missing_values_as_a_group():
     frame = pd.DataFrame({"student_id": ["a", "a", "b", "c"], "t": [0, 1, 0, 0],
-                          "grade": [5, 5, None, 7], "y": [0, 1, 0, 1],
+                          "grade": [5, 5, None, 10], "y": [0, 1, 0, 1],
                           "p": [0.1, 0.8, 0.2, 0.6]})
     rows = group_report(frame, "grade", n_boot=50)
-    assert [r["group"] for r in rows] == ["(missing)", "5", "7"]
-    assert rows[0]["auc"] is None and rows[0]["n_pos"] == 0
+    # numbers by value (grade 5 before grade 10), then the rest
+    assert [r["group"] for r in rows] == ["5", "10", "(missing)"]
+    assert rows[2]["auc"] is None and rows[2]["n_pos"] == 0
     with pytest.raises(AtriskError, match="needs columns"):
         group_report(frame.drop(columns="p"), "grade")

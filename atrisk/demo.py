@@ -71,10 +71,14 @@ def run_demo(
     out = Path(out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    # pocketsphinx (the offline fallback) runs its fast search here to keep the demo at
-    # a few minutes on 2 cores; `atrisk extract` defaults to the accurate one.
+    # The demo's tracks are short (<= 28 s), so its ASR takes the cheaper settings to keep
+    # the demo within its time budget on 2 cores (docs/performance.md#demo-whisper):
+    # Whisper with faster-whisper's own VAD and chunking (holds a track: fine at 28 s)
+    # and beam 1, pocketsphinx (the last fallback) with its fast search; `atrisk extract`
+    # defaults to the VAD windows, beam 5 and the accurate search.
     config = Config().override(
-        {"asr.model": asr_model, "training.seed": seed, "asr.pocketsphinx_search": "fast"}
+        {"asr.model": asr_model, "training.seed": seed, "asr.pocketsphinx_search": "fast",
+         "asr.whisper_segmentation": "builtin", "asr.whisper_beam_size": 1}
     )
 
     with progress_bar("voicing synthetic classes", total=None, enabled=not quiet) as bar:

@@ -37,7 +37,7 @@ def _cmd(rec: Path, ws: Path) -> list[str]:
 
 
 def _parts(ws: Path) -> list[Path]:
-    return sorted((ws / "parts").glob("*/*.pkl")) if (ws / "parts").is_dir() else []
+    return sorted((ws / "parts").glob("*/*.json")) if (ws / "parts").is_dir() else []
 
 
 @pytest.mark.slow

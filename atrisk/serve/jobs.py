@@ -135,7 +135,9 @@ def run_extract(ctx: JobContext, org: str, params: dict) -> dict:
         if isinstance(f.get("source"), str):
             f["source"] = root.redact(f["source"], org)
         if isinstance(f.get("reason"), str):
-            f["reason"] = root.redact(f["reason"], org)
+            f["reason"] = root.redact(f["reason"], org).replace(
+                "(not in logs/students.csv)", "(not a student of this organisation: POST "
+                "/v1/students first)")
     return {
         "workspace": root.relative(org, ws), "n_sessions": res.n_sessions, "n_ok": res.n_ok,
         "n_partial": res.n_partial, "n_failed": res.n_failed, "n_resumed": res.n_resumed,

@@ -729,7 +729,7 @@ class Store:
                 events_offset: int = 0) -> dict | None:
         """Return a student's record: risk history, a page of events, counts; or ``None``.
 
-        One query (indexed lookups by ``(org_id, student_id)``).
+        One query (one scan of the student's events for the counts and the page).
 
         Args:
             student_id: The student.
@@ -738,23 +738,23 @@ class Store:
             events_offset: Events skipped before the page.
         """
         risk_cols = ("date", "horizon", "probability", "rank", "flagged", "top_reasons")
+        # one scan of the student's events gives the counts by kind and the page
         row = self.cursor().execute(
-            "SELECT student_id, enrolled_at, grade, "
+            "SELECT s.student_id, s.enrolled_at, s.grade, "
             "(SELECT count(*) FROM sessions WHERE org_id = $1 AND student_id = $2), "
-            f"(SELECT list(({', '.join(risk_cols)}) ORDER BY date, horizon) FROM risk "
-            "WHERE org_id = $1 AND student_id = $2), "
-            "(SELECT list((kind, n) ORDER BY kind) FROM (SELECT kind, count(*) AS n FROM events "
-            "WHERE org_id = $1 AND student_id = $2 GROUP BY kind)), "
-            f"(SELECT list(({', '.join(_EVENT_COLS)}) ORDER BY time, event_id) FROM "
-            "(SELECT * FROM events WHERE org_id = $1 AND student_id = $2 "
-            "ORDER BY time, event_id LIMIT $3 OFFSET $4)) "
-            "FROM students WHERE org_id = $1 AND student_id = $2",
+            f"(SELECT list(({', '.join(risk_cols)})) FROM risk "
+            "WHERE org_id = $1 AND student_id = $2), e.kinds, e.page "
+            "FROM students s, (SELECT histogram(kind) AS kinds, "
+            f"list(({', '.join(_EVENT_COLS)}) ORDER BY time, event_id)[$4 + 1:$4 + $3] AS page "
+            "FROM events WHERE org_id = $1 AND student_id = $2) e "
+            "WHERE s.org_id = $1 AND s.student_id = $2",
             [org, student_id, int(events_limit), int(events_offset)]
         ).fetchone()
         if row is None:
             return None
-        risk = [dict(zip(risk_cols, r, strict=True)) for r in row[4] or []]
-        kinds = {k: int(n) for k, n in (row[5] or [])}
+        risk = sorted((dict(zip(risk_cols, r, strict=True)) for r in row[4] or []),
+                      key=lambda r: (r["date"], r["horizon"]))
+        kinds = {k: int(n) for k, n in sorted((row[5] or {}).items())}
         events = [dict(zip(_EVENT_COLS, e, strict=True)) for e in row[6] or []]
         return {
             "student_id": row[0],

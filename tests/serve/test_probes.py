@@ -65,6 +65,62 @@ def _no_server_path(svc, r: httpx.Response) -> None:
     assert "/tmp" not in r.text
 
 
+# ---------------------------------------------------------------- what held before
+
+
+def test_keys_scopes_injection_and_cors_still_hold(svc):
+    c, k = svc["c"], svc["k"]
+    q = {"date": "2024-03-01"}
+    for bad in ({}, {"X-API-Key": ""}, {"X-API-Key": "x" * 10_000},
+                {"X-API-Key": k["n_read"].key + "x"}, {"X-API-Key": "' OR 1=1 --"}):
+        assert c.get("/v1/risk", params=q, headers=bad).status_code == 401
+    writes = [("POST", "/v1/students", []), ("POST", "/v1/orders", []),
+              ("POST", "/v1/outcomes", []), ("POST", "/v1/events", {}),
+              ("POST", "/v1/events/batch", {}), ("POST", "/v1/sessions", {}),
+              ("PUT", "/v1/sessions/c1/tracks/teacher", None), ("POST", "/v1/jobs/extract", {}),
+              ("POST", "/v1/jobs/predict", {}), ("PUT", "/v1/risk", {}),
+              ("DELETE", "/v1/students/N1", None), ("POST", "/v1/keys", {}),
+              ("GET", "/v1/keys", None), ("GET", "/v1/access-log", None)]
+    for method, path, body in writes:
+        r = c.request(method, path, headers=k["n_read"].h,
+                      **({"json": body} if body is not None else {"content": b"x"}))
+        assert r.status_code == 403, (method, path, r.status_code)
+    for sid in ("N1' OR '1'='1", "N1; DROP TABLE students", "N1%27--"):
+        assert c.get(f"/v1/students/{sid}", headers=k["n_read"].h).status_code in (404, 422)
+        r = c.post("/v1/students", headers=k["n_write"].h, json=[{"student_id": sid}])
+        assert ["body", 0, "student_id"] in _loc(r)
+    assert ["query", "date"] in _loc(c.get("/v1/risk", headers=k["n_read"].h,
+                                           params={"date": "2024-13-01' OR 1=1"}))
+    assert c.get("/v1/students/N1", headers=k["n_read"].h).status_code == 200
+    pre = c.options("/v1/risk", headers={"Origin": "https://evil.example",
+                                         "Access-Control-Request-Method": "GET"})
+    assert "access-control-allow-origin" not in pre.headers
+    r = c.get("/v1/risk", params=q, headers={**k["n_read"].h, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_concurrent_writes_of_one_day_leave_one_whole_list(svc):
+    url, h = svc["url"], svc["k"]["n_write"].h
+    lists = {p: {"date": "2024-02-02", "horizon": 1, "students": [
+        {"student_id": "N1", "probability": p, "rank": 1, "flagged": True},
+        {"student_id": "N2", "probability": p / 2, "rank": 2, "flagged": False}]}
+        for p in (0.2, 0.4, 0.6, 0.8)}
+    codes = []
+
+    def put(body):
+        codes.append(httpx.put(url + "/v1/risk", headers=h, json=body, timeout=T).status_code)
+
+    threads = [threading.Thread(target=put, args=(b,)) for b in lists.values() for _ in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(T)
+    assert codes == [200] * 8
+    got = svc["c"].get("/v1/risk", headers=h, params={"date": "2024-02-02"}).json()["students"]
+    p = got[0]["probability"]
+    assert len(got) == 2 and p in lists and got[1]["probability"] == p / 2
+
+
 # ---------------------------------------------------------------- 1. server paths
 
 

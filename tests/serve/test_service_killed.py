@@ -25,6 +25,9 @@ def test_job_resumes_after_the_service_is_killed(tmp_path, tiny_model):
 
     first = Server(tiny_model["model"], db).wait_ready()
     try:
+        r = httpx.post(first.url + "/v1/students", headers=headers,
+                       json=[{"student_id": f"stu{i}"} for i in range(N)])
+        assert r.status_code == 200
         r = httpx.post(first.url + "/v1/jobs/extract", headers=headers,
                        json={"recordings": "rec"})
         assert r.status_code == 202
@@ -32,7 +35,8 @@ def test_job_resumes_after_the_service_is_killed(tmp_path, tiny_model):
         end = time.monotonic() + 300
         while len(_parts(ws)) < 2 and time.monotonic() < end:
             time.sleep(0.05)
-        assert _job(first.url, headers, job_id)["state"] == "running"
+        state = _job(first.url, headers, job_id)
+        assert state["state"] == "running", (len(_parts(ws)), state)
     finally:
         first.stop(sig_kill=True)  # kill -9 in the middle of the job
     done_before = {p.parent.name for p in _parts(ws)}

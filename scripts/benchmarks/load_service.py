@@ -20,7 +20,8 @@ through httpx: httpx spends ~3 ms of CPU per request, which on a 2-core machine
 is taken from the service being measured.  Any answer other than 200 with its
 whole body, and any connection error or timeout, counts as an error.
 
-    .venv/bin/python scripts/benchmarks/load_service.py [--students 10000] [--clients 50] [--seconds 30]
+    .venv/bin/python scripts/benchmarks/load_service.py [--students 10000] [--clients 50] \
+        [--seconds 30]
 """
 
 from __future__ import annotations

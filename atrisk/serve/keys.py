@@ -28,6 +28,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -135,6 +136,10 @@ class KeyStore:
         except sqlite3.Error as exc:
             raise ConfigError(f"{self.path}: not a key store ({exc})") from None
 
+    def _changed(self) -> None:
+        """Forget this thread's remembered lookups (its own commits do not change data_version)."""
+        self._local.cache = None
+
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
         if con is None:
@@ -200,22 +205,42 @@ class KeyStore:
         self._con().execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
                             [key_id, hash_key(key), org_id, scope, label,
                              _now().isoformat(), exp])
+        self._changed()
         return NewKey(key_id, key, scope, org_id,
                       None if exp is None else datetime.fromtimestamp(exp, UTC))
 
     def lookup(self, key: str | None) -> Principal | None:
-        """Return who ``key`` is, or ``None`` (unknown, revoked or expired key)."""
+        """Return who ``key`` is, or ``None`` (unknown, revoked or expired key).
+
+        Answers are remembered per thread until the key file changes (SQLite's
+        ``data_version``: a commit by any other connection, of any process), so a new or
+        revoked key counts from the next request.
+        """
         if not key or len(key) > 256:
             return None
         digest = hash_key(key)
-        row = self._con().execute(
-            "SELECT key_id, key_hash, org_id, scope, expires_at, revoked_at FROM keys "
-            "WHERE key_hash = ?", [digest]).fetchone()
-        if row is None or not hmac.compare_digest(row[1], digest) or row[5] is not None:
+        con = self._con()
+        version = con.execute("PRAGMA data_version").fetchone()[0]
+        cache = getattr(self._local, "cache", None)
+        if cache is None or version != self._local.version:
+            cache = self._local.cache = {}
+            self._local.version = version
+        hit = cache.get(digest)
+        if hit is None:
+            row = con.execute(
+                "SELECT key_id, key_hash, org_id, scope, expires_at, revoked_at FROM keys "
+                "WHERE key_hash = ?", [digest]).fetchone()
+            if row is None or not hmac.compare_digest(row[1], digest) or row[5] is not None:
+                hit = (None, None)
+            else:
+                hit = (Principal(row[0], row[2], row[3]), row[4])
+            if len(cache) >= 10_000:
+                cache.clear()
+            cache[digest] = hit
+        who, expires = hit
+        if who is None or (expires is not None and expires <= time.time()):
             return None
-        if row[4] is not None and row[4] <= _now().timestamp():
-            return None
-        return Principal(row[0], row[2], row[3])
+        return who
 
     def list_keys(self, org_id: str | None = None) -> list[dict]:
         """Return the keys (never their hash), oldest first; only ``org_id``'s when given."""
@@ -252,7 +277,9 @@ class KeyStore:
         if org_id is not None:
             sql += " AND org_id = ?"
             args.append(org_id)
-        return self._con().execute(sql, args).rowcount == 1
+        done = self._con().execute(sql, args).rowcount == 1
+        self._changed()
+        return done
 
     def import_hashed(self, rows: list[tuple[str, str, str]], org_id: str) -> int:
         """Add keys known only by their hash (``key_id, key_hash, scope``) to ``org_id``.
@@ -272,6 +299,7 @@ class KeyStore:
                 "INSERT OR IGNORE INTO keys VALUES (?, ?, ?, ?, 'from the older store', ?, "
                 "NULL, NULL)", [key_id, key_hash, org_id, scope, _now().isoformat()])
             n += cur.rowcount
+        self._changed()
         return n
 
     def close(self) -> None:

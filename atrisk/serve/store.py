@@ -930,6 +930,8 @@ class Store:
 
 
 def _as_day(day: Any) -> date:
+    if type(day) is date:  # the API's parsed query: nothing to convert
+        return day
     try:
         ts = pd.Timestamp(day)
     except (ValueError, TypeError):

@@ -126,7 +126,7 @@ def test_concurrent_writes_of_one_day_leave_one_whole_list(svc):
 
 def test_track_paths_must_stay_in_the_organisations_folder(svc):
     c, h = svc["c"], svc["k"]["n_write"].h
-    (svc["org"] / "north").mkdir(parents=True, exist_ok=True)
+    (svc["org"] / "north").mkdir(mode=0o700, exist_ok=True)  # as the service makes it
     (svc["org"] / "north" / "evil").symlink_to("/etc")
     (svc["org"] / "north" / "to_south").symlink_to(svc["org"] / "south")
     sess = {"session_id": "p1", "student_id": "N1", "teacher_id": "T1",
@@ -353,8 +353,6 @@ def test_keys_made_listed_and_revoked_by_the_cli_take_effect_without_a_restart(s
     assert len(mine) == 1 and mine[0]["state"] == "active" and "key" not in mine[0]
     assert _cli("revoke", "--db", db, mine[0]["key_id"]).returncode == 0
     assert c.get("/v1/students/S1", headers={"X-API-Key": key}).status_code == 401
-    assert _cli("revoke", "--db", db, mine[0]["key_id"]).returncode == 2
-    assert _cli("create", "--db", db, "--scope", "write").returncode == 2  # no --org
     r = _cli("create", "--db", db, "--scope", "read", "--org", "south", "--expires", "nope")
     assert r.returncode == 2 and "--expires" in r.stderr
 

@@ -332,6 +332,7 @@ def create_app(store: Store, keys: KeyStore, root: DataRoot, model: Any | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        keys.watch()
         access.start()
         if start_jobs:
             runner.recover()
@@ -343,6 +344,7 @@ def create_app(store: Store, keys: KeyStore, root: DataRoot, model: Any | None =
             scheduler.stop()
         runner.stop()
         access.stop()
+        keys.stop_watching()
 
     app = FastAPI(
         title="atrisk", version=__version__, lifespan=lifespan,

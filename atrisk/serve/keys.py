@@ -126,6 +126,12 @@ class KeyStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._local = threading.local()
+        self._generation = 0  # bumped on every change of the file seen
+        self._seen_version: int | None = None
+        self._cache: dict[str, tuple] = {}
+        self._cache_generation = -1
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -137,8 +143,8 @@ class KeyStore:
             raise ConfigError(f"{self.path}: not a key store ({exc})") from None
 
     def _changed(self) -> None:
-        """Forget this thread's remembered lookups (its own commits do not change data_version)."""
-        self._local.cache = None
+        """Forget remembered lookups (a connection's own commits leave its data_version)."""
+        self._generation += 1
 
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -212,35 +218,69 @@ class KeyStore:
     def lookup(self, key: str | None) -> Principal | None:
         """Return who ``key`` is, or ``None`` (unknown, revoked or expired key).
 
-        Answers are remembered per thread until the key file changes (SQLite's
-        ``data_version``: a commit by any other connection, of any process), so a new or
-        revoked key counts from the next request.
+        Answers are remembered until the key file changes.  Without :meth:`watch`, each
+        call asks SQLite whether the file changed (``data_version``: a commit by any
+        other connection, of any process); with it, a thread asks every ``interval``
+        seconds and a call only reads memory (the service's event loop then makes no
+        call that releases the GIL, which would let other threads hold it for up to a
+        switch interval).  Commits through this object count at once.
         """
         if not key or len(key) > 256:
             return None
         digest = hash_key(key)
-        con = self._con()
-        version = con.execute("PRAGMA data_version").fetchone()[0]
-        cache = getattr(self._local, "cache", None)
-        if cache is None or version != self._local.version:
-            cache = self._local.cache = {}
-            self._local.version = version
-        hit = cache.get(digest)
+        if self._watcher is None:
+            version = self._con().execute("PRAGMA data_version").fetchone()[0]
+            if version != self._seen_version:
+                self._seen_version = version
+                self._generation += 1
+        if self._cache_generation != self._generation:
+            self._cache = {}
+            self._cache_generation = self._generation
+        hit = self._cache.get(digest)
         if hit is None:
-            row = con.execute(
+            row = self._con().execute(
                 "SELECT key_id, key_hash, org_id, scope, expires_at, revoked_at FROM keys "
                 "WHERE key_hash = ?", [digest]).fetchone()
             if row is None or not hmac.compare_digest(row[1], digest) or row[5] is not None:
                 hit = (None, None)
             else:
                 hit = (Principal(row[0], row[2], row[3]), row[4])
-            if len(cache) >= 10_000:
-                cache.clear()
-            cache[digest] = hit
+            if len(self._cache) >= 10_000:
+                self._cache = {}
+            self._cache[digest] = hit
         who, expires = hit
         if who is None or (expires is not None and expires <= time.time()):
             return None
         return who
+
+    def watch(self, interval: float = 0.05) -> None:
+        """Check for changes of the key file every ``interval`` seconds in a daemon thread."""
+        if self._watcher is not None:
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, args=(interval,),
+                                         name="atrisk-keys", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the :meth:`watch` thread."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        self._watcher = None
+
+    def _watch(self, interval: float) -> None:
+        con = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        seen = None
+        try:
+            while not self._stop.is_set():
+                version = con.execute("PRAGMA data_version").fetchone()[0]
+                if version != seen:
+                    seen = version
+                    self._generation += 1
+                self._stop.wait(interval)
+        finally:
+            con.close()
 
     def list_keys(self, org_id: str | None = None) -> list[dict]:
         """Return the keys (never their hash), oldest first; only ``org_id``'s when given."""

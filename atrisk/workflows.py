@@ -18,6 +18,7 @@ import pandas as pd
 from atrisk.config import Config
 from atrisk.errors import AtriskError, ConfigError
 from atrisk.extract import Extractor, ExtractResult
+from atrisk.extras import require
 from atrisk.features.in_class import InClassData
 from atrisk.ingest.logs import Logs
 from atrisk.training.evaluate import EvaluationReport
@@ -197,6 +198,7 @@ def predict_folder(model_dir: Path | str, workspace: Path | str, logs_dir: Path 
     risk = model.rank(logs, workspace_in_class(workspace), date, horizon=horizon)
     write_csv(risk, out)  # ids and reasons starting = + - @ are escaped for spreadsheets
     if db is not None:
+        require("duckdb", feature="predict --db (the service's store)")
         from atrisk.serve.store import write_risk
 
         day = pd.Timestamp(risk["date"].iloc[0]).tz_localize("UTC")

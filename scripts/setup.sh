@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-command set-up for atrisk on Debian/Ubuntu.
 #   - installs the Debian packages atrisk needs (ffmpeg, espeak-ng, sox) when missing
-#   - creates .venv/ in the repository root with atrisk and every Python dependency
+#   - creates .venv/ in the repository root with the exact, tested versions of every
+#     Python dependency (requirements/lock-py3XY.txt for the Python in $PYTHON, default
+#     python3.11) and atrisk itself, editable, with all extras
 # Idempotent: a second run only checks, and finishes in seconds.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,26 +22,57 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 py="${PYTHON:-python3.11}"
-command -v "$py" >/dev/null 2>&1 || py=python3
-if ! "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-  echo "[setup] atrisk needs Python 3.11 (found: $("$py" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+if ! "$py" -c '' >/dev/null 2>&1; then
+  # pyenv's shim for a version that is not its global one answers `command -v` but
+  # fails to run: look for that version's interpreter itself.
+  alt="$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/${py#python}"*/bin/"$py" 2>/dev/null \
+         | sort -V | tail -1)"
+  if [ -n "$alt" ]; then py="$alt"; elif [ -z "${PYTHON:-}" ]; then py=python3; fi
+fi
+minor="$("$py" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+lock="requirements/lock-py${minor}.txt"
+if [ ! -f "$lock" ]; then
+  echo "[setup] no lock file for $("$py" --version 2>&1) ($lock); atrisk's tested sets:" \
+    "$(ls requirements/lock-py3*.txt | tr '\n' ' ')- set PYTHON=/path/to/python3.11" >&2
   exit 2
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $("$py" --version)"
-  "$py" -m venv .venv
+venv="${VENV:-.venv}"  # CI sets VENV=.venv312 for its Python 3.12 run
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating $venv with $("$py" --version)"
+  "$py" -m venv "$venv"
+fi
+venv_minor="$("$venv/bin/python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+if [ "$venv_minor" != "$minor" ]; then
+  echo "[setup] $venv has Python ${venv_minor:0:1}.${venv_minor:1}, $py is" \
+    "${minor:0:1}.${minor:1}; remove $venv or set PYTHON to its Python" >&2
+  exit 2
 fi
 
-# Reinstall only when pyproject.toml changed since the last successful install.
-stamp=.venv/.atrisk-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/atrisk ]; then
-  echo "[setup] .venv is up to date"
+# pip run in the venv, without this machine's pip.conf warnings about absent local indexes
+vpip() {
+  "$venv/bin/python" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
+
+# Reinstall only when the lock or pyproject.toml changed since the last successful install.
+stamp="$venv/.atrisk-installed"
+want="$(cat "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/atrisk" ]; then
+  echo "[setup] $venv is up to date"
   exit 0
 fi
-echo "[setup] installing atrisk and its dependencies into .venv (first time: a few minutes)"
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+echo "[setup] installing the tested set ($lock) and atrisk into $venv (first time: a few minutes)"
+vpip install -q --upgrade pip
+# The exact versions the tests ran with (torch 2.14.1 included: on Python 3.11 pip
+# finds it, and its CUDA libraries, on this machine's disk), then atrisk itself with
+# every extra; --no-deps so nothing outside the lock is resolved, --no-build-isolation
+# so the build uses the locked setuptools instead of fetching one.
+vpip install -q -r "$lock"
+vpip install -q --no-deps --no-build-isolation -e ".[all,dev]"
+if ! "$venv/bin/python" -m pip check >/dev/null 2>&1; then
+  echo "[setup] pip check found conflicts:" >&2
+  vpip check >&2 || true
+  exit 1
+fi
 echo "$want" > "$stamp"
-echo "[setup] done: .venv/bin/atrisk is ready"
+echo "[setup] done: $venv/bin/atrisk is ready"

@@ -47,6 +47,7 @@ from atrisk.asr.evaluate import ManifestRow, read_manifest, score
 from atrisk.asr.normalize import normalize_text
 from atrisk.config import AsrFinetuneConfig
 from atrisk.errors import AtriskError, ConfigError, ModelLoadError, RowError
+from atrisk.extras import require
 
 SAMPLE_RATE = 16000
 #: Special tokens, in id order, before the characters (same layout as wav2vec2-base-960h).
@@ -362,6 +363,8 @@ def finetune(
         ModelLoadError: When the base model cannot be loaded.
     """
     import torch
+
+    require("transformers", feature="atrisk asr finetune")
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 

@@ -19,6 +19,7 @@ from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, Transcriber, prepare_sig
 from atrisk.asr.vad import speech_segments_16k
 from atrisk.config import ASRConfig
 from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.extras import require
 from atrisk.records import Word
 
 _VARIANT = re.compile(r"\(\d+\)$")
@@ -75,9 +76,8 @@ class PocketsphinxTranscriber(Transcriber):
 
     def __init__(self, config: ASRConfig | None = None):
         self.config = config or ASRConfig()
+        pocketsphinx = require("pocketsphinx", feature="asr.backend = 'pocketsphinx'")
         try:
-            import pocketsphinx
-
             self.model_path = pocketsphinx.get_model_path("en-us")
             # batch CMN: cepstral means from the whole segment (it is decoded at once)
             self._decoder = pocketsphinx.Decoder(

@@ -101,8 +101,8 @@ def speech_segments_16k(x: np.ndarray, config: ASRConfig) -> list[tuple[float, f
     model = _vad_model()
     with _LOCK, torch.inference_mode():
         # silero-vad runs one small step per 32 ms: with more than one intra-op
-        # thread it spends its time synchronising threads (30x slower measured
-        # on a busy 2-core machine), so it runs on one and the count is restored
+        # thread it spends its time synchronising threads (far slower; docs/asr.md),
+        # so it runs on one and the count is restored
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:

@@ -34,6 +34,7 @@ from atrisk.asr.vad import WINDOW_S, stream_speech
 from atrisk.config import ASRConfig
 from atrisk.device import resolve_device
 from atrisk.errors import ConfigError, ModelLoadError
+from atrisk.extras import require
 from atrisk.ingest.audio import stream_audio
 from atrisk.records import Word
 
@@ -445,6 +446,7 @@ def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterato
 
 def _load(source: str, local_only: bool) -> tuple[Any, Any, dict]:
     """Load processor and model (``local_only``: from a folder or the Hub cache only)."""
+    require("transformers", feature="asr.backend = 'wav2vec2'")
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
     processor = Wav2Vec2Processor.from_pretrained(source, local_files_only=local_only)

@@ -10,7 +10,8 @@ from typing import Annotated
 
 import typer
 
-from atrisk.cli.common import JsonOpt, emit_json, fail
+from atrisk.cli.common import JsonOpt, emit_json, fail, run_or_exit
+from atrisk.extras import require
 from atrisk.progress import console
 
 keys_app = typer.Typer(help="Manage the service's API keys (also while it runs).",
@@ -35,6 +36,7 @@ def _private() -> None:
 
 
 def _open_store(db: Path):
+    run_or_exit(require, "duckdb", feature="the service's store")
     from atrisk.serve.store import Store, StoreError
 
     try:
@@ -200,6 +202,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP service (FastAPI, OpenAPI docs at /docs) over the store."""
+    for module in ("fastapi", "uvicorn", "duckdb"):
+        run_or_exit(require, module, feature="atrisk serve")
     import uvicorn
 
     from atrisk.errors import AtriskError

@@ -426,7 +426,7 @@ def augment(x: np.ndarray, features: pd.DataFrame, groups: np.ndarray,
     ``eps`` is 1 by default, on the signed-log scale (≈ 1.7 clicks): click data are
     sparse, so a course's IQR or std of a feature is often 0 or tiny, and a small
     ``eps`` would turn one click into a value of thousands that differs wildly from
-    course to course (it broke CFIN on unseen courses: AUC 0.77 instead of 0.86).
+    course to course (it broke CFIN on unseen courses; docs/mooc.md).
 
     Args:
         x: ``(n, m)`` features already transformed (e.g. :func:`signed_log`).

@@ -64,13 +64,14 @@ import soundfile as sf
 from atrisk import workflows
 from atrisk.config import Config, TrainingConfig
 from atrisk.features.pairs import feature_columns
-from atrisk.training import model as model_module
+from atrisk.training import fit as fit_module
 from atrisk.training.compare import (
     auc_difference,
     horizon_labels,
     oof_predictions,
     student_folds,
 )
+from atrisk.training.model import RiskModel
 from atrisk.workspace import Workspace, git_commit
 
 BACKENDS = ("opensmile", "torch")
@@ -211,8 +212,8 @@ def compare(cohort: Path, wss: dict[str, Path], args: argparse.Namespace) -> dic
     cfg = TrainingConfig(seed=args.seed)
     config = Config().model_copy(update={"training": cfg})
     logs = load_logs(cohort / "logs")
-    pairs = {b: workflows.build_workspace_pairs(Workspace(ws), logs, config)
-             for b, ws in wss.items()}
+    model = RiskModel(config)  # builds the pairs with this config's features and labels
+    pairs = {b: model.pairs(logs, ws) for b, ws in wss.items()}
     a, b = BACKENDS
     pa, pb = pairs[a], pairs[b]
     if not pa[["student_id", "t"]].equals(pb[["student_id", "t"]]):
@@ -315,7 +316,7 @@ def _git() -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
-    model_module.N_JOBS = args.jobs
+    fit_module.N_JOBS = args.jobs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fresh = args.work is None

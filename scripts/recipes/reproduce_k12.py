@@ -49,7 +49,7 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from atrisk.config import TrainingConfig
 from atrisk.features.pairs import feature_columns
-from atrisk.training import model as model_module
+from atrisk.training import fit as fit_module
 from atrisk.training.evaluate import recall_at_top
 from atrisk.training.fit import fit_baselines, fit_horizon, split_columns, tune_params
 from atrisk.training.labels import add_labels, augment, label_column, oversample
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> dict:
         HORIZONS = list(range(1, args.max_delta + 1))
         STUDY_HORIZONS = [d for d in STUDY_HORIZONS if d <= args.max_delta]
         GROUP_DELTAS = [d for d in GROUP_DELTAS if d <= args.max_delta] or [args.max_delta]
-    model_module.N_JOBS = args.jobs
+    fit_module.N_JOBS = args.jobs
     out = Path(args.out)
     if args.merge:
         return merge(args.merge, out, tuple(args.note or ()))

@@ -49,7 +49,7 @@ def test_pca_is_fitted_on_training_students_only(synth_pairs, small_config):
         scaler = block.named_steps["scale"]
         train_rows = add_labels(shifted[~test], [3])
         rows = oversample(augment(train_rows, 3, small_config.lookback, small_config.weighting),
-                          small_config.oversample, small_config.seed)
+                          small_config.oversample)
         imputed = rows[cols].fillna(rows[cols].median())
         assert scaler.n_samples_seen_ == len(rows) == m.metadata_["per_horizon"]["3"][
             "n_rows_fit"]

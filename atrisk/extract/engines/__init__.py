@@ -9,6 +9,7 @@ from __future__ import annotations
 from atrisk.errors import ConfigError
 from atrisk.extract.engines.base import Engine, EngineOutput, ExtractJob
 from atrisk.extract.engines.local import LocalEngine
+from atrisk.extras import require
 
 #: Engine names ``--engine`` accepts.
 ENGINES = ("local", "ray")
@@ -43,6 +44,7 @@ def make_engine(name: str, workers: int | None = None, address: str | None = Non
         raise ConfigError("--threads is for --engine local (Ray gives each task its CPUs) "
                           f"and must be at least 1, got {threads}")
     if name == "ray":
+        require("ray", feature="--engine ray")
         from atrisk.extract.engines.ray_data import RayEngine
 
         return RayEngine(workers=workers, address=address)

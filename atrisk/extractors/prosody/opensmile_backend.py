@@ -897,9 +897,8 @@ class OpenSmileProsody(ProsodyBackend):
         computed from those frames (:meth:`_bounded_functionals`), so openSMILE's memory
         does not grow with the track (the frames take 51.8 MB per hour); they are
         bit-identical to openSMILE's own functionals of the joined signal on every signal
-        measured (264 recordings, 10-60 min signals): each contour is cut where openSMILE's
-        functionals stop reading at end of input (:func:`_eoi_cuts`, see
-        ``docs/prosody.md``).  Otherwise (or ``bounded=False``) openSMILE
+        measured (docs/prosody.md): each contour is cut where openSMILE's functionals stop
+        reading at end of input (:func:`_eoi_cuts`).  Otherwise (or ``bounded=False``) openSMILE
         computes the functionals over whole-track buffers: bit-identical to the joined
         signal's.
 

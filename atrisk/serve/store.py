@@ -216,6 +216,9 @@ class Store:
         self._risk_cache: OrderedDict[tuple[str, date, int], RiskDay] = OrderedDict()
         self._risk_lock = threading.Lock()
         self._risk_generation = 0  # bumped on every risk write: a racing load is not cached
+        # The service's queries are point lookups and small writes: one thread per query
+        # spends less CPU than DuckDB's scheduling of a task over several threads.
+        self._con.execute("SET threads = 1")
         if not read_only:
             self.path.chmod(0o600)
             version = self._schema_version()

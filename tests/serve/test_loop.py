@@ -194,3 +194,46 @@ def test_erasing_a_student_removes_it_everywhere_and_reports_it(loop):
     # the erasure itself is in the access log
     log = c.get("/v1/access-log", headers=loop["admin"].h, params={"student_id": sid}).json()
     assert any(e["method"] == "DELETE" and e["status"] == 200 for e in log["entries"])
+
+
+def test_retain_days_purges_uploaded_tracks_and_keeps_the_features(loop):
+    """A service started with --retain-days 0 deletes what was extracted before it started."""
+    w, srv, ws = loop["k"]["write"], loop["srv"], loop["ws"]
+    uploads = srv.root / "orgs" / "north" / "uploads" / "rec1"
+    assert len(list(uploads.iterdir())) == 2 and part_path(ws, "rec1", "x").parent.exists()
+    before = InClassData.from_workspace(ws).table.loc[["rec1"]]
+    srv.stop()
+    again = Server(loop["model"], srv.db, ("--retain-days", "0")).wait_ready()
+    try:
+        end = time.monotonic() + 20  # the service's clock checks at start
+        while uploads.exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not uploads.exists()
+        assert not part_path(ws, "rec1", "x").parent.exists()
+        after = InClassData.from_workspace(ws).table.loc[["rec1"]]
+        pd.testing.assert_frame_equal(after, before)  # the features stay
+        # the day is still scored with the in-class features of the purged session
+        with httpx.Client(base_url=again.url, timeout=T) as c2:
+            r = c2.post("/v1/jobs/predict", headers=w,
+                        json={"date": str(loop["day"].date()), "horizons": [1]})
+            job = _wait(c2, w, r.json()["job_id"])
+        assert job["state"] == "done" and job["result"]["in_class"] is True, job
+    finally:
+        again.stop()
+
+
+def test_a_model_file_that_does_not_match_its_checksum_is_never_unpickled(loop, tmp_path):
+    """Before: ``joblib.load`` unpickled whatever lay in the model folder."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(loop["model"], model)
+    marker = tmp_path / "pickle-ran"
+    (model / "model.joblib").write_bytes(pickle.dumps(Marker(str(marker))))
+    srv = Server(model, tmp_path / "s.duckdb")
+    try:
+        assert srv.proc.wait(120) == 2
+    finally:
+        srv.stop()
+    assert not marker.exists()
+    assert "does not match its checksum" in srv.log.read_text()

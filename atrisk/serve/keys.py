@@ -3,8 +3,9 @@
 DuckDB lets one process open the store for writing, and the running service is that
 process; the keys therefore live in their own SQLite file (``<store>.keys.sqlite``,
 WAL mode), which ``atrisk keys create|list|revoke`` can change while the service runs.
-The service looks a key up on every request, so a new, revoked or expired key takes
-effect at once, without a restart.
+The service keeps its lookups in memory and a thread (:meth:`KeyStore.watch`) notices
+a commit to the file within 50 ms, so a new or revoked key takes effect without a
+restart; an expiry is checked on every request.
 
 A key has a scope and, but for the operator's admin keys, an organisation (a school or
 district):

@@ -54,24 +54,23 @@ def org_workspaces(root: DataRoot, org: str, max_depth: int = 3) -> list[Path]:
     return sorted(found)
 
 
-def _session_mask(df: pd.DataFrame, session_ids: set[str]) -> pd.Series:
-    if "session_id" in (df.index.names or []):
-        values = df.index.get_level_values("session_id")
-    elif "session_id" in df.columns:
-        values = df["session_id"]
+def _id_mask(df: pd.DataFrame, column: str, ids: set[str]) -> pd.Series:
+    """Rows whose ``column`` (an index level or a column) is one of ``ids``."""
+    if column in (df.index.names or []):
+        values = df.index.get_level_values(column)
+    elif column in df.columns:
+        values = df[column]
     else:
         return pd.Series(False, index=df.index)
-    return pd.Series(pd.Index(values).astype(str).isin(session_ids), index=df.index)
+    return pd.Series(pd.Index(values).astype(str).isin(ids), index=df.index)
+
+
+def _session_mask(df: pd.DataFrame, session_ids: set[str]) -> pd.Series:
+    return _id_mask(df, "session_id", session_ids)
 
 
 def _student_mask(df: pd.DataFrame, student_id: str) -> pd.Series:
-    if "student_id" in (df.index.names or []):
-        values = df.index.get_level_values("student_id")
-    elif "student_id" in df.columns:
-        values = df["student_id"]
-    else:
-        return pd.Series(False, index=df.index)
-    return pd.Series(pd.Index(values).astype(str) == student_id, index=df.index)
+    return _id_mask(df, "student_id", {student_id})
 
 
 def workspace_rows(workspace: Path, session_ids: Iterable[str]) -> dict[str, pd.DataFrame]:

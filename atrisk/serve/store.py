@@ -46,7 +46,7 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -167,6 +167,23 @@ class StoreLockedError(StoreError):
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
+
+
+@contextmanager
+def _registered(cur, name: str, frame) -> Iterator[Any]:
+    """Make ``frame`` (pandas or Arrow) queryable as ``name`` on ``cur`` for the block."""
+    cur.register(name, frame)
+    try:
+        yield cur
+    finally:
+        cur.unregister(name)
+
+
+def _refuse_duplicates(df: pd.DataFrame, column: str, message: str) -> None:
+    """Raise ConfigError ``message.format(first duplicate)`` when ``column`` repeats."""
+    dup = df.loc[df[column].duplicated(), column]
+    if len(dup):
+        raise ConfigError(message.format(repr(dup.iloc[0])))
 
 def _utc_naive(value: Any) -> datetime | None:
     if value is None or (isinstance(value, float) and pd.isna(value)):
@@ -338,19 +355,13 @@ class Store:
             "grade": pd.array([r.get("grade") for r in rows], dtype="Int32"),
             "created_at": pd.Timestamp(_now()),
         })
-        if df["student_id"].duplicated().any():
-            dup = df.loc[df["student_id"].duplicated(), "student_id"].iloc[0]
-            raise ConfigError(f"student {dup!r} is twice in the batch")
-        with self.transaction() as cur:
-            cur.register("_students_in", df)
-            try:
-                cur.execute(
-                    "INSERT INTO students SELECT * FROM _students_in "
-                    "ON CONFLICT (org_id, student_id) DO UPDATE "
-                    "SET enrolled_at = COALESCE(excluded.enrolled_at, students.enrolled_at), "
-                    "grade = COALESCE(excluded.grade, students.grade)")
-            finally:
-                cur.unregister("_students_in")
+        _refuse_duplicates(df, "student_id", "student {} is twice in the batch")
+        with self.transaction() as cur, _registered(cur, "_students_in", df):
+            cur.execute(
+                "INSERT INTO students SELECT * FROM _students_in "
+                "ON CONFLICT (org_id, student_id) DO UPDATE "
+                "SET enrolled_at = COALESCE(excluded.enrolled_at, students.enrolled_at), "
+                "grade = COALESCE(excluded.grade, students.grade)")
         return len(df)
 
     def known_students(self, ids: Iterable[str], *, org: str) -> set[str]:
@@ -406,21 +417,15 @@ class Store:
         if not rows:
             return 0
         df = pd.DataFrame([{c: r[c] for c in _ORDER_COLS} for r in rows])
-        if df["order_id"].duplicated().any():
-            raise ConfigError(f"order {df.loc[df['order_id'].duplicated(), 'order_id'].iloc[0]!r}"
-                              " is twice in the batch")
+        _refuse_duplicates(df, "order_id", "order {} is twice in the batch")
         df["ordered_at"] = pd.Series([_utc_naive(t) for t in df["ordered_at"]],
                                      dtype="datetime64[us]")
         df.insert(0, "org_id", org)
         df["received_at"] = pd.Timestamp(_now())
-        with self.transaction() as cur:
-            cur.register("_orders_in", df)
-            try:
-                cur.execute("INSERT OR REPLACE INTO orders SELECT org_id, order_id, student_id, "
-                            "ordered_at, n_courses, discount_ratio, n_sales_conversations, "
-                            "received_at FROM _orders_in")
-            finally:
-                cur.unregister("_orders_in")
+        with self.transaction() as cur, _registered(cur, "_orders_in", df):
+            cur.execute("INSERT OR REPLACE INTO orders SELECT org_id, order_id, student_id, "
+                        "ordered_at, n_courses, discount_ratio, n_sales_conversations, "
+                        "received_at FROM _orders_in")
         return len(df)
 
     def upsert_outcomes(self, rows: Sequence[dict], *, org: str) -> int:
@@ -439,15 +444,9 @@ class Store:
                                      dtype="datetime64[us]"),
             "received_at": pd.Timestamp(_now()),
         })
-        if df["student_id"].duplicated().any():
-            dup = df.loc[df["student_id"].duplicated(), "student_id"].iloc[0]
-            raise ConfigError(f"student {dup!r} has two outcomes in the batch")
-        with self.transaction() as cur:
-            cur.register("_outcomes_in", df)
-            try:
-                cur.execute("INSERT OR REPLACE INTO outcomes SELECT * FROM _outcomes_in")
-            finally:
-                cur.unregister("_outcomes_in")
+        _refuse_duplicates(df, "student_id", "student {} has two outcomes in the batch")
+        with self.transaction() as cur, _registered(cur, "_outcomes_in", df):
+            cur.execute("INSERT OR REPLACE INTO outcomes SELECT * FROM _outcomes_in")
         return len(df)
 
     # ------------------------------------------------------------------ sessions
@@ -577,11 +576,8 @@ class Store:
                 df["value"] = df["value"].astype("float64")
                 df.insert(0, "org_id", org)
                 df["received_at"] = pd.Timestamp(_now())
-                cur.register("_events_in", df)
-                try:
+                with _registered(cur, "_events_in", df):
                     cur.execute("INSERT INTO events SELECT * FROM _events_in")
-                finally:
-                    cur.unregister("_events_in")
         return out
 
     # ------------------------------------------------------------------ logs
@@ -643,9 +639,7 @@ class Store:
             "top_reasons": risk["top_reasons"].astype(str).to_numpy(),
             "written_at": pd.Timestamp(_now()),
         })
-        if df["student_id"].duplicated().any():
-            dup = df.loc[df["student_id"].duplicated(), "student_id"].iloc[0]
-            raise ConfigError(f"risk list names student {dup!r} twice")
+        _refuse_duplicates(df, "student_id", "risk list names student {} twice")
         now = _now()
         with self.transaction() as cur:
             if not create_students:
@@ -653,8 +647,7 @@ class Store:
                 unknown = [s for s in df["student_id"] if s not in known]
                 if unknown:
                     raise ConfigError(f"unknown student {unknown[0]!r}")
-            cur.register("_risk_in", df)
-            try:
+            with _registered(cur, "_risk_in", df):
                 cur.execute("DELETE FROM risk WHERE org_id = ? AND date = ? AND horizon = ?",
                             [org, d, int(horizon)])
                 cur.execute(
@@ -666,8 +659,6 @@ class Store:
                         "INSERT INTO students SELECT DISTINCT org_id, student_id, NULL, NULL, ? "
                         "FROM _risk_in ON CONFLICT DO NOTHING", [now]
                     )
-            finally:
-                cur.unregister("_risk_in")
             self._forget_risk(org, (d, int(horizon)))  # still under the write lock
         return len(df)
 
@@ -876,12 +867,8 @@ class Store:
             "status": pa.array(cols[5], pa.int32()),
             "student_ids": pa.array(cols[6], pa.string()),
         })
-        with self.transaction() as cur:
-            cur.register("_access_in", table)
-            try:
-                cur.execute("INSERT INTO access_log SELECT * FROM _access_in")
-            finally:
-                cur.unregister("_access_in")
+        with self.transaction() as cur, _registered(cur, "_access_in", table):
+            cur.execute("INSERT INTO access_log SELECT * FROM _access_in")
         return len(rows)
 
     def access_log(self, *, org: str | None = None, student_id: str | None = None,

@@ -38,6 +38,18 @@ def make_key(db: Path, scope: str, org: str | None = "default", **kw) -> Key:
     return Key({"X-API-Key": new.key}, new.key_id, new.key)
 
 
+def wait_job(client: httpx.Client, headers: dict, job_id: str, timeout: float = 300) -> dict:
+    """Poll ``GET /v1/jobs/{job_id}`` until the job is done or failed; return it."""
+    end = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < end:
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished in {timeout} s: {job}")
+
+
 class Server:
     """`python -m atrisk serve` on 127.0.0.1 in a subprocess (data root: DB.data/)."""
 

@@ -25,7 +25,7 @@ from atrisk.extract.plan import part_path
 from atrisk.features.in_class import InClassData
 from atrisk.workspace import Workspace
 from tests.conftest import SR, voiced
-from tests.serve.conftest import Server, make_key
+from tests.serve.conftest import Server, make_key, wait_job
 
 T = 30
 
@@ -81,16 +81,6 @@ def loop(tiny_model, tmp_path_factory):
     srv.stop()
 
 
-def _wait(c, h, job_id, timeout=300) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        job = c.get(f"/v1/jobs/{job_id}", headers=h).json()
-        if job["state"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job not finished in {timeout} s: {job}")
-
-
 def test_data_in_extract_predict_risk_out(loop):
     c, w, rd = loop["c"], loop["k"]["write"], loop["k"]["read"]
     logs = Logs.read(loop["logs"])
@@ -125,7 +115,7 @@ def test_data_in_extract_predict_risk_out(loop):
 
     r = c.post("/v1/jobs/extract", headers=w, json={})
     assert r.status_code == 202
-    job = _wait(c, w, r.json()["job_id"])
+    job = wait_job(c, w, r.json()["job_id"])
     assert job["state"] == "done", job["error"]
     res = job["result"]
     assert (res["n_sessions"], res["n_failed"], res["workspace"]) == (2, 0, "workspace")
@@ -136,7 +126,7 @@ def test_data_in_extract_predict_risk_out(loop):
     r = c.post("/v1/jobs/predict", headers=w, json={"date": str(day.date()),
                                                    "horizons": [1, 7]})
     assert r.status_code == 202
-    job = _wait(c, w, r.json()["job_id"])
+    job = wait_job(c, w, r.json()["job_id"])
     assert job["state"] == "done", job["error"]
     assert job["result"]["in_class"] is True and job["result"]["n_rejected_rows"] == 0
 
@@ -216,7 +206,7 @@ def test_retain_days_purges_uploaded_tracks_and_keeps_the_features(loop):
         with httpx.Client(base_url=again.url, timeout=T) as c2:
             r = c2.post("/v1/jobs/predict", headers=w,
                         json={"date": str(loop["day"].date()), "horizons": [1]})
-            job = _wait(c2, w, r.json()["job_id"])
+            job = wait_job(c2, w, r.json()["job_id"])
         assert job["state"] == "done" and job["result"]["in_class"] is True, job
     finally:
         again.stop()

@@ -22,7 +22,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.serve.conftest import Server, make_key
+from tests.serve.conftest import Server, make_key, wait_job
 
 T = 30  # seconds: every request is bounded
 
@@ -160,16 +160,6 @@ def test_job_folders_must_stay_in_the_organisations_folder(svc):
     assert ["body", "workspace"] in _loc(r)
 
 
-def _wait(c, h, job_id, timeout=120) -> dict:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        job = c.get(f"/v1/jobs/{job_id}", headers=h).json()
-        if job["state"] in ("done", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} not finished: {job}")
-
-
 def test_a_manifest_naming_tracks_outside_is_refused_before_any_file_is_read(svc):
     c, h = svc["c"], svc["k"]["n_write"].h
     rec = svc["org"] / "north" / "rec"
@@ -179,7 +169,7 @@ def test_a_manifest_naming_tracks_outside_is_refused_before_any_file_is_read(svc
                                       "/etc/shadow\n")
     r = c.post("/v1/jobs/extract", headers=h, json={"recordings": "rec", "workspace": "wz"})
     assert r.status_code == 202
-    job = _wait(c, h, r.json()["job_id"])
+    job = wait_job(c, h, r.json()["job_id"])
     assert job["state"] == "failed" and "session 'z1'" in job["error"]
     assert "outside the organisation's folder" in job["error"]
     assert str(svc["root"]) not in job["error"]
@@ -552,7 +542,7 @@ def test_a_nul_byte_or_a_huge_utterance_in_a_jobs_recordings_are_row_errors(svc)
     r = c.post("/v1/jobs/extract", headers=h, json={
         "recordings": "rec_rows", "workspace": "ws_rows", "asr_backend": "transcripts"})
     assert r.status_code == 202, r.text
-    job = _wait(c, h, r.json()["job_id"])
+    job = wait_job(c, h, r.json()["job_id"])
     assert job["state"] == "done", job["error"]
     res = job["result"]
     # both good sessions extracted; the NUL row is the one failed manifest row
@@ -599,7 +589,7 @@ def test_an_extract_job_failing_on_a_full_disk_leaves_the_previous_tables(svc):
     body = {"recordings": "rec_full", "workspace": "ws_full", "asr_backend": "transcripts"}
     _recordings(rec, {"f1": ["what is seven times two?", "fourteen"],
                       "f2": ["and three times three?", "nine"]})
-    job = _wait(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
+    job = wait_job(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
     assert job["state"] == "done", job["error"]
     outputs = sorted(p.name for p in ws.iterdir() if p.is_file())
     assert {"sessions.parquet", "prosody.parquet", "utterances.parquet", "in_class.parquet",
@@ -615,7 +605,7 @@ def test_an_extract_job_failing_on_a_full_disk_leaves_the_previous_tables(svc):
     soft, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (2**20, hard))
     try:
-        job = _wait(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
+        job = wait_job(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
     finally:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, hard))
     assert job["state"] == "failed" and "too large" in job["error"], job
@@ -624,7 +614,7 @@ def test_an_extract_job_failing_on_a_full_disk_leaves_the_previous_tables(svc):
     assert not [p.name for p in ws.iterdir() if p.name.startswith(".")]
     assert len(list((ws / "parts").rglob("*.json"))) >= 3  # the new run's parts, to resume
     # with room again the same job resumes from its parts and switches all tables in
-    job = _wait(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
+    job = wait_job(c, h, c.post("/v1/jobs/extract", headers=h, json=body).json()["job_id"])
     res = job["result"]
     assert job["state"] == "done" and (res["n_resumed"], res["n_failures"]) == (3, 0), res
     assert (ws / "utterances.parquet").stat().st_size > 2**20

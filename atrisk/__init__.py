@@ -15,17 +15,25 @@ See ``docs/api.md`` for the whole surface, ``docs/architecture.md`` for the stag
 ``atrisk --help`` for the command line.  Importing this package does not import torch.
 """
 
-from atrisk.config import Config
-from atrisk.errors import AtriskError
-from atrisk.extract import Extractor, ExtractResult, SessionFeatures
-from atrisk.features.in_class import InClassData
-from atrisk.ingest.logs import Logs
-from atrisk.mooc.model import MoocModel
-from atrisk.records import Session, Utterance, Word
-from atrisk.training.evaluate import EvaluationReport
-from atrisk.training.model import RiskModel
-from atrisk.version import __version__
-from atrisk.workspace import Workspace
+import os as _os
+
+# LightGBM's OpenMP threads otherwise spin while waiting, which on a shared or busy
+# machine burns the CPU the fits need (docs/performance.md, "Training threads").  Read
+# when OpenMP starts, so it is set before anything imports lightgbm; a value the user
+# set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from atrisk.config import Config  # noqa: E402
+from atrisk.errors import AtriskError  # noqa: E402
+from atrisk.extract import Extractor, ExtractResult, SessionFeatures  # noqa: E402
+from atrisk.features.in_class import InClassData  # noqa: E402
+from atrisk.ingest.logs import Logs  # noqa: E402
+from atrisk.mooc.model import MoocModel  # noqa: E402
+from atrisk.records import Session, Utterance, Word  # noqa: E402
+from atrisk.training.evaluate import EvaluationReport  # noqa: E402
+from atrisk.training.model import RiskModel  # noqa: E402
+from atrisk.version import __version__  # noqa: E402
+from atrisk.workspace import Workspace  # noqa: E402
 
 __all__ = [
     "AtriskError",

@@ -7,7 +7,7 @@ Load with :func:`load_config` from TOML or YAML; CLI flags override fields.
 Example:
     >>> cfg = Config()
     >>> cfg.training.lookback
-    7
+    0
     >>> cfg2 = cfg.override({"training.lookback": 3})
     >>> cfg2.training.lookback
     3
@@ -19,6 +19,7 @@ import hashlib
 import json
 import tomllib
 import warnings
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -215,21 +216,62 @@ class FeatureConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    """Labels, augmentation and models."""
+    """Labels, augmentation, class balance, models, calibration and evaluation.
+
+    ``docs/method.md`` says what each choice means, where it follows the seed paper,
+    and which values the measurements chose.
+    """
 
     horizons: list[int] = Field(
         default_factory=lambda: list(range(1, 15)),
-        description="Δ (days): one model per horizon; a pair is positive when the student "
-        "drops out within Δ days after t.",
+        description="Δ (days): a pair is positive at Δ when the student drops out within Δ "
+        "days after t; every Δ gets a calibrated probability (labels = horizon: one model "
+        "per Δ; labels = seed: one model for every Δ).",
     )
-    lookback: int = Field(7, ge=0, description="Λ (days) of pseudo-positives before the "
-                          "positive window; 0 turns augmentation off.")
-    weighting: Literal["linear", "convex", "concave", "constant"] = "convex"
+    labels: Literal["seed", "horizon"] = Field(
+        "horizon",
+        description="seed: the seed paper's P (each dropout's last pair) / N / P̃ (pseudo "
+        "pairs added before the dropout pair, features recomputed there), one model for all "
+        "Δ; horizon: 'dropout within Δ' labels, existing pairs Δ < δ ≤ Δ + Λ relabelled as "
+        "pseudo-positives, one model per Δ (docs/method.md).",
+    )
+    lookback: int = Field(0, ge=0, description="Λ (days) of pseudo-positives before the "
+                          "dropout (seed) or the positive window (horizon); 0 turns "
+                          "augmentation off.")
+    weighting: Literal["linear", "convex", "concave", "constant"] = Field(
+        "convex", description="G: weight of a pseudo-positive by its distance to the dropout.")
+    balance: Literal["oversample", "reweight"] = Field(
+        "reweight",
+        description="Class balance up to the `oversample` share: oversample = seeded draws "
+        "with replacement from the positives, probability ∝ weight (the seed's Alg. 1); "
+        "reweight = the positives' weights scaled instead (no copies).",
+    )
     oversample: float = Field(
-        0.3, ge=0, lt=1, description="Target share of positive rows after weighted "
-        "over-sampling (0 = no over-sampling).",
+        0.3, ge=0, lt=1, description="Target share of the positives (rows for balance = "
+        "oversample, weight for reweight) after balancing (0 = none).",
     )
+    calibration: Literal["isotonic", "platt", "none"] = Field(
+        "platt",
+        description="Map the model's score to the chance of dropping out within Δ days, "
+        "fitted per Δ on out-of-fold scores of the training students (grouped by student); "
+        "none: the probability column is the raw score.",
+    )
+    calibration_folds: int = Field(3, ge=2, le=10, description="Folds (by student) of the "
+                                   "out-of-fold scores the calibrators are fitted on.")
     test_size: float = Field(0.2, gt=0, lt=1, description="Share of students held out.")
+    temporal_cut: str = Field(
+        "auto",
+        description="Temporal hold-out of evaluate: train on pairs with t + Δ ≤ cut (outcomes "
+        "as known at the cut), test on pairs with t ≥ cut. A date (YYYY-MM-DD), 'auto' (the "
+        "day before which 70 % of the pairs lie) or 'none' (skip).",
+    )
+    n_boot: int = Field(1000, ge=1, description="Bootstrap resamples (by student) of every "
+                        "interval.")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="Coverage of the intervals.")
+    group_columns: list[str] = Field(
+        default_factory=lambda: ["grade"],
+        description="Student attributes (students.csv columns) of the fairness table.",
+    )
     pca_variance: float = Field(0.95, gt=0, le=1, description="Variance kept by the in-class PCA.")
     flag_share: float = Field(0.3, gt=0, le=1, description="Share of students flagged.")
     n_estimators: int = Field(300, ge=1)
@@ -244,6 +286,30 @@ class TrainingConfig(_Section):
         if not v or any(h < 1 for h in v):
             raise ValueError("horizons must be a non-empty list of positive day counts")
         return sorted(set(v))
+
+    @field_validator("temporal_cut", mode="before")
+    @classmethod
+    def _cut_ok(cls, v: str | None) -> str:
+        if v is None or str(v).strip().lower() in ("", "none", "off", "null"):
+            return "none"
+        v = str(v)
+        if v.strip().lower() == "auto":
+            return "auto"
+        try:
+            date.fromisoformat(v.strip())
+        except ValueError:
+            raise ValueError(f"temporal_cut must be 'auto', 'none' or a date YYYY-MM-DD, "
+                             f"got {v!r}") from None
+        return v.strip()
+
+    @field_validator("group_columns")
+    @classmethod
+    def _groups_ok(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not c or c == "student_id"]
+        if bad:
+            raise ValueError("group_columns must name students.csv attribute columns "
+                             "(not student_id)")
+        return list(dict.fromkeys(v))
 
 
 class Config(_Section):

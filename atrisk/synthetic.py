@@ -18,7 +18,22 @@ The generative model
 * **Dropout.**  A constant daily hazard ``hazard_base * exp(-hazard_slope * e)``
   from the order on gives a latent dropout time.  Observation ends at the first of
   dropout, completion (all ``n_courses`` classes held) or the cohort end
-  (``ongoing``, checked at the cohort end).
+  (``ongoing``, checked at the cohort end).  One rule for every student, whatever
+  the outcome: the logs hold the events strictly before the status time, and the
+  pairs run from the day after the first class to the day of the status time.
+* **Recording.**  Every student's first class is recorded (``record_first``), and each
+  later class with probability ``record_share``, drawn per class from the student's
+  own random stream before anything later is known: whether a class is recorded never
+  depends on the outcome or on the classes after it (an optional cap keeps the first
+  ``max_recorded_per_student`` recorded classes).  Pairs start the day after the
+  first class, so every pair of a recorded student has in-class features and their
+  presence carries no signal (with a share alone it would carry the number of classes
+  so far).  ``record_students`` < 1 records only that share of the students, drawn per
+  student at enrolment: presence then says which students those are, nothing more.
+  Recording every student's *last* class instead would make the mere presence of
+  in-class features say "this student's classes are over" (completers complete at
+  their last class, so only dropouts have days after it); ``tests/test_canary.py``
+  checks that in-class noise and the presence of in-class features predict nothing.
 * **Decay before dropout.**  Over the last ``decay_days`` (7–10) days before the
   dropout time the current engagement falls linearly by up to ``decay_depth``.
   Current engagement ``e_t`` drives everything after the order: more
@@ -78,8 +93,10 @@ __all__ = [
     "SpeechSynth",
     "Turn",
     "Voice",
+    "class_session_id",
     "generate_cohort",
     "plan_dialogue",
+    "recorded_sessions",
     "render_session",
     "student_speed",
 ]
@@ -130,6 +147,15 @@ class CohortParams:
         max_turns: At most this many turns per class dialogue.
         noise_dbfs: RMS level of the background noise on both tracks.
         sample_rate: Sample rate of the written tracks (Hz).
+        record_first: Record every student's first class (then every pair, which
+            starts the day after the first class, has in-class features, and their
+            presence says nothing).
+        record_share: Probability that each later class is recorded; drawn per class
+            independently of the outcome and of later classes.  1.0 records every
+            class.
+        record_students: Share of the students whose classes are recorded at all,
+            drawn per student at enrolment (before anything else about them is known);
+            the others' classes exist in the logs only.
 
     """
 
@@ -152,6 +178,9 @@ class CohortParams:
     max_turns: int = 10
     noise_dbfs: float = -60.0
     sample_rate: int = 16000
+    record_first: bool = True
+    record_share: float = 0.1
+    record_students: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -703,8 +732,8 @@ def _simulate_student(idx: int, teachers: list[_Teacher], seed: int,
         s.status, s.status_time = "dropout", s.dropout_at
     else:
         s.status, s.status_time = "ongoing", end
-    s.events = [ev for ev in s.events if ev.t < s.status_time or
-                (s.status == "completion" and ev.t <= end and ev.t < s.dropout_at)]
+    # one rule for every outcome: the logs hold what happened before the status time
+    s.events = [ev for ev in s.events if ev.t < s.status_time]
     s.events.sort(key=lambda ev: ev.t)
     return s
 
@@ -740,13 +769,81 @@ def _prepare_out(out: Path) -> None:
     (out / "logs").mkdir(parents=True)
 
 
-def _recorded_indices(n_classes: int, m: int) -> list[int]:
-    """Which classes are recorded: the last one for ``m == 1``, else spread first..last."""
-    if m <= 0 or n_classes == 0:
+def _recorded_indices(n_classes: int, share: float, cap: int | None,
+                      rng: np.random.Generator, first: bool = True) -> list[int]:
+    """Which classes of a student are recorded, decided class by class without the future.
+
+    The first class is recorded when ``first``; class ``k`` (any class when not
+    ``first``) when the ``k``-th uniform draw of the student's own stream is below
+    ``share`` (the draws do not depend on how many classes the student has); with a
+    cap, only while fewer than ``cap`` earlier classes were recorded.
+    """
+    if n_classes == 0 or (cap is not None and cap <= 0):
         return []
-    if m == 1:
-        return [n_classes - 1]
-    return sorted({int(round(x)) for x in np.linspace(0, n_classes - 1, min(m, n_classes))})
+    u = rng.random(n_classes)
+    chosen = [k for k in range(n_classes) if (first and k == 0) or u[k] < share]
+    return chosen if cap is None else chosen[:cap]
+
+
+def class_session_id(student_id: str, class_index: int) -> str:
+    """Return the session id of a student's ``class_index``-th class (0-based).
+
+    Example:
+        >>> class_session_id("S0007", 2)
+        'S0007-C03'
+    """
+    return f"{student_id}-C{class_index + 1:02d}"
+
+
+def _cohort_classes(cohort_dir: Path | str) -> tuple[dict, pd.DataFrame]:
+    """Read a generated cohort's ground truth and its class events, numbered per student.
+
+    Returns ``(truth, classes)``: the ``ground_truth.json`` dict, and the ``class`` events
+    in student and time order with ``_t`` (UTC time) and ``_k`` (the student's class
+    number, from 0).  Raises ``ConfigError`` when the folder is not a generated cohort.
+    """
+    cohort_dir = Path(cohort_dir)
+    truth_path, events_path = cohort_dir / _MARKER, cohort_dir / "logs" / "events.csv"
+    if not truth_path.is_file() or not events_path.is_file():
+        raise ConfigError(f"{cohort_dir} is not a generated cohort (needs {_MARKER} and "
+                          "logs/events.csv)")
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    ev = pd.read_csv(events_path, dtype=str, keep_default_na=False)
+    cls = ev[ev["kind"] == "class"].copy()
+    cls["_t"] = pd.to_datetime(cls["time"], utc=True)
+    cls = cls.sort_values(["student_id", "_t"], kind="stable")
+    cls["_k"] = cls.groupby("student_id").cumcount()
+    return truth, cls
+
+
+def recorded_sessions(cohort_dir: Path | str) -> pd.DataFrame:
+    """Return the recorded classes of a generated cohort as a sessions manifest.
+
+    The same rows as ``recordings/sessions.csv`` of a cohort made with audio; a cohort
+    made without audio has no recordings, but its classes were chosen for recording by
+    the same rule, and this gives them (for tests that stand noise in for audio).
+
+    Args:
+        cohort_dir: A folder written by :func:`generate_cohort`.
+
+    Returns:
+        DataFrame ``session_id``, ``student_id``, ``teacher_id``, ``start_time`` (UTC),
+        in student and time order.
+
+    Raises:
+        ConfigError: When the folder is not a generated cohort.
+    """
+    truth, cls = _cohort_classes(cohort_dir)
+    want = {(s["student_id"], k) for s in truth["students"] for k in s.get("recorded", [])}
+    keep = [(sid, k) in want for sid, k in zip(cls["student_id"], cls["_k"], strict=True)]
+    cls = cls[keep]
+    return pd.DataFrame({
+        "session_id": [class_session_id(sid, k) for sid, k in
+                       zip(cls["student_id"], cls["_k"], strict=True)],
+        "student_id": cls["student_id"].to_numpy(),
+        "teacher_id": cls["teacher_id"].to_numpy(),
+        "start_time": cls["_t"].to_numpy(),
+    }).reset_index(drop=True)
 
 
 def generate_cohort(
@@ -755,7 +852,7 @@ def generate_cohort(
     seed: int = 0,
     start: datetime = DEFAULT_START,
     audio: bool = True,
-    max_recorded_per_student: int = 2,
+    max_recorded_per_student: int | None = None,
     n_teachers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     params: CohortParams | None = None,
@@ -769,8 +866,11 @@ def generate_cohort(
         seed: Random seed; the same seed gives the same files.
         start: Start of the cohort (naive = UTC).
         audio: Voice recorded classes with espeak-ng and write ``recordings/``.
-        max_recorded_per_student: Recorded classes per student, spread over the
-            student's classes (first and last for 2; the last for 1).
+            Without audio the classes are still chosen for recording (the same
+            ones; see :func:`recorded_sessions`), only nothing is voiced.
+        max_recorded_per_student: At most this many recorded classes per student:
+            the first ones chosen (``params.record_share`` decides each class);
+            ``None``: no cap.
         n_teachers: Teachers; default ``max(2, n_students // 8)``.
         progress: Called as ``progress(done, total)`` after the logs are written
             (unit 1) and after each synthesised utterance and each written session.
@@ -787,7 +887,10 @@ def generate_cohort(
     p = params or CohortParams()
     if n_students < 1:
         raise ConfigError(f"n_students must be at least 1, got {n_students}")
-    if max_recorded_per_student < 0:
+    if not 0 <= p.record_share <= 1 or not 0 <= p.record_students <= 1:
+        raise ConfigError(f"record_share and record_students must be in [0, 1], got "
+                          f"{p.record_share} and {p.record_students}")
+    if max_recorded_per_student is not None and max_recorded_per_student < 0:
         raise ConfigError(
             f"max_recorded_per_student must be >= 0, got {max_recorded_per_student}")
     n_teachers = max(2, n_students // 8) if n_teachers is None else n_teachers
@@ -803,17 +906,24 @@ def generate_cohort(
     teachers = _teachers(n_teachers, np.random.default_rng([seed, 0]), p)
     students = [_simulate_student(i, teachers, seed, p) for i in range(n_students)]
 
-    # recorded classes
+    # recorded classes: chosen class by class, never from the outcome
     sessions: list[tuple[_Student, int, _Class]] = []
-    if audio:
-        for s in students:
-            for k in _recorded_indices(len(s.classes), max_recorded_per_student):
-                c = s.classes[k]
-                c.session_id = f"{s.student_id}-C{k + 1:02d}"
-                sessions.append((s, k, c))
-                for ev in s.events:
-                    if ev.kind == "class" and ev.t == c.t:
-                        ev.session_id = c.session_id
+    recorded: dict[int, list[int]] = {}
+    for s in students:
+        ks = _recorded_indices(len(s.classes), p.record_share, max_recorded_per_student,
+                               np.random.default_rng([seed, 5, s.idx]), p.record_first)
+        if np.random.default_rng([seed, 6, s.idx]).random() >= p.record_students:
+            ks = []
+        recorded[s.idx] = ks
+        if not audio:
+            continue
+        for k in ks:
+            c = s.classes[k]
+            c.session_id = class_session_id(s.student_id, k)
+            sessions.append((s, k, c))
+            for ev in s.events:
+                if ev.kind == "class" and ev.t == c.t:
+                    ev.session_id = c.session_id
 
     truth = {
         "seed": seed,
@@ -834,6 +944,7 @@ def generate_cohort(
             "n_courses": s.n_courses,
             "n_classes": len(s.classes),
             "class_engagement": [round(c.engagement, 4) for c in s.classes],
+            "recorded": recorded[s.idx],
         } for s in students],
     }
     # written first: it also marks the folder as generator output (reruns may replace it)
@@ -960,17 +1071,7 @@ def simulate_in_class(cohort_dir: Path, seed: int = 0) -> tuple[pd.DataFrame, pd
     Raises:
         ConfigError: When the folder has no ``ground_truth.json`` or ``logs/events.csv``.
     """
-    cohort_dir = Path(cohort_dir)
-    truth_path, events_path = cohort_dir / _MARKER, cohort_dir / "logs" / "events.csv"
-    if not truth_path.is_file() or not events_path.is_file():
-        raise ConfigError(f"{cohort_dir} is not a generated cohort (needs {_MARKER} and "
-                          "logs/events.csv)")
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    ev = pd.read_csv(events_path, dtype=str, keep_default_na=False)
-    cls = ev[ev["kind"] == "class"].copy()
-    cls["_t"] = pd.to_datetime(cls["time"], utc=True)
-    cls = cls.sort_values(["student_id", "_t"], kind="stable")
-    cls["_k"] = cls.groupby("student_id").cumcount()
+    truth, cls = _cohort_classes(cohort_dir)
     eng = {s["student_id"]: s["class_engagement"] for s in truth["students"]}
     e = np.array([eng.get(sid, [])[k] if k < len(eng.get(sid, [])) else np.nan
                   for sid, k in zip(cls["student_id"], cls["_k"], strict=True)], dtype=float)

@@ -15,15 +15,17 @@ from typing import Any
 
 import pandas as pd
 
-from atrisk.config import Config
+from atrisk.config import Config, TrainingConfig
 from atrisk.errors import AtriskError, ConfigError
 from atrisk.extract import Extractor, ExtractResult
 from atrisk.extras import require
 from atrisk.features.in_class import InClassData
 from atrisk.ingest.logs import Logs
 from atrisk.training.evaluate import EvaluationReport
+from atrisk.training.fit import seed_records
 from atrisk.training.labels import augment
 from atrisk.training.model import RiskModel
+from atrisk.training.seed_labels import lookup_builder, seed_labels
 from atrisk.workspace import Workspace, write_csv
 
 
@@ -130,12 +132,28 @@ def read_logs(logs_dir: Path | str) -> tuple[Logs, list[dict]]:
     return logs, [{"stage": "logs", **e.to_dict()} for e in logs.errors]
 
 
+def labelled_rows(pairs: pd.DataFrame, config: TrainingConfig) -> pd.DataFrame:
+    """Return the pairs with the training labels of ``config`` (before class balance).
+
+    ``labels = "horizon"``: ``label``/``weight``/``is_pseudo`` of the first horizon
+    (pseudo-positives relabelled in place); ``labels = "seed"``: P ∪ N ∪ P̃ (pseudo
+    pairs appended, ``is_pseudo`` true).  Every row keeps its ``dropout_within_{Δ}``
+    columns; the original pairs are the rows where ``is_pseudo`` is false.
+    """
+    if config.labels == "seed":
+        rows = seed_labels(pairs, lookup_builder(pairs), config.lookback, config.weighting,
+                           seed_records(pairs))
+    else:
+        rows = augment(pairs, config.horizons[0], config.lookback, config.weighting)
+    return rows.reset_index(drop=True)
+
+
 def train_folder(workspace: Path | str, logs_dir: Path | str, out: Path | str,
                  config: Config | None = None) -> TrainResult:
     """Build pairs from a workspace and logs, fit the risk model, save it (``atrisk train``).
 
-    Writes the ``pairs`` table (the first horizon's labels, pseudo-positives and weights)
-    into the workspace and the model into ``out``.
+    Writes the ``pairs`` table (:func:`labelled_rows`: the training labels,
+    pseudo-positives and weights) into the workspace and the model into ``out``.
 
     Raises:
         AtriskError: When no pair can be built.
@@ -147,9 +165,7 @@ def train_folder(workspace: Path | str, logs_dir: Path | str, out: Path | str,
     if pairs.empty:
         raise AtriskError(f"no <student, day> pairs could be built from {logs_dir}: "
                           "are there class events in events.csv?")
-    cfg = model.training
-    stored = augment(pairs, cfg.horizons[0], cfg.lookback, cfg.weighting)
-    Workspace(workspace).write("pairs", stored.reset_index(drop=True))
+    Workspace(workspace).write("pairs", labelled_rows(pairs, model.training))
     model.fit_pairs(pairs).save(out)
     return TrainResult(
         model_dir=Path(out),

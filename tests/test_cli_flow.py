@@ -82,6 +82,17 @@ def test_evaluate_writes_report(trained):
         ],
     )
     assert r.exit_code == 1  # the bad log row is still reported
+    out = json.loads(r.stdout)
+    # per Δ, for the student split and the temporal hold-out: the AUC with its
+    # interval and the numbers behind it, and the Brier score
+    for split in (out, out["temporal"]):
+        assert set(split["per_horizon"]) == {"1", "7"}
+        for m in split["per_horizon"].values():
+            assert {"auc", "auc_ci", "n_pos", "n_students", "brier"} <= set(m)
+            assert m["n_students"] > 0 and m["n_pos"] >= 0
+            if m["auc_ci"] is not None:
+                assert m["auc_ci"][0] <= m["auc"] <= m["auc_ci"][1]
+            assert m["brier"] is None or 0 <= m["brier"] <= 1
     metrics = json.loads((root / "rep" / "metrics.json").read_text())
     assert set(metrics["auc"]["gbdt"]) == {"1", "7"}
     assert all(v is None or 0 <= v <= 1 for v in metrics["auc"]["gbdt"].values())

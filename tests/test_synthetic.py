@@ -191,12 +191,40 @@ def test_rerun_replaces_cohort_but_refuses_foreign_folder(tmp_path):
         generate_cohort(tmp_path / "z", n_students=5, n_teachers=0, audio=False)
 
 
-def test_recorded_classes_are_spread_first_to_last():
-    assert _recorded_indices(6, 2) == [0, 5]
-    assert _recorded_indices(6, 1) == [5]
-    assert _recorded_indices(7, 3) == [0, 3, 6]
-    assert _recorded_indices(1, 2) == [0]
-    assert _recorded_indices(0, 2) == [] and _recorded_indices(4, 0) == []
+def test_recorded_classes_are_chosen_without_the_future():
+    def pick(n, share=0.3, cap=None, first=True, seed=7):
+        return _recorded_indices(n, share, cap, np.random.default_rng(seed), first)
+
+    # the first class always; a class's draw does not depend on how many classes follow
+    assert pick(1)[0] == 0 and pick(40)[0] == 0
+    long = pick(40)
+    for n in range(1, 40):
+        assert pick(n) == [k for k in long if k < n]
+    assert pick(40, cap=2) == long[:2]
+    assert pick(0) == [] and pick(5, cap=0) == []
+    assert pick(6, share=1.0) == list(range(6))
+    assert pick(6, share=0.0) == [0] and pick(6, share=0.0, first=False) == []
+    # the share holds: ~30 % of the later classes over many students
+    later = [len(pick(21, seed=s)) - 1 for s in range(300)]
+    assert abs(np.mean(later) / 20 - 0.3) < 0.02
+
+
+def test_recording_does_not_depend_on_the_outcome(tmp_path):
+    """The last class is recorded no more often for dropouts than for completers."""
+    from atrisk.synthetic import recorded_sessions
+
+    generate_cohort(tmp_path, n_students=600, seed=3, audio=False)
+    truth = json.loads((tmp_path / "ground_truth.json").read_text())
+    rec = recorded_sessions(tmp_path)
+    assert len(rec) == sum(len(s["recorded"]) for s in truth["students"])
+    share_last = {}
+    for status in ("dropout", "completion"):
+        group = [s for s in truth["students"] if s["status"] == status and s["n_classes"] > 1]
+        share_last[status] = np.mean([s["n_classes"] - 1 in s["recorded"] for s in group])
+        assert all(s["recorded"][0] == 0 for s in group)
+    # both near record_share (0.1), far from the 100 % of "record the last class"
+    assert abs(share_last["dropout"] - share_last["completion"]) < 0.08
+    assert max(share_last.values()) < 0.25
 
 
 def test_number_words():
@@ -271,10 +299,15 @@ def test_recorded_class_events_match_sessions_csv(audio_cohort):
     assert (merged.student_id_ev == merged.student_id_rec).all()
     assert (merged.teacher_id_ev == merged.teacher_id_rec).all()
     assert (merged.time == merged.start_time).all()
-    # max_recorded_per_student=1 records each student's last class
+    # max_recorded_per_student=1 records each student's first class
     classes = ev[ev.kind == "class"]
-    last = classes.groupby("student_id").time.max()
-    assert (sessions.set_index("student_id").start_time == last[sessions.student_id]).all()
+    first = classes.groupby("student_id").time.min()
+    assert (sessions.set_index("student_id").start_time == first[sessions.student_id]).all()
+    from atrisk.synthetic import recorded_sessions
+
+    rec = recorded_sessions(out)
+    assert list(rec.session_id) == list(sessions.session_id)
+    assert (rec.start_time == pd.to_datetime(sessions.start_time, utc=True)).all()
 
 
 def test_progress_reaches_total(audio_cohort):

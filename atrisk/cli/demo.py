@@ -18,12 +18,17 @@ def demo(
             "--out", help="Folder for the synthetic data, workspace, model, report and risk list."
         ),
     ] = Path("atrisk-demo"),
-    students: Annotated[int, typer.Option("--students", help="Synthetic students.", min=10)] = 80,
+    students: Annotated[
+        int, typer.Option("--students", min=10,
+                          help="Synthetic students (45 % of them with a recorded class).")
+    ] = 200,
     recorded: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--recorded",
-            help="Voiced classes per student, at most (the rest are log-only).",
+            help="Voiced classes per student, at most: the first ones the generator "
+            "records (the first class, then each later one with probability record_share); "
+            "the rest are log-only.",
             min=1,
         ),
     ] = 1,

@@ -18,8 +18,34 @@ from atrisk.cli.common import (
     print_failures,
     run_or_exit,
 )
-from atrisk.progress import console, print_auc_table
+from atrisk.config import TrainingConfig
+from atrisk.progress import console, print_evaluation
 from atrisk.workflows import evaluate_folder, predict_folder, train_folder
+
+#: The built-in training defaults, named in --help.
+_DEFAULT = TrainingConfig()
+
+
+class Labels(StrEnum):
+    """Label construction (docs/method.md)."""
+
+    seed = "seed"
+    horizon = "horizon"
+
+
+class Balance(StrEnum):
+    """Class balance."""
+
+    oversample = "oversample"
+    reweight = "reweight"
+
+
+class Calibration(StrEnum):
+    """Calibration of the probabilities."""
+
+    isotonic = "isotonic"
+    platt = "platt"
+    none = "none"
 
 
 class Weighting(StrEnum):
@@ -48,7 +74,7 @@ def train(
         typer.Option(
             "--lookback",
             help="Λ: days of pseudo-positive pairs before each dropout (0 = no "
-            "augmentation) (default: 7, or training.lookback in --config).",
+            f"augmentation) (default: {_DEFAULT.lookback}, or training.lookback in --config).",
             min=0,
         ),
     ] = None,
@@ -56,20 +82,50 @@ def train(
         Weighting | None,
         typer.Option(
             "--weighting",
-            help="G: decay of pseudo-positive weights (default: convex, or "
-            "training.weighting in --config).",
+            help="G: decay of pseudo-positive weights (default: "
+            f"{_DEFAULT.weighting}, or training.weighting in --config).",
+        ),
+    ] = None,
+    labels: Annotated[
+        Labels | None,
+        typer.Option(
+            "--labels",
+            help="seed: the seed paper's P/N/P̃ construction, one model for every Δ; "
+            "horizon: 'dropout within Δ' labels, one model per Δ (default: "
+            f"{_DEFAULT.labels}, or training.labels in --config).",
+        ),
+    ] = None,
+    balance: Annotated[
+        Balance | None,
+        typer.Option(
+            "--balance",
+            help="oversample: seeded draws of positive copies, probability ∝ weight; "
+            "reweight: scale the positives' weights (default: "
+            f"{_DEFAULT.balance}, or training.balance in --config).",
+        ),
+    ] = None,
+    calibration: Annotated[
+        Calibration | None,
+        typer.Option(
+            "--calibration",
+            help="Map scores to the chance of dropping out within Δ days, fitted on "
+            f"out-of-fold scores (default: {_DEFAULT.calibration}, or training.calibration "
+            "in --config).",
         ),
     ] = None,
     config: ConfigOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build <student, day> pairs, fit the time-aware augmented LightGBM and save it."""
+    """Build <student, day> pairs, fit LightGBM (labels, balance, calibration) and save it."""
     cfg = cli_config(
         config,
         {
             "training.lookback": lookback,
             "training.weighting": weighting.value if weighting else None,
+            "training.labels": labels.value if labels else None,
+            "training.balance": balance.value if balance else None,
+            "training.calibration": calibration.value if calibration else None,
         },
     )
     res = run_or_exit(train_folder, workspace, logs, out, cfg)
@@ -102,7 +158,7 @@ def evaluate(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """AUC per horizon Δ on the held-out students, against baselines; writes a report."""
+    """Per Δ on held-out students: AUC with its interval, positives, recall, Brier; report."""
     report = run_or_exit(
         evaluate_folder,
         model,
@@ -116,7 +172,7 @@ def evaluate(
     if as_json:
         emit_json(res)
     elif not quiet:
-        print_auc_table(res.get("auc", {}), res.get("n_students"))
+        print_evaluation(res)
         console.print(f"report → {out}/report.html")
         print_failures(report.failures, quiet)
     raise typer.Exit(1 if report.failures else 0)

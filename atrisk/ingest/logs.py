@@ -49,7 +49,9 @@ class Logs:
     """The validated platform logs.
 
     Attributes:
-        students: ``student_id`` (str), ``enrolled_at`` (UTC), ``grade`` (Int64, may be NA).
+        students: ``student_id`` (str), ``enrolled_at`` (UTC), ``grade`` (Int64, may be NA),
+            and any other ``students.csv`` column as text (student attributes, e.g. for
+            the fairness table; ``None`` when empty).
         orders: ``order_id``, ``student_id``, ``ordered_at`` (UTC), ``n_courses`` (int),
             ``discount_ratio`` (float in [0, 1]), ``n_sales_conversations`` (int).
         events: ``event_id``, ``student_id``, ``time`` (UTC), ``kind`` (lower case),
@@ -182,10 +184,22 @@ def _read(logs_dir: Path, name: str) -> pd.DataFrame:
     for col in SCHEMA[name]["optional"]:
         if col not in df.columns:
             df[col] = ""
-    keep = SCHEMA[name]["required"] + SCHEMA[name]["optional"]
+    keep = _kept_columns(name, list(df.columns))
     df = df[keep].apply(lambda s: s.str.strip())
     df.index = pd.RangeIndex(2, len(df) + 2, name="line")  # header is line 1
     return df
+
+
+def _kept_columns(name: str, columns: list[str]) -> list[str]:
+    """Return the schema columns of ``name``, plus, for ``students.csv``, its other columns.
+
+    Extra ``students.csv`` columns are student attributes (kept as text), e.g. for the
+    fairness table of the evaluation (``training.group_columns``).
+    """
+    keep = SCHEMA[name]["required"] + SCHEMA[name]["optional"]
+    if name == "students.csv":
+        keep = keep + [c for c in columns if c not in keep and c]
+    return list(dict.fromkeys(keep))
 
 
 def _checked_columns(df: pd.DataFrame, name: str, source: str) -> list[str]:
@@ -215,7 +229,7 @@ def _frame_text(frame: pd.DataFrame | None, name: str) -> pd.DataFrame:
     frame = frame.reset_index(drop=True)
     frame.columns = _checked_columns(frame, name, source)
     out = {}
-    for col in SCHEMA[name]["required"] + SCHEMA[name]["optional"]:
+    for col in _kept_columns(name, list(frame.columns)):
         if col not in frame.columns:
             out[col] = pd.Series("", index=frame.index, dtype=object)
             continue
@@ -326,7 +340,11 @@ def _validate(raw: dict[str, pd.DataFrame], sources: dict[str, str]) -> Logs:
         "student_id": df["student_id"].astype(str),
         "enrolled_at": enrolled.loc[df.index],
         "grade": grade.loc[df.index].astype("Int64"),
-    }).reset_index(drop=True)
+    })
+    for col in df.columns:  # other students.csv columns: attributes, as text (NA when empty)
+        if col not in students.columns:
+            students[col] = df[col].astype(object).where(df[col] != "", None)
+    students = students.reset_index(drop=True)
     known = pd.Index(students["student_id"])
 
     # orders

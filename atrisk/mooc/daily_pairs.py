@@ -10,20 +10,32 @@ days after the window).  This module only maps its :class:`~atrisk.mooc.kddcup.M
 - time is the course day: day ``i`` of a course (day 0 = the earliest date in its
   file) is the UTC midnight :data:`EPOCH` ``+ i`` days (``MoocData`` keeps no calendar
   dates; only differences of days matter to the labels and features);
-- a dropout's *dropout time* is the midnight after its last active day in the window;
-  a non-dropout has none;
-- pairs ``<e, t>`` exist for every day ``t`` from the day after the first active day
-  up to the last window day (non-dropouts) or up to the last active day (dropouts, so
-  that ``t < dropout_time``); every feature uses days strictly before ``t``;
-- features (no recordings exist, so no ``in_`` group): ``out_`` = cumulative
-  activity since the enrollment's first day; ``time_`` = look-back windows, gaps and
-  recency.
+- pairs must not exist, or be missing, because of the outcome: every enrollment,
+  dropout or not, follows **one observation rule** (``dropout_day``);
+- ``dropout_day = "last_active"`` (default): every enrollment is observed from the day
+  after its first active day to its last active day in the window (pairs ``<e, t>``
+  with ``first < t ≤ last``, whatever its label); a dropout drops out at the midnight
+  after its last active day.  Assumption: KDD Cup gives no dropout day (the label
+  says "no activity in the 10 days after the window"), and we take the last activity
+  as the moment a dropout left — the seed's dropout pair is its last record.  Idle
+  days after the last activity are no pair for anyone (a non-dropout's next activity
+  lies after the window, unseen);
+- ``dropout_day = "window_end"``: every enrollment is observed from the day after its
+  first active day to the last day of the window; a dropout drops out at the end of
+  the window (the 10 silent days start then), so its positives at Δ are its last Δ
+  window days, idle or not;
+- every feature uses days strictly before ``t``; features (no recordings exist, so no
+  ``in_`` group): ``out_`` = cumulative activity since the enrollment's first day;
+  ``time_`` = look-back windows, gaps and recency.
 
-Limits: the dropout day is inferred (the label only says "no activity in the next 10
-days"), so a dropout that was merely idle near the end of the window is labelled at
-its last activity; non-dropouts idle for weeks are all negatives; enrollments without
-any activity, and dropouts active on a single day, have no pair; there are no teacher
-or order tables (no teacher history, no pre-class features).
+The earlier mapping mixed the two (dropouts stopped at their last activity,
+non-dropouts ran to the window end), so a dropout's idle days never existed as pairs
+while a non-dropout's idle weeks were all negatives: "days since the last activity"
+then told the outcome apart by construction.
+
+Limits: enrollments without any activity, and enrollments active on a single day
+(``last_active``), have no pair; there are no teacher or order tables (no teacher
+history, no pre-class features).
 
 Example:
     >>> pairs, info = load_kddcup_pairs(Path("../shared/data/kddcup2015"))  # doctest: +SKIP
@@ -31,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +57,36 @@ EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 WINDOWS_DAYS = (7, 14, 21)
 #: Window (days) of the mean gap between active days.
 GAP_WINDOW_DAYS = 30
+#: Observation rules of :func:`daily_pairs` (the same for dropouts and the others).
+DROPOUT_DAYS = ("last_active", "window_end")
+#: Salt of the test split (:func:`holdout_mask`); changing it changes the split.
+SPLIT_SALT = "atrisk-kddcup-test-v1"
+
+
+def holdout_mask(enrollment_ids, share: float = 0.2, salt: str = SPLIT_SALT) -> np.ndarray:
+    """Mark the test enrollments: a split that depends on the id only, never on the data.
+
+    An enrollment is in the test set when the first 8 hex digits of
+    ``sha256(f"{salt}:{id}")``, read as a fraction of 16⁸, are below ``share``.  The same
+    id is always on the same side, whatever subset or order of the data is loaded, so
+    no id is ever on both sides and any subsample of either side is reproducible.
+
+    Args:
+        enrollment_ids: Ids (anything ``str`` turns into the id's text).
+        share: Wanted test share, in (0, 1).
+        salt: Changes the split.
+
+    Returns:
+        Boolean array, ``True`` for test enrollments.
+
+    Raises:
+        ValueError: When ``share`` is not in (0, 1).
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    cut = int(share * 16**8)
+    return np.array([int(hashlib.sha256(f"{salt}:{e}".encode()).hexdigest()[:8], 16) < cut
+                     for e in np.asarray(enrollment_ids).astype(str)], dtype=bool)
 
 
 def _sample(data: MoocData, max_enrollments: int | None, seed: int) -> MoocData:
@@ -56,19 +99,26 @@ def _sample(data: MoocData, max_enrollments: int | None, seed: int) -> MoocData:
     return sub
 
 
-def daily_pairs(data: MoocData) -> pd.DataFrame:
+def daily_pairs(data: MoocData, dropout_day: str = "last_active") -> pd.DataFrame:
     """Turn a :class:`~atrisk.mooc.kddcup.MoocData` into the pairs table.
 
     See the module docstring for the mapping.
 
     Args:
         data: Labelled enrollments (``labels`` 0/1; NaN counts as 0).
+        dropout_day: The observation rule, the same for every enrollment:
+            ``last_active`` or ``window_end`` (:data:`DROPOUT_DAYS`).
 
     Returns:
         A pairs table: ``student_id`` (the enrollment id as str), ``t`` (UTC midnight,
         :data:`EPOCH` + course day), ``out_*`` and ``time_*`` features (days strictly
         before ``t``) and ``dropout_time`` (NaT for non-dropouts).
+
+    Raises:
+        ValueError: For an unknown ``dropout_day``.
     """
+    if dropout_day not in DROPOUT_DAYS:
+        raise ValueError(f"dropout_day must be one of {DROPOUT_DAYS}, got {dropout_day!r}")
     ids = np.asarray(data.enrollment_id)
     counts = np.asarray(data.counts, dtype=np.float32)
     n_ids, n_days, n_ev = counts.shape
@@ -83,8 +133,8 @@ def daily_pairs(data: MoocData) -> pd.DataFrame:
     first_active = np.where(has_act, active.argmax(axis=1), -1)
     last_active = np.where(has_act, n_days - 1 - active[:, ::-1].argmax(axis=1), -1)
     y = np.nan_to_num(np.asarray(data.labels, dtype=float)).astype(int)
-    # pair positions j (t = day j): first_active+1 .. end
-    end = np.where(y == 1, last_active, n_days - 1)
+    # pair positions j (t = day j): first_active+1 .. end, the same rule for every label
+    end = last_active if dropout_day == "last_active" else np.full(n_ids, n_days - 1)
     lo = first_active + 1
     n = np.where(has_act, np.maximum(end - lo + 1, 0), 0)
     e_rep = np.repeat(np.arange(n_ids), n)
@@ -122,20 +172,28 @@ def daily_pairs(data: MoocData) -> pd.DataFrame:
                               in zip(e_rep[need], target, strict=True)]
     gap = (last_before - first_in_win) / np.maximum(n_win - 1, 1)
     out[f"time_mean_active_gap_{GAP_WINDOW_DAYS}d"] = np.where(need, gap, np.nan)
-    drop_day = EPOCH + pd.to_timedelta(last_active + 1, unit="D")
+    drop_day = EPOCH + pd.to_timedelta(
+        last_active + 1 if dropout_day == "last_active" else np.full(n_ids, n_days), unit="D")
     dt = pd.Series(drop_day.as_unit("ns")).where(y == 1)
     out["dropout_time"] = pd.to_datetime(dt.to_numpy()[e_rep], utc=True).as_unit("ns")
     return out
 
 
 def load_kddcup_pairs(data_dir: Path | str, max_enrollments: int | None = None,
-                      seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                      seed: int = 0, dropout_day: str = "last_active",
+                      part: str | None = None,
+                      test_share: float = 0.2) -> tuple[pd.DataFrame, dict]:
     """Read a KDD Cup 2015 folder and return its pairs table and a summary.
 
     Args:
         data_dir: Folder with ``trainCourse*.csv(.gz)`` and ``truth.csv``.
-        max_enrollments: Random subset of this many labelled enrollments (``None``: all).
+        max_enrollments: Random subset of this many labelled enrollments (``None``: all),
+            drawn after the ``part`` is taken.
         seed: Seed of the subset.
+        dropout_day: The observation rule (:func:`daily_pairs`).
+        part: ``"train"`` or ``"test"``: only that side of :func:`holdout_mask`
+            (``None``: every enrollment).
+        test_share: Test share of :func:`holdout_mask`.
 
     Returns:
         ``(pairs, info)``; ``info`` has ``n_enrollments``, ``dropout_rate``,
@@ -145,11 +203,21 @@ def load_kddcup_pairs(data_dir: Path | str, max_enrollments: int | None = None,
     Raises:
         LogValidationError: When the folder layout is wrong (from ``load_kddcup``).
     """
-    data = _sample(load_kddcup(data_dir), max_enrollments, seed)
-    pairs = daily_pairs(data)
+    data = load_kddcup(data_dir)
+    if part is not None:
+        if part not in ("train", "test"):
+            raise ValueError(f"part must be 'train', 'test' or None, got {part!r}")
+        is_test = holdout_mask(data.enrollment_id, test_share)
+        sub = data.subset(is_test if part == "test" else ~is_test)
+        sub.problems, sub.n_missing_truth = data.problems, data.n_missing_truth
+        data = sub
+    data = _sample(data, max_enrollments, seed)
+    pairs = daily_pairs(data, dropout_day)
     problems = data.problems
     info = {
         "n_enrollments": len(data),
+        "dropout_day": dropout_day,
+        "part": part,
         "dropout_rate": float(np.nanmean(data.labels)) if len(data) else None,
         "n_enrollments_with_pairs": int(pairs["student_id"].nunique()),
         "n_pairs": int(len(pairs)),

@@ -1,9 +1,11 @@
-"""Fitting the per-horizon pipelines: the fusion pipeline, tuning, and the baselines.
+"""Fitting the risk pipelines: the fusion pipeline, both label constructions, tuning, baselines.
 
 The building blocks of :class:`~atrisk.training.model.RiskModel` and of the
 reproduction recipes: :func:`make_pipeline` (in-class PCA block + passthrough →
-LightGBM), :func:`fit_horizon` (augmentation, over-sampling, fit), :func:`tune_params`
-(grouped cross-validation) and :func:`fit_baselines` (LR / DT / RF / LightGBM without
+LightGBM), :func:`training_rows` (the labelled, balanced training rows of either label
+construction: ``horizon`` per Δ, ``seed`` once for every Δ), :func:`fit_rows`,
+:func:`fit_horizon` / :func:`fit_seed` (rows + fit), :func:`tune_params` (grouped
+cross-validation) and :func:`fit_baselines` (LR / DT / RF / LightGBM without
 augmentation).
 """
 
@@ -22,16 +24,33 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
+from threadpoolctl import threadpool_limits
 
 from atrisk.config import TrainingConfig
+from atrisk.errors import AtriskError
 from atrisk.features.pairs import feature_columns
-from atrisk.training.labels import add_labels, augment, label_column, oversample
+from atrisk.training.labels import add_labels, augment, label_column
+from atrisk.training.seed_labels import (
+    FeatureBuilder,
+    balance,
+    lookup_builder,
+    records_from_pairs,
+    seed_labels,
+)
 
 #: Prefix of the in-class feature columns (the PCA block).
 IN_CLASS_PREFIX = "in_"
 #: Threads of LightGBM and the random forest (not part of the config: it does not change
-#: outputs).
+#: outputs, up to LightGBM's summation order).
 N_JOBS = 2
+#: Below this many training rows LightGBM runs on one thread (threads cost more than
+#: they save on small data, and far more on a busy machine).
+SMALL_ROWS = 20_000
+
+
+def lgbm_threads(n_rows: int) -> int:
+    """Return LightGBM's thread count for ``n_rows`` training rows."""
+    return 1 if n_rows < SMALL_ROWS else N_JOBS
 
 
 #: Default LightGBM grid of the internal cross-validation (``tune``): 6 combinations.
@@ -61,7 +80,7 @@ def make_pipeline(in_class_cols: list[str], other_cols: list[str],
     blocks = []
     if in_class_cols:
         blocks.append(("in_class", Pipeline([
-            ("impute", SimpleImputer(strategy="median")),
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
             ("scale", StandardScaler()),
             ("pca", PCA(n_components=config.pca_variance, svd_solver="full",
                         random_state=config.seed)),
@@ -87,43 +106,181 @@ def split_columns(pairs: pd.DataFrame) -> tuple[list[str], list[str], list[str]]
     return in_cols, other, [c for c in in_all if c not in in_cols]
 
 
+#: Columns with the days since a student's latest record (class, or active day on KDD
+#: Cup), from which ``t_{n−1}`` of the seed construction is recovered.
+RECORD_COLUMNS = ("time_days_since_last_class", "time_days_since_last_active")
+
+
+def seed_records(pairs: pd.DataFrame) -> pd.DataFrame | None:
+    """Return each dropout's latest record before its dropout pair (``t_{n−1}``).
+
+    From the first column of :data:`RECORD_COLUMNS` the pairs have
+    (:func:`~atrisk.training.seed_labels.records_from_pairs`); ``None`` (the previous
+    pair) when they have none.
+    """
+    for col in RECORD_COLUMNS:
+        if col in pairs.columns:
+            return records_from_pairs(pairs, col)
+    return None
+
+
+def training_rows(train_pairs: pd.DataFrame, config: TrainingConfig,
+                  horizon: int | None = None, lookback: int | None = None,
+                  build_features: FeatureBuilder | None = None) -> pd.DataFrame:
+    """Return the labelled, balanced training rows of the configured label construction.
+
+    - ``labels = "horizon"``: :func:`~atrisk.training.labels.augment` for ``horizon``
+      (P = dropout within Δ, existing pairs Δ < δ ≤ Δ + Λ relabelled with weight G).
+    - ``labels = "seed"``: :func:`~atrisk.training.seed_labels.seed_labels` (P = each
+      dropout's last pair, P̃ added before it with features at ``t̃``; ``horizon`` is not
+      used), ``t_{n−1}`` from the pairs (:func:`seed_records`).
+
+    Then :func:`~atrisk.training.seed_labels.balance` with ``config.balance`` up to the
+    ``config.oversample`` share.
+
+    Args:
+        train_pairs: The training students' pairs (features, ``student_id``, ``t``,
+            ``dropout_time``).
+        config: Labels, Λ, G, balance, share and seed.
+        horizon: Δ of the horizon construction (required for it).
+        lookback: Λ; default ``config.lookback``.
+        build_features: Seed construction: the features of pseudo keys (default: looked
+            up in ``train_pairs``, which is exact on a daily grid).
+
+    Returns:
+        Rows with ``label``, ``weight``, ``is_pseudo`` and ``is_copy``.
+
+    Raises:
+        AtriskError: When ``horizon`` is missing for the horizon construction, or from
+            the label functions.
+    """
+    lam = config.lookback if lookback is None else int(lookback)
+    if config.labels == "seed":
+        builder = build_features or lookup_builder(train_pairs)
+        rows = seed_labels(train_pairs, builder, lam, config.weighting,
+                           seed_records(train_pairs))
+    else:
+        if horizon is None:
+            raise AtriskError("the horizon label construction needs a horizon")
+        rows = augment(train_pairs, horizon, lam, config.weighting)
+    return balance(rows, config.balance, config.oversample, config.seed)
+
+
+def fit_rows(rows: pd.DataFrame, in_cols: list[str], other_cols: list[str],
+             config: TrainingConfig) -> Pipeline:
+    """Fit the fusion pipeline on training rows with ``label`` and ``weight``.
+
+    Args:
+        rows: Rows from :func:`training_rows`.
+        in_cols: In-class columns (the PCA block).
+        other_cols: Other feature columns.
+        config: LightGBM parameters, PCA variance and seed.
+
+    Returns:
+        The fitted pipeline.
+    """
+    pipe = make_pipeline(in_cols, other_cols, config)
+    pipe.set_params(model__n_jobs=lgbm_threads(len(rows)))
+    # one BLAS thread: the PCA's matrices are small, and threaded BLAS spins on a busy
+    # machine
+    with threadpool_limits(limits=1, user_api="blas"):
+        pipe.fit(rows[in_cols + other_cols].astype(float), rows["label"].to_numpy(),
+                 model__sample_weight=rows["weight"].to_numpy(dtype=float))
+    return pipe
+
+
+def _row_info(train_pairs: pd.DataFrame, rows: pd.DataFrame, positive: str | None) -> dict:
+    original = rows[~rows["is_pseudo"].to_numpy(bool) & ~rows["is_copy"].to_numpy(bool)]
+    info = {
+        "n_pairs": int(len(train_pairs)),
+        "n_positive": int(train_pairs[positive].sum()) if positive else
+        int(original["label"].sum()),
+        "n_pseudo": int((rows["is_pseudo"].to_numpy(bool)
+                         & ~rows["is_copy"].to_numpy(bool)).sum()),
+        "n_copies": int(rows["is_copy"].sum()),
+        "n_rows_fit": int(len(rows)),
+    }
+    info["positive_ratio_before"] = (info["n_positive"] / len(train_pairs)
+                                     if len(train_pairs) else float("nan"))
+    info["positive_ratio_after"] = float(rows["label"].mean()) if len(rows) else float("nan")
+    w = rows["weight"].to_numpy(dtype=float)
+    info["positive_weight_share"] = (float(w[rows["label"].to_numpy() == 1].sum() / w.sum())
+                                     if w.sum() > 0 else float("nan"))
+    return info
+
+
 def fit_horizon(train_pairs: pd.DataFrame, horizon: int, in_cols: list[str],
                 other_cols: list[str], config: TrainingConfig,
-                lookback: int) -> tuple[Pipeline | None, dict]:
-    """Fit the pipeline of one horizon on training pairs, as :meth:`RiskModel.fit` does.
+                lookback: int | None = None) -> tuple[Pipeline | None, dict]:
+    """Fit the pipeline of one horizon (horizon construction) on training pairs.
 
     Args:
         train_pairs: The training students' labelled pairs.
         horizon: Δ in days.
         in_cols: In-class columns (the PCA block).
         other_cols: Other feature columns.
-        config: Training settings (G, over-sampling, LightGBM, seed).
-        lookback: Λ in days (0: no pseudo-positives).
+        config: Training settings (G, balance, LightGBM, seed); its ``labels`` is
+            ignored (always the horizon construction).
+        lookback: Λ in days (0: no pseudo-positives); default ``config.lookback``.
 
     Returns:
         ``(pipeline or None when one class only, info dict)``.
     """
-    aug = augment(train_pairs, horizon, lookback, config.weighting)
-    info = {
-        "positive_ratio_before": float(train_pairs[label_column(horizon)].mean())
-        if len(train_pairs) else float("nan"),
-        "n_positive": int(train_pairs[label_column(horizon)].sum()),
-        "n_pseudo": int(aug["is_pseudo"].sum()),
-    }
-    if aug["label"].nunique() < 2:
-        info["skipped"] = ("no positive pairs in training" if aug["label"].sum() == 0
+    cfg = config if config.labels == "horizon" else config.model_copy(
+        update={"labels": "horizon"})
+    labelled = (train_pairs if label_column(horizon) in train_pairs.columns
+                else add_labels(train_pairs, [horizon]))
+    rows = training_rows(labelled, cfg, horizon=horizon, lookback=lookback)
+    info = _row_info(labelled, rows, label_column(horizon))
+    if rows["label"].nunique() < 2:
+        info["skipped"] = ("no positive pairs in training" if rows["label"].sum() == 0
                            else "no negative pairs in training")
         return None, info
-    rows = oversample(aug, config.oversample)
-    info["positive_ratio_after"] = float(aug["label"].mean())  # rows, after augmentation
-    info["positive_weight_share"] = float(
-        rows.loc[rows["label"] == 1, "weight"].sum() / rows["weight"].sum()
-    )
-    info["n_rows_fit"] = int(len(rows))
-    pipe = make_pipeline(in_cols, other_cols, config)
-    pipe.fit(rows[in_cols + other_cols], rows["label"].to_numpy(),
-             model__sample_weight=rows["weight"].to_numpy(dtype=float))
-    return pipe, info
+    return fit_rows(rows, in_cols, other_cols, cfg), info
+
+
+def fit_seed(train_pairs: pd.DataFrame, in_cols: list[str], other_cols: list[str],
+             config: TrainingConfig, lookback: int | None = None,
+             build_features: FeatureBuilder | None = None) -> tuple[Pipeline | None, dict]:
+    """Fit the one pipeline of the seed construction (every Δ) on training pairs.
+
+    Args:
+        train_pairs: The training students' pairs.
+        in_cols: In-class columns (the PCA block).
+        other_cols: Other feature columns.
+        config: Training settings; its ``labels`` is ignored (always seed).
+        lookback: Λ (default ``config.lookback``).
+        build_features: Features of pseudo keys (default: looked up in the pairs).
+
+    Returns:
+        ``(pipeline or None when one class only, info dict)``.
+    """
+    cfg = config if config.labels == "seed" else config.model_copy(update={"labels": "seed"})
+    rows = training_rows(train_pairs, cfg, lookback=lookback, build_features=build_features)
+    info = _row_info(train_pairs, rows, None)
+    info["n_dropout_pairs"] = int((rows["is_dropout_pair"].to_numpy(bool)
+                                   & ~rows["is_copy"].to_numpy(bool)).sum())
+    if rows["label"].nunique() < 2:
+        info["skipped"] = ("no dropout pair in training" if rows["label"].sum() == 0
+                           else "no negative pairs in training")
+        return None, info
+    return fit_rows(rows, in_cols, other_cols, cfg), info
+
+
+def fit_construction(train_pairs: pd.DataFrame, horizon: int, in_cols: list[str],
+                     other_cols: list[str], config: TrainingConfig,
+                     lookback: int | None = None) -> tuple[Pipeline | None, dict]:
+    """Fit the model that scores ``horizon`` under the configured label construction.
+
+    :func:`fit_seed` (the one model of every Δ) for ``labels = "seed"``, else
+    :func:`fit_horizon`.
+
+    Returns:
+        ``(pipeline or None, info)``.
+    """
+    if config.labels == "seed":
+        return fit_seed(train_pairs, in_cols, other_cols, config, lookback)
+    return fit_horizon(train_pairs, horizon, in_cols, other_cols, config, lookback)
 
 
 def tune_params(train_pairs: pd.DataFrame, config: TrainingConfig,
@@ -133,7 +290,7 @@ def tune_params(train_pairs: pd.DataFrame, config: TrainingConfig,
 
     Each fold holds out whole students (:class:`~sklearn.model_selection.GroupKFold`,
     so no student is in two folds); the model of each grid point is fitted exactly as
-    in training (augmentation with the config's Λ and G, weighted over-sampling) and
+    in training (the configured label construction, Λ, G and balance) and
     scored by the AUC of the plain ``dropout_within_h`` labels of the held-out fold.
 
     Args:
@@ -168,8 +325,7 @@ def tune_params(train_pairs: pd.DataFrame, config: TrainingConfig,
         for tr, va in splits:
             if len(np.unique(y_all[va])) < 2:
                 continue
-            pipe, _ = fit_horizon(labelled.iloc[tr], horizon, in_cols, other, cfg,
-                                   cfg.lookback)
+            pipe, _ = fit_construction(labelled.iloc[tr], horizon, in_cols, other, cfg)
             if pipe is None:
                 continue
             p = pipe.predict_proba(labelled.iloc[va][in_cols + other].astype(float))[:, 1]
@@ -217,8 +373,9 @@ def fit_baselines(pairs_train: pd.DataFrame, horizon: int,
                                                          random_state=cfg.seed))]),
     }
     out: dict[str, Pipeline] = {}
-    for name, pipe in models.items():
-        out[name] = pipe.fit(x, y)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, pipe in models.items():
+            out[name] = pipe.fit(x, y)
     gbdt, _ = fit_horizon(train, horizon, in_cols, other, cfg, lookback=0)
     if gbdt is not None:
         out["gbdt_none"] = gbdt

@@ -1,4 +1,4 @@
-"""Labels, time-aware pseudo-positives and weighted over-sampling.
+"""Labels, time-aware pseudo-positives and importance re-weighting of the positives.
 
 For a pair ``<s, t>`` with dropout time ``d`` (NaT when the student did not drop out)
 and a horizon ``h`` (days):
@@ -8,8 +8,9 @@ and a horizon ``h`` (days):
   With ``k = ceil((d - t) / 1 day) - h`` (``1 <= k <= Λ``) and ``x = k / (Λ + 1)`` the
   weight is ``G(x)``: linear ``1 - x``, convex ``(1 - x)^2``, concave ``1 - x^2``,
   constant ``1``.  They get label 1 and weight ``G``; P and N have weight 1.
-- Weighted over-sampling scales the weights of the positive rows (P ∪ P̃) by one
-  factor until they carry the target share of the total weight (see :func:`oversample`).
+- Class balance: :func:`oversample` scales the weights of the positive rows (P ∪ P̃) by
+  one factor until they carry the target share of the total weight (re-weighting;
+  :func:`atrisk.training.seed_labels.balance` also draws copies instead).
 """
 
 from __future__ import annotations
@@ -99,15 +100,16 @@ def augment(pairs: pd.DataFrame, horizon: int, lookback: int,
 
 
 def oversample(df: pd.DataFrame, target_share: float) -> pd.DataFrame:
-    """Weighted over-sampling of the positives (``label == 1``), as importance weights.
+    """Re-weight the positives (``label == 1``) to a share of the weight; copy no rows.
 
     Every positive row's ``weight`` is multiplied by one factor ``f`` so that the
     positives carry ``target_share`` of the total weight:
     ``f = s·W₋ / ((1 − s)·W₊)`` with ``W₊``/``W₋`` the summed weights of positive and
-    negative rows.  This is the expectation of drawing positive copies with
-    probability ∝ weight (the seed's weighted over-sampling) without the copies
-    themselves (why: docs/features.md).  Pseudo-positives keep their relative weights
-    ``G``.
+    negative rows.  This is the expectation of the seed's weighted over-sampling
+    (drawing positive copies with probability ∝ weight), without the draws;
+    ``balance(rows, "oversample")`` in :mod:`atrisk.training.seed_labels` draws the
+    copies instead (``[training] balance`` chooses; ``docs/method.md`` has the
+    measured comparison).  Pseudo-positives keep their relative weights ``G``.
 
     Nothing changes when the share is already reached, the target is 0, or there
     are no positives or no negatives.

@@ -12,7 +12,8 @@ What is real and what is simulated:
   script checks this against a log-only paper-scale cohort).  Their logs and their
   latent engagement are simulated by :mod:`atrisk.synthetic`.
 * Unlike ``reproduce_k12.py`` (whose in-class features are simulated numbers), their
-  recorded classes (``--recorded`` per student: first and last for 2) are **voiced**
+  recorded classes (the generator's rule: the first class, then each later one with
+  probability ``record_share``; at most ``--recorded`` per student) are **voiced**
   with espeak-ng from the dialogue the generator plans from the class's engagement, and
   every in-class feature is **extracted** from those WAVs by ``atrisk extract``
   (``pipeline.extract``): prosody with each backend in turn, text features from the
@@ -375,7 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="students S0001… of the paper-scale cohort to voice (default 200: "
                     "≈ 14,000 s of audio, ≈ 5 CPU-minutes of extraction for both backends)")
     ap.add_argument("--recorded", type=int, default=2,
-                    help="recorded classes per student, spread first…last (default 2)")
+                    help="at most this many recorded classes per student: the first ones the "
+                    "generator's rule records (first class, then each later one with "
+                    "probability record_share) (default 2)")
     ap.add_argument("--max-track-s", type=float, default=20.0,
                     help="longest class dialogue in seconds (default 20)")
     ap.add_argument("--folds", type=int, default=5, help="GroupKFold folds by student "

@@ -1,40 +1,60 @@
-"""Reproduce the seed's experiment grid (K-12 time-aware augmented GBDT).
+"""The seed's experiment grid (K-12 label augmentation), with intervals, on two data sets.
 
 Usage:
-    python scripts/recipes/reproduce_k12.py --dataset synthetic --out docs/results/k12_synthetic
+    python scripts/recipes/reproduce_k12.py --dataset synthetic --work WORK \\
+        --out docs/results/k12_synthetic [--voiced 600] [--stages ...]
     python scripts/recipes/reproduce_k12.py --dataset kddcup --data ../shared/data/kddcup2015 \\
-        --out docs/results/k12_kddcup [--test-data OTHER_DIR]
+        --work WORK --out docs/results/k12_kddcup [--max-train 10000 --max-test 2500]
 
-Writes ``OUT/results.json`` (rewritten after every stage, so an interrupted run keeps
-what it finished) and ``OUT/report.html`` (figures embedded).  Without ``--test-data``
-the students (enrollments) are split 80/20; with it, the model is trained on all of
-``--data`` and evaluated on every pair of ``--test-data``.
+Data (prepared once into ``--work`` and reused by every rerun):
 
-Grid: AUC per Δ = 1…14 for gbdt_aug (LightGBM, Λ and G from the config, parameters
-chosen by 3-fold cross-validation grouped by student), gbdt_none (Λ = 0), lr, dt, rf on
-the same features and training students; Λ ∈ {none, 3, 7, 14} and G ∈ {linear, convex,
-concave, constant} at Δ ∈ {1, 3, 7, 14}; feature groups at Δ = 7 and 14; recall when
-flagging the top 30 % each day; a reliability curve at Δ = 7.
+* ``synthetic``: the paper-scale cohort (``atrisk.synthetic``, ``PAPER_PARAMS``, 3,926
+  students, logs only) plus the first ``--voiced`` students generated again *with audio*
+  (same seed and teachers, so the same students; checked): their recorded classes (the
+  generator's rule: the first class, then each later one with probability
+  ``record_share``) are voiced with espeak-ng and run through ``atrisk extract``
+  (prosody: openSMILE; text: the generator's true transcripts).  Those students' pairs
+  have extracted in-class features; every other student's have none (NaN), as for an
+  unrecorded class.  Split: 20 % of the students held out (``GroupShuffleSplit``, seed).
+* ``kddcup``: the KDD Cup 2015 daily pairs (:mod:`atrisk.mooc.daily_pairs`, one
+  observation rule for every enrollment, ``--dropout-day``); train = the enrollments
+  outside :func:`~atrisk.mooc.daily_pairs.holdout_mask` (``sha256`` of the id, 20 %),
+  test = those inside: no id on both sides; ``--max-train`` / ``--max-test`` random
+  enrollments of each side (seeded).
 
-``--max-delta N`` shrinks the grid to Δ ≤ N (quick checks and tests only);
-``--jobs`` sets the threads of LightGBM and the random forest (``--jobs 1`` on a
-shared, oversubscribed machine; seeds are fixed, but LightGBM sums in another order
-with another thread count, so AUCs can move in the last digits).  The script sets
-``OMP_WAIT_POLICY=PASSIVE`` unless given: spinning OpenMP threads otherwise burn the
-CPU share the fits need.
+Stages (``--stages``, comma list; each finished cell is appended to
+``OUT/cells.jsonl`` at once, and a rerun skips the cells already there, so the grid
+runs in pieces that resume):
+
+* ``grid``: {seed, horizon} labels × Λ {none, 3, 7, 14} × G {linear, convex, concave,
+  constant} (one G for Λ = none) × {oversample, reweight}, LightGBM with the default
+  parameters (no tuning), scored at Δ ∈ ``--deltas`` on the test students: AUC with a
+  95 % student-bootstrap interval, positive pairs and students behind it, recall when
+  flagging the top 30 % each day (interval), Brier after Platt scaling cross-fitted on
+  two halves of the test students, and the AUC difference to Λ = none of the same
+  labels and balance on the same resamples (paired interval).
+* ``baselines``: LR, DT, RF and LightGBM (horizon labels, Λ = none), same scores.
+* ``fine``: Λ ∈ {1, 2, 4, 5, 10} for the best augmented (labels, G, balance) of the grid.
+* ``temporal``: a temporal hold-out (train on ``t + Δ ≤ cut`` with outcomes known at
+  the cut, test on ``t ≥ cut``; cut = the day before which 70 % of the pairs lie) for
+  Λ = none and the best augmented cell of each label construction.
+* ``groups``: (synthetic) feature groups in / out / time / all on the voiced students
+  only (the only ones with in-class features), 30 % of them held out.
+* ``calibration``: the default model (horizon labels, Λ = none, reweight) with no
+  calibration, Platt or isotonic, each fitted as ``RiskModel`` does (3 folds of the
+  training students, out-of-fold scores): Brier with its interval, mean probability vs
+  observed rate, and the calibration error of the reliability curve, on the test set.
+
+Writes ``OUT/cells.jsonl``, ``OUT/results.json`` (every cell, the data, the command,
+the machine load) and ``OUT/results.md`` (the tables of ``docs/method.md``).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import html
-import io
-import itertools
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,424 +63,568 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pandas as pd
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit
 
-from atrisk.config import TrainingConfig
+from atrisk.config import Config, TrainingConfig
 from atrisk.features.pairs import feature_columns
 from atrisk.training import fit as fit_module
-from atrisk.training.evaluate import recall_at_top
-from atrisk.training.fit import fit_baselines, fit_horizon, split_columns, tune_params
-from atrisk.training.labels import add_labels, augment, label_column, oversample
+from atrisk.training.calibration import Calibrator
+from atrisk.training.fit import fit_baselines, fit_construction, split_columns
+from atrisk.training.labels import add_labels, label_column
+from atrisk.training.temporal import after, censor, known_by, resolve_cut
+from atrisk.training.uncertainty import (
+    bootstrap_auc,
+    brier_score,
+    paired_auc_difference,
+    recall_at_top,
+)
 
-HORIZONS = list(range(1, 15))
-STUDY_HORIZONS = [1, 3, 7, 14]
-GROUP_DELTAS = [7, 14]
-LOOKBACKS = {"none": 0, "3": 3, "7": 7, "14": 14}
-WEIGHTINGS = ["linear", "convex", "concave", "constant"]
-GROUP_PREFIX = {"in": "in_", "out": "out_", "time": "time_"}
-MODELS = ["gbdt_aug", "gbdt_none", "lr", "dt", "rf"]
+LABELS = ("seed", "horizon")
+LOOKBACKS = (0, 3, 7, 14)
+FINE_LOOKBACKS = (1, 2, 4, 5, 10)
+WEIGHTINGS = ("linear", "convex", "concave", "constant")
+BALANCES = ("oversample", "reweight")
+BASELINES = ("lr", "dt", "rf", "gbdt_none")
+GROUPS = {"in": ("in_",), "out": ("out_",), "time": ("time_",),
+          "all": ("in_", "out_", "time_")}
 T0 = time.perf_counter()
-#: The seed's reported statistics (§5.1, Table 2, Fig. 4) to compare with.
-SEED_TARGETS = {"synthetic": {
-    "n_students": 3926, "dropout_rate": 0.1639, "mean_span_days": 17, "n_pairs": 66742,
-    "positive_ratio_before": 0.0096, "positive_ratio_after": 0.10,
-    "auc_gbdt_aug": {"1": 0.8262, "14": 0.7430}, "recall_at_top30_next_day": "> 0.70"}}
 
 
 def log(msg: str) -> None:
     print(f"[{time.perf_counter() - T0:7.1f}s] {msg}", flush=True)
 
 
+def cell_key(cell: dict) -> str:
+    """Stable name of a cell, e.g. ``grid/seed/L7/convex/oversample``."""
+    g = cell.get("weighting") if cell.get("lookback") else "-"
+    return "/".join(str(x) for x in (cell["stage"], cell.get("labels", cell.get("model")),
+                                     f"L{cell.get('lookback', 0)}", g,
+                                     cell.get("balance", "-"), cell.get("group", "")))
+
+
 # ----------------------------------------------------------------------------- data
-def synthetic_pairs(data: Path | None, seed: int) -> tuple[pd.DataFrame, dict]:
-    from atrisk.features.in_class import in_class_at
+def prepare_synthetic(work: Path, voiced: int, seed: int,
+                      workers: int) -> tuple[pd.DataFrame, dict]:
+    """The paper-scale cohort's pairs, in-class features extracted for the voiced students."""
+    from atrisk import workflows
+    from atrisk.features.in_class import InClassData, in_class_at
     from atrisk.features.pairs import build_pairs
     from atrisk.ingest.logs import load_logs
-    from atrisk.synthetic import (
-        PAPER_N_STUDENTS,
-        PAPER_PARAMS,
-        generate_cohort,
-        simulate_in_class,
-    )
+    from atrisk.synthetic import PAPER_N_STUDENTS, PAPER_PARAMS, generate_cohort
 
-    if data is None:
-        data = Path(tempfile.mkdtemp(prefix="k12_cohort_"))
-        log(f"generating the paper-scale cohort ({PAPER_N_STUDENTS} students, no audio) "
-            f"in {data}")
-        generate_cohort(data, n_students=PAPER_N_STUDENTS, seed=seed, audio=False,
+    cached = work / "pairs.parquet"
+    if cached.is_file():
+        return pd.read_parquet(cached), json.loads((work / "data.json").read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    n_teachers = max(2, PAPER_N_STUDENTS // 8)
+    cohort = work / "cohort"
+    if not (cohort / "ground_truth.json").is_file():
+        log(f"generating the paper-scale cohort ({PAPER_N_STUDENTS} students, logs)")
+        generate_cohort(cohort, n_students=PAPER_N_STUDENTS, seed=seed, audio=False,
                         params=PAPER_PARAMS)
-    logs = load_logs(data / "logs")
+    info: dict = {"cohort": str(cohort), "n_students_cohort": PAPER_N_STUDENTS}
+    in_class = sessions = None
+    if voiced:
+        vdir, ws = work / "voiced", work / "voiced_ws"
+        if not (vdir / "utterances.csv").is_file():
+            log(f"voicing the first {voiced} students' recorded classes (espeak-ng)")
+            t = time.perf_counter()
+            generate_cohort(vdir, n_students=voiced, seed=seed, audio=True,
+                            n_teachers=n_teachers, params=PAPER_PARAMS)
+            info["voice_wall_s"] = round(time.perf_counter() - t, 1)
+        paper = json.loads((cohort / "ground_truth.json").read_text())["students"]
+        ours = json.loads((vdir / "ground_truth.json").read_text())["students"]
+        info["voiced_students_equal_cohort"] = all(s == paper[i] for i, s in enumerate(ours))
+        if not info["voiced_students_equal_cohort"]:
+            raise SystemExit("the voiced students differ from the cohort's: not the same model")
+        log("extracting in-class features (openSMILE prosody, true transcripts)")
+        t = time.perf_counter()
+        cfg = Config().override({"asr.backend": "transcripts"})
+        res = workflows.extract_folder(vdir / "recordings", ws, cfg, device="cpu",
+                                       workers=workers, transcripts=vdir / "utterances.csv",
+                                       progress=False)
+        info.update({"voiced_students": voiced, "voiced_sessions": res.n_sessions,
+                     "voiced_sessions_ok": res.n_ok, "voiced_sessions_failed": res.n_failed,
+                     "extract_wall_s": round(time.perf_counter() - t, 1)})
+        data = InClassData.from_workspace(ws)
+        in_class, sessions = data.table, data.sessions
+    logs = load_logs(cohort / "logs")
     pairs = build_pairs(logs)
-    sessions, in_class = simulate_in_class(data, seed)
-    keys = pairs[["student_id", "t"]]
-    pairs = pd.concat([pairs, in_class_at(in_class, sessions, keys, 3)], axis=1)
+    if in_class is not None:
+        pairs = pd.concat([pairs, in_class_at(in_class, sessions, pairs[["student_id", "t"]],
+                                              3)], axis=1)
+    students = pairs["student_id"].astype(str)
+    split = GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+    _, te = next(split.split(pairs, groups=students))
+    pairs["is_test"] = False
+    pairs.loc[pairs.index[te], "is_test"] = True
     oc = logs.outcomes
-    span = (oc.set_index("student_id")["status_time"]
-            - logs.students.set_index("student_id")["enrolled_at"]) / pd.Timedelta(days=1)
-    info = {
-        "source": str(data),
-        "n_students_cohort": int(len(logs.students)),
+    info.update({
+        "n_students_with_pairs": int(students.nunique()),
         "dropout_rate": float((oc["status"] == "dropout").mean()),
-        "mean_span_days": float(span.mean()),
-        "in_class_features": "SIMULATED: per-class values from the generator's model of "
-                             "extracted features (no audio at this size)",
-        "n_log_errors": len(logs.errors),
-    }
+        "in_class_features": (f"extracted from voiced audio for the first {voiced} students "
+                              "(S0001…); none for the others") if voiced else "none",
+        "split": "20 % of the students held out (GroupShuffleSplit, by student)",
+    })
+    pairs.to_parquet(cached)
+    (work / "data.json").write_text(json.dumps(info, indent=1) + "\n")
     return pairs, info
 
 
-def kddcup_pairs(data: Path, max_enrollments: int | None, seed: int) -> tuple[pd.DataFrame, dict]:
-    from atrisk.mooc.daily_pairs import load_kddcup_pairs
+def prepare_kddcup(work: Path, data: Path, max_train: int | None, max_test: int | None,
+                   seed: int, dropout_day: str) -> tuple[pd.DataFrame, dict]:
+    """KDD Cup daily pairs: the id-hash split, subsampled on each side."""
+    from atrisk.mooc.daily_pairs import SPLIT_SALT, load_kddcup_pairs
 
-    pairs, info = load_kddcup_pairs(data, max_enrollments, seed)
-    info["source"] = str(data)
-    info["in_class_features"] = "none (no recordings in KDD Cup 2015)"
+    cached = work / f"pairs_{dropout_day}.parquet"
+    meta = work / f"data_{dropout_day}.json"
+    if cached.is_file():
+        return pd.read_parquet(cached), json.loads(meta.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    train, ti = load_kddcup_pairs(data, max_train, seed, dropout_day, part="train")
+    test, si = load_kddcup_pairs(data, max_test, seed, dropout_day, part="test")
+    shared = set(train["student_id"]) & set(test["student_id"])
+    if shared:
+        raise SystemExit(f"{len(shared)} enrollment ids on both sides: the split is broken")
+    pairs = pd.concat([train.assign(is_test=False), test.assign(is_test=True)],
+                      ignore_index=True)
+    info = {"source": str(data), "dropout_day": dropout_day, "train": ti, "test": si,
+            "split": f"test = enrollments whose sha256('{SPLIT_SALT}:<id>') falls in the "
+                     "lowest 20 % (atrisk.mooc.daily_pairs.holdout_mask); "
+                     f"{max_train} train / {max_test} test enrollments drawn at random "
+                     f"(seed {seed}) from each side",
+            "shared_ids": 0, "in_class_features": "none (no recordings in KDD Cup 2015)"}
+    pairs.to_parquet(cached)
+    meta.write_text(json.dumps(info, indent=1, default=str) + "\n")
     return pairs, info
 
 
-# ----------------------------------------------------------------------------- models
-def _auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+# ----------------------------------------------------------------------------- scoring
+def _platt_cross_fit(y: np.ndarray, s: np.ndarray, sid: np.ndarray, seed: int) -> np.ndarray:
+    """Probabilities by Platt scaling fitted on one half of the students, applied to the other."""
+    ids = np.unique(sid)
+    rng = np.random.default_rng(seed)
+    half = set(rng.permutation(ids)[: len(ids) // 2])
+    a = np.array([x in half for x in sid])
+    out = np.full(len(y), np.nan)
+    for fit_on, apply_to in ((a, ~a), (~a, a)):
+        if len(np.unique(y[fit_on])) < 2 or not apply_to.any():
+            return np.full(len(y), np.nan)
+        out[apply_to] = Calibrator("platt").fit(s[fit_on], y[fit_on]).transform(s[apply_to])
+    return out
 
 
-def _gbdt_auc(train, test, delta, cfg, lookback, weighting, cols=None):
+def score_cell(test: pd.DataFrame, scores: dict[int, np.ndarray], deltas: list[int],
+               n_boot: int, seed: int, share: float = 0.3) -> dict:
+    """AUC / recall / Brier with intervals per Δ (shared resamples)."""
+    sid = test["student_id"].astype(str).to_numpy()
+    day = test["t"].to_numpy()
+    out = {}
+    for d in deltas:
+        y = test[label_column(d)].to_numpy()
+        s = scores[d]
+        auc = bootstrap_auc(y, s, sid, n_boot, seed)
+        rec = recall_at_top(y, s, day, sid, share, n_boot, seed)
+        p = _platt_cross_fit(y, s, sid, seed)
+        br = (brier_score(y, p, sid, n_boot, seed) if np.isfinite(p).all() else None)
+        r = float(y.mean())
+        out[str(d)] = {
+            "auc": auc.value, "auc_ci": auc.to_dict()["ci"], "n_pos": auc.n_pos,
+            "n_pairs": auc.n_pairs, "n_students": auc.n_students,
+            "recall_at_top30": rec.value, "recall_at_top30_ci": rec.to_dict()["ci"],
+            "brier": None if br is None else br.value,
+            "brier_ci": None if br is None else br.to_dict()["ci"],
+            "brier_base_rate": r * (1 - r),
+        }
+    return out
+
+
+def fit_scores(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainingConfig,
+               deltas: list[int], cols: list[str] | None = None,
+               cut: pd.Timestamp | None = None) -> tuple[dict[int, np.ndarray], dict]:
+    """Fit the configured construction (one model for seed, one per Δ for horizon)."""
     in_cols, other, _ = split_columns(train)
     if cols is not None:
         in_cols = [c for c in in_cols if c in cols]
         other = [c for c in other if c in cols]
-    c = cfg.model_copy(update={"weighting": weighting})
-    pipe, info = fit_horizon(train, delta, in_cols, other, c, lookback)
-    if pipe is None:
-        return None, None, info
-    p = pipe.predict_proba(test[in_cols + other].astype(float))[:, 1]
-    return _auc(test[label_column(delta)].to_numpy(), p), p, info
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _lines(title: str, series: dict, xlabel: str = "Δ (days)") -> str:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot()
-    for name, values in series.items():
-        xs = sorted(int(k) for k in values)
-        ys = [np.nan if values[str(x)] is None else values[str(x)] for x in xs]
-        ax.plot(xs, ys, marker="o", label=str(name))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("AUC")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _bars(title: str, groups: dict) -> str:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.6))
-    ax = fig.add_subplot()
-    names = list(groups)
-    for k, d in enumerate(str(x) for x in GROUP_DELTAS):
-        vals = [np.nan if groups[g].get(d) is None else groups[g][d] for g in names]
-        ax.bar(np.arange(len(names)) + 0.4 * k, vals, width=0.4, label=f"Δ = {d}")
-    ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=20, fontsize=8)
-    ax.set_ylim(0.5, 1.0)
-    ax.set_ylabel("AUC")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _reliability(rel: dict) -> str:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.5, 4))
-    ax = fig.add_subplot()
-    ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-    ax.plot(rel["predicted"], rel["observed"], marker="o")
-    ax.set_xlabel("predicted probability (bin mean)")
-    ax.set_ylabel("observed dropout share")
-    ax.set_title(f"Reliability, gbdt_aug, Δ = {rel['delta']}")
-    return _png(fig)
-
-
-def _table(rows: dict, cols: list[str], label: str) -> str:
-    def cell(v):
-        return "–" if v is None else f"{v:.4f}"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        f"<tr><td>{html.escape(str(r))}</td>"
-        + "".join(f"<td>{cell(vals.get(c))}</td>" for c in cols) + "</tr>"
-        for r, vals in rows.items())
-    return f"<table><tr><th>{html.escape(label)}</th>{head}</tr>{body}</table>"
-
-
-def write_report(res: dict, out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-    hs = [str(h) for h in HORIZONS]
-    parts = [f"<h1>K-12 time-aware augmented GBDT — {html.escape(res['dataset'])}</h1>",
-             f"<p>{res['n_students']} students, {res['n_pairs']} pairs; positive ratio "
-             f"(Δ = 1) {res['positive_ratio']['before']:.4f} before and "
-             f"{(res['positive_ratio'].get('after') or 0):.4f} after augmentation (Λ = 7). "
-             f"In-class features: {html.escape(res['info'].get('in_class_features', ''))}. "
-             f"Evaluated on: {html.escape(res['evaluated_on'])}. "
-             f"{res.get('seconds', 0):.0f} s.</p>",
-             "<p>Command: <code>" + html.escape(res["command"]) + "</code></p>"]
-    if res.get("auc"):
-        parts += ["<h2>AUC per Δ (seed Fig. 4)</h2>",
-                  _table(res["auc"], hs, "model"),
-                  f'<img src="data:image/png;base64,{_lines("AUC vs Δ", res["auc"])}">']
-    if res.get("recall_at_top30"):
-        parts += ["<h2>Recall when flagging the top 30 % each day (gbdt_aug)</h2>",
-                  _table({"recall": res["recall_at_top30"]}, hs, "")]
-    if res.get("lookback"):
-        parts += ["<h2>Lookback Λ (seed Fig. 5)</h2>",
-                  _table(res["lookback"], [str(d) for d in STUDY_HORIZONS], "Λ"),
-                  f'<img src="data:image/png;base64,{_lines("Λ", res["lookback"])}">']
-    if res.get("weighting"):
-        parts += ["<h2>Weighting G (seed Fig. 6)</h2>",
-                  _table(res["weighting"], [str(d) for d in STUDY_HORIZONS], "G"),
-                  f'<img src="data:image/png;base64,{_lines("G", res["weighting"])}">']
-    if res.get("feature_groups"):
-        parts += ["<h2>Feature groups (seed Table 2)</h2>",
-                  _table(res["feature_groups"], [str(d) for d in GROUP_DELTAS], "features"),
-                  f'<img src="data:image/png;base64,'
-                  f'{_bars("Feature groups", res["feature_groups"])}">']
-    if res.get("reliability"):
-        parts += ["<h2>Reliability curve</h2>",
-                  f'<img src="data:image/png;base64,{_reliability(res["reliability"])}">']
-    parts.append("<h2>Notes</h2><ul>" + "".join(
-        f"<li>{html.escape(n)}</li>" for n in res.get("notes", [])) + "</ul>")
-    page = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>k12 "
-            "reproduction</title><style>body{font-family:sans-serif;margin:2em}"
-            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-            "padding:3px 6px;text-align:right;font-size:90%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
-    (out / "report.html").write_text(page)
-
-
-# ----------------------------------------------------------------------------- main
-def run(args: argparse.Namespace) -> dict:
-    global HORIZONS, STUDY_HORIZONS, GROUP_DELTAS
-    if args.max_delta < 14:  # a quick run (tests): fewer horizons, same layout
-        HORIZONS = list(range(1, args.max_delta + 1))
-        STUDY_HORIZONS = [d for d in STUDY_HORIZONS if d <= args.max_delta]
-        GROUP_DELTAS = [d for d in GROUP_DELTAS if d <= args.max_delta] or [args.max_delta]
-    fit_module.N_JOBS = args.jobs
-    out = Path(args.out)
-    if args.merge:
-        return merge(args.merge, out, tuple(args.note or ()))
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainingConfig(seed=args.seed)
-    if args.dataset == "synthetic":
-        pairs, info = synthetic_pairs(Path(args.data) if args.data else None, args.seed)
-    else:
-        if not args.data:
-            raise SystemExit("--data is required for --dataset kddcup")
-        pairs, info = kddcup_pairs(Path(args.data), args.max_students, args.seed)
-    log(f"pairs: {len(pairs)} from {pairs['student_id'].nunique()} students, "
-        f"{len(feature_columns(pairs))} features")
-    notes: list[str] = []
-    if args.test_data:
-        train = pairs
-        if args.dataset == "synthetic":
-            test, tinfo = synthetic_pairs(Path(args.test_data), args.seed)
+    scores, infos, seed_pipe = {}, {}, None
+    for d in deltas:
+        part = train if cut is None else known_by(train, cut, 1 if cfg.labels == "seed" else d)
+        if cfg.labels == "seed" and seed_pipe is not None:
+            pipe = seed_pipe
         else:
-            test, tinfo = kddcup_pairs(Path(args.test_data), None, args.seed)
-        test = test.reindex(columns=list(dict.fromkeys([*train.columns, *test.columns])))
-        evaluated_on = f"every pair of {args.test_data}"
-        info["test"] = tinfo
-        shared = set(train["student_id"]) & set(test["student_id"])
-        if shared:
-            notes.append(f"{len(shared)} student id(s) of --test-data also occur in --data")
-    else:
-        split = GroupShuffleSplit(n_splits=1, test_size=cfg.test_size, random_state=cfg.seed)
-        tr, te = next(split.split(pairs, groups=pairs["student_id"].astype(str)))
-        train, test = pairs.iloc[tr], pairs.iloc[te]
-        evaluated_on = "held-out 20 % of students (split by student, seed 0)"
-    train = add_labels(train, HORIZONS)
-    test = add_labels(test, HORIZONS)
-    # positive ratio at Δ = 1 over all pairs: before = P / all; after = (P ∪ P̃) / all
-    # with Λ = cfg.lookback (pseudo-positives counted as positive rows); the weight
-    # share after weighted over-sampling is reported too (it is what the model sees)
-    lab_all = add_labels(pairs, [1])
-    y1 = lab_all[label_column(1)]
-    aug = augment(pairs, 1, cfg.lookback, cfg.weighting)
-    after = float(aug["label"].mean())
-    ov = oversample(aug, cfg.oversample)
-    w_after = float(ov.loc[ov["label"] == 1, "weight"].sum() / ov["weight"].sum())
-    res: dict = {
-        "dataset": args.dataset,
-        "command": " ".join(["python", *sys.argv]),
-        "n_students": int(pairs["student_id"].nunique()),
-        "n_pairs": int(len(pairs)),
-        "n_train_pairs": int(len(train)), "n_test_pairs": int(len(test)),
-        "positive_ratio": {"before": float(y1.mean()), "after": after,
-                           "after_definition": f"share of pairs labelled 1 at Δ = 1 after "
-                           f"adding the pseudo-positives of Λ = {cfg.lookback} (P ∪ P̃)",
-                           "after_weight_share": w_after,
-                           "train_before": float(train[label_column(1)].mean())},
-        "seed_targets": SEED_TARGETS.get(args.dataset, {}),
-        "max_students": args.max_students,
-        "evaluated_on": evaluated_on, "info": info,
-        "auc": {m: {} for m in MODELS}, "lookback": {}, "weighting": {},
-        "feature_groups": {}, "recall_at_top30": {}, "notes": notes,
+            pipe, info = fit_construction(part, d, in_cols, other, cfg)
+            infos[str(d)] = {k: v for k, v in info.items() if not isinstance(v, float)
+                             or np.isfinite(v)}
+            seed_pipe = pipe if cfg.labels == "seed" else None
+        if pipe is None:
+            raise RuntimeError(f"no model for Δ={d}: {infos.get(str(d))}")
+        scores[d] = pipe.predict_proba(test[in_cols + other].astype(float))[:, 1]
+    return scores, infos
+
+
+# ----------------------------------------------------------------------------- runner
+class Runner:
+    """Runs cells, appends each to ``cells.jsonl`` and keeps their test scores."""
+
+    def __init__(self, pairs: pd.DataFrame, args: argparse.Namespace, out: Path, work: Path):
+        self.args, self.out, self.work = args, out, work
+        self.deltas = [int(d) for d in args.deltas.split(",")]
+        pairs = add_labels(pairs, sorted(set(self.deltas) | {1}))
+        self.train = pairs[~pairs["is_test"].to_numpy(bool)].drop(columns="is_test")
+        self.test = pairs[pairs["is_test"].to_numpy(bool)].drop(columns="is_test")
+        self.base = TrainingConfig(seed=args.seed, horizons=self.deltas, oversample=0.3,
+                                   n_boot=args.n_boot)
+        self.cells_path = out / "cells.jsonl"
+        self.done = {}
+        if self.cells_path.is_file():
+            for line in self.cells_path.read_text().splitlines():
+                c = json.loads(line)
+                self.done[c["key"]] = c
+        self.score_dir = work / "scores" / args.dataset
+        self.score_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, cell: dict, fn) -> dict:
+        key = cell_key(cell)
+        if key in self.done:
+            return self.done[key]
+        t, c = time.perf_counter(), time.process_time()
+        scores, test, extra = fn()
+        np.save(self.score_dir / (key.replace("/", "__") + ".npy"),
+                np.column_stack([scores[d] for d in self.deltas]).astype(np.float32))
+        cell = {**cell, "key": key, "metrics": score_cell(test, scores, self.deltas,
+                                                          self.args.n_boot, self.args.seed),
+                **extra, "wall_s": round(time.perf_counter() - t, 1),
+                "cpu_s": round(time.process_time() - c, 1),
+                "load_avg": round(os.getloadavg()[0], 2)}
+        with self.cells_path.open("a") as fh:
+            fh.write(json.dumps(cell, default=str) + "\n")
+        self.done[key] = cell
+        m = cell["metrics"]
+        log(f"{key}: " + ", ".join(f"Δ{d} {m[str(d)]['auc']:.4f}" for d in self.deltas
+                                   if m[str(d)]["auc"] is not None)
+            + f" ({cell['wall_s']} s)")
+        return cell
+
+    def config_cell(self, stage: str, labels: str, lookback: int, weighting: str,
+                    balance: str) -> dict:
+        cfg = self.base.model_copy(update={"labels": labels, "lookback": lookback,
+                                           "weighting": weighting, "balance": balance})
+        cell = {"stage": stage, "labels": labels, "lookback": lookback,
+                "weighting": weighting, "balance": balance}
+
+        def fn():
+            scores, infos = fit_scores(self.train, self.test, cfg, self.deltas)
+            return scores, self.test, {"fit": infos}
+        return self.run(cell, fn)
+
+    def grid(self) -> None:
+        lookbacks = [int(x) for x in self.args.lookbacks.split(",")]
+        for labels in LABELS:
+            for balance in self.args.balances.split(","):
+                if 0 in lookbacks:
+                    self.config_cell("grid", labels, 0, "convex", balance)
+                for lam in (x for x in lookbacks if x > 0):
+                    for g in self.args.weightings.split(","):
+                        self.config_cell("grid", labels, lam, g, balance)
+
+    def best_augmented(self, labels: str | None = None) -> dict | None:
+        cells = [c for c in self.done.values() if c["stage"] in ("grid", "fine")
+                 and c["lookback"] > 0 and (labels is None or c["labels"] == labels)]
+        if not cells:
+            return None
+        return max(cells, key=lambda c: np.nanmean([
+            c["metrics"][str(d)]["auc"] or np.nan for d in self.deltas]))
+
+    def fine(self) -> None:
+        best = self.best_augmented()
+        if best is None:
+            log("fine: no augmented grid cell yet")
+            return
+        for lam in FINE_LOOKBACKS:
+            self.config_cell("fine", best["labels"], lam, best["weighting"], best["balance"])
+
+    def baselines(self) -> None:
+        fitted_by_delta: dict[int, dict] = {}  # every baseline of a Δ is fitted at once
+
+        def fitted(d: int) -> dict:
+            if d not in fitted_by_delta:
+                fitted_by_delta[d] = fit_baselines(self.train, d, self.base)
+            return fitted_by_delta[d]
+
+        for name in BASELINES:
+            cell = {"stage": "baselines", "model": name}
+
+            def fn(name=name):
+                scores = {}
+                for d in self.deltas:
+                    pipe = fitted(d)[name]
+                    cols = list(pipe.feature_names_in_)
+                    scores[d] = pipe.predict_proba(
+                        self.test.reindex(columns=cols).astype(float))[:, 1]
+                return scores, self.test, {}
+            self.run(cell, fn)
+
+    def temporal(self) -> None:
+        both = pd.concat([self.train, self.test], ignore_index=True)
+        cut = resolve_cut(both, "auto")
+        train, test = censor(both, cut), after(both, cut)
+        train = add_labels(train, self.deltas)
+        todo = [("seed", 0, "convex", "reweight"), ("horizon", 0, "convex", "reweight")]
+        for labels in LABELS:
+            best = self.best_augmented(labels)
+            if best is not None:
+                todo.append((labels, best["lookback"], best["weighting"], best["balance"]))
+        for labels, lam, g, bal in dict.fromkeys(todo):
+            cfg = self.base.model_copy(update={"labels": labels, "lookback": lam,
+                                               "weighting": g, "balance": bal})
+            cell = {"stage": "temporal", "labels": labels, "lookback": lam, "weighting": g,
+                    "balance": bal, "cut": str(cut.date())}
+
+            def fn(cfg=cfg):
+                scores, infos = fit_scores(train, test, cfg, self.deltas, cut=cut)
+                seen = set(train["student_id"].astype(str))
+                ids = test["student_id"].astype(str)
+                return scores, test, {"fit": infos, "n_train_pairs": int(len(train)),
+                                      "n_test_students_also_in_training":
+                                          int(ids[ids.isin(seen)].nunique())}
+            self.run(cell, fn)
+
+    def groups(self) -> None:
+        inc = [c for c in feature_columns(self.train) if c.startswith("in_")]
+        if not inc:
+            log("groups: no in-class features")
+            return
+        both = pd.concat([self.train, self.test], ignore_index=True)
+        voiced = both[both[inc].notna().any(axis=1)]
+        ids = voiced["student_id"].astype(str)
+        split = GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=self.args.seed)
+        tr, te = next(split.split(voiced, groups=ids))
+        train, test = voiced.iloc[tr], voiced.iloc[te]
+        cfg = self.base.model_copy(update={"labels": "horizon", "lookback": 0})
+        feats = feature_columns(train)
+        for name, prefixes in GROUPS.items():
+            cell = {"stage": "groups", "labels": "horizon", "lookback": 0,
+                    "weighting": "convex", "balance": "reweight", "group": name}
+
+            def fn(prefixes=prefixes):
+                cols = [c for c in feats if c.startswith(prefixes)]
+                scores, infos = fit_scores(train, test, cfg, self.deltas, cols=cols)
+                return scores, test, {"n_voiced_students": int(ids.nunique()),
+                                      "split": "voiced students only, 30 % held out"}
+            self.run(cell, fn)
+
+    def calibration(self) -> None:
+        """Platt vs isotonic vs none, fitted as RiskModel does (3 out-of-fold folds)."""
+        from atrisk.training.calibration import out_of_fold
+        from atrisk.training.fit import fit_horizon
+        from atrisk.training.uncertainty import calibration_error, reliability_curve
+
+        cfg = self.base.model_copy(update={"labels": "horizon", "lookback": 0,
+                                           "balance": "reweight"})
+        in_cols, other, _ = split_columns(self.train)
+        cols = in_cols + other
+        sid_tr = self.train["student_id"].astype(str).to_numpy()
+        sid_te = self.test["student_id"].astype(str).to_numpy()
+        cache: dict = {}
+
+        def raw(d: int):
+            if d not in cache:
+                pipe, _ = fit_horizon(self.train, d, in_cols, other, cfg)
+
+                def fit_predict(tr, te, d=d):
+                    p, _ = fit_horizon(self.train.iloc[tr], d, in_cols, other, cfg)
+                    return p.predict_proba(self.train.iloc[te][cols].astype(float))[:, 1]
+                cache[d] = (pipe.predict_proba(self.test[cols].astype(float))[:, 1],
+                            out_of_fold(fit_predict, len(self.train), sid_tr,
+                                        cfg.calibration_folds))
+            return cache[d]
+
+        for method in ("none", "platt", "isotonic"):
+            cell = {"stage": "calibration", "labels": "horizon", "lookback": 0,
+                    "weighting": "convex", "balance": "reweight", "group": method}
+
+            def fn(method=method):
+                scores, calibrated = {}, {}
+                for d in self.deltas:
+                    test_raw, oof = raw(d)
+                    y_tr = self.train[label_column(d)].to_numpy()
+                    y = self.test[label_column(d)].to_numpy()
+                    p = test_raw if method == "none" else Calibrator(method).fit(
+                        oof, y_tr).transform(test_raw)
+                    br = brier_score(y, p, sid_te, self.args.n_boot, self.args.seed)
+                    curve = reliability_curve(y, p)
+                    calibrated[str(d)] = {
+                        "brier": br.value, "brier_ci": br.to_dict()["ci"],
+                        "mean_p": float(p.mean()), "observed_rate": float(y.mean()),
+                        "calibration_error": calibration_error(curve)}
+                    scores[d] = test_raw
+                return scores, self.test, {"calibrated": calibrated}
+            self.run(cell, fn)
+
+    def paired(self) -> None:
+        """AUC differences on the same resampled students: vs Λ = none, and the baselines."""
+        y = {d: self.test[label_column(d)].to_numpy() for d in self.deltas}
+        sid = self.test["student_id"].astype(str).to_numpy()
+
+        def load(key):
+            path = self.score_dir / (key.replace("/", "__") + ".npy")
+            return np.load(path) if path.is_file() else None
+
+        out = getattr(self, "paired_", {})
+        for key, c in self.done.items():
+            if c["stage"] not in ("grid", "fine") or c["lookback"] == 0 or key in out:
+                continue
+            ref = cell_key({"stage": "grid", "labels": c["labels"], "lookback": 0,
+                            "balance": c["balance"]})
+            a, b = load(key), load(ref)
+            if a is None or b is None:
+                continue
+            out[key] = {"vs": ref, "diff": {str(d): paired_auc_difference(
+                y[d], a[:, k], b[:, k], sid, self.args.n_boot, self.args.seed).to_dict()
+                for k, d in enumerate(self.deltas)}}
+        names = {m: cell_key({"stage": "baselines", "model": m}) for m in BASELINES}
+        for a_name, b_name in (("gbdt_none", "rf"), ("rf", "lr"), ("lr", "dt"),
+                               ("gbdt_none", "lr")):
+            if f"{a_name}-{b_name}" in out:
+                continue
+            a, b = load(names[a_name]), load(names[b_name])
+            if a is None or b is None:
+                continue
+            out[f"{a_name}-{b_name}"] = {"diff": {str(d): paired_auc_difference(
+                y[d], a[:, k], b[:, k], sid, self.args.n_boot, self.args.seed).to_dict()
+                for k, d in enumerate(self.deltas)}}
+        self.paired_ = out
+
+
+# ----------------------------------------------------------------------------- output
+def _ci(v, ci, digits=3) -> str:
+    if v is None:
+        return "–"
+    if not ci:
+        return f"{v:.{digits}f}"
+    return f"{v:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def write_results(runner: Runner, info: dict, out: Path, args) -> dict:
+    cells = list(runner.done.values())
+    command = " ".join(["python", *sys.argv])
+    old = out / "results.json"
+    prev = json.loads(old.read_text()) if old.is_file() else {}
+    commands = prev.get("commands") or ([prev["command"]] if prev.get("command") else [])
+    if command not in commands:
+        commands.append(command)
+    res = {
+        "dataset": args.dataset, "command": command, "commands": commands,
+        "data": info, "deltas": runner.deltas, "n_boot": args.n_boot, "seed": args.seed,
+        "n_train_pairs": int(len(runner.train)), "n_test_pairs": int(len(runner.test)),
+        "n_train_students": int(runner.train["student_id"].nunique()),
+        "n_test_students": int(runner.test["student_id"].nunique()),
+        "lightgbm": {k: getattr(runner.base, k) for k in
+                     ("n_estimators", "learning_rate", "num_leaves", "min_child_samples",
+                      "oversample")},
+        "cells": cells, "paired": getattr(runner, "paired_", {}),
+        "cpu_s_total": round(sum(c.get("cpu_s", 0) for c in cells), 1),
+        "notes": list(args.note or []),
     }
-    log(f"statistics: students with pairs {res['n_students']}, pairs {res['n_pairs']}, "
-        f"positive ratio Δ=1 before {res['positive_ratio']['before']:.4%}, after Λ="
-        f"{cfg.lookback} augmentation {after:.4%} (P ∪ P̃ rows; weight share after "
-        f"over-sampling {w_after:.1%}); "
-        + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("errors", "test")))
-    write_report(res, out)
-
-    if args.tune:
-        tuning = tune_params(train, cfg)
-        res["tuning"] = tuning
-        if tuning["best"]:
-            cfg = cfg.model_copy(update=tuning["best"])
-        log(f"tuned (3-fold CV grouped by student, Δ={tuning['horizon']}): {tuning['best']} "
-            f"scores {[round(s['auc'], 4) for s in tuning['scores']]}")
-        write_report(res, out)
-    if args.params:
-        cfg = cfg.model_copy(update=json.loads(args.params))
-        log(f"LightGBM parameters given: {args.params}")
-    res["config"] = cfg.model_dump(mode="json")
-    stages = set(args.stages.split(","))
-    res["stages"] = sorted(stages)
-
-    rel = None
-    deltas = [int(d) for d in args.deltas.split(",")] if args.deltas else HORIZONS
-    for delta in (deltas if "auc" in stages else []):
-        key = str(delta)
-        y = test[label_column(delta)].to_numpy()
-        auc, p, _ = _gbdt_auc(train, test, delta, cfg, cfg.lookback, cfg.weighting)
-        res["auc"]["gbdt_aug"][key] = auc
-        res["recall_at_top30"][key] = (recall_at_top(test, p, label_column(delta),
-                                                     cfg.flag_share) if p is not None else None)
-        if delta == min(7, HORIZONS[-1]) and p is not None:
-            obs, pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
-            rel = {"delta": delta, "predicted": pred.tolist(), "observed": obs.tolist()}
-        fitted = fit_baselines(train, delta, cfg)
-        for name, pipe in fitted.items():
-            cols = list(pipe.feature_names_in_)
-            res["auc"][name][key] = _auc(y, pipe.predict_proba(
-                test.reindex(columns=cols).astype(float))[:, 1])
-        log(f"Δ={delta}: " + ", ".join(f"{m} {res['auc'][m].get(key) or float('nan'):.4f}"
-                                       for m in MODELS)
-            + f", recall@30% {res['recall_at_top30'][key] or float('nan'):.3f}")
-        res["reliability"] = rel
-        write_report(res, out)
-
-    for name, lb in (LOOKBACKS.items() if "lookback" in stages else []):
-        res["lookback"][name] = {}
-        for delta in STUDY_HORIZONS:
-            res["lookback"][name][str(delta)] = _gbdt_auc(train, test, delta, cfg, lb,
-                                                          cfg.weighting)[0]
-        log(f"Λ={name}: {res['lookback'][name]}")
-        write_report(res, out)
-    for g in (WEIGHTINGS if "weighting" in stages else []):
-        res["weighting"][g] = {}
-        for delta in STUDY_HORIZONS:
-            res["weighting"][g][str(delta)] = _gbdt_auc(train, test, delta, cfg,
-                                                        cfg.lookback, g)[0]
-        log(f"G={g}: {res['weighting'][g]}")
-        write_report(res, out)
-
-    feats = feature_columns(train)
-    present = [g for g, pre in GROUP_PREFIX.items()
-               if any(c.startswith(pre) and train[c].notna().any() for c in feats)]
-    if len(present) < len(GROUP_PREFIX):
-        notes.append("feature groups absent in this data set: "
-                     + ", ".join(sorted(set(GROUP_PREFIX) - set(present))))
-    for r in range(1, len(present) + 1 if "groups" in stages else 1):
-        for combo in itertools.combinations(present, r):
-            name = "+".join(combo)
-            cols = [c for c in feats if c.startswith(tuple(GROUP_PREFIX[g] for g in combo))]
-            res["feature_groups"][name] = {
-                str(dl): _gbdt_auc(train, test, dl, cfg, cfg.lookback, cfg.weighting, cols)[0]
-                for dl in GROUP_DELTAS}
-            log(f"features {name}: {res['feature_groups'][name]}")
-            write_report(res, out)
-    res["seconds"] = round(time.perf_counter() - T0, 1)
-    write_report(res, out)
-    log(f"done: {out / 'results.json'}, {out / 'report.html'}")
-    return res
-
-
-def merge(dirs: list[str], out: Path, notes: tuple[str, ...] = ()) -> dict:
-    """Merge partial runs of one data set (``--stages``/``--deltas`` parts) into ``out``."""
-    parts = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
-    res = dict(parts[0])
-    keys = ("n_students", "n_pairs", "n_train_pairs", "n_test_pairs", "dataset")
-    for part in parts[1:]:
-        if any(part[k] != res[k] for k in keys):
-            raise SystemExit(f"--merge: runs differ in {keys}; not the same data")
-    res["command"] = " && ".join(p["command"] for p in parts)
-    res["parts"] = [{"dir": d, "command": p["command"], "stages": p.get("stages"),
-                     "seconds": p.get("seconds"), "config": p.get("config"),
-                     "tuning": p.get("tuning")} for d, p in zip(dirs, parts, strict=True)]
-    for sec in ("auc", "lookback", "weighting", "feature_groups", "recall_at_top30"):
-        merged: dict = {}
-        for p in parts:
-            for k, v in p.get(sec, {}).items():
-                merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) else v
-        res[sec] = merged
-    res["auc"] = {m: dict(sorted(v.items(), key=lambda kv: int(kv[0])))
-                  for m, v in res["auc"].items()}
-    res["recall_at_top30"] = dict(sorted(res["recall_at_top30"].items(),
-                                         key=lambda kv: int(kv[0])))
-    res["reliability"] = next((p["reliability"] for p in parts if p.get("reliability")), None)
-    res["notes"] = sorted({n for p in parts for n in p.get("notes", [])}) + list(notes)
-    missing = [str(d) for d in range(1, 15) if d not in {int(k) for k in res["auc"].get(
-        "gbdt_aug", {})}]
-    if missing:
-        res["notes"].append("Δ without results (their part did not finish): "
-                            + ", ".join(missing))
-    res["seconds"] = sum(p.get("seconds") or 0 for p in parts)
-    res["seconds_note"] = "sum of the parts' wall times (they ran at the same time)"
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(res, out)
+    (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    lines = [f"# K-12 grid: {args.dataset}", "",
+             "Commands (in order; finished cells are kept, so they add up): "
+             + "; ".join(f"`{c}`" for c in commands), "",
+             f"Data: {json.dumps(info, default=str)}", "",
+             f"Train {res['n_train_pairs']} pairs of {res['n_train_students']} students; test "
+             f"{res['n_test_pairs']} pairs of {res['n_test_students']} students. "
+             f"Intervals: 95 % percentile bootstrap, {args.n_boot} resamples by student. "
+             "Brier: after Platt scaling cross-fitted on two halves of the test students "
+             "(base rate r(1−r) beside it).", ""]
+    head = "| stage | labels | Λ | G | balance | " + " | ".join(
+        f"AUC Δ={d} [CI]" for d in runner.deltas) + " | n_pos (Δ) | vs Λ=none ΔAUC [CI] |"
+    lines += [head, "|" + "---|" * (6 + len(runner.deltas) + 1)]
+    for c in sorted(cells, key=lambda c: c["key"]):
+        m = c["metrics"]
+        diff = res["paired"].get(c["key"], {}).get("diff", {})
+        vs = "; ".join(f"Δ{d} {_ci(diff[str(d)]['value'], diff[str(d)]['ci'])}"
+                       for d in runner.deltas if str(d) in diff)
+        lines.append(
+            f"| {c['stage']} | {c.get('labels', c.get('model'))} | {c.get('lookback', '')} | "
+            f"{c.get('weighting', '') if c.get('lookback') else '–'} | "
+            f"{c.get('balance', '')}{' ' + c['group'] if c.get('group') else ''} | "
+            + " | ".join(_ci(m[str(d)]["auc"], m[str(d)]["auc_ci"]) for d in runner.deltas)
+            + " | " + ", ".join(str(m[str(d)]["n_pos"]) for d in runner.deltas)
+            + f" | {vs or '–'} |")
+    lines += ["", "Recall of the top 30 % per day and Brier:", "",
+              "| key | " + " | ".join(f"recall Δ={d} [CI]" for d in runner.deltas)
+              + " | " + " | ".join(f"Brier Δ={d} (base)" for d in runner.deltas) + " |",
+              "|" + "---|" * (1 + 2 * len(runner.deltas))]
+    for c in sorted(cells, key=lambda c: c["key"]):
+        m = c["metrics"]
+        lines.append(f"| {c['key']} | " + " | ".join(
+            _ci(m[str(d)]["recall_at_top30"], m[str(d)]["recall_at_top30_ci"])
+            for d in runner.deltas) + " | " + " | ".join(
+            f"{_ci(m[str(d)]['brier'], None, 4)} ({m[str(d)]['brier_base_rate']:.4f})"
+            for d in runner.deltas) + " |")
+    if any(k for k in res["paired"] if "-" in k and "/" not in k):
+        lines += ["", "Model comparisons (paired ΔAUC [CI]):", ""]
+        for k, v in res["paired"].items():
+            if "/" in k:
+                continue
+            lines.append(f"- {k}: " + "; ".join(
+                f"Δ{d} {_ci(v['diff'][str(d)]['value'], v['diff'][str(d)]['ci'])}"
+                for d in runner.deltas))
+    if res["notes"]:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
     return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", choices=["synthetic", "kddcup"], required=True,
-                    help="synthetic: paper-scale generated cohort; kddcup: KDD Cup 2015 logs")
-    ap.add_argument("--data", help="synthetic: an existing generated cohort folder (default: "
-                    "generate one in a temporary folder); kddcup: the data folder")
-    ap.add_argument("--test-data", help="evaluate on every pair of this folder (same layout) "
-                    "instead of a held-out 20 %% of students")
-    ap.add_argument("--out", required=True, help="output folder for results.json/report.html")
-    ap.add_argument("--max-students", type=int, default=None,
-                    help="kddcup: random subset of this many enrollments (default all)")
-    ap.add_argument("--no-tune", dest="tune", action="store_false",
-                    help="skip the grouped cross-validation of LightGBM parameters")
-    ap.add_argument("--seed", type=int, default=0, help="seed of data, split and models")
-    ap.add_argument("--max-delta", type=int, default=14, choices=range(1, 15),
-                    metavar="{1..14}", help="largest Δ (default 14; smaller only for quick "
-                    "checks: the grid then covers Δ ≤ this)")
-    ap.add_argument("--stages", default="auc,lookback,weighting,groups",
-                    help="comma list of stages to run (default all): auc (Δ = 1…14, all "
-                    "models, recall, reliability), lookback, weighting, groups")
-    ap.add_argument("--params", help="LightGBM parameters as JSON (e.g. the tuned "
-                    "'{\"num_leaves\": 7}' of another run), applied after tuning")
-    ap.add_argument("--deltas", help="auc stage: only these Δ (comma list), to split the "
-                    "grid over processes; merge the parts with --merge")
-    ap.add_argument("--merge", nargs="+", metavar="DIR", help="merge the results.json of "
-                    "runs of the same data (parts of the grid) into --out and exit")
-    ap.add_argument("--note", action="append", help="--merge: a note to add (repeatable)")
-    ap.add_argument("--jobs", type=int, default=2,
-                    help="threads of LightGBM and the random forest (default 2)")
-    run(ap.parse_args())
+    ap.add_argument("--dataset", choices=["synthetic", "kddcup"], required=True)
+    ap.add_argument("--data", help="kddcup: the data folder")
+    ap.add_argument("--work", required=True, help="folder for the prepared data and the "
+                    "test scores (reused by reruns)")
+    ap.add_argument("--out", required=True, help="results folder")
+    ap.add_argument("--stages", default="grid,baselines,temporal,fine,groups",
+                    help="comma list of grid, baselines, temporal, fine, groups, calibration "
+                    "('none': only rewrite the results from the finished cells)")
+    ap.add_argument("--deltas", default="1,3,7,14")
+    ap.add_argument("--lookbacks", default=",".join(map(str, LOOKBACKS)),
+                    help="grid: Λ values (0 = none)")
+    ap.add_argument("--weightings", default=",".join(WEIGHTINGS), help="grid: G values")
+    ap.add_argument("--balances", default=",".join(BALANCES), help="grid: balance methods")
+    ap.add_argument("--voiced", type=int, default=600, help="synthetic: voiced students")
+    ap.add_argument("--max-train", type=int, default=10000,
+                    help="kddcup: train enrollments drawn")
+    ap.add_argument("--max-test", type=int, default=2500, help="kddcup: test enrollments drawn")
+    ap.add_argument("--dropout-day", default="last_active",
+                    choices=["last_active", "window_end"], help="kddcup: observation rule")
+    ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=2, help="LightGBM/RF threads")
+    ap.add_argument("--workers", type=int, default=2, help="synthetic: extraction workers")
+    ap.add_argument("--note", action="append", help="a note for results.md (repeatable)")
+    args = ap.parse_args()
+    fit_module.N_JOBS = args.jobs
+    out, work = Path(args.out), Path(args.work)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.dataset == "synthetic":
+        pairs, info = prepare_synthetic(work, args.voiced, args.seed, args.workers)
+    else:
+        if not args.data:
+            raise SystemExit("--data is required for --dataset kddcup")
+        pairs, info = prepare_kddcup(work, Path(args.data), args.max_train, args.max_test,
+                                     args.seed, args.dropout_day)
+    log(f"pairs: {len(pairs)} ({int(pairs['is_test'].sum())} test) of "
+        f"{pairs['student_id'].nunique()} students, {len(feature_columns(pairs))} features")
+    runner = Runner(pairs, args, out, work)
+    stages = [s for s in args.stages.split(",") if s and s != "none"]
+    for stage in stages:
+        getattr(runner, stage)()
+        runner.paired()
+        write_results(runner, info, out, args)
+    runner.paired()
+    write_results(runner, info, out, args)
+    log(f"done: {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,29 @@ def random_logs(folder: Path, n_students: int = 30, n_teachers: int = 4, days: i
     pd.DataFrame(outcomes, columns=["student_id", "status", "status_time"]).to_csv(
         folder / "outcomes.csv", index=False)
     return folder
+
+
+def with_recorded_classes(logs, seed: int = 0):
+    """Give every class event of ``logs`` a recorded session with random in-class values.
+
+    Returns ``(logs, sessions, in_class)``: the logs with ``session_id`` set on the class
+    events, a sessions table (one per class, random durations of 10 min–4 h) and three
+    Gaussian in-class columns indexed by ``session_id``.
+    """
+    from dataclasses import replace
+
+    ev = logs.events.copy()
+    is_class = ev["kind"] == "class"
+    ev.loc[is_class, "session_id"] = "x" + ev.loc[is_class, "event_id"]
+    logs = replace(logs, events=ev)
+    cls = ev[is_class]
+    rng = np.random.default_rng(seed)
+    sessions = pd.DataFrame({
+        "session_id": cls["session_id"].to_numpy(), "student_id": cls["student_id"].to_numpy(),
+        "teacher_id": cls["teacher_id"].to_numpy(), "start_time": cls["time"].to_numpy(),
+        "duration_s": rng.uniform(600, 4 * 3600, len(cls)),
+    })
+    in_class = pd.DataFrame(
+        rng.normal(size=(len(sessions), 3)), columns=["teacher_f0", "student_f0", "inter_f0"],
+        index=pd.Index(sessions["session_id"], name="session_id"))
+    return logs, sessions, in_class

@@ -12,7 +12,7 @@ from atrisk.features.in_class import session_end
 from atrisk.features.pairs import build_pairs, feature_columns
 from atrisk.ingest.logs import Logs, load_logs
 
-from .logs_factory import random_logs
+from .logs_factory import random_logs, with_recorded_classes
 
 ROTATE = {"class": "follow_up", "follow_up": "reschedule", "reschedule": "satisfaction",
           "satisfaction": "class", "homework": "class"}
@@ -24,20 +24,7 @@ def world(tmp_path_factory):
                          n_teachers=3, days=45, seed=3)
     logs = load_logs(folder)
     assert logs.errors == []
-    ev = logs.events.copy()
-    is_class = ev["kind"] == "class"
-    ev.loc[is_class, "session_id"] = "x" + ev.loc[is_class, "event_id"]
-    logs = replace(logs, events=ev)
-    cls = ev[is_class]
-    rng = np.random.default_rng(0)
-    sessions = pd.DataFrame({
-        "session_id": cls["session_id"].to_numpy(), "student_id": cls["student_id"].to_numpy(),
-        "teacher_id": cls["teacher_id"].to_numpy(), "start_time": cls["time"].to_numpy(),
-        "duration_s": rng.uniform(600, 4 * 3600, len(cls)),
-    })
-    in_class = pd.DataFrame(
-        rng.normal(size=(len(sessions), 3)), columns=["teacher_f0", "student_f0", "inter_f0"],
-        index=pd.Index(sessions["session_id"], name="session_id"))
+    logs, sessions, in_class = with_recorded_classes(logs)
     pairs = build_pairs(logs, in_class=in_class, sessions=sessions)
     return logs, sessions, in_class, pairs
 

@@ -18,7 +18,7 @@ def synth_pairs() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def small_config() -> TrainingConfig:
     return TrainingConfig(horizons=[1, 3], n_estimators=40, min_child_samples=5,
-                          lookback=3, oversample=0.3)
+                          lookback=3, oversample=0.3, n_boot=200, temporal_cut=None)
 
 
 @pytest.fixture(scope="session")

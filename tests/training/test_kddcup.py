@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from atrisk.errors import LogValidationError
-from atrisk.mooc.daily_pairs import EPOCH, load_kddcup_pairs
+from atrisk.mooc.daily_pairs import EPOCH, holdout_mask, load_kddcup_pairs
 from atrisk.mooc.kddcup import COURSE_COLUMNS
 
 DAYS = pd.date_range("2014-06-01", periods=10, freq="D")
@@ -48,9 +48,8 @@ def test_mapping(tmp_path):
     # t is EPOCH + course day (day 0 = June 1 here): the dropout is the day after index 4
     assert (p1["dropout_time"] == EPOCH + pd.Timedelta(days=5)).all()
     p2 = pairs[pairs["student_id"] == "2"]
-    # a non-dropout has pairs up to the last day of MoocData's 30-day window (index 29),
-    # even though this file has only 10 days: MoocData keeps no window length per course
-    assert list(p2["t"].dt.day) == list(range(2, 31)) and p2["dropout_time"].isna().all()
+    # one rule for every label: a non-dropout too is observed up to its last active day
+    assert list(p2["t"].dt.day) == list(range(2, 10)) and p2["dropout_time"].isna().all()
     # features use days strictly before t: at t = June 5 (index 4), days 1..3 are seen
     row = p1[p1["t"].dt.day == 5].iloc[0]
     assert row["out_access_total"] == 5 and row["out_video_total"] == 10
@@ -59,11 +58,49 @@ def test_mapping(tmp_path):
     idle = p2[p2["t"].dt.day == 9].iloc[0]  # window [June 2, June 9): no activity
     assert idle["time_active_days_7d"] == 0 and idle["time_days_since_last_active"] == 8
     assert idle["time_active_days_14d"] == 1 and idle["out_active_days_total"] == 1
-    last = p2[p2["t"].dt.day == 10].iloc[0]
-    assert last["time_active_days_7d"] == 1 and last["out_active_days_total"] == 2
     # Δ = 1 positive is the last active day (dropout the next midnight)
     d = (p1["dropout_time"] - p1["t"]) / pd.Timedelta(days=1)
     assert list(d) == [3.0, 2.0, 1.0]
+
+
+def test_pairs_do_not_depend_on_the_label(tmp_path):
+    """Flipping every label changes the dropout times only, never which pairs exist."""
+    for rule in ("last_active", "window_end"):
+        a, _ = load_kddcup_pairs(_write(tmp_path / f"a{rule}", ACT, LABELS), dropout_day=rule)
+        flipped = {e: 1 - y for e, y in LABELS.items()}
+        b, _ = load_kddcup_pairs(_write(tmp_path / f"b{rule}", ACT, flipped), dropout_day=rule)
+        feats = [c for c in a.columns if c != "dropout_time"]
+        pd.testing.assert_frame_equal(a[feats], b[feats])
+        assert a["dropout_time"].notna().sum() + b["dropout_time"].notna().sum() == len(a)
+
+
+def test_window_end_rule(tmp_path):
+    pairs, _ = load_kddcup_pairs(_write(tmp_path / "d", ACT, LABELS), dropout_day="window_end")
+    p1 = pairs[pairs["student_id"] == "1"]
+    # observed to the last day of MoocData's 30-day window (index 29), like everyone;
+    # MoocData keeps no window length per course (this file has only 10 days)
+    assert list(p1["t"].dt.day) == list(range(3, 31))
+    assert (p1["dropout_time"] == EPOCH + pd.Timedelta(days=30)).all()
+    assert pairs["student_id"].nunique() == 3  # the one-day dropout has pairs now
+    with pytest.raises(ValueError, match="dropout_day"):
+        load_kddcup_pairs(_write(tmp_path / "e", ACT, LABELS), dropout_day="whenever")
+
+
+def test_holdout_split_is_by_id_only(tmp_path):
+    ids = np.arange(1, 5001)
+    mask = holdout_mask(ids)
+    assert 0.18 < mask.mean() < 0.22
+    # the same id is on the same side in any subset and any order
+    sub = ids[::7][::-1]
+    np.testing.assert_array_equal(holdout_mask(sub), mask[sub - 1])
+    assert not np.array_equal(holdout_mask(ids, salt="other"), mask)
+    folder = _write(tmp_path / "d", {e: ACT[1] for e in range(1, 41)},
+                    {e: 1 for e in range(1, 41)})
+    train, ti = load_kddcup_pairs(folder, part="train")
+    test, si = load_kddcup_pairs(folder, part="test")
+    assert set(train["student_id"]).isdisjoint(test["student_id"])
+    assert ti["n_enrollments"] + si["n_enrollments"] == 40
+    assert set(test["student_id"]) == {str(e) for e in range(1, 41) if holdout_mask([e])[0]}
 
 
 def test_future_activity_does_not_change_features(tmp_path):

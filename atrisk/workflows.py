@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from atrisk.config import Config, TrainingConfig
-from atrisk.errors import AtriskError
+from atrisk.errors import AtriskError, ConfigError
 from atrisk.extract import Extractor, ExtractResult
 from atrisk.extras import require
 from atrisk.features.in_class import InClassData
@@ -26,7 +26,7 @@ from atrisk.training.fit import seed_records
 from atrisk.training.labels import augment
 from atrisk.training.model import RiskModel
 from atrisk.training.seed_labels import lookup_builder, seed_labels
-from atrisk.workspace import Workspace, atomic_path
+from atrisk.workspace import Workspace, write_csv
 
 
 def extract_folder(recordings: Path | str, out: Path | str, config: Config | None = None,
@@ -89,6 +89,41 @@ class TrainResult:
 def workspace_in_class(workspace: Path | str) -> InClassData:
     """Return a workspace's in-class data; none when the folder does not exist (log-only)."""
     return InClassData.from_workspace(workspace) if Path(workspace).is_dir() else InClassData()
+
+
+def rank_logs(model: RiskModel, logs: Logs, workspace: Path | str, date: Any,
+              horizons: list[int]) -> dict[int, pd.DataFrame | str]:
+    """Rank the students active on ``date`` for each horizon (what the service's predict job runs).
+
+    Args:
+        model: The loaded model.
+        logs: Validated logs (e.g. :meth:`Logs.from_frames` over the service's store).
+        workspace: The workspace whose ``in_class`` and ``sessions`` tables give the
+            in-class features (none when it has no tables yet).
+        date: The day.
+        horizons: Trained horizons to rank for.
+
+    Returns:
+        Per horizon the ranked list (:meth:`RiskModel.rank`), or the reason no list
+        could be made (e.g. no student active on that day).
+
+    Raises:
+        HorizonError: A horizon the model was not trained for.
+        ConfigError: ``date`` is not a date.
+    """
+    ws = Workspace(workspace)
+    in_class = InClassData.from_workspace(ws) if ws.has("in_class") else InClassData()
+    out: dict[int, pd.DataFrame | str] = {}
+    for h in horizons:
+        model.pipeline(h)  # an untrained horizon raises before any work
+    for h in horizons:
+        try:
+            out[h] = model.rank(logs, in_class, date, horizon=h)
+        except ConfigError:
+            raise
+        except AtriskError as exc:  # e.g. no student active on that day
+            out[h] = str(exc)
+    return out
 
 
 def read_logs(logs_dir: Path | str) -> tuple[Logs, list[dict]]:
@@ -166,9 +201,10 @@ def predict_folder(model_dir: Path | str, workspace: Path | str, logs_dir: Path 
                    db: Path | str | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Write the ranked risk list of ``date`` to ``out`` (CSV) (``atrisk predict``).
 
-    The model builds the features with the settings it was trained with, from data
-    before ``date`` only.  With ``db``, the list is also written into that service store
-    (re-running a day replaces its rows).
+    Text cells starting with ``= + - @`` are written with a leading ``'`` so that a
+    spreadsheet does not run them as formulas.  The model builds the features with the
+    settings it was trained with, from data before ``date`` only.  With ``db``, the list
+    is also written into that service store (re-running a day replaces its rows).
 
     Returns:
         ``(risk list, rejected log rows)``.
@@ -176,8 +212,7 @@ def predict_folder(model_dir: Path | str, workspace: Path | str, logs_dir: Path 
     model = RiskModel.load(model_dir)
     logs, failures = read_logs(logs_dir)
     risk = model.rank(logs, workspace_in_class(workspace), date, horizon=horizon)
-    with atomic_path(Path(out)) as tmp:
-        risk.to_csv(tmp, index=False)
+    write_csv(risk, out)  # ids and reasons starting = + - @ are escaped for spreadsheets
     if db is not None:
         require("duckdb", feature="predict --db (the service's store)")
         from atrisk.serve.store import write_risk

@@ -2,16 +2,22 @@
 
 Every write is atomic (written to a temporary file in the same folder, then
 renamed), so a crash never leaves a partial file that a later run reads as
-complete.
+complete.  A run's outputs are written together into a staging folder and then
+switched into place (:meth:`Workspace.staging`), so a run that fails half-way (a
+full disk) leaves the previous tables and their ``run.json`` as they were.
+
+Workspaces hold children's transcripts and features: files are created ``0600`` and
+folders ``0700`` (owner only), whatever the umask.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,14 +32,55 @@ TABLES = ("sessions", "prosody", "timing", "utterances", "prosody_utterances", "
           "pairs")
 
 
+#: Mode of the files atrisk writes (owner read/write only: they hold student data).
+FILE_MODE = 0o600
+#: Mode of the folders atrisk creates.
+DIR_MODE = 0o700
+#: Characters that make a spreadsheet read a CSV cell as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def private_dir(path: Path | str) -> Path:
+    """Create ``path`` and its missing parents with mode ``0700``; return it.
+
+    Folders that exist already keep their mode (``os.makedirs`` would give the
+    parents the umask's mode).
+
+    Args:
+        path: The folder.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, DIR_MODE)
+        except FileExistsError:  # made by another process meanwhile
+            pass
+    if not path.is_dir():
+        raise AtriskError(f"{path} exists and is not a folder")
+    return path
+
+
 @contextmanager
 def atomic_path(path: Path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    The file is created with mode ``0600`` (``mkstemp``) and keeps it; missing
+    folders are created ``0700``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary files
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -53,6 +100,42 @@ def write_text(text: str, path: Path) -> Path:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def escape_csv_cell(value: object) -> object:
+    """Return ``value`` safe to open in a spreadsheet: text starting ``= + - @`` gets a ``'``.
+
+    A cell such as ``=HYPERLINK(...)`` or ``=1+2`` would otherwise run as a formula
+    (CSV injection).  Numbers and other values are returned unchanged.
+
+    Args:
+        value: A cell.
+
+    Returns:
+        The cell, text prefixed with ``'`` when it starts with a formula character.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_csv(df: pd.DataFrame, path: Path | str) -> Path:
+    """Write ``df`` as CSV atomically, text cells escaped (:func:`escape_csv_cell`), no index.
+
+    Args:
+        df: The table (not changed).
+        path: Output file.
+
+    Returns:
+        ``path``.
+    """
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col].dtype):
+            out[col] = out[col].map(escape_csv_cell)
+    with atomic_path(Path(path)) as tmp:
+        out.to_csv(tmp, index=False)
     return Path(path)
 
 
@@ -101,8 +184,44 @@ class Workspace:
 
     def write(self, name: str, df: pd.DataFrame) -> Path:
         """Write table ``name`` atomically and return its path."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         return write_parquet(df, self.table_path(name))
+
+    #: Prefix of the staging folders :meth:`staging` makes inside the workspace.
+    STAGING_PREFIX = ".staging-"
+
+    @contextmanager
+    def staging(self) -> Iterator[Workspace]:
+        """Yield a staging workspace; when the block ends without error, switch its files in.
+
+        Write a run's tables, ``failures.jsonl``, ``config.toml`` and ``run.json`` into
+        the yielded workspace (a hidden folder inside this one).  On success they replace
+        this workspace's files by renames within one file system (no new data blocks
+        are needed, so a full disk cannot stop the switch half-way); a staged
+        ``run.json`` replaces the old one last, the old one being removed first, so it
+        never describes tables of another run.
+        On an error nothing here changes and the staging folder is removed.  Staging
+        folders a killed run left behind are removed when the next one starts.
+
+        Yields:
+            The staging :class:`Workspace`.
+        """
+        private_dir(self.root)
+        for old in self.root.glob(self.STAGING_PREFIX + "*"):
+            shutil.rmtree(old, ignore_errors=True)
+        stage = Path(tempfile.mkdtemp(prefix=self.STAGING_PREFIX, dir=self.root))
+        try:
+            yield Workspace(stage)
+            files = sorted(p.name for p in stage.iterdir() if p.is_file())
+            if "run.json" in files:
+                (self.root / "run.json").unlink(missing_ok=True)
+            for name in files:
+                if name != "run.json":
+                    os.replace(stage / name, self.root / name)
+            if "run.json" in files:
+                os.replace(stage / "run.json", self.root / "run.json")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
     @property
     def failures_path(self) -> Path:
@@ -116,7 +235,7 @@ class Workspace:
 
     def write_provenance(self, config_toml: str, extra: dict | None = None) -> None:
         """Save the resolved config and a ``run.json`` (version, commit, time)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         write_text(config_toml, self.root / "config.toml")
         info = {
             "atrisk_version": __version__,

@@ -82,7 +82,7 @@ def test_plain_keeps_text_that_markup_would_swallow():
 def test_every_command_is_checked():
     names = {" ".join(p) for p in COMMANDS}
     assert {"", "extract", "train", "evaluate", "predict", "demo", "serve", "features text",
-            "keys create", "asr evaluate", "asr finetune", "mooc train",
+            "keys create", "keys list", "keys revoke", "asr evaluate", "asr finetune", "mooc train",
             "mooc evaluate"} <= names
 
 
@@ -141,10 +141,10 @@ def _takes(opt: str) -> set[str]:
 
 
 def test_common_options_are_where_docs_cli_md_says():
-    """docs/cli.md: --quiet all but serve and keys create; --json all but serve and
+    """docs/cli.md: --quiet all but serve and keys; --json all but serve and
     features text; --config extract, train, features text and asr …."""
     leaves = {" ".join(p) for p, c in COMMANDS.items() if not hasattr(c, "commands")}
-    assert _takes("--quiet") == leaves - {"serve", "keys create"}
+    assert _takes("--quiet") == leaves - {"serve", "keys create", "keys list", "keys revoke"}
     assert _takes("--json") == leaves - {"serve", "features text"}
     assert _takes("--config") == {"extract", "train", "features text", "asr evaluate",
                                   "asr finetune"}

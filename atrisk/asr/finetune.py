@@ -297,7 +297,11 @@ def _seed(seed: int) -> None:
 def _rng_state() -> dict:
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    # numpy's state as plain lists: the checkpoint is then loadable with
+    # torch.load(weights_only=True), which refuses arbitrary objects
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -308,7 +312,8 @@ def _set_rng_state(state: dict) -> None:
     import torch
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -393,7 +398,12 @@ def finetune(
             raise ConfigError(f"cannot resume in {out}: its vocabulary differs from the one of "
                               f"{train} (another training set?); use a new --out folder")
         model = Wav2Vec2ForCTC.from_pretrained(str(ckpt), local_files_only=True)
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint file can hold no code to run
+            state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types
+            raise ConfigError(f"cannot resume from {ckpt / STATE_FILE} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); it may come from an older atrisk: use a "
+                              "new --out folder or remove its checkpoints") from None
     else:
         if out.exists() and (out / LOG_FILE).exists() and not resume:
             (out / LOG_FILE).unlink()  # a fresh run: the old log goes

@@ -50,7 +50,7 @@ from atrisk.ingest.utterances import load_utterances
 from atrisk.progress import console, progress_bar
 from atrisk.records import Session, Utterance
 from atrisk.registry import ASR_BACKENDS
-from atrisk.workspace import Workspace
+from atrisk.workspace import Workspace, private_dir
 
 __all__ = ["ExtractResult", "Extractor", "SessionFeatures", "SessionResult"]
 
@@ -348,7 +348,7 @@ class Extractor:
             transcriber = self.transcriber(self.engine.asr_check_device(self.device))
             asr_identity = transcriber.name
         config = self.config
-        ws.root.mkdir(parents=True, exist_ok=True)
+        private_dir(ws.root)
         job = ExtractJob(sessions=sessions, given=given, workspace=ws.root,
                          recordings=recordings, config=config, asr_identity=asr_identity,
                          device=self.device)
@@ -389,26 +389,28 @@ class Extractor:
         t_text = time.perf_counter() - t_text
         in_class_df = build_in_class(sessions_df, prosody_df, text_df,
                                      utterance_prosody=utterance_prosody_df, timing=timing_df)
-        tables = {
-            "sessions": ws.write("sessions", sessions_df),
-            "prosody": ws.write("prosody", prosody_df),
-            "timing": ws.write("timing", timing_df),
-            "utterances": ws.write("utterances", utterances_df),
-            "prosody_utterances": ws.write("prosody_utterances", utterance_prosody_df),
-            "in_class": ws.write("in_class", in_class_df),
-        }
-        ws.write_failures(failures)
-        ws.write_provenance(config.to_toml(), {
-            "stage": "extract",
-            "recordings": str(recordings.resolve()),
-            "asr": asr_identity,
-            "asr_backend": config.asr.backend,
-            "asr_requested": self._asr_requested,
-            "asr_choice": self._asr_choice.reason if self._asr_choice else choice.reason,
-            "prosody_backend": backend.backend_name,
-            "code_fingerprint": fingerprint.extract_fingerprint(config),
-            "engine": self.engine.name,
-        })
+        # all outputs go to a staging folder first, then are switched in together: a
+        # run that fails while writing (a full disk) leaves the previous tables and
+        # their run.json as they were
+        frames = {"sessions": sessions_df, "prosody": prosody_df, "timing": timing_df,
+                  "utterances": utterances_df, "prosody_utterances": utterance_prosody_df,
+                  "in_class": in_class_df}
+        with ws.staging() as stage:
+            for name, frame in frames.items():
+                stage.write(name, frame)
+            stage.write_failures(failures)
+            stage.write_provenance(config.to_toml(), {
+                "stage": "extract",
+                "recordings": str(recordings.resolve()),
+                "asr": asr_identity,
+                "asr_backend": config.asr.backend,
+                "asr_requested": self._asr_requested,
+                "asr_choice": self._asr_choice.reason if self._asr_choice else choice.reason,
+                "prosody_backend": backend.backend_name,
+                "code_fingerprint": fingerprint.extract_fingerprint(config),
+                "engine": self.engine.name,
+            })
+        tables = {name: ws.table_path(name) for name in frames}
         counts = sessions_df["status"].value_counts()
         stage_seconds["assemble_s"] = time.perf_counter() - t_assemble - t_text
         return ExtractResult(

@@ -40,6 +40,23 @@ REQUIRED_COLUMNS = ("session_id", "student_id", "teacher_id", "start_time")
 #: Optional columns: explicit track files (relative to the recordings folder, or absolute).
 OPTIONAL_COLUMNS = ("teacher_path", "student_path")
 
+#: Longest field of a manifest row (characters); a longer one makes that row an error.
+MAX_FIELD_CHARS = 4096
+#: Fields up to this size are read (csv's default limit, 128 KiB, would reject the whole
+#: file for one long field); past it the file is unreadable.
+CSV_FIELD_LIMIT = 1 << 26
+
+
+def allow_long_csv_fields() -> None:
+    """Raise the csv module's field size limit to :data:`CSV_FIELD_LIMIT` (never lower it).
+
+    The limit is process-wide; readers then reject an oversized row themselves, as a
+    row error, instead of the csv module rejecting the whole file.
+    """
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+
+
 #: Extensions tried, in this order, when a track file is discovered.
 AUDIO_EXTENSIONS = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".mp4", ".mkv", ".webm", ".mov",
@@ -161,6 +178,7 @@ def iter_manifest(
             f"columns {', '.join(REQUIRED_COLUMNS)}"
         )
     source = str(path)
+    allow_long_csv_fields()
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, strict=True)
@@ -208,6 +226,17 @@ def _row(
     def get(name: str) -> str:
         i = pos.get(name)
         return fields[i].strip() if i is not None and i < len(fields) else ""
+
+    # a NUL byte (it cannot be in a file name) or a huge field makes the row an error
+    bad = [f"{_column(columns, i)} contains a NUL byte" for i, f in enumerate(fields)
+           if "\x00" in f]
+    bad += [f"{_column(columns, i)} has {len(f)} characters (at most {MAX_FIELD_CHARS})"
+            for i, f in enumerate(fields) if len(f) > MAX_FIELD_CHARS]
+    if bad:
+        sid = get("session_id")
+        ok_id = sid and "\x00" not in sid and len(sid) <= MAX_FIELD_CHARS
+        return RowError(source, line, "; ".join(bad) + "; row skipped",
+                        key=sid if ok_id else None)
 
     session_id = get("session_id")
     reasons: list[str] = []
@@ -259,6 +288,10 @@ def _row(
         teacher_path=paths["teacher"],
         student_path=paths["student"],
     )
+
+
+def _column(columns: list[str], i: int) -> str:
+    return columns[i] if i < len(columns) and columns[i] else f"field {i + 1}"
 
 
 def read_manifest(

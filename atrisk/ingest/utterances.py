@@ -19,6 +19,9 @@ Row rules (also in ``docs/features.md``):
 * A CSV that is not valid UTF-8 is decoded with undecodable bytes replaced by
   U+FFFD, and one ``RowError`` (``row=None``) names the file and the lines.
 * CSV rows with the wrong number of fields are a ``RowError`` and dropped.
+* A field holding a NUL byte, a ``text`` longer than :data:`MAX_TEXT_CHARS` or
+  another field longer than :data:`MAX_FIELD_CHARS` is a ``RowError`` and the row is
+  dropped (the rest of the file is used).
 
 Row numbers are 1-based file lines for CSV/TSV (header is line 1; a quoted
 field spanning lines is numbered by its first line) and 1-based record numbers
@@ -36,12 +39,18 @@ import numpy as np
 import pandas as pd
 
 from atrisk.errors import RowError, TranscriptError
+from atrisk.ingest.manifest import allow_long_csv_fields
 from atrisk.records import TRACKS, UTTERANCE_COLUMNS
 
 #: Columns an utterance file must have.
 REQUIRED_COLUMNS = ["session_id", "speaker", "start_s", "end_s", "text"]
 #: Columns an utterance file may have (kept when present).
 OPTIONAL_COLUMNS = ["confidence", "asr_model"]
+
+#: Longest utterance text (characters); a longer row is dropped with a row error.
+MAX_TEXT_CHARS = 100_000
+#: Longest other field (characters).
+MAX_FIELD_CHARS = 4096
 
 _CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 _PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -131,6 +140,7 @@ def _read_delimited(path: Path, delimiter: str) -> tuple[pd.DataFrame, np.ndarra
                 "replaced with U+FFFD and the rows kept; save the file as UTF-8 to fix",
             )
         )
+    allow_long_csv_fields()  # one long field is a row error, not an unreadable file
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     rows: list[list[str]] = []
@@ -220,6 +230,21 @@ def _parse_time(value: object) -> tuple[float, bool]:
     return x, True
 
 
+def _unusable_fields(row: dict[str, object]) -> str:
+    """Name the fields of a row holding a NUL byte or too many characters ('' when none)."""
+    bad = []
+    for col, value in row.items():
+        if not isinstance(value, str | bytes | bytearray):
+            continue
+        n = len(value)
+        limit = MAX_TEXT_CHARS if col == "text" else MAX_FIELD_CHARS
+        if n > limit:
+            bad.append(f"{col} has {n} characters (at most {limit})")
+        elif ("\x00" if isinstance(value, str) else b"\x00") in value:
+            bad.append(f"{col} contains a NUL byte")
+    return "; ".join(bad)
+
+
 def _clean(
     raw: pd.DataFrame, line_numbers: np.ndarray, source: str
 ) -> tuple[pd.DataFrame, list[RowError]]:
@@ -231,6 +256,10 @@ def _clean(
 
     cols = {c: raw[c].tolist() for c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS if c in raw.columns}
     for i, line in enumerate(line_numbers.tolist()):
+        unusable = _unusable_fields({c: v[i] for c, v in cols.items()})
+        if unusable:
+            problems.append(RowError(source, line, f"{unusable}; row dropped"))
+            continue
         session_id = _as_text(cols["session_id"][i]).strip()
         if not session_id:
             problems.append(RowError(source, line, "empty session_id; row dropped"))

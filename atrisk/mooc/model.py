@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
 from atrisk.errors import LogValidationError, ModelLoadError
+from atrisk.integrity import verify_checksum, write_checksums
 from atrisk.mooc.baselines import BASELINES, baseline_scores, fit_baselines
 from atrisk.mooc.config import CFINConfig
 from atrisk.mooc.kddcup import MoocData, activity_features, context_groups, load_kddcup, signed_log
@@ -33,6 +34,8 @@ from atrisk.version import __version__
 
 #: Every model, in report order.
 MODELS = (*BASELINES, "cfin", "cfin_en")
+#: SHA-256 of the saved parts, written at save and checked before a part is unpickled.
+CHECKSUM_FILE = "checksums.sha256"
 
 
 @dataclass
@@ -276,6 +279,9 @@ class MoocModel:
         if self.cfin_en_ is not None:
             with atomic_path(folder / "cfin_en.joblib") as tmp:
                 joblib.dump(self.cfin_en_, tmp)
+        # the pickled parts are loaded only when they match these digests
+        write_checksums(folder, ["baselines.joblib", "cfin_en.joblib", "cfin.pt"],
+                        CHECKSUM_FILE)
         meta = {"kind": "atrisk.mooc", "config": asdict(self.config),
                 "course_vocab": self.course_vocab_, "uses_users": self.uses_users_,
                 "feature_names": self.feature_names_, "n_train": self.n_train_,
@@ -298,7 +304,9 @@ class MoocModel:
             The model.
 
         Raises:
-            ModelLoadError: When the folder is not a MOOC model or a part is unreadable.
+            ModelLoadError: When the folder is not a MOOC model, a part is unreadable, or
+                a pickled part does not match its checksum (``checksums.sha256``, written
+                at save): it is then not unpickled.
         """
         folder = Path(folder)
         try:
@@ -308,13 +316,15 @@ class MoocModel:
             raw = dict(meta["config"])
             raw["cfin"] = CFINConfig(**raw["cfin"])
             self = cls(MoocConfig(**raw), device)
-            self.baselines_ = joblib.load(folder / "baselines.joblib")
+            self.baselines_ = joblib.load(
+                verify_checksum(folder, "baselines.joblib", CHECKSUM_FILE))
             from atrisk.mooc.cfin import CFINClassifier  # torch: on use
 
             self.cfin_ = (CFINClassifier.load(folder, device)
                           if (folder / "cfin.pt").is_file() else None)
-            self.cfin_en_ = (joblib.load(folder / "cfin_en.joblib")
-                             if (folder / "cfin_en.joblib").is_file() else None)
+            self.cfin_en_ = (
+                joblib.load(verify_checksum(folder, "cfin_en.joblib", CHECKSUM_FILE))
+                if (folder / "cfin_en.joblib").is_file() else None)
         except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
             raise ModelLoadError(f"{folder}: not a MOOC model folder ({exc}); train one "
                                  "with `atrisk mooc train`") from exc

@@ -1,7 +1,9 @@
 """Load test of `atrisk serve` over loopback: risk queries over 10,000 students.
 
-Seeds a store with a risk list of N students (default 10,000) for one day, starts
-the real service (uvicorn, one process) on 127.0.0.1 with a free port, runs C
+Seeds a store with a risk list of N students (default 10,000) for one day of one
+organisation, makes one read key of that organisation per client, starts the real
+service (uvicorn, one process, its defaults: auth, tenancy, the access log and the
+per-key rate limit on) on 127.0.0.1 with a free port, runs C
 concurrent keep-alive clients (default 50, closed loop: each sends its next
 request when the last answer is in) for D seconds (default 30) querying
 ``GET /v1/risk`` pages (random offset, ``--limit`` rows, default 100) and
@@ -9,15 +11,17 @@ request when the last answer is in) for D seconds (default 30) querying
 requests, errors, rps, p50_ms, p99_ms, max_ms (all requests) and the same per
 endpoint; students, clients, seconds, limit; the service's and the load
 generator's CPU seconds per request (they share the machine's cores: on a busy
-machine compare those, not the latencies) and the load average.  Goal: p99 ≤
-200 ms, 0 errors.  Only loopback traffic.
+machine compare those, not the latencies), the load average, and the access-log rows
+the service wrote (one per request).  Goal: p99 ≤ 200 ms, 0 errors.  Only loopback
+traffic.
 
 The clients speak HTTP/1.1 over asyncio streams (a few lines, below) rather than
 through httpx: httpx spends ~3 ms of CPU per request, which on a 2-core machine
 is taken from the service being measured.  Any answer other than 200 with its
 whole body, and any connection error or timeout, counts as an error.
 
-    .venv/bin/python scripts/benchmarks/load_service.py [--students 10000] [--clients 50] [--seconds 30]
+    .venv/bin/python scripts/benchmarks/load_service.py [--students 10000] [--clients 50] \
+        [--seconds 30]
 """
 
 from __future__ import annotations
@@ -54,7 +58,11 @@ def _tiny_model(root: Path) -> Path:
     return root / "model"
 
 
-def _seed(db: Path, n: int, day: str) -> tuple[str, list[str]]:
+ORG = "bench"
+
+
+def _seed(db: Path, n: int, day: str, clients: int) -> tuple[list[str], list[str]]:
+    from atrisk.serve.keys import KeyStore, keystore_path
     from atrisk.serve.store import Store
 
     rng = np.random.default_rng(0)
@@ -64,9 +72,9 @@ def _seed(db: Path, n: int, day: str) -> tuple[str, list[str]]:
                          "flagged": np.arange(n) < int(0.3 * n),
                          "top_reasons": "days since the last class (9); reschedules so far (3)"})
     with Store(db) as st:
-        st.write_risk(risk, day, 1)
-        key = st.create_key("read").key
-    return key, ids
+        st.write_risk(risk, day, 1, org=ORG)
+    keys = KeyStore(keystore_path(db))
+    return [keys.create_key("read", ORG).key for _ in range(clients)], ids
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -132,14 +140,14 @@ def _stats(lat: list[float], errors: int, wall: float) -> dict:
             "max_ms": round(float(a.max()), 1)}
 
 
-async def _load(url, key, day, ids, clients, seconds, student_share, limit=100) -> dict:
+async def _load(url, keys, day, ids, clients, seconds, student_share, limit=100) -> dict:
     host, port = url.rsplit("/", 1)[1].rsplit(":", 1)
     lat: dict[str, list[float]] = {"risk": [], "student": []}
     errors = {"risk": 0, "student": 0}
     t0 = time.perf_counter()
     stop_at = t0 + seconds
-    await asyncio.gather(*(_client(host, int(port), key, day, ids, limit, stop_at, lat, errors,
-                                   student_share) for _ in range(clients)))
+    await asyncio.gather(*(_client(host, int(port), keys[i], day, ids, limit, stop_at, lat,
+                                   errors, student_share) for i in range(clients)))
     wall = time.perf_counter() - t0
     out = _stats(lat["risk"] + lat["student"], sum(errors.values()), wall)
     out["by_endpoint"] = {"GET /v1/risk": _stats(lat["risk"], errors["risk"], wall),
@@ -164,12 +172,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model = args.model or _tiny_model(root)
-        key, ids = _seed(root / "s.duckdb", args.students, day)
+        keys, ids = _seed(root / "s.duckdb", args.students, day, args.clients)
         port = _port()
         url = f"http://127.0.0.1:{port}"
         log = open(root / "serve.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "atrisk.cli.serve", "serve", "--model", str(model), "--db",
+            [sys.executable, "-m", "atrisk", "serve", "--model", str(model), "--db",
              str(root / "s.duckdb"), "--port", str(port), "--log-level", "warning"],
             stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -183,19 +191,24 @@ def main() -> None:
                 sys.exit("service did not start: " + (root / "serve.log").read_text()[-2000:])
             # one checked answer before the clock starts (and the day's list in memory)
             first = httpx.get(url + "/v1/risk", params={"date": day, "limit": args.limit},
-                              headers={"X-API-Key": key}, timeout=30).json()
+                              headers={"X-API-Key": keys[0]}, timeout=30).json()
             if first["total"] != args.students or len(first["students"]) != min(
                     args.limit, args.students):
                 sys.exit(f"unexpected first answer: total {first['total']}")
             server0, client0 = _cpu_seconds(proc.pid), time.process_time()
             load0 = os.getloadavg()[0]
-            out = asyncio.run(_load(url, key, day, ids, args.clients, args.seconds,
+            out = asyncio.run(_load(url, keys, day, ids, args.clients, args.seconds,
                                     args.student_share, args.limit))
             server1, client1 = _cpu_seconds(proc.pid), time.process_time()
         finally:
             proc.terminate()
             proc.wait(20)
             log.close()
+        from atrisk.serve.store import Store
+
+        with Store(root / "s.duckdb", read_only=True) as st:  # written out at shutdown
+            logged = st.cursor().execute(
+                "SELECT count(*), count(DISTINCT key_id) FROM access_log").fetchone()
     n = max(1, out["requests"])
     server_cpu = None if server0 is None or server1 is None else server1 - server0
     out.update({
@@ -207,6 +220,9 @@ def main() -> None:
         "client_cpu_ms_per_request": round(1000 * (client1 - client0) / n, 3),
         "loadavg_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "cpus": os.cpu_count(), "goal": "p99_ms <= 200 and errors == 0",
+        "auth": "one read key per client", "tenancy": f"organisation {ORG!r}",
+        "rate_limit": "default (100 requests/s per key)",
+        "access_log_rows": int(logged[0]), "access_log_keys": int(logged[1]),
     })
     out["goal_met"] = out["p99_ms"] <= 200 and out["errors"] == 0
     print(json.dumps(out))

@@ -193,3 +193,38 @@ def test_row_with_too_many_fields(tmp_path):
     sessions, errors = read_manifest(rec)
     assert [s.session_id for s in sessions] == ["s2"]
     assert errors[0].row == 2 and errors[0].reason == "has 5 fields but the header has 4"
+
+
+def test_a_nul_byte_or_a_huge_field_is_a_row_error_not_a_crash(tmp_path):
+    rec = tmp_path / "rec"
+    _write(rec, HEADER + ",teacher_path\n"
+           "s\x001,S1,T1,2024-03-01T10:00:00Z,\n"
+           "s2,S1,T1,2024-03-01T10:00:00Z,a\x00b.wav\n"
+           f"s3,S1,T1,2024-03-01T10:00:00Z,{'x' * 200_000}.wav\n"
+           "s4,S1,T1,2024-03-01T10:00:00Z,\n")
+    sessions, errors = read_manifest(rec)
+    assert [s.session_id for s in sessions] == ["s4"]
+    assert [(e.row, e.key) for e in errors] == [(2, None), (3, "s2"), (4, "s3")]
+    assert "session_id contains a NUL byte" in errors[0].reason
+    assert "teacher_path contains a NUL byte" in errors[1].reason
+    assert "teacher_path has 200004 characters (at most 4096)" in errors[2].reason
+
+
+def test_extract_lists_a_nul_row_and_does_the_rest(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from atrisk.testing import small_recordings
+
+    rec = small_recordings(tmp_path / "rec", n=2)
+    with open(rec / "sessions.csv", "a", encoding="utf-8") as fh:
+        fh.write("bad\x00id,stu9,tea1,2024-03-09T10:00:00Z\n")
+    r = subprocess.run([sys.executable, "-m", "atrisk", "extract", str(rec), "--out",
+                        str(tmp_path / "ws"), "--asr-backend", "transcripts", "--workers", "1",
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    res = json.loads(r.stdout)
+    assert res["n_sessions"] == 2 and res["n_failed"] == 0
+    assert any(f["row"] == 4 and "NUL" in f["reason"] for f in res["failures"])

@@ -165,3 +165,15 @@ def test_utf8_bom_and_tsv(tmp_path):
     df, problems = load_utterances(_write(tmp_path, body, name="u.tsv"))
     assert problems == []
     assert df.loc[0, "session_id"] == "s1" and df.loc[0, "text"] == "hi, there"
+
+
+def test_a_huge_utterance_or_a_nul_byte_drops_that_row_only(tmp_path):
+    path = _write(tmp_path, HEADER + "s1,teacher,0,1,hello\n"
+                  f"s1,student,1,2,{'a' * 1_000_000}\n"
+                  "s1,student,2,3,ok\x00no\n"
+                  "s1,student,3,4,fine\n")
+    df, problems = load_utterances(path)
+    assert df["text"].tolist() == ["hello", "fine"]
+    assert [(p.row, p.reason) for p in problems] == [
+        (3, "text has 1000000 characters (at most 100000); row dropped"),
+        (4, "text contains a NUL byte; row dropped")]

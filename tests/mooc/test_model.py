@@ -106,7 +106,31 @@ def test_save_over_an_older_model_leaves_no_stale_part_or_temp_file(tmp_path):
     lr_only = MoocModel(MoocConfig(models=["lr"]), device="cpu").fit(data)
     lr_only.save(tmp_path / "m")
     # the older CFIN must not be loaded beside the new baselines
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["baselines.joblib", "meta.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "baselines.joblib", "checksums.sha256", "meta.json"]
     loaded = MoocModel.load(tmp_path / "m", device="cpu")
     assert loaded.cfin_ is None and loaded.cfin_en_ is None
     assert list(loaded.predict(data)) == ["lr"]
+
+
+def test_a_changed_joblib_part_is_refused_before_it_is_unpickled(tmp_path):
+    import os
+    import pickle
+
+    d, _ = make_kdd_folder(tmp_path / "d", {"A": 40, "B": 40}, seed=6)
+    MoocModel(MoocConfig(models=["lr"]), device="cpu").fit(load_kddcup(d)).save(tmp_path / "m")
+    assert MoocModel.load(tmp_path / "m", device="cpu").baselines_
+    marker = tmp_path / "ran"
+
+    class Payload:  # unpickling this would create the marker file
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    (tmp_path / "m" / "baselines.joblib").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(ModelLoadError, match="does not match its checksum"):
+        MoocModel.load(tmp_path / "m", device="cpu")
+    assert not marker.exists()
+    (tmp_path / "m" / "checksums.sha256").unlink()
+    with pytest.raises(ModelLoadError, match="checksums.sha256 is missing"):
+        MoocModel.load(tmp_path / "m", device="cpu")
+    assert not marker.exists()

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,10 +19,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class Key:
+    """A key made for a test: ``h`` is the header dict to send, ``id`` its key id."""
+
+    h: dict
+    id: str
+    key: str
+
+
+def make_key(db: Path, scope: str, org: str | None = "default", **kw) -> Key:
+    """Make a key in the store's key file (as ``atrisk keys create`` does)."""
+    from atrisk.serve.keys import KeyStore, keystore_path
+
+    keys = KeyStore(keystore_path(db))
+    new = keys.create_key(scope, org, **kw)
+    keys.close()
+    return Key({"X-API-Key": new.key}, new.key_id, new.key)
+
+
+def wait_job(client: httpx.Client, headers: dict, job_id: str, timeout: float = 300) -> dict:
+    """Poll ``GET /v1/jobs/{job_id}`` until the job is done or failed; return it."""
+    end = time.monotonic() + timeout
+    job: dict = {}
+    while time.monotonic() < end:
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        if job["state"] in ("done", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not finished in {timeout} s: {job}")
+
+
 class Server:
-    """`python -m atrisk serve` on 127.0.0.1 in a subprocess."""
+    """`python -m atrisk serve` on 127.0.0.1 in a subprocess (data root: DB.data/)."""
 
     def __init__(self, model: Path, db: Path, extra: tuple[str, ...] = ()):
+        self.db = db
+        self.root = db.with_suffix(".data")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = db.with_suffix(".log")

@@ -9,20 +9,19 @@ import time
 import httpx
 import pytest
 
-from atrisk.serve.store import Store, write_risk
-from tests.serve.conftest import Server
+from atrisk.serve.store import write_risk
+from tests.serve.conftest import Server, make_key
 
 
 @pytest.fixture(scope="module")
 def service(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("svc")
     db = root / "s.duckdb"
-    write_risk(db, tiny_model["risk"], tiny_model["day"], 1)
-    with Store(db) as st:
-        read, write = st.create_key("read").key, st.create_key("write").key
+    write_risk(db, tiny_model["risk"], tiny_model["day"], 1)  # organisation "default"
+    read, write = make_key(db, "read").h, make_key(db, "write").h
     srv = Server(tiny_model["model"], db, ("--logs", str(tiny_model["logs"]))).wait_ready()
-    yield {"url": srv.url, "read": {"X-API-Key": read}, "write": {"X-API-Key": write},
-           "root": root, "server": srv, **tiny_model}
+    yield {"url": srv.url, "read": read, "write": write, "root": root, "server": srv,
+           **tiny_model}
     srv.stop()
 
 
@@ -48,6 +47,7 @@ def test_docs_and_auth(service):
     assert httpx.post(u + "/v1/events", json=ev, headers=service["read"]).status_code == 403
     r = httpx.post(u + "/v1/jobs/extract", json={"workspace": "/tmp/x"}, headers=service["read"])
     assert r.status_code == 403
+    assert set(httpx.get(u + "/v1/health").json()) == {"status", "version", "model_horizons"}
 
 
 def _loc(r: httpx.Response) -> list[list]:
@@ -79,7 +79,7 @@ def test_validation_names_the_field(service):
     assert ["body", "events", 1, "student_id"] in _loc(r)
     r = httpx.post(u + "/v1/sessions", headers=w,
                    json={"session_id": "x", "student_id": "S0001", "teacher_id": "T1",
-                         "start_time": "2024-03-01T10:00:00Z", "teacher_path": "rel.wav"})
+                         "start_time": "2024-03-01T10:00:00Z", "teacher_path": "/abs.wav"})
     assert ["body", "teacher_path"] in _loc(r)
     # nothing of the rejected requests was stored
     assert httpx.get(u + "/v1/students/S0001", headers=w).json()["n_events"] == 0
@@ -133,27 +133,33 @@ def test_risk_list_and_student_history(service):
     assert r["total"] == 5
 
 
-def test_sessions_upload_and_job_with_vanished_audio(service):
+def test_sessions_upload_and_a_job_whose_recordings_lack_a_manifest(service):
     u, w = service["url"], service["write"]
     sess = {"session_id": "c1", "student_id": "S0003", "teacher_id": "T1",
             "start_time": "2024-03-01T10:00:00Z"}
-    assert httpx.post(u + "/v1/sessions", headers=w, json=sess).status_code == 201
+    r = httpx.post(u + "/v1/sessions", headers=w, json=sess)
+    assert r.status_code == 201 and r.json()["teacher_path"] is None
     r = httpx.put(u + "/v1/sessions/c1/tracks/teacher", headers=w, content=b"RIFF1234")
-    assert r.status_code == 200 and r.json()["bytes"] == 8
+    assert r.status_code == 200 and r.json() == {"session_id": "c1", "track": "teacher",
+                                                 "path": "uploads/c1/teacher.wav", "bytes": 8}
+    org = service["root"] / "s.data" / "orgs" / "default"
+    assert (org / "uploads" / "c1" / "teacher.wav").read_bytes() == b"RIFF1234"
     assert httpx.put(u + "/v1/sessions/zz/tracks/teacher", headers=w,
                      content=b"x").status_code == 404
-    gone = service["root"] / "recordings-that-vanished"
-    r = httpx.post(u + "/v1/jobs/extract", headers=w,
-                   json={"workspace": str(service["root"] / "ws"), "recordings": str(gone)})
+    r = httpx.post(u + "/v1/jobs/extract", headers=w, json={"recordings": "gone"})
+    assert ["body", "recordings"] in _loc(r) and str(service["root"]) not in r.text
+    (org / "rec").mkdir()
+    r = httpx.post(u + "/v1/jobs/extract", headers=w, json={"recordings": "rec"})
     assert r.status_code == 202 and r.json()["state"] == "queued"
     job_id = r.json()["job_id"]
-    deadline = time.monotonic() + 60  # the first job imports the extract stack (torch)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         job = httpx.get(u + f"/v1/jobs/{job_id}", headers=service["read"]).json()
         if job["state"] in ("done", "failed"):
             break
         time.sleep(0.1)
-    assert job["state"] == "failed" and str(gone) in job["error"]
+    assert job["state"] == "failed" and "'rec' has no sessions.csv" in job["error"]
+    assert str(service["root"]) not in job["error"]
     assert httpx.get(u + "/v1/jobs/j_nope", headers=service["read"]).status_code == 404
 
 

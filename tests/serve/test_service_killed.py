@@ -7,9 +7,8 @@ import time
 import httpx
 import pytest
 
-from atrisk.serve.store import Store
 from tests.extract.test_resume_kill import N, _parts, _recordings
-from tests.serve.conftest import Server
+from tests.serve.conftest import Server, make_key
 
 
 def _job(url: str, headers: dict, job_id: str) -> dict:
@@ -18,22 +17,26 @@ def _job(url: str, headers: dict, job_id: str) -> dict:
 
 @pytest.mark.slow
 def test_job_resumes_after_the_service_is_killed(tmp_path, tiny_model):
-    rec = _recordings(tmp_path / "rec")
-    ws, db = tmp_path / "ws", tmp_path / "s.duckdb"
-    with Store(db) as st:
-        key = st.create_key("write").key
-    headers = {"X-API-Key": key}
+    db = tmp_path / "s.duckdb"
+    org = db.with_suffix(".data") / "orgs" / "default"
+    _recordings(org / "rec")
+    ws = org / "workspace"
+    headers = make_key(db, "write").h
 
     first = Server(tiny_model["model"], db).wait_ready()
     try:
+        r = httpx.post(first.url + "/v1/students", headers=headers,
+                       json=[{"student_id": f"stu{i}"} for i in range(N)])
+        assert r.status_code == 200
         r = httpx.post(first.url + "/v1/jobs/extract", headers=headers,
-                       json={"workspace": str(ws), "recordings": str(rec)})
+                       json={"recordings": "rec"})
         assert r.status_code == 202
         job_id = r.json()["job_id"]
         end = time.monotonic() + 300
         while len(_parts(ws)) < 2 and time.monotonic() < end:
             time.sleep(0.05)
-        assert _job(first.url, headers, job_id)["state"] == "running"
+        state = _job(first.url, headers, job_id)
+        assert state["state"] == "running", (len(_parts(ws)), state)
     finally:
         first.stop(sig_kill=True)  # kill -9 in the middle of the job
     done_before = {p.parent.name for p in _parts(ws)}

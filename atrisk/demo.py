@@ -21,11 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from atrisk.config import Config
+from atrisk.extract import Extractor
 from atrisk.features.pairs import pair_keys
 from atrisk.ingest.logs import load_logs
 from atrisk.progress import console, print_evaluation, progress_bar
 from atrisk.synthetic import CohortParams, generate_cohort
-from atrisk.workflows import evaluate_folder, extract_folder, predict_folder, train_folder
+from atrisk.workflows import evaluate_folder, predict_folder, train_folder
 
 #: Share of the demo's students whose (first) class is recorded: 200 × 0.45 ≈ 80
 #: voiced classes keeps the demo within its time budget, while all 200 students' logs
@@ -60,17 +61,24 @@ def run_demo(
             logs only, as unrecorded classes do).  The default 1 records each
             student's first class (the demo's time budget); ``None``: no cap.
         seed: Seed of the generator and of the models.
-        asr_model: Wav2Vec2 id/folder to try first; falls back to pocketsphinx
-            (with a warning) when it cannot be loaded, e.g. offline.
+        asr_model: ``--asr-model``: the speech recogniser is chosen as by
+            ``asr.backend = "auto"`` (:mod:`atrisk.asr.auto`): a Wav2Vec2 checkpoint when
+            this names one or the default is in the Hugging Face cache, else the bundled
+            Whisper (offline), else pocketsphinx; the choice is printed.  When the chosen
+            model cannot be loaded the demo falls back to pocketsphinx with a warning.
         quiet: Print nothing.
     """
     out = Path(out)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    # pocketsphinx (the offline fallback) runs its fast search here to keep the demo at
-    # a few minutes on 2 cores; `atrisk extract` defaults to the accurate one.
+    # The demo's tracks are short (<= 28 s), so its ASR takes the cheaper settings to keep
+    # the demo within its time budget on 2 cores (docs/performance.md#demo-whisper):
+    # Whisper with faster-whisper's own VAD and chunking (holds a track: fine at 28 s)
+    # and beam 1, pocketsphinx (the last fallback) with its fast search; `atrisk extract`
+    # defaults to the VAD windows, beam 5 and the accurate search.
     config = Config().override(
-        {"asr.model": asr_model, "training.seed": seed, "asr.pocketsphinx_search": "fast"}
+        {"asr.model": asr_model, "training.seed": seed, "asr.pocketsphinx_search": "fast",
+         "asr.whisper_segmentation": "builtin", "asr.whisper_beam_size": 1}
     )
 
     with progress_bar("voicing synthetic classes", total=None, enabled=not quiet) as bar:
@@ -91,9 +99,12 @@ def run_demo(
     recordings, logs = out / "data" / "recordings", out / "data" / "logs"
 
     t = time.perf_counter()
-    ex = extract_folder(
-        recordings, out / "workspace", config, asr_fallback=True, progress=not quiet
-    )
+    extractor = Extractor(config, asr_fallback=True)
+    choice = extractor.resolve_asr()
+    if not quiet:
+        console.print(f"speech recognition: [bold]{choice.backend}[/] ({choice.reason})",
+                      highlight=False)
+    ex = extractor.extract(recordings, out / "workspace", progress=not quiet)
     timings["extract"] = time.perf_counter() - t
     config = config.override({"asr.backend": ex.asr_backend})
 
@@ -118,6 +129,8 @@ def run_demo(
         "sessions": ex.n_sessions,
         "utterances": ex.n_utterances,
         "asr_backend": ex.asr_backend,
+        "asr_model": ex.asr_model,
+        "asr_choice": ex.asr_choice,
         "pairs": tr.n_pairs,
         "auc": ev.metrics.get("auc", {}),
         "auc_ci": ev.metrics.get("auc_ci", {}),
@@ -143,7 +156,7 @@ def run_demo(
 def _print_summary(s: dict) -> None:
     console.print(
         f"\n[bold]atrisk demo[/]: {s['students']} students ({s['dropout_rate']:.0%} dropped out), "
-        f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_backend']}), "
+        f"{s['sessions']} recorded classes, {s['utterances']} utterances ({s['asr_model']}), "
         f"{s['pairs']} <student, day> pairs, {s['seconds']['total']:.0f} s",
         highlight=False,
     )

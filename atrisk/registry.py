@@ -3,7 +3,9 @@
 Each entry maps a backend name (what ``--prosody-backend`` / ``--asr-backend`` and the
 config accept) to the ``module:Class`` that implements it.  Classes are imported only
 when a backend is loaded, so reading this table imports nothing heavy; the config, the
-CLI options and the service take their choices from here.
+CLI options and the service take their choices from here.  ``asr.backend`` also takes
+``auto``, which is not a backend but a rule that picks one of these at run time
+(:mod:`atrisk.asr.auto`).
 
 * Prosody backends subclass :class:`atrisk.extractors.prosody.base.ProsodyBackend`
   (built by :func:`atrisk.extractors.prosody.load_prosody`).
@@ -26,6 +28,7 @@ PROSODY_BACKENDS: dict[str, str] = {
 #: ASR backends: name -> "module:Class" (``None``: given transcripts, no audio model).
 ASR_BACKENDS: dict[str, str | None] = {
     "wav2vec2": "atrisk.asr.wav2vec2:Wav2Vec2Transcriber",
+    "whisper": "atrisk.asr.whisper:WhisperTranscriber",
     "pocketsphinx": "atrisk.asr.sphinx:PocketsphinxTranscriber",
     "transcripts": None,
 }

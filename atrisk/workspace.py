@@ -28,7 +28,8 @@ from atrisk.errors import AtriskError
 from atrisk.version import __version__
 
 #: Tables the workspace holds, in the order the pipeline makes them.
-TABLES = ("sessions", "prosody", "utterances", "prosody_utterances", "in_class", "pairs")
+TABLES = ("sessions", "prosody", "timing", "utterances", "prosody_utterances", "in_class",
+          "pairs")
 
 
 #: Mode of the files atrisk writes (owner read/write only: they hold student data).

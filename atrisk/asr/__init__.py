@@ -5,10 +5,18 @@ Backends (``--asr-backend``; the names and classes are in
 
 * ``wav2vec2`` - any ``Wav2Vec2ForCTC`` checkpoint, hub id or local folder
   (:class:`~atrisk.asr.wav2vec2.Wav2Vec2Transcriber`); GPU when there is one.
+* ``whisper`` - faster-whisper (CTranslate2) with the Whisper ``tiny.en`` model bundled
+  in a pip package, or any CTranslate2 Whisper folder
+  (:class:`~atrisk.asr.whisper.WhisperTranscriber`); offline, punctuation and casing
+  kept.
 * ``pocketsphinx`` - offline English model bundled with the pip package
   (:class:`~atrisk.asr.sphinx.PocketsphinxTranscriber`); no download, lower accuracy.
 * ``transcripts`` - utterances given in a file; no audio is transcribed
   (:mod:`atrisk.asr.transcripts`; the extractor reads them itself).
+
+``auto`` (the default of ``asr.backend``) picks one of them at run time
+(:func:`atrisk.asr.auto.resolve_backend`): a Wav2Vec2 checkpoint that is here, else
+Whisper, else pocketsphinx.
 
 Every audio backend is a :class:`~atrisk.asr.base.Transcriber` with a
 ``from_pretrained(model, device=…, config=…)`` constructor, built once by
@@ -23,7 +31,7 @@ Example:
 from __future__ import annotations
 
 from atrisk.asr.base import Segment, Transcriber, segments_to_utterances
-from atrisk.config import ASRConfig
+from atrisk.config import AUTO_BACKEND, ASRConfig
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.registry import ASR_BACKENDS, load_class
 
@@ -42,9 +50,13 @@ def load_transcriber(
     """Build the transcriber of an ASR backend (the model loads here, once).
 
     Args:
-        backend: A name of :data:`BACKENDS` with an audio model (not ``"transcripts"``).
-        model: The backend's model (wav2vec2: hub id or local folder; ``None``:
-            ``config.model``); pocketsphinx takes only ``None`` or ``"en-us"``.
+        backend: A name of :data:`BACKENDS` with an audio model (not ``"transcripts"``),
+            or ``"auto"`` (:func:`atrisk.asr.auto.resolve_backend`, with ``model`` as
+            ``asr.model``).
+        model: The backend's model (wav2vec2: hub id or local folder, ``None``:
+            ``config.model``; whisper: CTranslate2 folder or faster-whisper name,
+            ``None``: ``config.whisper_model``, else the bundled tiny.en); pocketsphinx
+            takes only ``None`` or ``"en-us"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (CPU-only backends
             ignore it).
         config: ASR settings (VAD, batch size, ...); defaults when ``None``.
@@ -61,6 +73,14 @@ def load_transcriber(
     """
     config = config or ASRConfig()
     name = (backend or "").strip().lower()
+    if name == AUTO_BACKEND:
+        from atrisk.asr.auto import resolve_backend
+
+        if model:
+            config = config.model_copy(update={"model": model})
+        choice = resolve_backend(config.model_copy(update={"backend": AUTO_BACKEND}))
+        name, config = choice.backend, choice.config
+        model = config.model if name == "wav2vec2" else None
     if name not in ASR_BACKENDS:
         raise ConfigError(
             f"unknown ASR backend {backend!r}; choose one of: {', '.join(BACKENDS)}")

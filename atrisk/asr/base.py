@@ -30,7 +30,10 @@ class Segment:
     Attributes:
         start_s: Start, seconds from the start of the signal.
         end_s: End, seconds from the start of the signal.
-        text: Recognised text, lower case, words separated by single spaces.
+        text: Recognised text as the backend writes it: lower case without punctuation
+            (wav2vec2, pocketsphinx) or with casing and punctuation (whisper); words
+            separated by single spaces.  Compare texts after
+            :func:`atrisk.asr.normalize.normalize_text`.
         confidence: Recogniser confidence in [0, 1], ``nan`` when unknown.
         words: Word-level times (seconds from the start of the signal), in time order.
     """
@@ -133,6 +136,20 @@ class Transcriber(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def short_message(exc: BaseException, limit: int = 400) -> str:
+    """Return an exception's message on one line, cut to ``limit`` characters.
+
+    Args:
+        exc: Any exception (a library's message may span many lines).
+        limit: Longest result.
+
+    Returns:
+        The message with runs of whitespace made single spaces, ``...`` when cut.
+    """
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:

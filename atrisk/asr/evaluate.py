@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atrisk.asr.normalize import normalize_text
-from atrisk.config import ASRConfig
+from atrisk.config import AUTO_BACKEND, ASRConfig
 from atrisk.errors import AtriskError, ConfigError, RowError
+from atrisk.registry import ASR_BACKENDS
 
 #: Columns a manifest must have.
 REQUIRED_COLUMNS = ("path", "text")
@@ -180,8 +181,11 @@ def evaluate_manifest(
 
     Args:
         manifest: TSV with ``path``, ``text`` and optionally ``speaker`` (see module docstring).
-        backend: ``"wav2vec2"`` or ``"pocketsphinx"``.
-        model: wav2vec2 checkpoint (hub id or folder); ``None`` uses ``config.model``.
+        backend: ``"wav2vec2"``, ``"whisper"``, ``"pocketsphinx"`` or ``"auto"``
+            (:func:`atrisk.asr.auto.resolve_backend`).
+        model: wav2vec2 checkpoint (hub id or folder; ``None`` uses ``config.model``) or
+            Whisper model (folder or name; ``None`` uses ``config.whisper_model``, else
+            the bundled tiny.en).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         config: ASR settings (VAD, batch size); defaults when ``None``.
         progress: Show a progress bar.
@@ -205,9 +209,10 @@ def evaluate_manifest(
     from atrisk.ingest.audio import load_audio
     from atrisk.progress import progress_bar
 
-    if backend not in ("wav2vec2", "pocketsphinx"):
-        raise ConfigError(f"asr evaluate needs an audio backend (wav2vec2 or pocketsphinx), "
-                          f"got {backend!r}")
+    audio = [n for n, target in ASR_BACKENDS.items() if target]
+    if backend not in (AUTO_BACKEND, *audio):
+        raise ConfigError(f"asr evaluate needs an audio backend ({AUTO_BACKEND}, "
+                          f"{', '.join(audio)}), got {backend!r}")
     config = config or ASRConfig()
     rows, errors = read_manifest(manifest)
     t0 = time.perf_counter()

@@ -17,33 +17,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from atrisk.asr.base import (
-    MODEL_SAMPLE_RATE,
-    Segment,
-    Transcriber,
-    prepare_signal,
-    rechunk,
-)
-from atrisk.asr.vad import WINDOW_S, stream_speech
+from atrisk.asr.base import MODEL_SAMPLE_RATE, Segment, short_message
+from atrisk.asr.segmenting import SegmentingTranscriber
+from atrisk.asr.vad import WINDOW_S
 from atrisk.config import ASRConfig
 from atrisk.device import resolve_device
 from atrisk.errors import ConfigError, ModelLoadError
 from atrisk.extras import require
-from atrisk.ingest.audio import stream_audio
 from atrisk.records import Word
 
 log = logging.getLogger(__name__)
 
 #: Shortest piece of audio given to the model (the feature encoder's 25 ms receptive field).
 MIN_PIECE_SAMPLES = 400
-#: Seconds of audio decoded at a time by :meth:`Wav2Vec2Transcriber.transcribe_file`.
-BLOCK_S = 30.0
 #: Speech segments gathered (in batches) before sorting by length and running them.
 POOL_BATCHES = 8
 #: Files a local checkpoint folder must hold (weights and feature-extractor settings
@@ -57,11 +49,17 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-class Wav2Vec2Transcriber(Transcriber):
+class Wav2Vec2Transcriber(SegmentingTranscriber):
     """Greedy-CTC transcription with a ``Wav2Vec2ForCTC`` model.
 
     Build it with :meth:`from_pretrained`; the constructor takes already loaded
-    objects.
+    objects.  Signals, files and blocks go through the windowed VAD
+    (:class:`~atrisk.asr.segmenting.SegmentingTranscriber`); the speech segments,
+    ``POOL_BATCHES * batch_size`` at a time across signals, are sorted by length and
+    run ``config.batch_size`` at a time.  A segment's text is the greedy CTC decoding
+    in lower case; its confidence is the mean, over non-blank frames, of the highest
+    softmax probability; word times come from the CTC frame offsets.  Segments that
+    decode to no text are dropped.
 
     Args:
         model: A ``transformers.Wav2Vec2ForCTC`` in eval mode, on ``device``.
@@ -160,7 +158,7 @@ class Wav2Vec2Transcriber(Transcriber):
             except Exception as exc:  # transformers raises OSError, ValueError, ...
                 raise ModelLoadError(
                     f"cannot load Wav2Vec2 model {path_or_id!r}: the local folder {source} "
-                    f"could not be read: {type(exc).__name__}: {_short(exc)}"
+                    f"could not be read: {type(exc).__name__}: {short_message(exc)}"
                 ) from exc
         else:
             processor, model, info = _load_from_hub(source)
@@ -184,7 +182,7 @@ class Wav2Vec2Transcriber(Transcriber):
             model = model.to(device=dev, dtype=dtype).eval()
         except Exception as exc:  # e.g. CUDA out of memory
             raise ModelLoadError(
-                f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {_short(exc)}"
+                f"cannot move Wav2Vec2 model {path_or_id!r} to {dev}: {short_message(exc)}"
             ) from exc
         config = config or ASRConfig()
         quantize = config.quantize if quantize is None else quantize
@@ -204,122 +202,17 @@ class Wav2Vec2Transcriber(Transcriber):
         return cls(model, processor, name=name, device=dev, config=config)
 
     # ------------------------------------------------------------ transcription
-    def transcribe_signal(self, signal: np.ndarray, sample_rate: int = 16000) -> list[Segment]:
-        """Transcribe one signal (see :meth:`transcribe_batch`).
-
-        Args:
-            signal: Mono samples; NaN/inf count as 0.
-            sample_rate: Rate of ``signal`` in Hz (resampled to 16 kHz when different).
-
-        Returns:
-            Segments in time order; ``[]`` when there is no speech.
-
-        Raises:
-            AudioDecodeError: When ``signal`` is not a usable array.
-        """
-        return self.transcribe_batch([signal], sample_rate)[0]
-
-    def transcribe_batch(
-        self, signals: Sequence[np.ndarray], sample_rate: int = 16000
-    ) -> list[list[Segment]]:
-        """Transcribe several signals, batching their speech segments together.
-
-        Each signal goes through the windowed VAD of
-        :func:`~atrisk.asr.vad.stream_speech` (so a long signal is looked at one
-        window at a time, exactly as :meth:`transcribe_file` does); the speech
-        segments, ``POOL_BATCHES * batch_size`` at a time across signals, are
-        sorted by length (so that padding is small) and run ``config.batch_size``
-        at a time.  A segment's text is the
-        greedy CTC decoding in lower case; its confidence is the mean, over
-        non-blank frames, of the highest softmax probability; word times come
-        from the CTC frame offsets.  Segments that decode to no text are dropped.
-
-        Args:
-            signals: Mono signals, all at ``sample_rate``.
-            sample_rate: Rate of the signals in Hz.
-
-        Returns:
-            One list of segments (time order) per signal.
-
-        Raises:
-            AudioDecodeError: When a signal is not a usable array.
-        """
-        prepared = [prepare_signal(s, sample_rate) for s in signals]
-        pieces = (
-            (i, start_s, end_s, piece)
-            for i, x in enumerate(prepared)
-            for start_s, end_s, piece in stream_speech(
-                _array_blocks(x), self.config, self.vad_window_s, self.timings
-            )
-        )
-        results: list[list[Segment]] = [[] for _ in prepared]
-        pool = POOL_BATCHES * int(self.config.batch_size)
-        for i, seg in self._transcribe_pieces(pieces, pool=pool):
-            results[i].append(seg)
-        for segs in results:
-            segs.sort(key=lambda s: (s.start_s, s.end_s))
-        return results
-
-    def transcribe_file(self, path: Path | str) -> list[Segment]:
-        """Transcribe a file of any length in bounded memory.
-
-        The file is decoded in blocks (:func:`~atrisk.ingest.audio.stream_audio`),
-        the VAD looks at one window at a time, and speech segments are
-        transcribed ``POOL_BATCHES * batch_size`` at a time (sorted by length
-        within that pool), so memory does not grow with the length of the track.
-
-        Args:
-            path: Any audio or video file ffmpeg decodes.
-
-        Returns:
-            Segments in time order, times from the start of the file; ``[]``
-            when there is no speech.
-
-        Raises:
-            AudioDecodeError: When the file is missing or cannot be decoded.
-        """
-        blocks = _timed(stream_audio(path, MODEL_SAMPLE_RATE, int(BLOCK_S * MODEL_SAMPLE_RATE)),
-                        self.timings, "decode")
-        return self.transcribe_blocks(blocks)
-
-    def transcribe_blocks(self, blocks: Iterable[np.ndarray]) -> list[Segment]:
-        """Transcribe a 16 kHz signal given as consecutive blocks, in bounded memory.
-
-        The blocks are regrouped into :data:`BLOCK_S`-second blocks (as
-        :meth:`transcribe_signal` cuts a signal), so the segments are exactly
-        :meth:`transcribe_signal`'s on the joined blocks, while only about one VAD
-        window (:attr:`vad_window_s`) and one pool of segments are held.
-
-        Args:
-            blocks: Float samples at 16 kHz, in order (e.g. from
-                :func:`atrisk.ingest.audio.stream_audio`).
-
-        Returns:
-            Segments in time order, times from the start of the first block.
-
-        Raises:
-            AudioDecodeError: When the block source fails to decode.
-        """
-        step = max(1, int(BLOCK_S * MODEL_SAMPLE_RATE))
-        pieces = (
-            (0, start_s, end_s, piece)
-            for start_s, end_s, piece in stream_speech(rechunk(blocks, step), self.config,
-                                                       self.vad_window_s, self.timings)
-        )
-        pool = POOL_BATCHES * int(self.config.batch_size)
-        segments = [seg for _, seg in self._transcribe_pieces(pieces, pool=pool)]
-        segments.sort(key=lambda s: (s.start_s, s.end_s))
-        return segments
-
     def _transcribe_pieces(
-        self, pieces: Iterable[tuple[int, float, float, np.ndarray]], pool: int | None
+        self, pieces: Iterable[tuple[int, float, float, np.ndarray]]
     ) -> Iterator[tuple[int, Segment]]:
-        """Transcribe ``(key, start_s, end_s, samples)`` pieces, ``pool`` at a time.
+        """Transcribe ``(key, start_s, end_s, samples)`` pieces, a pool at a time.
 
-        Each pool (all pieces when ``pool`` is ``None``) is sorted by length,
-        longest first, and cut into batches of ``config.batch_size``.
+        Each pool (``POOL_BATCHES * batch_size`` pieces, across signals) is sorted by
+        length, longest first (so that padding is small), and cut into batches of
+        ``config.batch_size``.
         """
         bs = int(self.config.batch_size)
+        pool = POOL_BATCHES * bs
         buffer: list[tuple[int, float, float, np.ndarray]] = []
         for piece in pieces:
             # shorter than the feature encoder's receptive field (25 ms): no frame
@@ -426,24 +319,6 @@ class Wav2Vec2Transcriber(Transcriber):
         )
 
 
-def _array_blocks(x: np.ndarray, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """Yield ``x`` in views of ``block_s`` seconds (the in-memory twin of a file stream)."""
-    step = max(1, int(block_s * MODEL_SAMPLE_RATE))
-    for k in range(0, x.size, step):
-        yield x[k : k + step]
-
-
-def _timed(items: Iterator[Any], timings: dict[str, float], key: str) -> Iterator[Any]:
-    """Yield from ``items``, adding the seconds spent producing them to ``timings[key]``."""
-    while True:
-        t0 = time.perf_counter()
-        item = next(items, None)
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-        if item is None:
-            return
-        yield item
-
-
 def _load(source: str, local_only: bool) -> tuple[Any, Any, dict]:
     """Load processor and model (``local_only``: from a folder or the Hub cache only)."""
     require("transformers", feature="asr.backend = 'wav2vec2'")
@@ -502,7 +377,7 @@ def _load_from_hub(repo_id: str) -> tuple[Any, Any, dict]:
     except Exception as exc:  # offline mode, DNS failure, timeout, proxy, ...
         raise ModelLoadError(
             f"{prefix}: it is not a local folder, not in the local Hub cache, and the Hugging "
-            f"Face Hub cannot be reached ({type(exc).__name__}: {_short(exc, 200)}); "
+            f"Face Hub cannot be reached ({type(exc).__name__}: {short_message(exc, 200)}); "
             f"{_OFFLINE_HINT}"
         ) from None
     try:
@@ -510,7 +385,7 @@ def _load_from_hub(repo_id: str) -> tuple[Any, Any, dict]:
     except Exception as exc:
         raise ModelLoadError(
             f"{prefix}: download from the Hugging Face Hub failed: "
-            f"{type(exc).__name__}: {_short(exc)}; {_OFFLINE_HINT}"
+            f"{type(exc).__name__}: {short_message(exc)}; {_OFFLINE_HINT}"
         ) from exc
 
 
@@ -544,9 +419,3 @@ def _check_local_folder(folder: Path) -> None:
             f"cannot load Wav2Vec2 model {str(folder)!r}: no weights file in the folder "
             f"(expected one of {', '.join(WEIGHT_FILES)})"
         )
-
-
-def _short(exc: BaseException, limit: int = 400) -> str:
-    """First line(s) of an exception message, cut to ``limit`` characters."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -13,19 +13,23 @@ from atrisk.cli.common import (
     Device,
     JsonOpt,
     QuietOpt,
+    asr_overrides,
     cli_config,
     emit_json,
+    print_asr_choice,
     print_failures,
     run_or_exit,
 )
+from atrisk.config import AUTO_BACKEND
 from atrisk.progress import console
 from atrisk.registry import ASR_BACKENDS
 
 asr_app = typer.Typer(help="Measure and fine-tune speech recognition.", no_args_is_help=True)
 
 
-#: Backends that transcribe audio (from the registry).
-EvalBackend = StrEnum("EvalBackend", [(n, n) for n, target in ASR_BACKENDS.items() if target])
+#: Backends that transcribe audio (from the registry), and auto.
+EvalBackend = StrEnum("EvalBackend", [(n, n) for n in (
+    AUTO_BACKEND, *(n for n, target in ASR_BACKENDS.items() if target))])
 
 
 ManifestHelp = "TSV with a header: path, text (optionally speaker); relative paths from its folder."
@@ -37,13 +41,16 @@ def asr_evaluate(
     asr_backend: Annotated[
         EvalBackend | None,
         typer.Option("--asr-backend",
-                     help="wav2vec2 or pocketsphinx (default: wav2vec2, or asr.backend in "
-                     "--config)."),
+                     help="auto (as atrisk extract: a Wav2Vec2 checkpoint that is here, else "
+                     "Whisper, else pocketsphinx), wav2vec2, whisper or pocketsphinx (default: "
+                     "auto, or asr.backend in --config)."),
     ] = None,
     asr_model: Annotated[
         str | None,
-        typer.Option("--asr-model", help="Wav2Vec2ForCTC hub id or local folder, for wav2vec2 "
-                     "(default: facebook/wav2vec2-base-960h, or asr.model in --config)."),
+        typer.Option("--asr-model", help="Wav2Vec2ForCTC hub id or local folder; with "
+                     "--asr-backend whisper a CTranslate2 Whisper folder or a faster-whisper "
+                     "model name, the bundled tiny.en when not given (default: "
+                     "facebook/wav2vec2-base-960h, or asr.model in --config)."),
     ] = None,
     device: Annotated[
         Device, typer.Option(help="Where the ASR model runs; auto = CUDA when available, else CPU.")
@@ -53,12 +60,18 @@ def asr_evaluate(
     as_json: JsonOpt = False,
 ) -> None:
     """WER and CER (after atrisk.asr.normalize) overall and per speaker, and the RTF."""
+    from atrisk.asr.auto import resolve_backend
     from atrisk.asr.evaluate import evaluate_manifest
 
-    cfg = cli_config(config, {})
-    backend = asr_backend.value if asr_backend else cfg.asr.backend
-    res = run_or_exit(evaluate_manifest, manifest, backend=backend, model=asr_model,
-               device=device.value, config=cfg.asr, progress=not (quiet or as_json))
+    cfg = cli_config(config, asr_overrides(config, asr_backend.value if asr_backend else None,
+                                           asr_model))
+    requested = cfg.asr.backend
+    choice = run_or_exit(resolve_backend, cfg.asr)
+    if requested == AUTO_BACKEND:
+        print_asr_choice(choice.backend, f"auto: {choice.reason}", quiet)
+    res = run_or_exit(evaluate_manifest, manifest, backend=choice.backend, model=None,
+                      device=device.value, config=choice.config,
+                      progress=not (quiet or as_json))
     if as_json:
         emit_json(res)
     elif not quiet:

@@ -61,6 +61,28 @@ def cli_config(path: Path | None, overrides: dict[str, Any]) -> Config:
     return run_or_exit(lambda: Config.load(path).override(overrides))
 
 
+def asr_overrides(config: Path | None, backend: str | None, model: str | None) -> dict[str, Any]:
+    """Config overrides of ``--asr-backend``/``--asr-model``.
+
+    ``--asr-model`` is the Whisper model (``asr.whisper_model``) when the backend
+    (``--asr-backend``, else ``asr.backend`` of ``--config``) is ``whisper``, and
+    ``asr.model`` otherwise (with ``auto`` a CTranslate2 Whisper folder or a
+    faster-whisper name given there still picks Whisper: :mod:`atrisk.asr.auto`).
+    """
+    if model is not None:
+        effective = backend or cli_config(config, {}).asr.backend
+        key = "asr.whisper_model" if effective == "whisper" else "asr.model"
+    else:
+        key = "asr.model"
+    return {"asr.backend": backend, key: model}
+
+
+def print_asr_choice(backend: str, reason: str, quiet: bool) -> None:
+    """Say which ASR backend runs and why (``auto``), unless ``quiet``."""
+    if not quiet:
+        console.print(f"speech recognition: [bold]{backend}[/] ({reason})", highlight=False)
+
+
 def print_failures(failures: list[dict], quiet: bool, limit: int = 20) -> None:
     """List failed files/rows (at most ``limit``) unless ``quiet``."""
     if quiet or not failures:

@@ -37,8 +37,10 @@ def demo(
         str | None,
         typer.Option(
             "--asr-model",
-            help="Wav2Vec2ForCTC id/folder (default: facebook/wav2vec2-base-960h); when it "
-            "cannot be loaded the demo falls back to pocketsphinx with a warning.",
+            help="Wav2Vec2ForCTC id/folder (default: facebook/wav2vec2-base-960h); used when it "
+            "is a local folder or in the Hugging Face cache, else the demo runs the bundled "
+            "offline Whisper (pocketsphinx when Whisper is not installed) and says so; when "
+            "the chosen model cannot be loaded it falls back to pocketsphinx with a warning.",
         ),
     ] = None,
     quiet: QuietOpt = False,

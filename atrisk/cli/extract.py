@@ -13,11 +13,14 @@ from atrisk.cli.common import (
     Device,
     JsonOpt,
     QuietOpt,
+    asr_overrides,
     cli_config,
     emit_json,
+    print_asr_choice,
     print_failures,
     run_or_exit,
 )
+from atrisk.config import AUTO_BACKEND
 from atrisk.extract import Extractor
 from atrisk.extract.engines import ENGINES
 from atrisk.ingest.logs import Logs
@@ -26,7 +29,7 @@ from atrisk.registry import ASR_BACKENDS, PROSODY_BACKENDS
 
 #: Choices of the options, from the registries (one place to add a backend).
 Engine = StrEnum("Engine", [(n, n) for n in ENGINES])
-ASRBackend = StrEnum("ASRBackend", [(n, n) for n in ASR_BACKENDS])
+ASRBackend = StrEnum("ASRBackend", [(n, n) for n in (AUTO_BACKEND, *ASR_BACKENDS)])
 ProsodyBackend = StrEnum("ProsodyBackend", [(n, n) for n in PROSODY_BACKENDS])
 
 
@@ -70,17 +73,22 @@ def extract(
         ASRBackend | None,
         typer.Option(
             "--asr-backend",
-            help="wav2vec2 (transformers CTC model), pocketsphinx (offline, bundled English "
-            "model) or transcripts (RECORDINGS/utterances.csv or .parquet, or --transcripts) "
-            "(default: wav2vec2, or asr.backend in --config).",
+            help="auto (a Wav2Vec2 checkpoint named by --asr-model or in the Hugging Face "
+            "cache, else the bundled Whisper, else pocketsphinx; the choice is printed and "
+            "saved in run.json), wav2vec2 (transformers CTC model), whisper (faster-whisper, "
+            "bundled offline tiny.en), pocketsphinx (offline, bundled English model) or "
+            "transcripts (RECORDINGS/utterances.csv or .parquet, or --transcripts) "
+            "(default: auto, or asr.backend in --config).",
         ),
     ] = None,
     asr_model: Annotated[
         str | None,
         typer.Option(
             "--asr-model",
-            help="Wav2Vec2ForCTC hub id or local folder (default: "
-            "facebook/wav2vec2-base-960h, or asr.model in --config).",
+            help="Wav2Vec2ForCTC hub id or local folder; with --asr-backend whisper a "
+            "CTranslate2 Whisper folder or a faster-whisper model name, the bundled tiny.en "
+            "when not given (asr.whisper_model); with auto a Whisper folder or name picks "
+            "Whisper (default: facebook/wav2vec2-base-960h, or asr.model in --config).",
         ),
     ] = None,
     asr_quantize: Annotated[
@@ -141,8 +149,7 @@ def extract(
     cfg = cli_config(
         config,
         {
-            "asr.backend": asr_backend.value if asr_backend else None,
-            "asr.model": asr_model,
+            **asr_overrides(config, asr_backend.value if asr_backend else None, asr_model),
             "asr.quantize": True if asr_quantize else None,
             "prosody.backend": prosody_backend.value if prosody_backend else None,
         },
@@ -152,6 +159,8 @@ def extract(
         known = set(run_or_exit(Logs.read, logs).students["student_id"].astype(str))
     extractor = run_or_exit(Extractor, cfg, device=device.value, engine=engine.value,
                             workers=workers, address=address, threads=threads)
+    choice = run_or_exit(extractor.resolve_asr)
+    print_asr_choice(choice.backend, choice.reason, quiet)
     res = run_or_exit(extractor.extract, recordings, out, known_students=known,
                       transcripts=transcripts, progress=not (quiet or as_json))
     if as_json:
@@ -160,7 +169,7 @@ def extract(
         console.print(
             f"[green]extracted[/] {res.n_sessions} sessions ({res.n_ok} ok, {res.n_partial} "
             f"partial, {res.n_failed} failed, {res.n_resumed} reused), {res.n_utterances} "
-            f"utterances with {res.asr_backend} → {res.workspace}",
+            f"utterances with {res.asr_model or res.asr_backend} → {res.workspace}",
             highlight=False,
         )
         print_failures(res.failures, quiet)

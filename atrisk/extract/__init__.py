@@ -3,7 +3,7 @@
 :meth:`Extractor.extract` is what ``atrisk extract`` runs: it reads ``sessions.csv``,
 plans the sessions lazily with their resume keys (:mod:`atrisk.extract.plan`), runs them
 on an engine (:mod:`atrisk.extract.engines`: a local process pool or Ray), each through a
-:class:`~atrisk.extract.session.SessionProcessor` (decode → prosody → ASR →
+:class:`~atrisk.extract.session.SessionProcessor` (decode → prosody and timing → ASR →
 per-utterance prosody), and assembles the tables in manifest order
 (:mod:`atrisk.extract.tables`).  Each finished session is written atomically to
 ``WORKSPACE/parts/`` as it finishes, so a crashed run resumes and gives the same tables
@@ -26,9 +26,10 @@ import pandas as pd
 
 from atrisk import fingerprint
 from atrisk.asr import load_transcriber
+from atrisk.asr.auto import BackendChoice, resolve_backend
 from atrisk.asr.base import Transcriber
 from atrisk.asr.transcripts import find_transcripts, utterances_for_session
-from atrisk.config import Config
+from atrisk.config import AUTO_BACKEND, Config
 from atrisk.device import DEVICES
 from atrisk.errors import ConfigError, ModelLoadError, RowError
 from atrisk.extract.engines import Engine, ExtractJob, make_engine
@@ -37,6 +38,7 @@ from atrisk.extract.tables import (
     prosody_table,
     sessions_table,
     stack_text_rows,
+    timing_table,
     utterance_prosody_table,
     utterances_frame,
 )
@@ -66,7 +68,7 @@ class ExtractResult:
         n_resumed: Sessions taken from an earlier run's results.
         n_utterances: Rows of the ``utterances`` table.
         failures: One dict per failed file/row (also in ``failures.jsonl``).
-        asr_backend: Backend actually used (after any fallback).
+        asr_backend: Backend actually used (after ``auto`` and any fallback).
         tables: Path of each table written.
         stage_seconds: Seconds per stage: decode/prosody/asr/text summed over the sessions
             processed in this run (``*_s`` elapsed in the workers, ``*_cpu_s`` their CPU
@@ -84,6 +86,10 @@ class ExtractResult:
     asr_backend: str
     tables: dict[str, str]
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: The ASR model that made the utterances (``asr_model`` column, e.g. ``whisper:tiny.en``).
+    asr_model: str = ""
+    #: Why this backend (``asr.backend = auto``: what it found; else the setting).
+    asr_choice: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -103,6 +109,8 @@ class SessionFeatures:
         utterances: The ``utterances`` rows of the class.
         utterance_prosody: Per-utterance functionals indexed ``(session_id, speaker,
             start_s, end_s)`` (no rows when ``prosody.per_utterance`` is off).
+        timing: ASR-independent timing features per decoded track, indexed
+            ``(session_id, track)``.
         text: The linguistic and interaction counters (one row; no row when failed).
         in_class: The ``in_class`` row of the class (one row, indexed by ``session_id``).
     """
@@ -115,6 +123,7 @@ class SessionFeatures:
     utterance_prosody: pd.DataFrame
     text: pd.DataFrame
     in_class: pd.DataFrame
+    timing: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class Extractor:
@@ -134,6 +143,7 @@ class Extractor:
         threads: torch intra-op threads per worker process (``engine="local"``).
         asr_fallback: Fall back to pocketsphinx when the configured ASR model cannot be
             loaded (``atrisk demo``), with a warning; otherwise that is an error.
+            ``asr.backend = "auto"`` is resolved first (:meth:`resolve_asr`).
         warn: Where warnings go (default: the console).
 
     Raises:
@@ -163,8 +173,34 @@ class Extractor:
         self._transcriber: Transcriber | None = None
         self._asr_device: str | None = None
         self._processor: SessionProcessor | None = None
+        self._asr_choice: BackendChoice | None = None
+        #: ``asr.backend`` as configured (``auto`` stays ``auto`` here; run.json).
+        self._asr_requested = self.config.asr.backend
 
     # ----------------------------------------------------------------- models
+
+    def resolve_asr(self) -> BackendChoice:
+        """Replace ``asr.backend = "auto"`` by the backend it picks (once), and say why.
+
+        After this, :attr:`config` names the backend (and model) that will run, so the
+        saved ``config.toml`` and the resume keys hold the resolved choice: a run with
+        ``auto`` and one naming the same backend reuse each other's sessions.
+
+        Returns:
+            The choice (:class:`~atrisk.asr.auto.BackendChoice`); for a named backend,
+            that backend with the reason ``"asr.backend = <name>"``.
+
+        Raises:
+            ConfigError: When ``auto`` finds no usable backend.
+        """
+        if self._asr_choice is None:
+            choice = resolve_backend(self.config.asr)
+            self.config = self.config.model_copy(update={"asr": choice.config})
+            if self._asr_requested == AUTO_BACKEND:
+                choice = BackendChoice(choice.backend, choice.config,
+                                       f"auto: {choice.reason}")
+            self._asr_choice = choice
+        return self._asr_choice
 
     def transcriber(self, device: str | None = None) -> Transcriber | None:
         """Return the configured transcriber, loading it on first use (``None``: transcripts).
@@ -180,6 +216,7 @@ class Extractor:
                 names the reason and the ``--asr-backend`` choices.
         """
         device = device or self.device
+        self.resolve_asr()
         if self.config.asr.backend == "transcripts":
             return None
         if self._transcriber is not None and self._asr_device == device:
@@ -195,6 +232,11 @@ class Extractor:
             self.warn(f"{exc}\nFalling back to the offline pocketsphinx ASR backend "
                       "(lower accuracy).")
             self.config = self.config.override({"asr.backend": "pocketsphinx"})
+            self._asr_choice = BackendChoice(
+                "pocketsphinx", self.config.asr,
+                f"{self._asr_choice.reason if self._asr_choice else ''}; "
+                f"{self._asr_choice.backend if self._asr_choice else 'the model'} could not "
+                "be loaded: fell back to pocketsphinx")
             self._transcriber = self._load_transcriber(self.config, device)
         self._asr_device = device
         return self._transcriber
@@ -212,8 +254,8 @@ class Extractor:
     def processor(self) -> SessionProcessor:
         """Return this extractor's in-process :class:`SessionProcessor` (built once)."""
         if self._processor is None:
-            cfg = self.config
             transcriber = self.transcriber()
+            cfg = self.config
             spec = WorkerSpec(cfg, cfg.asr.backend, cfg.asr.model, self.device, 1)
             self._processor = SessionProcessor(spec, transcriber=transcriber)
         return self._processor
@@ -240,6 +282,7 @@ class Extractor:
             ModelLoadError: When the ASR model cannot be loaded.
         """
         given = list(utterances) if utterances is not None else None
+        self.resolve_asr()
         if self.config.asr.backend == "transcripts" and given is None:
             raise ConfigError("the transcripts ASR backend needs the session's utterances: "
                               "extract_session(session, utterances=[...])")
@@ -254,10 +297,13 @@ class Extractor:
                                  "duration_s": [result.duration_s]})
         prosody = prosody_table([result.prosody], backend)
         utt_prosody = utterance_prosody_table([result.utterance_prosody], backend)
+        timing = timing_table([result.timing])
         return SessionFeatures(
             session_id=session.session_id, status=result.status, error=result.error,
             prosody=prosody, utterances=utts, utterance_prosody=utt_prosody, text=text,
-            in_class=build_in_class(sessions, prosody, text, utterance_prosody=utt_prosody),
+            in_class=build_in_class(sessions, prosody, text, utterance_prosody=utt_prosody,
+                                    timing=timing),
+            timing=timing,
         )
 
     # ----------------------------------------------------------------- a folder
@@ -267,10 +313,10 @@ class Extractor:
                 progress: bool = True) -> ExtractResult:
         """Turn a recordings folder into the workspace tables (batch, resumable).
 
-        Writes ``sessions``, ``prosody``, ``utterances``, ``prosody_utterances`` and
-        ``in_class`` (Parquet), ``failures.jsonl``, ``config.toml`` and ``run.json`` into
-        ``workspace``.  Sessions already done there with the same inputs and settings
-        are reused.
+        Writes ``sessions``, ``prosody``, ``timing``, ``utterances``, ``prosody_utterances``
+        and ``in_class`` (Parquet), ``failures.jsonl``, ``config.toml`` and ``run.json``
+        (with the ASR backend ``auto`` chose, and why) into ``workspace``.  Sessions
+        already done there with the same inputs and settings are reused.
 
         Args:
             recordings: Folder with ``sessions.csv`` and one sub-folder per session.
@@ -289,6 +335,7 @@ class Extractor:
             ModelLoadError: The ASR model cannot be loaded (and no fallback).
         """
         recordings, ws = Path(recordings), Workspace(workspace)
+        choice = self.resolve_asr()
         sessions, row_errors = read_manifest(recordings, known_students=known_students)
         failures: list[dict] = [{"stage": "manifest", **e.to_dict()} for e in row_errors]
         given = None
@@ -330,6 +377,7 @@ class Extractor:
             [u for sid in order for u in results[sid].utterances], asr_identity)
         utterance_prosody_df = utterance_prosody_table(
             [results[sid].utterance_prosody for sid in order], backend)
+        timing_df = timing_table([results[sid].timing for sid in order])
         ok_ids = [sid for sid in order if results[sid].status != "failed"]
         t_text, c_text = time.perf_counter(), time.process_time()
         if text_rows:  # the engine computed them (ray: per batch of sessions)
@@ -340,12 +388,13 @@ class Extractor:
             stage_seconds["text_cpu_s"] = time.process_time() - c_text
         t_text = time.perf_counter() - t_text
         in_class_df = build_in_class(sessions_df, prosody_df, text_df,
-                                     utterance_prosody=utterance_prosody_df)
+                                     utterance_prosody=utterance_prosody_df, timing=timing_df)
         # all outputs go to a staging folder first, then are switched in together: a
         # run that fails while writing (a full disk) leaves the previous tables and
         # their run.json as they were
-        frames = {"sessions": sessions_df, "prosody": prosody_df, "utterances": utterances_df,
-                  "prosody_utterances": utterance_prosody_df, "in_class": in_class_df}
+        frames = {"sessions": sessions_df, "prosody": prosody_df, "timing": timing_df,
+                  "utterances": utterances_df, "prosody_utterances": utterance_prosody_df,
+                  "in_class": in_class_df}
         with ws.staging() as stage:
             for name, frame in frames.items():
                 stage.write(name, frame)
@@ -354,6 +403,9 @@ class Extractor:
                 "stage": "extract",
                 "recordings": str(recordings.resolve()),
                 "asr": asr_identity,
+                "asr_backend": config.asr.backend,
+                "asr_requested": self._asr_requested,
+                "asr_choice": self._asr_choice.reason if self._asr_choice else choice.reason,
                 "prosody_backend": backend.backend_name,
                 "code_fingerprint": fingerprint.extract_fingerprint(config),
                 "engine": self.engine.name,
@@ -373,6 +425,8 @@ class Extractor:
             asr_backend=config.asr.backend,
             tables={k: str(v) for k, v in tables.items()},
             stage_seconds=stage_seconds,
+            asr_model=asr_identity,
+            asr_choice=self._asr_choice.reason if self._asr_choice else choice.reason,
         )
 
 

@@ -28,7 +28,7 @@ from atrisk.version import __version__
 from atrisk.workspace import Workspace, atomic_path
 
 #: Format tag of part files; a part of another format is recomputed, never misread.
-PART_FORMAT = "atrisk-part-2"
+PART_FORMAT = "atrisk-part-3"
 
 
 def file_digest(path: Path | None, cache: dict[Path, str] | None = None) -> str:
@@ -90,7 +90,7 @@ def session_key(
             session.start_time.isoformat(),
         ],
         "tracks": [file_digest(session.track_path(t), digests) for t in TRACKS],
-        "config": config.section_hash("audio", "prosody", "asr"),
+        "config": config.section_hash("audio", "prosody", "asr", "timing"),
         "asr": asr_identity,
         "given": None
         if given is None
@@ -159,6 +159,7 @@ def write_part(path: Path, result: SessionResult, key: str | None = None) -> Non
         ],
         "prosody": _frame_dump(result.prosody),
         "utterance_prosody": _frame_dump(result.utterance_prosody),
+        "timing": _frame_dump(result.timing),
     }
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload), encoding="utf-8")
@@ -193,6 +194,7 @@ def read_part(path: Path) -> SessionResult | None:
             track_errors={str(k): str(v) for k, v in obj["track_errors"].items()},
             timings={str(k): float(v) for k, v in obj["timings"].items()},
             utterance_prosody=_frame_load(obj["utterance_prosody"]),
+            timing=_frame_load(obj["timing"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

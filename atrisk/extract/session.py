@@ -1,10 +1,11 @@
-"""One session at a time: decode both tracks, prosody, ASR, per-utterance prosody.
+"""One session at a time: decode both tracks, prosody, timing, ASR, per-utterance prosody.
 
 :class:`SessionProcessor` is what both engines run for each session; it holds the prosody
-backend and the transcriber (loaded once) and returns a :class:`SessionResult`.  Each
-track is decoded and processed on its own, so at most one decoded track is held; tracks
-of :data:`STREAM_TRACK_S` or more are streamed from their files instead (prosody and ASR
-each decode the file again, block by block), giving the same results in bounded memory.
+backend, the timing extractor and the transcriber (loaded once) and returns a
+:class:`SessionResult`.  Each track is decoded and processed on its own, so at most one
+decoded track is held; tracks of :data:`STREAM_TRACK_S` or more are streamed from their
+files instead (prosody and timing read the same blocks; ASR decodes the file again, block
+by block), giving the same results in bounded memory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from atrisk.extractors.prosody import (
     StreamingProsody,
     load_prosody,
 )
+from atrisk.extractors.timing import TimingFeatures, nan_row
 from atrisk.ingest.audio import (
     audio_info,
     decode_session,
@@ -67,6 +69,9 @@ class SessionResult:
     #: of a decoded track), indexed ``(session_id, speaker, start_s, end_s)``; ``None``
     #: when ``prosody.per_utterance`` is off.
     utterance_prosody: pd.DataFrame | None = None
+    #: ASR-independent timing features per decoded track
+    #: (:data:`atrisk.extractors.timing.TIMING_COLUMNS`), indexed ``(session_id, track)``.
+    timing: pd.DataFrame | None = None
 
 
 
@@ -86,6 +91,8 @@ class DecodedPart:
     utterance_prosody: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: Long tracks whose signal is not held: the ASR stage streams them from these files.
     streams: dict[str, Path] = field(default_factory=dict)
+    #: Timing features per decoded track, indexed ``(session_id, track)``.
+    timing: pd.DataFrame | None = None
 
 
 
@@ -149,6 +156,8 @@ class SessionProcessor:
             spec.config.prosody, sample_rate=spec.config.audio.sample_rate,
             device=spec.prosody_device or spec.device,
         )
+        self.timing = TimingFeatures(spec.config.timing,
+                                     sample_rate=spec.config.audio.sample_rate)
         self.transcriber = transcriber
         if self.transcriber is None and load_asr and spec.asr_backend != "transcripts":
             self.transcriber = load_spec_transcriber(spec)
@@ -211,6 +220,11 @@ class SessionProcessor:
             failed = failures.get((session.session_id, track))
             if error is None and failed:
                 error = f"{session.track_path(track)}: prosody {failed}"
+            t2, c2 = time.perf_counter(), time.process_time()
+            timing, t_failures = self.timing.process_sessions([decoded])
+            failed = t_failures.get((session.session_id, track))
+            if failed:  # the track's row is NaN; the session is partial
+                error = _join(error, f"{session.track_path(track)}: {failed}")
             del decoded  # the part holds the only reference to the signal
             part = DecodedPart(
                 session=session,
@@ -220,11 +234,14 @@ class SessionProcessor:
                 duration_s=math.nan if signal_size is None
                 else signal_size / self.spec.config.audio.sample_rate,
                 prosody=prosody,
+                timing=timing,
                 timings={
                     "decode_s": t1 - t0,
-                    "prosody_s": time.perf_counter() - t1,
+                    "prosody_s": t2 - t1,
+                    "timing_s": time.perf_counter() - t2,
                     "decode_cpu_s": c1 - c0,
-                    "prosody_cpu_s": time.process_time() - c1,
+                    "prosody_cpu_s": c2 - c1,
+                    "timing_cpu_s": time.process_time() - c2,
                 },
             )
             if given is not None and signal is not None:
@@ -271,20 +288,53 @@ class SessionProcessor:
             return None
         cfg = self.spec.config.audio
         t0, c0 = time.perf_counter(), time.process_time()
-        stats: dict[str, float] = {"n": 0, "peak": 0.0, "decode_s": 0.0, "decode_cpu_s": 0.0}
+        stats: dict[str, float] = {"n": 0, "peak": 0.0, "decode_s": 0.0, "decode_cpu_s": 0.0,
+                                   "timing_s": 0.0, "timing_cpu_s": 0.0}
+        timing_stream = self.timing.start_stream(cfg.sample_rate)
+        timing_error: list[str] = []
+
+        def add_timing(block: np.ndarray) -> None:  # the blocks openSMILE reads
+            if timing_error:
+                return
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                timing_stream.add(block)
+            except Exception as exc:  # the row becomes NaN; prosody goes on
+                timing_error.append(
+                    f"{session.session_id}/{track}: timing features failed: "
+                    f"{type(exc).__name__}: {exc}")
+            stats["timing_s"] += time.perf_counter() - t
+            stats["timing_cpu_s"] += time.process_time() - c
+
         ok = True
         try:
             prosody, failures = stream_prosody(self.prosody, path, session.session_id, track,
-                                               cfg.sample_rate, stats, header_seconds(path))
+                                               cfg.sample_rate, stats, header_seconds(path),
+                                               on_block=add_timing)
         except AudioDecodeError as exc:
             ok, error, (prosody, failures) = False, str(exc), self.prosody.process_sessions([])
         finally:  # openSMILE's buffers were freed in its consumer thread's malloc arena
             release_memory(int(stats["n"]))
+        timing = self.timing.frame([], [])
         if ok:
             error = silence_message(path, stats["peak"], cfg)
             failed = failures.get((session.session_id, track))
             if error is None and failed:
                 error = f"{path}: prosody {failed}"
+            t, c = time.perf_counter(), time.process_time()
+            if not timing_error:
+                try:
+                    row = timing_stream.row()
+                except Exception as exc:
+                    timing_error.append(
+                        f"{session.session_id}/{track}: timing features failed: "
+                        f"{type(exc).__name__}: {exc}")
+            if timing_error:
+                row = nan_row()
+                error = _join(error, f"{path}: {timing_error[0]}")
+            timing = self.timing.frame([row], [(session.session_id, track)])
+            stats["timing_s"] += time.perf_counter() - t
+            stats["timing_cpu_s"] += time.process_time() - c
         return DecodedPart(
             session=session,
             signals={track: None},
@@ -292,11 +342,15 @@ class SessionProcessor:
             errors={} if error is None else {track: error},
             duration_s=stats["n"] / cfg.sample_rate if ok else math.nan,
             prosody=prosody,
+            timing=timing,
             timings={
                 "decode_s": stats["decode_s"],
-                "prosody_s": time.perf_counter() - t0 - stats["decode_s"],
+                "prosody_s": time.perf_counter() - t0 - stats["decode_s"] - stats["timing_s"],
+                "timing_s": stats["timing_s"],
                 "decode_cpu_s": stats["decode_cpu_s"],
-                "prosody_cpu_s": time.process_time() - c0 - stats["decode_cpu_s"],
+                "prosody_cpu_s": time.process_time() - c0 - stats["decode_cpu_s"]
+                - stats["timing_cpu_s"],
+                "timing_cpu_s": stats["timing_cpu_s"],
             },
             streams={track: path} if ok and keep_signals else {},
         )
@@ -398,6 +452,7 @@ class SessionProcessor:
             utterance_prosody=_in_utterance_order(part.utterance_prosody, utterances)
             if self.spec.config.prosody.per_utterance
             else None,
+            timing=part.timing,
         )
 
 
@@ -479,12 +534,15 @@ def header_seconds(path: Path) -> float | None:
 def stream_prosody(
     extractor: StreamingProsody, path: Path, session_id: str, track: str, sample_rate: int,
     stats: dict[str, float], duration_s: float | None = None,
+    on_block: Callable[[np.ndarray], None] | None = None,
 ) -> Extracted:
     """Return the prosody row of one track streamed from ``path``; fills ``stats``.
 
     ``stats`` gets the samples decoded (``n``), their peak and the decoding time.
 
     ``duration_s`` (the header's) sizes openSMILE's whole-track buffers once.
+    ``on_block`` is called with every decoded block before the backend sees it (the
+    timing features read the same blocks).
 
     Raises:
         AudioDecodeError: When the file cannot be decoded.
@@ -502,6 +560,8 @@ def stream_prosody(
             stats["decode_cpu_s"] += time.process_time() - c0
             if block is None:
                 return
+            if on_block is not None and block.size:
+                on_block(block)
             yield block
 
     return extractor.process_stream(blocks(), sample_rate, session_id, track,
@@ -522,6 +582,7 @@ def merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
     if len(parts) == 1:
         return parts[0]
     frames = [p.prosody for p in parts if len(p.prosody)]
+    timing = [p.timing for p in parts if p.timing is not None and len(p.timing)]
     timings: dict[str, float] = {}
     for p in parts:
         for k, v in p.timings.items():
@@ -535,10 +596,16 @@ def merge_parts(session: Session, parts: list[DecodedPart]) -> DecodedPart:
         errors={t: e for p in parts for t, e in p.errors.items()},
         duration_s=max(durations) if durations else math.nan,
         prosody=pd.concat(frames) if frames else parts[-1].prosody,
+        timing=pd.concat(timing) if timing else parts[-1].timing,
         timings=timings,
         utterance_prosody={t: f for p in parts for t, f in p.utterance_prosody.items()},
     )
 
+
+
+def _join(error: str | None, message: str) -> str:
+    """``error`` and ``message`` joined by ``"; "`` (just ``message`` when there is no error)."""
+    return message if not error else f"{error}; {message}"
 
 
 def load_spec_transcriber(spec: WorkerSpec) -> Transcriber:

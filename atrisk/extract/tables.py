@@ -1,6 +1,6 @@
 """Assembling the workspace tables from the sessions' results, in manifest order.
 
-The one place both engines' results become the ``sessions``, ``prosody``,
+The one place both engines' results become the ``sessions``, ``prosody``, ``timing``,
 ``utterances`` and ``prosody_utterances`` tables, so a resumed run, an uninterrupted run
 and either engine give the same tables.
 """
@@ -20,6 +20,7 @@ from atrisk.extract.session import SessionResult
 from atrisk.extractors.prosody import SESSION_INDEX, ProsodyBackend
 from atrisk.extractors.prosody.segments import index_from_keys
 from atrisk.extractors.text import text_features
+from atrisk.extractors.timing import TIMING_COLUMNS
 from atrisk.records import SESSION_COLUMNS, UTTERANCE_COLUMNS, Session, Utterance
 
 #: Columns of the ``utterances`` table as written (the records' columns + word times).
@@ -97,6 +98,25 @@ def prosody_table(frames: Iterable[pd.DataFrame], backend: ProsodyBackend) -> pd
     else:
         table = backend.frame(None, pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX))
     return table.assign(prosody_backend=backend.backend_name)
+
+
+def timing_table(frames: Iterable[pd.DataFrame | None]) -> pd.DataFrame:
+    """Return the per-track ``timing`` table from the sessions' rows.
+
+    Args:
+        frames: Each session's rows (``SessionResult.timing``, indexed ``(session_id,
+            track)``) in manifest order; ``None`` or empty frames are skipped.
+
+    Returns:
+        Rows indexed ``(session_id, track)``, float columns
+        :data:`~atrisk.extractors.timing.TIMING_COLUMNS`; no rows (same columns) when
+        there are none.
+    """
+    parts = [f for f in frames if f is not None and len(f)]
+    if parts:
+        return pd.concat(parts).reindex(columns=TIMING_COLUMNS).astype("float64")
+    index = pd.MultiIndex.from_arrays([[], []], names=SESSION_INDEX)
+    return pd.DataFrame(np.empty((0, len(TIMING_COLUMNS))), index=index, columns=TIMING_COLUMNS)
 
 
 def utterance_prosody_table(frames: Iterable[pd.DataFrame | None],

@@ -2,10 +2,12 @@
 
 :func:`build_in_class` joins the prosody table (indexed by ``(session_id, track)``,
 the 88 eGeMAPS functionals), the text table (indexed by ``session_id``, columns
-already prefixed ``teacher_``/``student_``/``inter_``) and, when given, the means over
-each speaker's utterances of a few per-utterance functionals (``teacher_utt_*``,
-``student_utt_*``: the prosody of the student's answers, not of the silence between
-them) into the ``in_class`` table.
+already prefixed ``teacher_``/``student_``/``inter_``), when given the ASR-independent
+timing features of each track (:data:`TIMING_FEATURES`, prefixed ``teacher_``/
+``student_``: speaking rate and pauses, usable whatever the word error rate) and the
+means over each speaker's utterances of a few per-utterance functionals
+(``teacher_utt_*``, ``student_utt_*``: the prosody of the student's answers, not of the
+silence between them) into the ``in_class`` table.
 :func:`in_class_at` gives each ``<student, t>`` key the mean of these columns over the
 student's latest sessions that ended before ``t`` (prefix ``in_``).
 
@@ -41,6 +43,19 @@ UTTERANCE_FEATURES = (
     "loudnessPeaksPerSec",
     "VoicedSegmentsPerSec",
     "MeanUnvoicedSegmentLength",
+)
+
+
+#: Timing features (``timing`` table, :mod:`atrisk.extractors.timing`) kept per track as
+#: ``<track>_<name>``: acoustic speaking rate (syllable nuclei per second of speech),
+#: share of the track with speech, and the pauses inside speech.
+TIMING_FEATURES = (
+    "speech_rate_syll_s",
+    "speech_ratio",
+    "pause_count",
+    "pause_mean_s",
+    "pause_max_s",
+    "pauses_per_min",
 )
 
 
@@ -113,7 +128,8 @@ def _numeric(df: pd.DataFrame) -> pd.DataFrame:
 
 def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
                    text: pd.DataFrame | None,
-                   utterance_prosody: pd.DataFrame | None = None) -> pd.DataFrame:
+                   utterance_prosody: pd.DataFrame | None = None,
+                   timing: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return the in-class table: one row per session of ``sessions``.
 
     Sessions that failed (or have no prosody/text rows) still get a row, of NaNs.
@@ -130,6 +146,9 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
             :data:`UTTERANCE_FEATURES` it holds, ``<speaker>_utt_<name>`` is the mean over
             that speaker's utterances in the session (NaN values skipped; NaN when none).
             ``None``: no such columns.
+        timing: Timing features per track (the ``timing`` table) indexed by (or with
+            columns) ``session_id, track``; the columns of :data:`TIMING_FEATURES` it
+            holds become ``teacher_<name>``/``student_<name>``.  ``None``: no such columns.
 
     Returns:
         A float DataFrame indexed by ``session_id``.
@@ -153,6 +172,8 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
             sel.index = pd.Index(sids[tracks == track], name="session_id")
             sel = sel[~sel.index.duplicated(keep="last")]
             parts.append(sel.add_prefix(f"{track}_"))
+    if timing is not None and len(timing):
+        parts += _per_track(timing, [n for n in TIMING_FEATURES if n in timing.columns])
     if utterance_prosody is not None:
         parts += _utterance_means(utterance_prosody)
     if text is not None and len(text.columns):
@@ -164,6 +185,22 @@ def build_in_class(sessions: pd.DataFrame, prosody: pd.DataFrame | None,
         return pd.DataFrame(index=index)
     out = pd.concat([p.reindex(index) for p in parts], axis=1)
     out.index.name = "session_id"
+    return out
+
+
+def _per_track(table: pd.DataFrame, names: list[str]) -> list[pd.DataFrame]:
+    """``names`` of a ``(session_id, track)`` table as ``teacher_<name>``/``student_<name>``."""
+    t = table
+    if "session_id" in t.columns and "track" in t.columns:
+        t = t.set_index(["session_id", "track"])
+    vals = t[names].astype(float)
+    tracks = t.index.get_level_values("track").astype(str)
+    sids = t.index.get_level_values("session_id").astype(str)
+    out = []
+    for track in ("teacher", "student"):
+        sel = vals[tracks == track].copy()
+        sel.index = pd.Index(sids[tracks == track], name="session_id")
+        out.append(sel[~sel.index.duplicated(keep="last")].add_prefix(f"{track}_"))
     return out
 
 

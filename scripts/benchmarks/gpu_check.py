@@ -22,8 +22,8 @@ that hangs or fails is recorded and the others still run; the caps add up to at 
     threads and a CUDA batch of 64.
 ``gpu_tests``
     ``pytest -m gpu`` on the test files that hold GPU tests (CUDA vs CPU agreement of
-    the torch prosody features, CUDA Wav2Vec2 decoding, bf16 fine-tuning): counts of
-    passed / failed / skipped.
+    the torch prosody features, CUDA Wav2Vec2 decoding, bf16 fine-tuning of Wav2Vec2 and of
+    the whole Whisper model): counts of passed / failed / skipped.
 ``opensmile``
     openSMILE eGeMAPS functionals in a pool of 1, 4, 8 and 16 processes (2 signals per
     process): audio-s/s for each.
@@ -70,7 +70,7 @@ CAPS_S = {"environment": 20, "whisper": 80, "wav2vec2": 70, "prosody_torch": 40,
 SECTIONS = tuple(CAPS_S)
 #: Files holding ``@pytest.mark.gpu`` tests.
 GPU_TEST_FILES = ("tests/extractors/prosody/test_prosody_torch.py", "tests/asr/test_wav2vec2.py",
-                  "tests/asr/test_finetune.py")
+                  "tests/asr/test_finetune.py", "tests/asr/test_finetune_whisper.py")
 
 
 def _sizes(dry: bool) -> dict:

@@ -114,3 +114,20 @@ def test_whisper_finetune_refuses_resume(tmp_path: Path):
     m.write_text("path\ttext\nx.wav\thello\n")
     with pytest.raises(ConfigError, match="Wav2Vec2 bases only"):
         finetune(m, m, "whisper", tmp_path / "out", device="cpu", resume=True, progress=False)
+
+
+@pytest.mark.gpu
+def test_whisper_finetune_cuda_whole_model(tmp_path: Path):
+    """On CUDA the encoder trains too (bf16 autocast); the held-out loss still falls."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    train = _manifest(tmp_path, "train", TRAIN, "en-us", 40)
+    held_out = _manifest(tmp_path, "eval", EVAL, "en-us+f3", 70)
+    cfg = AsrFinetuneConfig(learning_rate=5e-5, max_steps=4, batch_size=3, warmup_ratio=0.1,
+                            train_encoder=True)
+    res = finetune(train, held_out, "whisper", tmp_path / "ft", cfg, device="cuda",
+                   progress=False)
+    assert res["device"].startswith("cuda") and res["finished"]
+    assert res["epochs"][-1]["eval_loss"] < 0.5 * res["baseline"]["eval_loss"]

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
     work = args.work or Path(tempfile.mkdtemp(prefix="whisper-ft-"))
     work.mkdir(parents=True, exist_ok=True)
     train, held_out, split_info = split(args.data, work, args.log_speakers)
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         },
         "examples": [{"reference": r, "base": a, "tuned": b}
                      for r, a, b in list(zip(refs, base_hyps, tuned_hyps, strict=True))[:8]],
-        "machine": {"cpus": os.cpu_count(), "load_1min_start": os.getloadavg()[0],
+        "machine": {"cpus": os.cpu_count(), "load_1min_start": round(load_start, 2),
+                    "load_1min_end": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "torch": torch.__version__},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -152,7 +152,7 @@ class ASRConfig(_Section):
 
 
 class AsrFinetuneConfig(_Section):
-    """Wav2Vec2 CTC fine-tuning (``atrisk asr finetune``); see docs/asr.md."""
+    """Fine-tuning (``atrisk asr finetune``): Wav2Vec2 CTC or Whisper bases; see docs/asr.md."""
 
     learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
     warmup_ratio: float = Field(
@@ -168,6 +168,11 @@ class AsrFinetuneConfig(_Section):
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (L2 norm).")
     freeze_feature_encoder: bool = Field(True, description="Keep the CNN feature encoder fixed.")
+    train_encoder: bool = Field(
+        False, description="Whisper bases: train the audio encoder too (slow on a CPU: it "
+        "always sees 30 s windows); off: its outputs are computed once per clip and only "
+        "the decoder learns.",
+    )
     mask_time_prob: float = Field(
         0.05, ge=0, lt=1, description="SpecAugment: share of frames starting a time mask.",
     )

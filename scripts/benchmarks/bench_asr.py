@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--make-track", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads is None:
-        from atrisk.extract import usable_cpus
+        from atrisk.extract.resources import usable_cpus
 
         args.threads = usable_cpus()
 

@@ -197,11 +197,11 @@ def bench_opensmile(seconds: float, n: int, workers: int, long_s: float) -> dict
 
 
 def _torch_rate(ex, signals: list[np.ndarray], sync) -> dict:
-    """Time ``ex.process_signals`` on ``signals`` (after a warm-up); return the rates."""
-    ex.process_signals(signals[:1], SR)  # warm-up (allocations, CUDA kernels)
+    """Time ``ex.functionals`` on ``signals`` (after a warm-up); return the rates."""
+    ex.functionals(signals[:1], SR)  # warm-up (allocations, CUDA kernels)
     sync()
     t0, c0 = time.perf_counter(), time.process_time()
-    out = ex.process_signals(signals, SR)
+    out, _ = ex.functionals(signals, SR)
     sync()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if np.isfinite(out).sum(axis=1).min() < 80:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="long-track memory check length (0: skip)")
     args = p.parse_args(argv)
     if args.workers is None:
-        from atrisk.extract import usable_cpus
+        from atrisk.extract.resources import usable_cpus
 
         args.workers = usable_cpus()
     result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ref = pd.DataFrame([smile.process_signal(s, 16000) for s in signals], index=names)
     t_smile = time.perf_counter() - t0
     t0 = time.perf_counter()
-    new = pd.DataFrame(torch_ex.process_signals(signals, 16000), index=names,
+    new = pd.DataFrame(torch_ex.functionals(signals, 16000)[0], index=names,
                        columns=torch_ex.feature_names)
     t_torch = time.perf_counter() - t0
     ref = ref[torch_ex.feature_names]

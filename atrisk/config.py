@@ -154,7 +154,9 @@ class ASRConfig(_Section):
 class AsrFinetuneConfig(_Section):
     """Fine-tuning (``atrisk asr finetune``): Wav2Vec2 CTC or Whisper bases; see docs/asr.md."""
 
-    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(
+        0.0, ge=0, description="Peak AdamW learning rate; 0 = the base's default (1e-4 for a "
+        "Wav2Vec2 CTC base, 2e-5 for a Whisper base, which loops on its own output at 1e-4).")
     warmup_ratio: float = Field(
         0.1, ge=0, lt=1, description="Share of optimizer steps with linear warm-up; the rate "
         "then decays linearly to 0 at the last step.",

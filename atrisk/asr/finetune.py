@@ -53,6 +53,9 @@ from atrisk.extras import require
 SAMPLE_RATE = 16000
 #: Special tokens, in id order, before the characters (same layout as wav2vec2-base-960h).
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "|")
+#: Peak learning rates used when ``learning_rate`` is 0 (see docs/asr.md).
+CTC_LEARNING_RATE = 1e-4
+WHISPER_LEARNING_RATE = 2e-5
 LOG_FILE = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -227,6 +230,12 @@ def _load_clips(train: Path | str, eval: Path | str, train_max_s: float | None,
         raise ConfigError(f"no usable training clip in {train} ({len(failures)} bad rows; "
                           f"first: {failures[0] if failures else 'the manifest is empty'})")
     return train_clips, eval_clips, failures
+
+
+def with_learning_rate(config: AsrFinetuneConfig | None, default: float) -> AsrFinetuneConfig:
+    """``config`` (defaults when ``None``) with ``learning_rate`` 0 replaced by ``default``."""
+    base = config or AsrFinetuneConfig()
+    return base if base.learning_rate else base.model_copy(update={"learning_rate": default})
 
 
 def _schedule(model: Any, clips: list[_Clip], cfg: AsrFinetuneConfig) -> tuple:
@@ -416,7 +425,7 @@ def finetune(
     from atrisk.device import resolve_device
     from atrisk.progress import progress_bar
 
-    cfg = config or AsrFinetuneConfig()
+    cfg = with_learning_rate(config, CTC_LEARNING_RATE)
     dev = str(resolve_device(device))
     hf_logging.disable_progress_bar()  # our own bar; no "Writing model shards" lines
     out = Path(out)
@@ -807,7 +816,7 @@ def finetune_whisper(
     from atrisk.device import resolve_device
     from atrisk.progress import progress_bar
 
-    cfg = config or AsrFinetuneConfig()
+    cfg = with_learning_rate(config, WHISPER_LEARNING_RATE)
     dev = str(resolve_device(device))
     hf_logging.disable_progress_bar()
     out = Path(out)

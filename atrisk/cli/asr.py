@@ -91,8 +91,9 @@ def asr_finetune(
     eval_: Annotated[Path, typer.Option("--eval", help="Evaluation " + ManifestHelp)],
     base: Annotated[
         str,
-        typer.Option("--base", help="Wav2Vec2 hub id or folder to start from; a folder with only "
-                     "a config.json gives a randomly initialised model of that geometry."),
+        typer.Option("--base", help="whisper (the bundled tiny.en) or a CTranslate2 Whisper "
+                     "folder; or a Wav2Vec2 hub id or folder (a folder with only a config.json "
+                     "gives a randomly initialised model of that geometry)."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output folder (model, log, checkpoints).")],
     device: Annotated[
@@ -102,8 +103,8 @@ def asr_finetune(
         bool, typer.Option("--resume", help="Continue from the latest checkpoint in --out.")
     ] = False,
     learning_rate: Annotated[float | None, typer.Option(
-        help="Peak AdamW learning rate (default: 0.0001, or asr_finetune.learning_rate in "
-        "--config).")] = None,
+        help="Peak AdamW learning rate (default: 1e-4 for a Wav2Vec2 base, 2e-5 for a Whisper "
+        "base, or asr_finetune.learning_rate in --config).")] = None,
     epochs: Annotated[int | None, typer.Option(
         help="Passes over the training set (default: 30, or asr_finetune.epochs in "
         "--config).")] = None,
@@ -127,7 +128,7 @@ def asr_finetune(
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Fine-tune a Wav2Vec2 CTC model on TSV manifests; the result loads with --asr-model OUT."""
+    """Fine-tune a Whisper or Wav2Vec2 CTC model on TSV manifests; load it with --asr-model OUT."""
     from atrisk.asr.finetune import finetune
 
     cfg = cli_config(config, {

@@ -175,3 +175,14 @@ def test_cuda_finetune_bf16(manifest: Path, tiny_model_dir: Path, tmp_path: Path
                    AsrFinetuneConfig(**FAST), device="cuda", progress=False)
     assert res["device"] == "cuda" and res["finished"]
     assert all(e["loss"] == e["loss"] for e in _log(tmp_path / "gpu") if e["event"] == "step")
+
+
+def test_learning_rate_zero_means_the_bases_default():
+    from atrisk.asr.finetune import CTC_LEARNING_RATE, WHISPER_LEARNING_RATE, with_learning_rate
+
+    assert AsrFinetuneConfig().learning_rate == 0
+    assert with_learning_rate(None, CTC_LEARNING_RATE).learning_rate == 1e-4
+    assert with_learning_rate(AsrFinetuneConfig(), WHISPER_LEARNING_RATE).learning_rate == 2e-5
+    # A rate the user set is kept, for either base.
+    assert with_learning_rate(AsrFinetuneConfig(learning_rate=3e-5), CTC_LEARNING_RATE
+                              ).learning_rate == 3e-5

@@ -111,7 +111,6 @@ CONFIG_DEFAULTS = {
     (("train",), "--calibration"): "training.calibration",
     (("asr", "evaluate"), "--asr-backend"): "asr.backend",
     (("asr", "evaluate"), "--asr-model"): "asr.model",
-    (("asr", "finetune"), "--learning-rate"): "asr_finetune.learning_rate",
     (("asr", "finetune"), "--epochs"): "asr_finetune.epochs",
     (("asr", "finetune"), "--max-steps"): "asr_finetune.max_steps",
     (("asr", "finetune"), "--batch-size"): "asr_finetune.batch_size",
@@ -128,6 +127,16 @@ def test_help_names_the_config_default(where, key):
     section, name = key.split(".")
     value = getattr(getattr(Config(), section), name)
     assert f"(default: {value}, or {key} in --config)" in plain(param.help)
+
+
+def test_finetune_learning_rate_help_names_both_bases_defaults():
+    from atrisk.asr.finetune import CTC_LEARNING_RATE, WHISPER_LEARNING_RATE
+
+    param = next(p for p in COMMANDS[("asr", "finetune")].params if "--learning-rate" in p.opts)
+    assert Config().asr_finetune.learning_rate == 0  # 0: the base's own default
+    assert (CTC_LEARNING_RATE, WHISPER_LEARNING_RATE) == (1e-4, 2e-5)
+    assert ("(default: 1e-4 for a Wav2Vec2 base, 2e-5 for a Whisper base, or "
+            "asr_finetune.learning_rate in --config)") in plain(param.help)
 
 
 def test_demo_asr_model_default_is_the_config_default():

@@ -630,7 +630,7 @@ def create_app(store: Store, keys: KeyStore, root: DataRoot, model: Any | None =
         return {"written": n}
 
     @app.get("/v1/students/{student_id}", tags=["risk"])
-    def get_student(
+    async def get_student(
         student_id: StudentId, who: Read, request: Request,
         events_limit: Annotated[int, Query(ge=1, le=1000, description="Events per page.")] = 100,
         events_offset: Annotated[int, Query(ge=0, le=_INT32,
@@ -638,6 +638,8 @@ def create_app(store: Store, keys: KeyStore, root: DataRoot, model: Any | None =
     ) -> dict:
         """Return a student's risk history, a page of events (by time) and counts."""
         touched(request, [student_id])
+        # On the event loop: a few point lookups (about 2 ms) cost less here than the
+        # hand-off to a worker thread and back, which set the latency under load.
         out = store.student(student_id, org=who.org_id, events_limit=events_limit,
                             events_offset=events_offset)
         if out is None:
